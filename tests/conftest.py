@@ -1,0 +1,31 @@
+"""Fixtures shared by every test tier.
+
+Real market data reaches tests only through ``shared_data``: it finds ``../shared/data``
+beside the repository (or ``$TICKCAST_SHARED_DATA``) and skips cleanly when absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from orchestrator import PROJECT_ROOT
+
+
+def _find_shared_data() -> Path | None:
+    candidates = [os.environ.get("TICKCAST_SHARED_DATA"), PROJECT_ROOT.parent / "shared" / "data"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "binance-spot-1m").is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the real market data set (read in place, never copied)."""
+    path = _find_shared_data()
+    if path is None:
+        pytest.skip("real market data (../shared/data) is not present on this machine")
+    return path

@@ -1,0 +1,1 @@
+"""Market data: the candle schema, timeframes, sources and validation (pure, no Ray)."""

@@ -1,0 +1,127 @@
+"""Typed, frozen configuration for the pipeline; unknown keys are errors naming the field.
+
+One model per component (bytewax/nautilus style). ``TickcastConfig`` is what the Serve
+application's ``args`` in ``configs/*.yaml`` must parse into.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from orchestrator.market.timeframes import TIMEFRAMES
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_timeframe(value: str) -> str:
+    if value not in TIMEFRAMES:
+        raise ValueError(f"unknown timeframe {value!r}; expected one of {list(TIMEFRAMES)}")
+    return value
+
+
+class SyntheticFeedConfig(StrictModel):
+    """Deterministic random-walk market; the embedded default (no files, no network)."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    exchange: str = "synthetic"
+    symbols: tuple[str, ...] = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+    n_symbols: int | None = Field(None, ge=1, description="generate SYN0000/USDT.. instead of `symbols`")
+    seed: int = 7
+    speed: float = Field(10.0, ge=0, description="candles per second per symbol; 0 = as fast as possible")
+    max_minutes: int | None = Field(None, ge=1, description="stop after this many candles per symbol")
+
+    def symbol_list(self) -> tuple[str, ...]:
+        if self.n_symbols is None:
+            return self.symbols
+        return tuple(f"SYN{i:04d}/USDT" for i in range(self.n_symbols))
+
+
+class ReplayFeedConfig(StrictModel):
+    """Replay of history files: Parquet candle files or Binance kline zip archives."""
+
+    kind: Literal["replay"] = "replay"
+    exchange: str = "binance"
+    path: str = Field(description="directory of *.parquet / *.zip files; relative to the repository")
+    symbols: tuple[str, ...] | None = Field(None, description="default: every file in `path`")
+    speed: float = Field(0.0, ge=0, description="candles per second per symbol; 0 = as fast as possible")
+    max_minutes: int | None = Field(None, ge=1)
+
+
+FeedConfig = Annotated[SyntheticFeedConfig | ReplayFeedConfig, Field(discriminator="kind")]
+
+
+class FeatureConfig(StrictModel):
+    shards: int = Field(1, ge=1, le=256)
+    timeframes: tuple[str, ...] = ("1m",)
+    num_cpus: float = Field(0.25, gt=0)
+
+    @field_validator("timeframes")
+    @classmethod
+    def _known_timeframes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_timeframe(t) for t in value)
+
+
+class ModelRef(StrictModel):
+    model_type: Literal["direction"] = "direction"
+    timeframe: str = "1m"
+    version: str | None = Field(None, description="default: the registry's production version")
+
+    @field_validator("timeframe")
+    @classmethod
+    def _known_timeframe(cls, value: str) -> str:
+        return _check_timeframe(value)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model_type}-{self.timeframe}"
+
+
+class SignalConfig(StrictModel):
+    """Probability thresholds mapping P(up) to LONG / SHORT / NEUTRAL and confidence tiers."""
+
+    high: float = Field(0.6, gt=0.5, lt=1.0)
+    very_high: float = Field(0.7, gt=0.5, lt=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SignalConfig:
+        if self.very_high < self.high:
+            raise ValueError("signals.very_high must be >= signals.high")
+        return self
+
+
+class ServingConfig(StrictModel):
+    max_batch_size: int = Field(64, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
+    num_cpus: float = Field(0.25, gt=0)
+
+
+class SinkConfig(StrictModel):
+    log_dir: str = "var/predictions"
+    flush_rows: int = Field(5000, ge=1)
+    flush_seconds: float = Field(5.0, gt=0)
+
+
+class TickcastConfig(StrictModel):
+    """Everything the Serve application needs; `configs/*.yaml` `args` parse into this."""
+
+    environment: str = "local"
+    models_dir: str = "models_onnx"
+    feeds: tuple[FeedConfig, ...] = (SyntheticFeedConfig(),)
+    features: FeatureConfig = FeatureConfig()
+    models: tuple[ModelRef, ...] = (ModelRef(),)
+    signals: SignalConfig = SignalConfig()
+    serving: ServingConfig = ServingConfig()
+    sink: SinkConfig = SinkConfig()
+
+    @model_validator(mode="after")
+    def _models_on_computed_timeframes(self) -> TickcastConfig:
+        for ref in self.models:
+            if ref.timeframe not in self.features.timeframes:
+                raise ValueError(
+                    f"models: {ref.key} needs timeframe {ref.timeframe!r} in features.timeframes"
+                )
+        return self

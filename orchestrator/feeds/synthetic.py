@@ -1,0 +1,45 @@
+"""The synthetic market as a feed source: one 1m candle per symbol per tick."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from orchestrator.config import SyntheticFeedConfig
+from orchestrator.feeds.pacing import Pacer
+from orchestrator.market.schema import candles_from_arrays
+from orchestrator.market.synthetic import SyntheticMarket
+
+
+class SyntheticSource:
+    """Deterministic, paced, endless unless ``max_minutes`` is set."""
+
+    def __init__(self, config: SyntheticFeedConfig, state: dict | None = None):
+        self.exchange = config.exchange
+        self.symbols = config.symbol_list()
+        self._max_minutes = config.max_minutes
+        self._market = (
+            SyntheticMarket.from_snapshot(state["market"])
+            if state
+            else SyntheticMarket(len(self.symbols), seed=config.seed)
+        )
+        self._emitted = state["emitted"] if state else 0
+        self._pacer = Pacer(config.speed)
+
+    async def next_batch(self) -> pa.RecordBatch | None:
+        if self._max_minutes is not None and self._emitted >= self._max_minutes:
+            return None
+        await self._pacer.wait()
+        minute = self._market.next_minute()
+        self._emitted += 1
+        ohlcv = {k: getattr(minute, k) for k in ("open", "high", "low", "close", "volume")}
+        times = [minute.open_time] * len(self.symbols)
+        return candles_from_arrays(self.exchange, list(self.symbols), "1m", times, ohlcv)
+
+    async def close(self) -> None:
+        return None
+
+    def snapshot(self) -> dict:
+        return {"market": self._market.snapshot(), "emitted": self._emitted}
+
+    def status(self) -> dict:
+        return {"kind": "synthetic", "symbols": len(self.symbols), "minutes_emitted": self._emitted}

@@ -1,0 +1,1 @@
+"""Where predictions go: the latest store and the Parquet prediction log."""

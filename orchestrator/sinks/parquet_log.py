@@ -1,0 +1,57 @@
+"""Append-only Parquet prediction log, partitioned by date and timeframe.
+
+Rows are buffered and written as one file per flush (one row group per partition), so the
+log is readable by pyarrow/pandas/DuckDB while the pipeline runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from orchestrator.events import PREDICTION_SCHEMA
+
+
+class PredictionLog:
+    def __init__(self, root: Path, flush_rows: int = 5000):
+        self.root = Path(root)
+        self.flush_rows = flush_rows
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self.rows_written = 0
+
+    def append(self, predictions: pa.Table) -> None:
+        self._pending.append(predictions)
+        self._pending_rows += predictions.num_rows
+        if self._pending_rows >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> int:
+        if not self._pending_rows:
+            return 0
+        table = pa.concat_tables(self._pending)
+        dates = pc.strftime(pc.cast(table["open_time"], pa.timestamp("ms", tz="UTC")), "%Y-%m-%d")
+        table = table.append_column("date", dates)
+        ds.write_dataset(
+            table,
+            self.root,
+            format="parquet",
+            partitioning=ds.partitioning(pa.schema([("date", pa.string()), ("timeframe", pa.string())]), flavor="hive"),
+            basename_template=f"part-{uuid.uuid4().hex}-{{i}}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+        )
+        # Cleared only after the write succeeded: a failed flush keeps its rows for the next one.
+        self._pending, self._pending_rows = [], 0
+        self.rows_written += table.num_rows
+        return table.num_rows
+
+
+def read_prediction_log(root: Path) -> pa.Table:
+    """The whole log as one table (PREDICTION_SCHEMA columns plus the `date` partition)."""
+    if not Path(root).exists():
+        return PREDICTION_SCHEMA.empty_table()
+    return ds.dataset(root, format="parquet", partitioning="hive").to_table()

@@ -1,0 +1,49 @@
+"""Application builder: ``import_path: serve_app.app:build_app`` in configs/*.yaml.
+
+``serve run configs/local.yaml`` calls ``build_app(args)`` with the application's ``args``;
+a bad config fails here, before anything starts, with a message naming the field.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+from ray import serve
+
+from orchestrator import resolve_path
+from orchestrator.config import TickcastConfig
+from serve_app.ingress import Ingress
+from serve_app.model_server import ModelServer
+from serve_app.pipeline import Pipeline
+from serve_app.registry import Registry
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def parse_config(args: dict | None) -> TickcastConfig:
+    try:
+        return TickcastConfig.model_validate(args or {})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid tickcast config (application args):\n{exc}") from None
+
+
+def build_app(args: dict | None = None) -> serve.Application:
+    config = parse_config(args)
+    registry = Registry(resolve_path(config.models_dir))
+    models = {}
+    for ref in config.models:
+        manifest = registry.resolve(ref.model_type, ref.timeframe, ref.version)  # fail fast
+        registry.load_bytes(manifest)
+        user_config = {
+            "version": manifest.version,
+            "max_batch_size": config.serving.max_batch_size,
+            "batch_wait_timeout_s": config.serving.batch_wait_timeout_s,
+        }
+        models[ref.key] = ModelServer.options(
+            name=f"model-{ref.key}",
+            user_config=user_config,
+            ray_actor_options={"num_cpus": config.serving.num_cpus},
+        ).bind(ref.model_type, ref.timeframe, config.models_dir)
+    pipeline = Pipeline.bind(config.model_dump(mode="json"), models)
+    return Ingress.bind(pipeline)

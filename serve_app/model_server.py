@@ -1,0 +1,60 @@
+"""ModelServer: one Serve deployment per (model type, timeframe), ONNX Runtime inside.
+
+Requests are whole feature matrices (every symbol that closed on a tick), and
+``@serve.batch`` merges concurrent requests from several shards into one ONNX call.
+A version switch arrives as a new ``user_config``: the new session is loaded first and then
+swapped in with one reference assignment, so in-flight batches finish on the old one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from ray import serve
+
+from orchestrator import resolve_path
+from serve_app.inference import OnnxPredictor
+from serve_app.registry import Registry
+
+log = logging.getLogger("ray.serve")
+
+
+def split_rows(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    return np.split(values, np.cumsum(sizes)[:-1])
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
+class ModelServer:
+    def __init__(self, model_type: str, timeframe: str, models_dir: str):
+        self.model_type, self.timeframe = model_type, timeframe
+        self._registry = Registry(resolve_path(models_dir))
+        self._predictor = self._load(None)
+
+    def _load(self, version: str | None) -> OnnxPredictor:
+        manifest = self._registry.resolve(self.model_type, self.timeframe, version)
+        predictor = OnnxPredictor(manifest, self._registry.load_bytes(manifest))
+        predictor.warm_up()
+        log.info("loaded %s (stage %s)", manifest.key, manifest.stage)
+        return predictor
+
+    def reconfigure(self, user_config: dict) -> None:
+        version = user_config.get("version")
+        if version is not None and version != self._predictor.manifest.version:
+            self._predictor = self._load(version)  # load fully, then swap one reference
+        self.predict.set_max_batch_size(int(user_config.get("max_batch_size", 64)))
+        self.predict.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", 0.005)))
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def predict(self, matrices: list[np.ndarray]) -> list[dict]:
+        predictor = self._predictor  # one version for the whole batch, even mid-switch
+        values = predictor.predict(np.concatenate(matrices))
+        m = predictor.manifest
+        return [
+            {"model_id": m.model_id, "model_type": m.model_type, "version": m.version, "values": part}
+            for part in split_rows(values, [len(x) for x in matrices])
+        ]
+
+    def describe(self) -> dict:
+        m = self._predictor.manifest
+        return {"model_id": m.model_id, "version": m.version, "stage": m.stage, "features": list(m.feature_names)}

@@ -1,0 +1,62 @@
+"""Pipeline: the deployment that starts the feed, feature and sink actors, and owns them.
+
+The actors are created by this replica, so Ray ties their lives to it: ``serve run`` brings
+the whole pipeline up with the application and ``serve shutdown`` takes it down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ray import serve
+
+from orchestrator.actors.feed import FeedActor
+from orchestrator.actors.shard import FeatureShard
+from orchestrator.actors.sink import PredictionSink
+from orchestrator.config import TickcastConfig
+
+log = logging.getLogger("ray.serve")
+
+
+def models_by_timeframe(config: TickcastConfig, handles: dict) -> dict[str, list]:
+    grouped: dict[str, list] = {}
+    for ref in config.models:
+        grouped.setdefault(ref.timeframe, []).append(handles[ref.key])
+    return grouped
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1})
+class Pipeline:
+    def __init__(self, config: dict, model_handles: dict):
+        self.config = TickcastConfig.model_validate(config)
+        cpus = self.config.features.num_cpus
+        self.sink = PredictionSink.options(num_cpus=0.1).remote(self.config.sink)
+        by_tf = models_by_timeframe(self.config, model_handles)
+        self.shards = [
+            FeatureShard.options(num_cpus=cpus).remote(
+                i, self.config.features.timeframes, by_tf, self.sink, self.config.signals
+            )
+            for i in range(self.config.features.shards)
+        ]
+        self.feeds = [
+            FeedActor.options(num_cpus=0.1).remote(f"{feed.kind}-{i}", feed, self.shards)
+            for i, feed in enumerate(self.config.feeds)
+        ]
+        for feed in self.feeds:
+            feed.start.remote()
+        log.info("pipeline started: %d feeds, %d shards", len(self.feeds), len(self.shards))
+
+    async def latest(self, symbol: str | None = None, timeframe: str | None = None) -> list[dict]:
+        return await self.sink.latest.remote(symbol, timeframe)
+
+    async def status(self) -> dict:
+        feeds, shards, sink = await asyncio.gather(
+            asyncio.gather(*(f.status.remote() for f in self.feeds)),
+            asyncio.gather(*(s.status.remote() for s in self.shards)),
+            self.sink.status.remote(),
+        )
+        return {"environment": self.config.environment, "feeds": feeds, "shards": shards, "sink": sink}
+
+    async def flush(self) -> int:
+        return await self.sink.flush.remote()

@@ -1,0 +1,71 @@
+"""The Serve application on the shared cluster: feed -> shard -> model -> sink -> HTTP handle."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from orchestrator.features import FEATURE_NAMES
+from serve_app.app import build_app
+
+FAST_SYNTHETIC = {
+    "feeds": [{"kind": "synthetic", "n_symbols": 40, "speed": 0, "max_minutes": 120, "seed": 11}],
+    "features": {"shards": 2, "num_cpus": 0.1},
+    "serving": {"num_cpus": 0.1},
+}
+
+
+def _wait_for(predicate, timeout_s: float = 60.0, every_s: float = 0.5):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    pytest.fail("condition not reached in time")
+
+
+def test_pipeline_predicts_every_symbol_once_per_closed_candle(serve_app, tmp_path):
+    args = {**FAST_SYNTHETIC, "sink": {"log_dir": str(tmp_path / "log"), "flush_rows": 100}}
+    ingress = serve_app.run(build_app(args), name="tickcast", route_prefix="/")
+    pipeline = serve_app.get_deployment_handle("Pipeline", app_name="tickcast")
+
+    def finished():
+        status = pipeline.status.remote().result()
+        return status if all(f["done"] for f in status["feeds"]) else None
+
+    status = _wait_for(finished, timeout_s=120)
+    assert status["feeds"][0]["candles"] == 40 * 120
+    assert sum(s["candles_in"] for s in status["shards"]) == 40 * 120
+    assert all(s["model_errors"] == 0 for s in status["shards"])
+
+    latest = pipeline.latest.remote().result()
+    assert len(latest) == 40
+    assert {r["open_time"] for r in latest} == {max(r["open_time"] for r in latest)}
+    assert all(0.0 <= r["value"] <= 1.0 for r in latest)
+
+    predicted = sum(s["rows_predicted"] for s in status["shards"])
+    cold = sum(s["rows_cold"] for s in status["shards"])
+    assert predicted + cold == 40 * 120 and predicted > 0
+    assert pipeline.flush.remote().result() >= 0
+    from orchestrator.sinks.parquet_log import read_prediction_log
+
+    log = read_prediction_log(tmp_path / "log")
+    assert log.num_rows == predicted
+    assert len(set(log.column("event_id").to_pylist())) == predicted  # one row per key
+    assert ingress is not None
+
+
+def test_model_server_batches_concurrent_matrices(serve_app):
+    serve_app.run(build_app(FAST_SYNTHETIC | {"feeds": []}), name="tickcast", route_prefix="/")
+    model = serve_app.get_deployment_handle("model-direction-1m", app_name="tickcast")
+    rng = np.random.default_rng(0)
+    matrices = [rng.normal(size=(n, len(FEATURE_NAMES))) for n in (1, 5, 17, 64)]
+    responses = [model.predict.remote(m) for m in matrices]
+    results = [r.result() for r in responses]
+    assert [len(r["values"]) for r in results] == [1, 5, 17, 64]
+    solo = model.predict.remote(matrices[2]).result()["values"]
+    np.testing.assert_allclose(results[2]["values"], solo, rtol=0, atol=1e-7)
+    assert all(r["model_id"] == "direction-1m" for r in results)

@@ -1,0 +1,53 @@
+import pytest
+import yaml
+
+from orchestrator import PROJECT_ROOT
+from orchestrator.config import ReplayFeedConfig, SyntheticFeedConfig, TickcastConfig
+from serve_app.app import ConfigError, parse_config
+
+
+def test_defaults_are_the_embedded_synthetic_market():
+    config = TickcastConfig()
+    assert isinstance(config.feeds[0], SyntheticFeedConfig)
+    assert config.models[0].key == "direction-1m"
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ({"feeds": [{"kind": "synthetic", "sped": 3}]}, "sped"),
+        ({"features": {"timeframes": ["2m"]}}, "features.timeframes"),
+        ({"feeds": [{"kind": "kafka"}]}, "feeds.0"),
+        ({"serving": {"max_batch_size": 0}}, "serving.max_batch_size"),
+        ({"signals": {"high": 0.8, "very_high": 0.7}}, "signals"),
+        ({"models": [{"model_type": "direction", "timeframe": "5m"}]}, "5m"),
+        ({"unknown_section": {}}, "unknown_section"),
+    ],
+)
+def test_bad_config_names_the_field(args, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        parse_config(args)
+
+
+def test_config_is_frozen():
+    config = TickcastConfig()
+    with pytest.raises(ValueError):
+        config.environment = "prod"
+
+
+def test_synthetic_symbol_generation():
+    assert SyntheticFeedConfig(n_symbols=3).symbol_list() == ("SYN0000/USDT", "SYN0001/USDT", "SYN0002/USDT")
+
+
+def test_replay_requires_a_path():
+    with pytest.raises(ValueError, match="path"):
+        ReplayFeedConfig()
+
+
+def test_local_yaml_args_parse():
+    config = yaml.safe_load((PROJECT_ROOT / "configs" / "local.yaml").read_text())
+    (app,) = config["applications"]
+    assert app["import_path"] == "serve_app.app:build_app"
+    parsed = parse_config(app["args"])
+    assert parsed.environment == "local"
+    assert len(parsed.feeds[0].symbol_list()) >= 3

@@ -29,6 +29,9 @@ def compute_features(frame: pd.DataFrame) -> pd.DataFrame:
     """
     columns = _columns(frame)
     n = len(frame)
+    if n == 0:
+        return pd.DataFrame(np.empty((0, len(s.FEATURE_NAMES))), index=frame.index,
+                            columns=list(s.FEATURE_NAMES))
     with np.errstate(divide="ignore", invalid="ignore"):
         values = _window_values(columns)
         _add_recursions(values)

@@ -26,11 +26,13 @@ from orchestrator.features import specs as s
 _SERIES = ("close", "volume", "logret", "tp", "high", "low", "pos_flow", "neg_flow",
            "fast_k", "slow_k")
 _CLOSE, _VOLUME, _LOGRET, _TP, _HIGH, _LOW, _POS, _NEG, _FAST_K, _SLOW_K = range(len(_SERIES))
-# Close, volume and log-return statistics share one window length, so one pass over the
-# (slots, 3, period) block computes all three; refuse to import if someone breaks that.
+# Close, volume, log-return and typical-price statistics share one window length, so one
+# pass over a (slots, series, period) block serves them all; refuse to import otherwise.
 _STATS_PERIOD = s.BB_PERIOD
-if not s.BB_PERIOD == s.SMA_SLOW == s.VOL_PERIOD == s.VOLUME_Z_PERIOD <= s.WINDOW:
-    raise ImportError("incremental twin assumes BB, SMA_SLOW, VOL and VOLUME_Z periods are equal")
+if not (s.BB_PERIOD == s.SMA_SLOW == s.VOL_PERIOD == s.VOLUME_Z_PERIOD == s.CCI_PERIOD
+        <= s.WINDOW):
+    raise ImportError("incremental twin assumes BB, SMA_SLOW, VOL, VOLUME_Z and CCI periods "
+                      "are equal")
 
 SNAPSHOT_FORMAT = "tickcast.features.incremental/1"
 _NO_TIME = np.iinfo(np.int64).min
@@ -99,6 +101,8 @@ class IncrementalFeatures:
 
     def add_symbols(self, keys: Iterable[str]) -> np.ndarray:
         """Slots for ``keys``, creating the missing ones; idempotent and stable per key."""
+        if isinstance(keys, str):
+            raise TypeError("add_symbols takes a list of keys, not one string")
         slots = []
         for key in map(str, keys):
             slot = self._slot_of.get(key)
@@ -280,25 +284,26 @@ def _stochastic(h: np.ndarray, close: np.ndarray) -> dict:
     return {
         "slow_k": slow_k,
         "slow_d": k.window_mean(h[:, _SLOW_K, -s.STOCH_SLOWD:]),
-        "willr_hh": k.seq_max(h[:, _HIGH, -s.WILLR_PERIOD:]),
-        "willr_ll": k.seq_min(h[:, _LOW, -s.WILLR_PERIOD:]),
+        "willr_hh": hh if s.WILLR_PERIOD == s.STOCH_FASTK else k.seq_max(
+            h[:, _HIGH, -s.WILLR_PERIOD:]),
+        "willr_ll": ll if s.WILLR_PERIOD == s.STOCH_FASTK else k.seq_min(
+            h[:, _LOW, -s.WILLR_PERIOD:]),
     }
 
 
 def _window_stats(h: np.ndarray) -> dict:
-    trio = h[:, _CLOSE:_TP, -_STATS_PERIOD:]  # close, volume, logret
-    mean = k.window_mean(trio)
-    std = k.window_std(trio, mean)
-    flat = k.window_flat(trio)
-    tp_window = h[:, _TP, -s.CCI_PERIOD:]
-    tp_mean = k.window_mean(tp_window)
+    block = h[:, _CLOSE:_TP + 1, -_STATS_PERIOD:]  # close, volume, logret, tp
+    mean = k.window_mean(block)
+    std = k.window_std(block[:, :3], mean[:, :3])
+    flat = k.window_flat(block)
+    tp_window, tp_mean = block[:, 3], mean[:, 3]
     flows = k.seq_sum(h[:, _POS:_FAST_K, -s.MFI_PERIOD:])
     out = {
         "close_mean": mean[:, 0], "close_std": std[:, 0], "close_flat": flat[:, 0],
         "volume_mean": mean[:, 1], "volume_std": std[:, 1], "volume_flat": flat[:, 1],
         "logret_std": std[:, 2], "logret_flat": flat[:, 2],
         "tp_mean": tp_mean, "tp_mad": k.window_mean_abs_dev(tp_window, tp_mean),
-        "tp_flat": k.window_flat(tp_window),
+        "tp_flat": flat[:, 3],
         "pos_flow_sum": flows[:, 0], "neg_flow_sum": flows[:, 1],
         "sma_5": k.window_mean(h[:, _CLOSE, -s.SMA_FAST:]),
     }

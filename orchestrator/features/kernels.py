@@ -23,7 +23,7 @@ import numpy as np
 from orchestrator.features import specs as s
 
 # Two numbers closer than this (relative to their magnitude) are "the same typical price"
-# for the money flow index: TA-Lib 0.6+'s scale-aware dead zone, kept so MFI agrees with it
+# for the money flow index: current TA-Lib's scale-aware dead zone, kept so MFI agrees with it
 # and stays scale-free (an absolute epsilon would depend on the quote currency).
 MFI_DEAD_ZONE = 1e-14
 # Every lag of close any feature reads (returns and rate of change).

@@ -8,7 +8,8 @@ to NaN before its ``warmup`` index, so this table is authoritative.
 Conventions shared by every formula:
 
 * ``c, h, l, v`` are close, high, low, volume of the candle; ``c[t-k]`` is k candles back.
-* Indicators that TA-Lib has follow TA-Lib 0.6+ exactly (default unstable period 0):
+* Indicators that TA-Lib has follow TA-Lib exactly (checked against the C library 0.8.1
+  bundled with the python package; default unstable period 0):
   EMAs are seeded with the simple average of their first n inputs, RSI/ATR/ADX use Wilder
   smoothing seeded the same way, Bollinger uses the population standard deviation.
 * Every price-scale quantity is divided by a price, so one model serves many symbols.
@@ -46,7 +47,8 @@ VOLUME_Z_PERIOD = 20
 RETURN_LAGS = (1, 5, 15)
 
 # Longest rolling window any feature reads; the incremental twin keeps this many candles.
-WINDOW = max(BB_PERIOD, CCI_PERIOD, VOL_PERIOD, VOLUME_Z_PERIOD, SMA_SLOW, max(RETURN_LAGS) + 1)
+WINDOW = max(BB_PERIOD, CCI_PERIOD, VOL_PERIOD, VOLUME_Z_PERIOD, SMA_FAST, SMA_SLOW, MFI_PERIOD,
+             STOCH_FASTK, WILLR_PERIOD, max(RETURN_LAGS) + 1, ROC_PERIOD + 1)
 
 
 @dataclass(frozen=True)

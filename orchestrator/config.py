@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from orchestrator.feeds.exchange_config import ExchangeConfig
 from orchestrator.market.timeframes import TIMEFRAMES
 
 
@@ -51,13 +52,18 @@ class ReplayFeedConfig(StrictModel):
     max_minutes: int | None = Field(None, ge=1)
 
 
-FeedConfig = Annotated[SyntheticFeedConfig | ReplayFeedConfig, Field(discriminator="kind")]
+FeedConfig = Annotated[
+    SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig, Field(discriminator="kind")
+]
 
 
 class FeatureConfig(StrictModel):
     shards: int = Field(1, ge=1, le=256)
     timeframes: tuple[str, ...] = ("1m",)
     num_cpus: float = Field(0.25, gt=0)
+    state_dir: str = Field("var/state", description="shard checkpoints; relative to the repository")
+    checkpoint_every: int = Field(100, ge=1, description="checkpoint a shard every N candle batches")
+    log_features: bool = Field(False, description="also write every feature row to the log")
 
     @field_validator("timeframes")
     @classmethod

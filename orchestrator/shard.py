@@ -1,7 +1,10 @@
 """The state of one feature shard: candles in, one feature matrix per timeframe tick out.
 
-Pure (no Ray): the FeatureShard actor is a thin shell that forwards candle batches here
-and sends each resulting tick to the model deployments.
+1m candles update the 1m features directly and feed a multi-timeframe aggregator; every
+higher-timeframe candle it completes updates that timeframe's features. All state lives
+in numpy arrays indexed by one slot per symbol, identical across timeframes, and the whole
+shard snapshots to plain data so a restarted shard continues bit for bit.
+Pure (no Ray): the FeatureShard actor is a thin shell around this.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ import numpy as np
 import pyarrow as pa
 
 from orchestrator.features import IncrementalFeatures, warm_rows
+from orchestrator.market.aggregate import CompletedCandles, TimeframeAggregator
+
+SNAPSHOT_VERSION = 1
+OHLCV = ("open", "high", "low", "close", "volume")
 
 
 @dataclass(frozen=True)
@@ -28,37 +35,140 @@ class FeatureTick:
 
 class ShardState:
     def __init__(self, timeframes: tuple[str, ...] = ("1m",)):
-        if timeframes != ("1m",):
-            raise ValueError("only the 1m timeframe is computed so far")
-        self.timeframes = timeframes
-        self.engine = IncrementalFeatures()
+        self.timeframes = tuple(timeframes)
+        self.engines = {tf: IncrementalFeatures() for tf in self.timeframes}
+        higher = tuple(tf for tf in self.timeframes if tf != "1m")
+        self.aggregator = TimeframeAggregator(0, higher) if higher else None
+        self.keys: list[str] = []
+        self._slot_of: dict[str, int] = {}
+        self.exchange = np.empty(0, dtype=object)
+        self.symbol = np.empty(0, dtype=object)
+        self.last_time = np.empty(0, dtype=np.int64)  # per slot: newest 1m open time processed
         self.candles_in = 0
+        self.rejected_minutes = 0
+        self.last_error = ""
 
-    def process(self, batch: pa.RecordBatch) -> list[FeatureTick]:
-        """Update features with ``batch`` (1m candles, time-ordered) and return its ticks."""
+    # --- symbols -----------------------------------------------------------------------
+    def slots_for(self, exchange: np.ndarray, symbol: np.ndarray) -> np.ndarray:
+        keys = [f"{e}:{s}" for e, s in zip(exchange, symbol, strict=True)]
+        new = [k for k in keys if k not in self._slot_of]
+        if new:
+            self._register(new)
+        return np.fromiter((self._slot_of[k] for k in keys), dtype=np.int64, count=len(keys))
+
+    def _register(self, new_keys: list[str]) -> None:
+        for key in new_keys:
+            if key not in self._slot_of:
+                self._slot_of[key] = len(self.keys)
+                self.keys.append(key)
+        self._index_keys()
+        self.last_time = np.concatenate([self.last_time, np.full(len(self.keys) - len(self.last_time), -1)])
+        for engine in self.engines.values():
+            engine.add_symbols(self.keys)  # idempotent: slots stay equal across timeframes
+        if self.aggregator is not None:
+            self.aggregator.resize(len(self.keys))
+
+    def _index_keys(self) -> None:
+        self.exchange = np.array([k.split(":", 1)[0] for k in self.keys], dtype=object)
+        self.symbol = np.array([k.split(":", 1)[1] for k in self.keys], dtype=object)
+
+    def reset(self, exchange: str, symbols: list[str]) -> None:
+        """Forget history of ``symbols`` (an unrepairable gap): they warm up again."""
+        keys = (f"{exchange}:{s}" for s in symbols)
+        slots = [self._slot_of[k] for k in keys if k in self._slot_of]
+        for engine in self.engines.values():
+            engine.reset_symbols(slots)
+        if self.aggregator is not None:
+            self.aggregator.reset_symbols(slots)
+
+    # --- processing --------------------------------------------------------------------
+    def process(self, batch: pa.RecordBatch | pa.Table) -> list[FeatureTick]:
+        """Update features with ``batch`` (final 1m candles, time-ordered) and return its ticks.
+
+        A symbol's candle at or before the last one it processed was seen already (a replay
+        after a restore) and is skipped, so replaying overlapping batches is harmless.
+        """
         cols = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
-        self.candles_in += batch.num_rows
-        ticks = []
+        ticks: list[FeatureTick] = []
         for start, stop in _runs_of_equal(cols["open_time"]):
-            ticks.append(self._tick({k: v[start:stop] for k, v in cols.items()}))
+            ticks.extend(self._minute({k: v[start:stop] for k, v in cols.items()}))
         return ticks
 
-    def _tick(self, cols: dict[str, np.ndarray]) -> FeatureTick:
-        keys = np.char.add(np.char.add(cols["exchange"].astype(str), ":"), cols["symbol"].astype(str))
-        slots = self.engine.add_symbols(list(keys))
-        taker = cols.get("taker_buy_base")
-        rows = self.engine.update(
-            slots, cols["open_time"], cols["open"], cols["high"], cols["low"], cols["close"],
-            cols["volume"], taker_buy_base=taker,
+    def _minute(self, cols: dict[str, np.ndarray]) -> list[FeatureTick]:
+        slots = self.slots_for(cols["exchange"], cols["symbol"])
+        fresh = cols["open_time"] > self.last_time[slots]
+        if not fresh.all():
+            cols, slots = {k: v[fresh] for k, v in cols.items()}, slots[fresh]
+        if len(slots) == 0:
+            return []
+        self.candles_in += len(slots)
+        self.last_time[slots] = cols["open_time"]
+        ticks = []
+        try:
+            if "1m" in self.engines:
+                ticks.append(self._features("1m", slots, cols["open_time"], cols))
+            if self.aggregator is not None:
+                ticks.extend(self._higher_timeframes(slots, cols))
+        except ValueError as exc:
+            # The gate validated these candles, so this is a bug, not bad data: count it and
+            # keep the shard alive rather than stop every symbol's predictions.
+            self.rejected_minutes += 1
+            self.last_error = str(exc)
+        return [t for t in ticks if len(t.features) or t.cold]
+
+    def _higher_timeframes(self, slots: np.ndarray, cols: dict[str, np.ndarray]) -> list[FeatureTick]:
+        n = self.aggregator.n_slots
+        present = np.zeros(n, dtype=bool)
+        present[slots] = True
+        full = {}
+        for name in (*OHLCV, "taker_buy_base"):
+            column = np.full(n, np.nan)
+            if name in cols:
+                column[slots] = cols[name].astype(np.float64)
+            full[name] = column
+        completed = self.aggregator.update(int(cols["open_time"][0]), full, present)
+        return [self._completed_tick(c) for c in completed.values() if len(c)]
+
+    def _completed_tick(self, done: CompletedCandles) -> FeatureTick:
+        return self._features(done.timeframe, done.slots, done.open_time, done.values)
+
+    def _features(self, timeframe: str, slots: np.ndarray, open_time: np.ndarray, c: dict) -> FeatureTick:
+        rows = self.engines[timeframe].update(
+            slots, open_time, c["open"], c["high"], c["low"], c["close"], c["volume"],
+            taker_buy_base=c.get("taker_buy_base"),
         )
         warm = warm_rows(rows)
         return FeatureTick(
-            "1m", cols["exchange"][warm], cols["symbol"][warm], cols["open_time"][warm],
-            rows[warm], int((~warm).sum()),
+            timeframe, self.exchange[slots][warm], self.symbol[slots][warm],
+            np.asarray(open_time)[warm], rows[warm], int((~warm).sum()),
         )
 
+    # --- snapshots ---------------------------------------------------------------------
     def snapshot(self) -> dict:
-        return {"engine": self.engine.snapshot(), "candles_in": self.candles_in}
+        return {
+            "version": SNAPSHOT_VERSION,
+            "timeframes": list(self.timeframes),
+            "keys": list(self.keys),
+            "engines": {tf: e.snapshot() for tf, e in self.engines.items()},
+            "aggregator": None if self.aggregator is None else self.aggregator.snapshot(),
+            "last_time": self.last_time.copy(),
+            "candles_in": self.candles_in,
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: dict) -> ShardState:
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"shard snapshot version {snap.get('version')!r} is not supported")
+        state = cls(tuple(snap["timeframes"]))
+        state.keys = list(snap["keys"])
+        state._slot_of = {k: i for i, k in enumerate(state.keys)}
+        state._index_keys()
+        state.engines = {tf: IncrementalFeatures.from_snapshot(s) for tf, s in snap["engines"].items()}
+        if snap["aggregator"] is not None:
+            state.aggregator = TimeframeAggregator.from_snapshot(snap["aggregator"])
+        state.last_time = np.array(snap["last_time"], dtype=np.int64)
+        state.candles_in = snap["candles_in"]
+        return state
 
 
 def _runs_of_equal(values: np.ndarray) -> list[tuple[int, int]]:
@@ -68,3 +178,19 @@ def _runs_of_equal(values: np.ndarray) -> list[tuple[int, int]]:
     edges = np.flatnonzero(np.diff(values)) + 1
     bounds = np.concatenate([[0], edges, [len(values)]])
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+
+
+def feature_rows(tick: FeatureTick) -> pa.Table:
+    """A tick's warm feature rows as a table: key columns, then one column per feature."""
+    from orchestrator.features import FEATURE_NAMES
+
+    n = len(tick.open_time)
+    columns = {
+        "exchange": pa.array(tick.exchange, pa.string()),
+        "symbol": pa.array(tick.symbol, pa.string()),
+        "timeframe": pa.array([tick.timeframe] * n, pa.string()),
+        "open_time": pa.array(tick.open_time, pa.int64()),
+    }
+    for i, name in enumerate(FEATURE_NAMES):
+        columns[name] = pa.array(tick.features[:, i], pa.float64())
+    return pa.table(columns)

@@ -139,6 +139,7 @@ def export_onnx(model, feature_names: tuple[str, ...], metadata: dict) -> bytes:
         model, initial_types=[("features", FloatTensorType([None, len(feature_names)]))],
         zipmap=False, target_opset=15,
     )
+    onnx_model.graph.name = f"{metadata['model_type']}-{metadata['timeframe']}"  # not a random uuid: reproducible bytes
     for key, value in {**metadata, "feature_names": json.dumps(list(feature_names))}.items():
         prop = onnx_model.metadata_props.add()
         prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)

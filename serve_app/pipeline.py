@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 from ray import serve
 
+from orchestrator import resolve_path
 from orchestrator.actors.feed import FeedActor
 from orchestrator.actors.shard import FeatureShard
 from orchestrator.actors.sink import PredictionSink
@@ -30,14 +32,18 @@ def models_by_timeframe(config: TickcastConfig, handles: dict) -> dict[str, list
 class Pipeline:
     def __init__(self, config: dict, model_handles: dict):
         self.config = TickcastConfig.model_validate(config)
-        cpus = self.config.features.num_cpus
+        features = self.config.features
+        # One state folder per run: a restarted shard restores its own run's checkpoint,
+        # while a fresh start of the application begins clean.
+        self.run_id = uuid.uuid4().hex[:12]
+        run_dir = str(resolve_path(features.state_dir) / self.run_id)
         self.sink = PredictionSink.options(num_cpus=0.1).remote(self.config.sink)
         by_tf = models_by_timeframe(self.config, model_handles)
         self.shards = [
-            FeatureShard.options(num_cpus=cpus).remote(
-                i, self.config.features.timeframes, by_tf, self.sink, self.config.signals
+            FeatureShard.options(num_cpus=features.num_cpus).remote(
+                i, features.shards, features, run_dir, by_tf, self.sink, self.config.signals
             )
-            for i in range(self.config.features.shards)
+            for i in range(features.shards)
         ]
         self.feeds = [
             FeedActor.options(num_cpus=0.1).remote(f"{feed.kind}-{i}", feed, self.shards)
@@ -51,12 +57,21 @@ class Pipeline:
         return await self.sink.latest.remote(symbol, timeframe)
 
     async def status(self) -> dict:
-        feeds, shards, sink = await asyncio.gather(
-            asyncio.gather(*(f.status.remote() for f in self.feeds)),
-            asyncio.gather(*(s.status.remote() for s in self.shards)),
-            self.sink.status.remote(),
+        feeds, shards, (sink,) = await asyncio.gather(
+            _statuses(self.feeds), _statuses(self.shards), _statuses([self.sink])
         )
-        return {"environment": self.config.environment, "feeds": feeds, "shards": shards, "sink": sink}
+        return {"environment": self.config.environment, "run_id": self.run_id,
+                "feeds": feeds, "shards": shards, "sink": sink}
 
     async def flush(self) -> int:
         return await self.sink.flush.remote()
+
+    def actors(self) -> dict:
+        """Actor handles of the pipeline (operators and crash tests use them)."""
+        return {"feeds": self.feeds, "shards": self.shards, "sink": self.sink, "run_id": self.run_id}
+
+
+async def _statuses(actors: list) -> list[dict]:
+    """Each actor's status; one that is down (restarting) reports that instead of failing all."""
+    results = await asyncio.gather(*(a.status.remote() for a in actors), return_exceptions=True)
+    return [r if isinstance(r, dict) else {"up": False, "error": type(r).__name__} for r in results]

@@ -11,31 +11,82 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
+from ray.exceptions import RayActorError
 
 from orchestrator.config import ReplayFeedConfig, SyntheticFeedConfig
+from orchestrator.feeds.exchange_config import ExchangeConfig
 from orchestrator.market.gate import CandleGate, Gap
 from orchestrator.sharding import shard_indices
 
 log = logging.getLogger(__name__)
 
 
-def build_source(config: SyntheticFeedConfig | ReplayFeedConfig):
+def build_source(config: SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig):
+    """The source for a feed config (imported lazily: a replay never loads ccxt.pro)."""
     if isinstance(config, SyntheticFeedConfig):
         from orchestrator.feeds.synthetic import SyntheticSource
 
         return SyntheticSource(config)
-    from orchestrator.feeds.replay import ReplaySource
+    if isinstance(config, ReplayFeedConfig):
+        from orchestrator.feeds.replay import ReplaySource
 
-    return ReplaySource(config)
+        return ReplaySource(config)
+    if config.mode == "websocket":
+        from orchestrator.feeds.ccxt_ws import CcxtWsSource
+
+        return CcxtWsSource(config)
+    from orchestrator.feeds.ccxt_rest import CcxtRestSource
+
+    return CcxtRestSource(config)
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class ShardLink:
+    """The feed's ordered, replayable channel to one shard.
+
+    Every batch gets the next sequence number and stays buffered until the shard reports
+    a checkpoint covering it; if the shard dies, the batches after its restored checkpoint
+    are sent again in order.
+    """
+
+    def __init__(self, feed: str, shard):
+        self.feed, self.shard = feed, shard
+        self.next_seq = 0
+        self.unacked: deque[tuple[int, pa.RecordBatch, float]] = deque()
+        self.recoveries = 0
+
+    async def send(self, batch: pa.RecordBatch, emitted_at_ms: float) -> None:
+        self.unacked.append((self.next_seq, batch, emitted_at_ms))
+        self.next_seq += 1
+        try:
+            self._ack(await self.shard.on_candles.remote(self.feed, *self.unacked[-1]))
+        except RayActorError:
+            await self._recover()
+
+    def _ack(self, durable_seq: int) -> None:
+        while self.unacked and self.unacked[0][0] <= durable_seq:
+            self.unacked.popleft()
+
+    async def _recover(self) -> None:
+        """Wait for Ray to restart the shard, then replay what its checkpoint lacks."""
+        self.recoveries += 1
+        while True:
+            try:
+                self._ack(await self.shard.checkpointed_seq.remote(self.feed))
+                for item in list(self.unacked):
+                    self._ack(await self.shard.on_candles.remote(self.feed, *item))
+                return
+            except RayActorError:
+                await asyncio.sleep(0.2)
 
 
 @ray.remote(max_restarts=-1)
@@ -44,8 +95,9 @@ class FeedActor:
         self.name = name
         self._source = build_source(config)
         self._gate = CandleGate(self._source.exchange, "1m", symbols=self._source.symbols)
-        self._shards = shards
-        self._counters = {"batches": 0, "candles": 0, "source_errors": 0, "unrepairable_gaps": 0}
+        self._links = [ShardLink(name, shard) for shard in shards]
+        self._counters = {"batches": 0, "candles": 0, "source_errors": 0, "step_errors": 0,
+                          "unrepairable_gaps": 0}
         self._last_open_time: int | None = None
         self._done = False
         self._task: asyncio.Task | None = None
@@ -65,20 +117,37 @@ class FeedActor:
                 continue
             if batch is None:
                 break
-            await self._route(self._gate.offer(batch, now_ms()))
-            await self._repair_gaps()
+            await self._step(batch)
         await self._route(self._gate.flush(now_ms() + 10**12))  # a finished source: all is final
         self._done = True
         log.info("feed %s: source exhausted", self.name)
+
+    async def _step(self, batch: pa.RecordBatch) -> None:
+        try:
+            await self._route(self._gate.offer(batch, now_ms()))
+            await self._repair_gaps()
+        except Exception:  # one bad batch is counted and logged; the feed goes on
+            self._counters["step_errors"] += 1
+            log.exception("feed %s: batch failed", self.name)
 
     async def _repair_gaps(self) -> None:
         for gap in self._gate.take_gaps():
             repaired = await self._fetch_gap(gap)
             resolution = self._gate.resolve_gap(gap, repaired, now_ms())
-            if resolution.unrepairable:
-                self._counters["unrepairable_gaps"] += len(resolution.unrepairable)
-                log.warning("feed %s: unrepairable gaps %s", self.name, resolution.unrepairable)
-            await self._route(resolution.candles)
+            if not resolution.unrepairable:
+                await self._route(resolution.candles)
+                continue
+            # Indicators must not bridge a hole: the candles after the last hole follow a reset.
+            after = pc.greater_equal(resolution.candles.column("open_time"), resolution.unrepairable[-1].end_ms)
+            await self._route(resolution.candles.filter(pc.invert(after)))
+            await self._reset_after_gap(gap)
+            await self._route(resolution.candles.filter(after))
+
+    async def _reset_after_gap(self, gap: Gap) -> None:
+        self._counters["unrepairable_gaps"] += 1
+        log.warning("feed %s: unrepairable gap %s; %s warms up again", self.name, gap, gap.symbol)
+        shard_id = shard_indices(np.array([gap.exchange]), np.array([gap.symbol]), len(self._links))[0]
+        await self._links[shard_id].shard.reset_symbols.remote(gap.exchange, [gap.symbol])
 
     async def _fetch_gap(self, gap: Gap) -> pa.RecordBatch | None:
         fetch = getattr(self._source, "fetch_range", None)
@@ -97,14 +166,14 @@ class FeedActor:
         shard_of_row = shard_indices(
             batch.column("exchange").to_numpy(zero_copy_only=False),
             batch.column("symbol").to_numpy(zero_copy_only=False),
-            len(self._shards),
+            len(self._links),
         )
-        calls = []
-        for shard_id in np.unique(shard_of_row):
-            part = batch.filter(pa.array(shard_of_row == shard_id))
-            calls.append(self._shards[shard_id].on_candles.remote(part, emitted_at_ms))
+        sends = [
+            self._links[shard_id].send(batch.filter(pa.array(shard_of_row == shard_id)), emitted_at_ms)
+            for shard_id in np.unique(shard_of_row)
+        ]
         # Awaiting the shards is the backpressure: a feed never runs ahead of its slowest shard.
-        await asyncio.gather(*calls)
+        await asyncio.gather(*sends)
         self._counters["batches"] += 1
         self._counters["candles"] += batch.num_rows
         self._last_open_time = int(pc.max(batch.column("open_time")).as_py())
@@ -116,5 +185,7 @@ class FeedActor:
             "last_open_time": self._last_open_time,
             "source": self._source.status(),
             "gate": self._gate.status(),
+            "shard_recoveries": sum(link.recoveries for link in self._links),
+            "unacked_batches": sum(len(link.unacked) for link in self._links),
             **self._counters,
         }

@@ -1,18 +1,27 @@
-"""FeatureShard actor: keeps rolling features for its symbols and calls the models per tick."""
+"""FeatureShard actor: rolling features for its symbols, one model call per (model, tick).
+
+Crash safety: the shard checkpoints its whole state every ``checkpoint_every`` batches.
+Ray restarts a dead shard (``max_restarts``) by running ``__init__`` again, which restores
+the checkpoint; the feed then re-sends every batch after the checkpointed sequence number,
+so no feature row is lost, and a row computed twice is computed identically.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import ray
 
-from orchestrator.config import SignalConfig
+from orchestrator.checkpoint import load_checkpoint, save_checkpoint
+from orchestrator.config import FeatureConfig, SignalConfig
 from orchestrator.events import ModelOutput, TickRows, build_predictions
-from orchestrator.shard import FeatureTick, ShardState
+from orchestrator.shard import FeatureTick, ShardState, feature_rows
 
 log = logging.getLogger(__name__)
 
@@ -21,40 +30,70 @@ log = logging.getLogger(__name__)
 class FeatureShard:
     """One shard of the feature pool.
 
-    ``models`` maps timeframe -> list of model DeploymentHandles; each tick makes exactly one
-    call per (model, timeframe) carrying every closed symbol's row, never one per symbol.
+    ``models`` maps timeframe -> model DeploymentHandles; each tick makes exactly one call
+    per (model, timeframe) carrying every closed symbol's row, never one per symbol.
     """
 
-    def __init__(self, shard_id: int, timeframes: tuple[str, ...], models: dict, sink, signals: SignalConfig):
+    def __init__(self, shard_id: int, n_shards: int, config: FeatureConfig, run_dir: str,
+                 models: dict, sink, signals: SignalConfig):
         self.shard_id = shard_id
-        self._state = ShardState(timeframes)
-        self._models = models
-        self._sink = sink
-        self._signals = signals
-        self._counters = {"ticks": 0, "rows_predicted": 0, "rows_cold": 0, "model_errors": 0}
+        self._config, self._models, self._sink, self._signals = config, models, sink, signals
+        self._path = Path(run_dir) / f"shard-{shard_id}-of-{n_shards}.pkl"
+        snap = load_checkpoint(self._path)
+        self._state = ShardState.from_snapshot(snap["state"]) if snap else ShardState(config.timeframes)
+        self._seq: dict[str, int] = dict(snap["seq"]) if snap else {}  # feed -> last batch processed
+        self._durable: dict[str, int] = dict(self._seq)  # feed -> last batch in a checkpoint
+        self._since_checkpoint = 0
+        self._unconfirmed: list = []  # sink calls a checkpoint must see delivered first
+        self._counters = {"ticks": 0, "rows_predicted": 0, "rows_cold": 0, "model_errors": 0,
+                          "restored": int(snap is not None), "checkpoints": 0}
 
-    async def on_candles(self, batch: pa.RecordBatch, emitted_at_ms: float) -> int:
-        """Process one batch of closed 1m candles; returns the number of predictions made."""
-        made = 0
-        for tick in self._state.process(batch):
-            made += await self._predict_tick(tick, emitted_at_ms)
-        return made
+    async def on_candles(self, feed: str, seq: int, batch: pa.RecordBatch, emitted_at_ms: float) -> int:
+        """Process batch ``seq`` of ``feed``; returns the feed's last checkpointed batch seq."""
+        if seq > self._seq.get(feed, -1):
+            ticks = self._state.process(batch)
+            self._seq[feed] = seq
+            for tick in ticks:
+                await self._predict_tick(tick, emitted_at_ms)
+            self._since_checkpoint += 1
+            if self._since_checkpoint >= self._config.checkpoint_every:
+                await self.checkpoint()
+        return self._durable.get(feed, -1)
 
-    async def _predict_tick(self, tick: FeatureTick, emitted_at_ms: float) -> int:
+    def checkpointed_seq(self, feed: str) -> int:
+        return self._durable.get(feed, -1)
+
+    async def checkpoint(self) -> None:
+        # Rows sent to the sink before this point are not replayed after a restore, so the
+        # sink must have them before the checkpoint may say they are done.
+        # State and sequence numbers are taken together, before awaiting, so a batch of
+        # another feed processed meanwhile is not claimed by this checkpoint.
+        state, seq = self._state.snapshot(), dict(self._seq)
+        pending, self._unconfirmed = self._unconfirmed, []
+        self._since_checkpoint = 0
+        await asyncio.gather(*pending)
+        save_checkpoint(self._path, {"state": state, "seq": seq})
+        self._durable = seq
+        self._counters["checkpoints"] += 1
+
+    def reset_symbols(self, exchange: str, symbols: list[str]) -> None:
+        self._state.reset(exchange, symbols)
+
+    async def _predict_tick(self, tick: FeatureTick, emitted_at_ms: float) -> None:
         self._counters["ticks"] += 1
         self._counters["rows_cold"] += tick.cold
         if len(tick.features) == 0:
-            return 0
+            return
+        if self._config.log_features:
+            self._unconfirmed.append(self._sink.record_features.remote(feature_rows(tick)))
         handles = self._models.get(tick.timeframe, [])
         results = await asyncio.gather(
             *(h.predict.remote(tick.features) for h in handles), return_exceptions=True
         )
         rows = TickRows(tick.exchange, tick.symbol, tick.timeframe, tick.open_time, emitted_at_ms)
-        tables = [self._to_events(r, rows) for r in results]
-        tables = [t for t in tables if t is not None]
+        tables = [t for t in (self._to_events(r, rows) for r in results) if t is not None]
         if tables:
-            self._sink.record.remote(pa.concat_tables(tables))
-        return sum(t.num_rows for t in tables)
+            self._unconfirmed.append(self._sink.record.remote(pa.concat_tables(tables)))
 
     def _to_events(self, result, rows: TickRows) -> pa.Table | None:
         if isinstance(result, BaseException):
@@ -67,5 +106,10 @@ class FeatureShard:
         now_ms = time.time() * 1000.0
         return build_predictions(output, rows, now_ms, self._signals.high, self._signals.very_high)
 
+    def pid(self) -> int:
+        return os.getpid()
+
     def status(self) -> dict:
-        return {"shard": self.shard_id, "candles_in": self._state.candles_in, **self._counters}
+        return {"shard": self.shard_id, "candles_in": self._state.candles_in,
+                "symbols": len(self._state.keys), "rejected_minutes": self._state.rejected_minutes,
+                **self._counters}

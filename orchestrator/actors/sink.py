@@ -1,4 +1,4 @@
-"""PredictionSink actor: the latest store and the prediction log, fed by every shard."""
+"""PredictionSink actor: the latest store and the Parquet logs, fed by every shard."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import ray
 from orchestrator import resolve_path
 from orchestrator.config import SinkConfig
 from orchestrator.sinks.latest import LatestStore
-from orchestrator.sinks.parquet_log import PredictionLog
+from orchestrator.sinks.parquet_log import ParquetLog
 
 log = logging.getLogger(__name__)
 
@@ -20,31 +20,48 @@ log = logging.getLogger(__name__)
 class PredictionSink:
     def __init__(self, config: SinkConfig):
         self._config = config
+        root = resolve_path(config.log_dir)
         self._latest = LatestStore()
-        self._log = PredictionLog(resolve_path(config.log_dir), config.flush_rows)
+        self._predictions = ParquetLog(root, config.flush_rows)
+        self._features = ParquetLog(root.parent / f"{root.name}-features", config.flush_rows)
         self._received = 0
         self._flusher: asyncio.Task | None = None
 
-    async def record(self, predictions: pa.Table) -> None:
+    def _ensure_flusher(self) -> None:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
+
+    async def record(self, predictions: pa.Table) -> None:
+        self._ensure_flusher()
         self._received += predictions.num_rows
         self._latest.update(predictions)
-        self._log.append(predictions)
+        self._predictions.append(predictions)
+
+    async def record_features(self, rows: pa.Table) -> None:
+        self._ensure_flusher()
+        self._features.append(rows)
 
     async def _flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(self._config.flush_seconds)
             try:
-                self._log.flush()
+                self._flush_all()
             except OSError:
-                log.exception("prediction log flush failed; rows stay buffered")
+                log.exception("log flush failed; rows stay buffered for the next flush")
+
+    def _flush_all(self) -> int:
+        return self._predictions.flush() + self._features.flush()
 
     async def latest(self, symbol: str | None = None, timeframe: str | None = None) -> list[dict]:
         return self._latest.rows(symbol, timeframe)
 
     async def flush(self) -> int:
-        return self._log.flush()
+        return self._flush_all()
 
     async def status(self) -> dict:
-        return {"received": self._received, "written": self._log.rows_written, "latest_keys": len(self._latest)}
+        return {
+            "received": self._received,
+            "written": self._predictions.rows_written,
+            "feature_rows_written": self._features.rows_written,
+            "latest_keys": len(self._latest),
+        }

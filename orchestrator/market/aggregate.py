@@ -119,6 +119,15 @@ class TimeframeAggregator:
         self._last_time[idx] = minute
         return self._completed(complete, idx, bucket, values)
 
+    def resize(self, n_slots: int) -> None:
+        """Grow to ``n_slots`` (symbols added while running); new slots start empty."""
+        grown = TimeframeAggregator(n_slots, self.timeframes)
+        for name in _STATE_ARRAYS:
+            old, new = getattr(self, f"_{name}"), getattr(grown, f"_{name}")
+            new[..., : self.n_slots] = old
+            setattr(self, f"_{name}", new)
+        self.n_slots = int(n_slots)
+
     def reset_symbols(self, slots: Sequence[int] | np.ndarray) -> None:
         """Forget the open buckets of ``slots`` (after an unrepairable gap or a restart).
 

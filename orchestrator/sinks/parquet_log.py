@@ -1,7 +1,8 @@
-"""Append-only Parquet prediction log, partitioned by date and timeframe.
+"""Append-only Parquet logs (predictions, feature rows), partitioned by date and timeframe.
 
 Rows are buffered and written as one file per flush (one row group per partition), so the
-log is readable by pyarrow/pandas/DuckDB while the pipeline runs.
+log is readable by pyarrow/pandas/DuckDB while the pipeline runs. Any table with
+``open_time`` (epoch ms) and ``timeframe`` columns can be logged.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pyarrow.dataset as ds
 from orchestrator.events import PREDICTION_SCHEMA
 
 
-class PredictionLog:
+class ParquetLog:
     def __init__(self, root: Path, flush_rows: int = 5000):
         self.root = Path(root)
         self.flush_rows = flush_rows
@@ -50,8 +51,8 @@ class PredictionLog:
         return table.num_rows
 
 
-def read_prediction_log(root: Path) -> pa.Table:
-    """The whole log as one table (PREDICTION_SCHEMA columns plus the `date` partition)."""
+def read_log(root: Path, empty: pa.Schema = PREDICTION_SCHEMA) -> pa.Table:
+    """The whole log as one table (its columns plus the `date` partition)."""
     if not Path(root).exists():
-        return PREDICTION_SCHEMA.empty_table()
+        return empty.empty_table()
     return ds.dataset(root, format="parquet", partitioning="hive").to_table()

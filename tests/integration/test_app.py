@@ -50,9 +50,9 @@ def test_pipeline_predicts_every_symbol_once_per_closed_candle(serve_app, tmp_pa
     cold = sum(s["rows_cold"] for s in status["shards"])
     assert predicted + cold == 40 * 120 and predicted > 0
     assert pipeline.flush.remote().result() >= 0
-    from orchestrator.sinks.parquet_log import read_prediction_log
+    from orchestrator.sinks.parquet_log import read_log
 
-    log = read_prediction_log(tmp_path / "log")
+    log = read_log(tmp_path / "log")
     assert log.num_rows == predicted
     assert len(set(log.column("event_id").to_pylist())) == predicted  # one row per key
     assert ingress is not None

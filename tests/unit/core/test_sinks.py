@@ -4,7 +4,7 @@ import pytest
 
 from orchestrator.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
 from orchestrator.sinks.latest import LatestStore
-from orchestrator.sinks.parquet_log import PredictionLog, read_prediction_log
+from orchestrator.sinks.parquet_log import ParquetLog, read_log
 
 DAY_MS = 86_400_000
 
@@ -39,14 +39,14 @@ def test_latest_store_keeps_the_newest_per_key():
 
 
 def test_prediction_log_round_trip_partitioned_by_date(tmp_path):
-    log = PredictionLog(tmp_path, flush_rows=3)
+    log = ParquetLog(tmp_path, flush_rows=3)
     log.append(_predictions(0))
     assert log.rows_written == 0  # buffered below flush_rows
     log.append(_predictions(DAY_MS))  # 4 rows pending now -> flushed
     assert log.rows_written == 4
     log.append(_predictions(DAY_MS + 60_000))
     assert log.flush() == 2
-    table = read_prediction_log(tmp_path)
+    table = read_log(tmp_path)
     assert table.num_rows == 6
     assert sorted(set(table.column("date").to_pylist())) == ["1970-01-01", "1970-01-02"]
     assert {p.name for p in tmp_path.iterdir()} == {"date=1970-01-01", "date=1970-01-02"}
@@ -55,7 +55,7 @@ def test_prediction_log_round_trip_partitioned_by_date(tmp_path):
 def test_failed_flush_keeps_rows(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    log = PredictionLog(blocker / "log", flush_rows=100)
+    log = ParquetLog(blocker / "log", flush_rows=100)
     log.append(_predictions(0))
     with pytest.raises(OSError):
         log.flush()

@@ -236,3 +236,19 @@ def test_update_without_a_required_column_is_refused():
         TimeframeAggregator(1).update(
             DAY0, {k: np.ones(1) for k in ("open", "high", "low", "close")}
         )
+
+
+def test_resize_keeps_open_buckets_and_adds_empty_slots():
+    from orchestrator.market.aggregate import TimeframeAggregator
+
+    agg = TimeframeAggregator(1, ("5m",))
+    ones = {c: np.ones(1) for c in ("open", "high", "low", "close", "volume")}
+    for minute in range(3):
+        agg.update(minute * 60_000, ones)
+    agg.resize(2)
+    twos = {c: np.full(2, 2.0) for c in ("open", "high", "low", "close", "volume")}
+    agg.update(3 * 60_000, twos, present=np.array([True, False]))
+    done = agg.update(4 * 60_000, twos)
+    assert list(done["5m"].slots) == [0]  # slot 1 joined mid-bucket: its bucket is incomplete
+    assert done["5m"].values["volume"][0] == 3 * 1.0 + 2 * 2.0
+    assert agg.snapshot()["n_slots"] == 2

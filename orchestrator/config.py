@@ -34,6 +34,7 @@ class SyntheticFeedConfig(StrictModel):
     seed: int = 7
     speed: float = Field(10.0, ge=0, description="candles per second per symbol; 0 = as fast as possible")
     max_minutes: int | None = Field(None, ge=1, description="stop after this many candles per symbol")
+    warmup_minutes: int = Field(0, ge=0, description="history sent at start to warm features up")
 
     def symbol_list(self) -> tuple[str, ...]:
         if self.n_symbols is None:
@@ -49,7 +50,8 @@ class ReplayFeedConfig(StrictModel):
     path: str = Field(description="directory of *.parquet / *.zip files; relative to the repository")
     symbols: tuple[str, ...] | None = Field(None, description="default: every file in `path`")
     speed: float = Field(0.0, ge=0, description="candles per second per symbol; 0 = as fast as possible")
-    max_minutes: int | None = Field(None, ge=1)
+    max_minutes: int | None = Field(None, ge=1, description="live (after warm-up) minutes to replay")
+    warmup_minutes: int = Field(0, ge=0, description="first minutes sent at once to warm features up")
 
 
 FeedConfig = Annotated[
@@ -131,3 +133,18 @@ class TickcastConfig(StrictModel):
                     f"models: {ref.key} needs timeframe {ref.timeframe!r} in features.timeframes"
                 )
         return self
+
+
+def feed_actors(feeds: tuple[FeedConfig, ...]) -> list[tuple[str, FeedConfig]]:
+    """(actor name, config) per feed actor: an exchange feed is split into groups of
+    ``symbols_per_actor`` symbols, one actor each; other feeds run in one actor."""
+    actors = []
+    for i, feed in enumerate(feeds):
+        if not isinstance(feed, ExchangeConfig):
+            actors.append((f"{feed.kind}-{i}", feed))
+            continue
+        size = feed.symbols_per_actor
+        for j in range(0, len(feed.symbols), size):
+            group = feed.model_copy(update={"symbols": feed.symbols[j : j + size]})
+            actors.append((f"ccxt-{feed.exchange}-{i}-{j // size}", group))
+    return actors

@@ -22,6 +22,7 @@ import pandas as pd
 
 from orchestrator import resolve_path
 from orchestrator.features import REQUIRED_FEATURES, compute_features
+from orchestrator.features.drift import training_distribution
 from orchestrator.labels import next_direction
 from serve_app.registry import MANIFEST, sha256_of
 
@@ -171,6 +172,7 @@ def train_direction(frames: dict[str, pd.DataFrame], out: Path, version: str, da
         "version": version, "stage": "production", "file": "model.onnx",
         "sha256": sha256_of(model_bytes), "feature_names": list(data.feature_names),
         "metrics": report, "training": {"data": data_label, "range": span, "rows": int(len(data.labels))},
+        "training_distribution": training_distribution(data.features, data.feature_names),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     folder = out / "direction-1m" / version

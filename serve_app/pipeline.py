@@ -16,9 +16,23 @@ from orchestrator import resolve_path
 from orchestrator.actors.feed import FeedActor
 from orchestrator.actors.shard import FeatureShard
 from orchestrator.actors.sink import PredictionSink
-from orchestrator.config import TickcastConfig
+from orchestrator.config import TickcastConfig, feed_actors
+from orchestrator.features.drift import drift_psi, summarize_psi
+from serve_app.registry import Registry
 
 log = logging.getLogger("ray.serve")
+
+
+def training_distributions(config: TickcastConfig) -> dict[str, dict]:
+    """Per timeframe, the training feature distribution of its first model that stored one."""
+    registry = Registry(resolve_path(config.models_dir))
+    found: dict[str, dict] = {}
+    for ref in config.models:
+        manifest = registry.resolve(ref.model_type, ref.timeframe, ref.version)
+        distribution = getattr(manifest, "training_distribution", None)
+        if distribution and ref.timeframe not in found:
+            found[ref.timeframe] = distribution
+    return found
 
 
 def models_by_timeframe(config: TickcastConfig, handles: dict) -> dict[str, list]:
@@ -39,15 +53,17 @@ class Pipeline:
         run_dir = str(resolve_path(features.state_dir) / self.run_id)
         self.sink = PredictionSink.options(num_cpus=0.1).remote(self.config.sink)
         by_tf = models_by_timeframe(self.config, model_handles)
+        self.drift_reference = training_distributions(self.config)
         self.shards = [
             FeatureShard.options(num_cpus=features.num_cpus).remote(
-                i, features.shards, features, run_dir, by_tf, self.sink, self.config.signals
+                i, features.shards, features, run_dir, by_tf, self.sink, self.config.signals,
+                self.drift_reference,
             )
             for i in range(features.shards)
         ]
         self.feeds = [
-            FeedActor.options(num_cpus=0.1).remote(f"{feed.kind}-{i}", feed, self.shards)
-            for i, feed in enumerate(self.config.feeds)
+            FeedActor.options(num_cpus=0.1).remote(name, feed, self.shards)
+            for name, feed in feed_actors(self.config.feeds)
         ]
         for feed in self.feeds:
             feed.start.remote()
@@ -61,7 +77,22 @@ class Pipeline:
             _statuses(self.feeds), _statuses(self.shards), _statuses([self.sink])
         )
         return {"environment": self.config.environment, "run_id": self.run_id,
-                "feeds": feeds, "shards": shards, "sink": sink}
+                "feeds": feeds, "shards": shards, "sink": sink, "drift": await self.drift()}
+
+    async def drift(self) -> dict:
+        """PSI of live features against each timeframe's model training distribution."""
+        per_shard = await asyncio.gather(*(s.drift_counts.remote() for s in self.shards),
+                                         return_exceptions=True)
+        report = {}
+        for tf, distribution in self.drift_reference.items():
+            counts = [c[tf] for c in per_shard if isinstance(c, dict) and tf in c]
+            total = sum(counts) if counts else None
+            if total is None or total.sum() == 0:
+                report[tf] = {"rows": 0}
+                continue
+            rows = int(total.sum(axis=1).max())
+            report[tf] = {"rows": rows, **summarize_psi(drift_psi(distribution, total))}
+        return report
 
     async def flush(self) -> int:
         return await self.sink.flush.remote()

@@ -22,6 +22,9 @@ from ray.exceptions import RayActorError
 from orchestrator.config import ReplayFeedConfig, SyntheticFeedConfig
 from orchestrator.feeds.exchange_config import ExchangeConfig
 from orchestrator.market.gate import CandleGate, Gap
+from orchestrator.market.schema import CANDLE_SCHEMA
+from orchestrator.market.timeframes import MINUTE_MS
+from orchestrator.market.validate import table_to_batch
 from orchestrator.sharding import shard_indices
 
 log = logging.getLogger(__name__)
@@ -64,8 +67,8 @@ class ShardLink:
         self.unacked: deque[tuple[int, pa.RecordBatch, float]] = deque()
         self.recoveries = 0
 
-    async def send(self, batch: pa.RecordBatch, emitted_at_ms: float) -> None:
-        self.unacked.append((self.next_seq, batch, emitted_at_ms))
+    async def send(self, batch: pa.RecordBatch, emitted_at_ms: float, warmup: bool = False) -> None:
+        self.unacked.append((self.next_seq, batch, emitted_at_ms, warmup))
         self.next_seq += 1
         try:
             self._ack(await self.shard.on_candles.remote(self.feed, *self.unacked[-1]))
@@ -96,7 +99,8 @@ class FeedActor:
         self._source = build_source(config)
         self._gate = CandleGate(self._source.exchange, "1m", symbols=self._source.symbols)
         self._links = [ShardLink(name, shard) for shard in shards]
-        self._counters = {"batches": 0, "candles": 0, "source_errors": 0, "step_errors": 0,
+        self._warmup_minutes = config.warmup_minutes
+        self._counters = {"batches": 0, "candles": 0, "source_errors": 0, "step_errors": 0, "warmup_candles": 0,
                           "unrepairable_gaps": 0}
         self._last_open_time: int | None = None
         self._done = False
@@ -107,6 +111,8 @@ class FeedActor:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        if self._warmup_minutes:
+            await self._warm_up()
         while True:
             try:
                 batch = await self._source.next_batch()
@@ -121,6 +127,25 @@ class FeedActor:
         await self._route(self._gate.flush(now_ms() + 10**12))  # a finished source: all is final
         self._done = True
         log.info("feed %s: source exhausted", self.name)
+
+    async def _warm_up(self) -> None:
+        """Send history first, marked warm-up: shards update state but predict nothing."""
+        try:
+            history = await self._history(self._warmup_minutes)
+            await self._route(self._gate.offer(history, now_ms()), warmup=True)
+            self._counters["warmup_candles"] = history.num_rows
+        except Exception:  # no history is a slower start, not a dead feed
+            log.exception("feed %s: warm-up failed; features warm up on live candles", self.name)
+
+    async def _history(self, minutes: int) -> pa.RecordBatch:
+        history = getattr(self._source, "history", None)
+        if history is not None:
+            return await history(minutes)
+        end = now_ms() // MINUTE_MS * MINUTE_MS  # the open minute is not history yet
+        parts = await asyncio.gather(
+            *(self._source.fetch_range(s, end - minutes * MINUTE_MS, end) for s in self._source.symbols)
+        )
+        return table_to_batch(pa.Table.from_batches([p for p in parts if p.num_rows], CANDLE_SCHEMA))
 
     async def _step(self, batch: pa.RecordBatch) -> None:
         try:
@@ -159,7 +184,7 @@ class FeedActor:
             log.exception("feed %s: gap repair failed for %s", self.name, gap)
             return None
 
-    async def _route(self, batch: pa.RecordBatch) -> None:
+    async def _route(self, batch: pa.RecordBatch, warmup: bool = False) -> None:
         if batch.num_rows == 0:
             return
         emitted_at_ms = time.time() * 1000.0
@@ -169,7 +194,9 @@ class FeedActor:
             len(self._links),
         )
         sends = [
-            self._links[shard_id].send(batch.filter(pa.array(shard_of_row == shard_id)), emitted_at_ms)
+            self._links[shard_id].send(
+                batch.filter(pa.array(shard_of_row == shard_id)), emitted_at_ms, warmup
+            )
             for shard_id in np.unique(shard_of_row)
         ]
         # Awaiting the shards is the backpressure: a feed never runs ahead of its slowest shard.

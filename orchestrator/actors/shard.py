@@ -21,6 +21,7 @@ import ray
 from orchestrator.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.config import FeatureConfig, SignalConfig
 from orchestrator.events import ModelOutput, TickRows, build_predictions
+from orchestrator.features.drift import DriftMonitor
 from orchestrator.shard import FeatureTick, ShardState, feature_rows
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class FeatureShard:
     """
 
     def __init__(self, shard_id: int, n_shards: int, config: FeatureConfig, run_dir: str,
-                 models: dict, sink, signals: SignalConfig):
+                 models: dict, sink, signals: SignalConfig, drift_reference: dict | None = None):
         self.shard_id = shard_id
         self._config, self._models, self._sink, self._signals = config, models, sink, signals
         self._path = Path(run_dir) / f"shard-{shard_id}-of-{n_shards}.pkl"
@@ -44,16 +45,23 @@ class FeatureShard:
         self._seq: dict[str, int] = dict(snap["seq"]) if snap else {}  # feed -> last batch processed
         self._durable: dict[str, int] = dict(self._seq)  # feed -> last batch in a checkpoint
         self._since_checkpoint = 0
+        # Live feature histograms in each timeframe's model training bins (not checkpointed:
+        # drift is monitoring, and a restarted shard simply starts counting again).
+        self._drift = {tf: DriftMonitor(d) for tf, d in (drift_reference or {}).items()}
         self._unconfirmed: list = []  # sink calls a checkpoint must see delivered first
         self._counters = {"ticks": 0, "rows_predicted": 0, "rows_cold": 0, "model_errors": 0,
                           "restored": int(snap is not None), "checkpoints": 0}
 
-    async def on_candles(self, feed: str, seq: int, batch: pa.RecordBatch, emitted_at_ms: float) -> int:
-        """Process batch ``seq`` of ``feed``; returns the feed's last checkpointed batch seq."""
+    async def on_candles(self, feed: str, seq: int, batch: pa.RecordBatch, emitted_at_ms: float,
+                         warmup: bool = False) -> int:
+        """Process batch ``seq`` of ``feed``; returns the feed's last checkpointed batch seq.
+
+        A warm-up batch (history sent at start) only advances the features' state.
+        """
         if seq > self._seq.get(feed, -1):
             ticks = self._state.process(batch)
             self._seq[feed] = seq
-            for tick in ticks:
+            for tick in [] if warmup else ticks:
                 await self._predict_tick(tick, emitted_at_ms)
             self._since_checkpoint += 1
             if self._since_checkpoint >= self._config.checkpoint_every:
@@ -84,6 +92,8 @@ class FeatureShard:
         self._counters["rows_cold"] += tick.cold
         if len(tick.features) == 0:
             return
+        if tick.timeframe in self._drift:
+            self._drift[tick.timeframe].update(tick.features)
         if self._config.log_features:
             self._unconfirmed.append(self._sink.record_features.remote(feature_rows(tick)))
         handles = self._models.get(tick.timeframe, [])
@@ -105,6 +115,10 @@ class FeatureShard:
         self._counters["rows_predicted"] += len(output.values)
         now_ms = time.time() * 1000.0
         return build_predictions(output, rows, now_ms, self._signals.high, self._signals.very_high)
+
+    def drift_counts(self) -> dict[str, np.ndarray]:
+        """Per timeframe: live counts in the training bins (the pipeline sums shards)."""
+        return {tf: monitor.counts for tf, monitor in self._drift.items()}
 
     def pid(self) -> int:
         return os.getpid()

@@ -186,3 +186,33 @@ def _json_floats(a: np.ndarray) -> list:
     if a.ndim > 1:
         return [_json_floats(row) for row in a]
     return [float(v) if np.isfinite(v) else None for v in a]
+
+
+class DriftMonitor:
+    """Live histograms of one timeframe's feature rows, in a model's training bins.
+
+    Rows arrive in ``FEATURE_NAMES`` order; the monitor keeps the columns the stored
+    distribution describes. Counts from several shards add up (``counts``), and
+    ``drift_psi(distribution, summed_counts)`` gives the PSI per feature.
+    """
+
+    def __init__(self, distribution: dict):
+        self.distribution = distribution
+        self._columns = np.array([FEATURE_NAMES.index(n) for n in distribution["feature_names"]])
+        self._histograms = RunningHistograms(distribution_edges(distribution))
+        self.rows = 0
+
+    def update(self, rows: np.ndarray) -> None:
+        if len(rows):
+            self._histograms.update(np.asarray(rows)[:, self._columns])
+            self.rows += len(rows)
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._histograms.counts
+
+
+def summarize_psi(psi: dict[str, float], worst: int = 3) -> dict:
+    """The headline of a PSI table: the largest value and the features behind it."""
+    ranked = sorted(psi.items(), key=lambda kv: -kv[1] if np.isfinite(kv[1]) else 0.0)
+    return {"max_psi": ranked[0][1] if ranked else None, "worst": ranked[:worst]}

@@ -28,3 +28,9 @@ class FeedSource(Protocol):
     def status(self) -> dict:
         """Plain, JSON-able status (no secrets): counters, staleness, reconnects."""
         ...
+
+    # Optional, not part of the protocol check:
+    #   async history(minutes) -> RecordBatch: the candles before the live stream, sent at
+    #     start without predictions so features are warm when the first live candle closes;
+    #   async fetch_range(symbol, start_ms, end_ms) -> RecordBatch: [start, end) by REST,
+    #     for gap repair (and, where there is no ``history``, for warm-up).

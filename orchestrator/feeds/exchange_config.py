@@ -49,6 +49,12 @@ class ExchangeConfig(BaseModel):
     exchange: str = Field(description="ccxt exchange id, e.g. 'binance'; also the candles' exchange")
     symbols: tuple[str, ...] = Field(min_length=1, description="ccxt unified symbols, e.g. 'BTC/USDT'")
     mode: Literal["rest", "websocket"] = "rest"
+    warmup_minutes: int = Field(
+        0, ge=0, le=20_000, description="REST history fetched at start to warm features up"
+    )
+    symbols_per_actor: int = Field(
+        250, ge=1, description="symbols one feed actor carries; more symbols start more actors"
+    )
     poll_interval_s: float = Field(2.0, ge=0, description="REST: time between polls; ws: longest wait")
     sandbox: bool = Field(False, description="use the exchange's testnet (ccxt set_sandbox_mode)")
     urls: dict[str, Any] = Field(default_factory=dict, description="deep-merged into ccxt's `urls`")

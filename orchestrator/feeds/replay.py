@@ -15,6 +15,7 @@ from orchestrator import resolve_path
 from orchestrator.config import ReplayFeedConfig
 from orchestrator.feeds.pacing import Pacer
 from orchestrator.market.archives import infer_symbol_timeframe, read_candles
+from orchestrator.market.validate import table_to_batch
 
 REPLAYABLE_SUFFIXES = (".parquet", ".feather", ".arrow", ".zip")
 
@@ -48,9 +49,16 @@ class ReplaySource:
         self.symbols = tuple(sorted(set(self._timeline.column("symbol").to_pylist())))
         self._bounds = _minute_bounds(self._timeline.column("open_time").to_numpy())
         if config.max_minutes is not None:
-            self._bounds = self._bounds[: config.max_minutes + 1]
+            self._bounds = self._bounds[: config.warmup_minutes + config.max_minutes + 1]
         self._position = state["position"] if state else 0
         self._pacer = Pacer(config.speed)
+
+    async def history(self, minutes: int) -> pa.RecordBatch:
+        """The next ``minutes`` minutes of the timeline at once (features warm up on them)."""
+        end = min(self._position + minutes, len(self._bounds) - 1)
+        start, stop = self._bounds[self._position], self._bounds[end]
+        self._position = end
+        return table_to_batch(self._timeline.slice(start, stop - start))
 
     async def next_batch(self) -> pa.RecordBatch | None:
         if self._position >= len(self._bounds) - 1:
@@ -58,7 +66,7 @@ class ReplaySource:
         await self._pacer.wait()
         start, stop = self._bounds[self._position], self._bounds[self._position + 1]
         self._position += 1
-        return self._timeline.slice(start, stop - start).combine_chunks().to_batches()[0]
+        return table_to_batch(self._timeline.slice(start, stop - start))
 
     async def close(self) -> None:
         return None

@@ -6,8 +6,9 @@ import pyarrow as pa
 
 from orchestrator.config import SyntheticFeedConfig
 from orchestrator.feeds.pacing import Pacer
-from orchestrator.market.schema import candles_from_arrays
+from orchestrator.market.schema import CANDLE_SCHEMA, candles_from_arrays
 from orchestrator.market.synthetic import SyntheticMarket
+from orchestrator.market.validate import table_to_batch
 
 
 class SyntheticSource:
@@ -25,12 +26,20 @@ class SyntheticSource:
         self._emitted = state["emitted"] if state else 0
         self._pacer = Pacer(config.speed)
 
+    async def history(self, minutes: int) -> pa.RecordBatch:
+        """The market's first ``minutes`` minutes at once; the live stream continues after."""
+        batches = [self._next_minute() for _ in range(minutes)]
+        return table_to_batch(pa.Table.from_batches(batches, schema=CANDLE_SCHEMA))
+
     async def next_batch(self) -> pa.RecordBatch | None:
         if self._max_minutes is not None and self._emitted >= self._max_minutes:
             return None
         await self._pacer.wait()
-        minute = self._market.next_minute()
         self._emitted += 1
+        return self._next_minute()
+
+    def _next_minute(self) -> pa.RecordBatch:
+        minute = self._market.next_minute()
         ohlcv = {k: getattr(minute, k) for k in ("open", "high", "low", "close", "volume")}
         times = [minute.open_time] * len(self.symbols)
         return candles_from_arrays(self.exchange, list(self.symbols), "1m", times, ohlcv)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -11,6 +19,8 @@ def ray_cluster():
     from ray import serve
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # A free port, so the suite never collides with a tickcast serving on 8000.
+    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
     yield ray
     serve.shutdown()
     ray.shutdown()

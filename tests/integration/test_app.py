@@ -46,6 +46,9 @@ def test_pipeline_predicts_every_symbol_once_per_closed_candle(serve_app, tmp_pa
     assert {r["open_time"] for r in latest} == {max(r["open_time"] for r in latest)}
     assert all(0.0 <= r["value"] <= 1.0 for r in latest)
 
+    drift = status["drift"]["1m"]  # live features against the model's training bins
+    assert drift["rows"] > 0 and drift["max_psi"] >= 0.0 and len(drift["worst"]) == 3
+
     predicted = sum(s["rows_predicted"] for s in status["shards"])
     cold = sum(s["rows_cold"] for s in status["shards"])
     assert predicted + cold == 40 * 120 and predicted > 0

@@ -51,3 +51,34 @@ def test_local_yaml_args_parse():
     parsed = parse_config(app["args"])
     assert parsed.environment == "local"
     assert len(parsed.feeds[0].symbol_list()) >= 3
+
+
+def test_exchange_feeds_split_into_actors_by_symbol_groups():
+    from orchestrator.config import feed_actors
+
+    config = TickcastConfig.model_validate({"feeds": [
+        {"kind": "synthetic"},
+        {"kind": "ccxt", "exchange": "binance", "symbols": [f"C{i}/USDT" for i in range(5)],
+         "symbols_per_actor": 2},
+    ]})
+    actors = feed_actors(config.feeds)
+    assert [name for name, _ in actors] == ["synthetic-0", "ccxt-binance-1-0", "ccxt-binance-1-1",
+                                            "ccxt-binance-1-2"]
+    groups = [feed.symbols for _, feed in actors[1:]]
+    assert groups == [("C0/USDT", "C1/USDT"), ("C2/USDT", "C3/USDT"), ("C4/USDT",)]
+
+
+def test_exchange_feed_secrets_are_named_not_given():
+    with pytest.raises(ConfigError, match="api_key"):
+        parse_config({"feeds": [{"kind": "ccxt", "exchange": "binance", "symbols": ["BTC/USDT"],
+                                 "api_key": "oops"}]})
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "local-replay.yaml"])
+def test_shipped_configs_pass_serve_schema_and_ours(name):
+    from ray.serve.schema import ServeDeploySchema
+
+    config = yaml.safe_load((PROJECT_ROOT / "configs" / name).read_text())
+    ServeDeploySchema.model_validate(config)
+    for app in config["applications"]:
+        parse_config(app["args"])

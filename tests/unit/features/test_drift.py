@@ -117,3 +117,28 @@ def test_training_distribution_of_real_features_is_strict_json_and_round_trips()
     assert psi["rsi_14"] < 0.1 and psi["hour_sin"] < 0.1
     with pytest.raises(ValueError, match="rows must be"):
         training_distribution(rows[:, :5])
+
+
+def test_drift_monitor_reads_its_columns_and_merges_across_shards():
+    from orchestrator.features import FEATURE_NAMES
+    from orchestrator.features.drift import (
+        DriftMonitor,
+        drift_psi,
+        summarize_psi,
+        training_distribution,
+    )
+
+    rng = np.random.default_rng(0)
+    names = ("ret_1", "rsi_14")
+    train = rng.normal(size=(5000, 2))
+    distribution = training_distribution(train, names)
+    full = np.full((4000, len(FEATURE_NAMES)), np.nan)
+    full[:, FEATURE_NAMES.index("ret_1")] = rng.normal(size=4000)  # same distribution
+    full[:, FEATURE_NAMES.index("rsi_14")] = rng.normal(loc=2.0, size=4000)  # drifted
+    a, b = DriftMonitor(distribution), DriftMonitor(distribution)
+    a.update(full[:1500])
+    b.update(full[1500:])
+    psi = drift_psi(distribution, a.counts + b.counts)
+    assert psi["ret_1"] < 0.05 < 1.0 < psi["rsi_14"]
+    assert a.rows + b.rows == 4000
+    assert summarize_psi(psi)["worst"][0][0] == "rsi_14"

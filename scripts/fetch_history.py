@@ -44,16 +44,11 @@ from orchestrator import resolve_path
 from orchestrator.feeds.ccxt_rest import FeedCounters, OhlcvFetcher, rows_to_batch
 from orchestrator.feeds.exchange_config import ExchangeConfig, build_client
 from orchestrator.feeds.retry import RetryPolicy
-from orchestrator.market.archives import read_binance_zip
+from orchestrator.market.archives import path_safe_symbol, read_binance_zip
 from orchestrator.market.timeframes import TIMEFRAMES, timeframe_ms
 from orchestrator.market.validate import validate_candles
 
 # --- the dataset layout --------------------------------------------------------------------
-
-
-def path_safe_symbol(symbol: str) -> str:
-    """``BTC/USDT`` -> ``BTC_USDT``; ``BTC/USDT:USDT`` -> ``BTC_USDT_USDT``."""
-    return symbol.replace("/", "_").replace(":", "_")
 
 
 def series_dir(root: Path, exchange: str, symbol: str, timeframe: str) -> Path:

@@ -14,30 +14,52 @@ import pyarrow as pa
 from orchestrator import resolve_path
 from orchestrator.config import ReplayFeedConfig
 from orchestrator.feeds.pacing import Pacer
-from orchestrator.market.archives import infer_symbol_timeframe, read_candles
+from orchestrator.market.archives import infer_symbol_timeframe, path_safe_symbol, read_candles
+from orchestrator.market.schema import CANDLE_SCHEMA
 from orchestrator.market.validate import table_to_batch
 
 REPLAYABLE_SUFFIXES = (".parquet", ".feather", ".arrow", ".zip")
 
 
-def replay_files(directory: Path, symbols: tuple[str, ...] | None) -> list[Path]:
-    """The 1m candle files in ``directory`` (optionally only ``symbols``), sorted by name."""
+def replay_files(directory: Path, symbols: tuple[str, ...] | None) -> list[tuple[Path, str]]:
+    """(file, symbol) of every 1m candle file to replay, optionally only ``symbols``.
+
+    Two layouts: a flat folder of ``BTC_USDT-1m.parquet`` / ``LINKUSDT-1m-2026-02.zip`` files,
+    or the hive dataset ``scripts/fetch_history.py`` writes
+    (``exchange=…/symbol=BTC_USDT/timeframe=1m/*.parquet``).
+    """
     if not directory.is_dir():
         raise FileNotFoundError(f"replay path {directory} is not a directory")
-    chosen = []
-    for path in sorted(directory.iterdir()):
-        if path.suffix.lower() not in REPLAYABLE_SUFFIXES:
-            continue
-        symbol, timeframe = infer_symbol_timeframe(path)
-        if timeframe == "1m" and (symbols is None or symbol in symbols):
-            chosen.append(path)
+    found = _hive_files(directory) if any(directory.glob("exchange=*")) else _flat_files(directory)
+    wanted = None if symbols is None else {path_safe_symbol(s) for s in symbols}
+    chosen = [(p, sym) for p, sym in found if wanted is None or path_safe_symbol(sym) in wanted]
     if not chosen:
         raise FileNotFoundError(f"no 1m candle files for {symbols or 'any symbol'} in {directory}")
     return chosen
 
 
-def load_timeline(files: list[Path], exchange: str) -> pa.Table:
-    table = pa.concat_tables([read_candles(f, exchange) for f in files])
+def _flat_files(directory: Path) -> list[tuple[Path, str]]:
+    found = []
+    for path in sorted(directory.iterdir()):
+        if path.suffix.lower() in REPLAYABLE_SUFFIXES:
+            symbol, timeframe = infer_symbol_timeframe(path)
+            if timeframe == "1m":
+                found.append((path, symbol))
+    return found
+
+
+def _hive_files(directory: Path) -> list[tuple[Path, str]]:
+    """Files of the hive layout; the symbol here is the folder's path-safe name (the files
+    themselves hold the unified symbol, which is what gets replayed)."""
+    paths = sorted(directory.glob("exchange=*/symbol=*/timeframe=1m/*.parquet"))
+    return [(path, path.parent.parent.name.removeprefix("symbol=")) for path in paths]
+
+
+def load_timeline(files: list[tuple[Path, str]], exchange: str) -> pa.Table:
+    """Every file's candles on one time line, labelled with the configured exchange name."""
+    tables = [read_candles(path, exchange, symbol, "1m") for path, symbol in files]
+    table = pa.concat_tables(tables)
+    table = table.set_column(0, CANDLE_SCHEMA.field("exchange"), pa.array([exchange] * table.num_rows, pa.string()))
     return table.sort_by([("open_time", "ascending"), ("symbol", "ascending")])
 
 

@@ -336,3 +336,8 @@ def _names_or_inferred(path: Path, symbol: str | None, timeframe: str | None) ->
         return symbol, timeframe
     inferred_symbol, inferred_timeframe = infer_symbol_timeframe(path)
     return symbol or inferred_symbol, timeframe or inferred_timeframe
+
+
+def path_safe_symbol(symbol: str) -> str:
+    """A unified symbol as a file or folder name: ``BTC/USDT:USDT`` -> ``BTC_USDT_USDT``."""
+    return symbol.replace("/", "_").replace(":", "_")

@@ -1,6 +1,7 @@
 """Replay of real archives in both formats, and warm-up history from the offline sources."""
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +42,8 @@ def test_replay_emits_every_symbol_minute_by_minute(shared_data, folder, n_symbo
 
 def test_replay_selects_symbols_and_rejects_an_empty_choice(shared_data):
     path = shared_data / "binance-spot-1m"
-    assert [p.name for p in replay_files(path, ("ETH/USDT",))] == ["ETH_USDT-1m.parquet"]
+    assert [(p.name, s) for p, s in replay_files(path, ("ETH/USDT",))] == [
+        ("ETH_USDT-1m.parquet", "ETH/USDT")]
     with pytest.raises(FileNotFoundError, match="DOGE/USDT"):
         replay_files(path, ("DOGE/USDT",))
     with pytest.raises(FileNotFoundError, match="not a directory"):
@@ -57,3 +59,20 @@ def test_synthetic_history_then_live_is_the_same_market_as_live_only():
     reference = SyntheticSource(config.model_copy(update={"max_minutes": 30}))
     expected = np.concatenate([b.column("close").to_numpy() for b in _drain(reference)])
     np.testing.assert_array_equal(closes, expected)
+
+
+def test_replay_reads_the_dataset_fetch_history_writes(shared_data, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
+    import fetch_history
+
+    zips = sorted((shared_data / "binance-usdm-1m").glob("*.zip"))[:2]
+    fetch_history.main(["import-zip", *map(str, zips), "--exchange", "binance", "--out",
+                        str(tmp_path), "--no-progress"])
+    source = ReplaySource(ReplayFeedConfig(path=str(tmp_path), exchange="usdm-replay",
+                                           max_minutes=5, symbols=("ALGO/USDT",)))
+    batches = _drain(source)
+    assert len(batches) == 5
+    assert {b.column("symbol")[0].as_py() for b in batches} == {"ALGO/USDT"}
+    assert {b.column("exchange")[0].as_py() for b in batches} == {"usdm-replay"}

@@ -10,6 +10,8 @@ import asyncio
 import logging
 import uuid
 
+import numpy as np
+import ray
 from ray import serve
 
 from orchestrator import resolve_path
@@ -17,7 +19,7 @@ from orchestrator.actors.feed import FeedActor
 from orchestrator.actors.shard import FeatureShard
 from orchestrator.actors.sink import PredictionSink
 from orchestrator.config import TickcastConfig, feed_actors
-from orchestrator.features.drift import drift_psi, summarize_psi
+from orchestrator.features.drift import RunningMoments, drift_psi, summarize_psi
 from serve_app.registry import Registry
 
 log = logging.getLogger("ray.serve")
@@ -33,6 +35,23 @@ def training_distributions(config: TickcastConfig) -> dict[str, dict]:
         if distribution and ref.timeframe not in found:
             found[ref.timeframe] = distribution
     return found
+
+
+def drift_report(distribution: dict, shard_parts: list[tuple]) -> dict:
+    if not shard_parts or sum(counts.sum() for counts, _ in shard_parts) == 0:
+        return {"rows": 0}
+    counts = sum(c for c, _ in shard_parts)
+    moments = RunningMoments.from_snapshot(shard_parts[0][1])
+    for _, other in shard_parts[1:]:
+        moments.merge(RunningMoments.from_snapshot(other))
+    names = distribution["feature_names"]
+    return {
+        "rows": int(moments.count.max()),
+        **summarize_psi(drift_psi(distribution, counts)),
+        "live_mean": dict(zip(names, np.round(moments.mean, 6).tolist(), strict=True)),
+        "live_std": dict(zip(names, np.round(moments.std, 6).tolist(), strict=True)),
+        "training_mean": dict(zip(names, distribution["mean"], strict=True)),
+    }
 
 
 def models_by_timeframe(config: TickcastConfig, handles: dict) -> dict[str, list]:
@@ -80,22 +99,32 @@ class Pipeline:
                 "feeds": feeds, "shards": shards, "sink": sink, "drift": await self.drift()}
 
     async def drift(self) -> dict:
-        """PSI of live features against each timeframe's model training distribution."""
+        """Per timeframe: PSI of live features against the model's training distribution,
+        and their live mean and std beside the training ones."""
         per_shard = await asyncio.gather(*(s.drift_counts.remote() for s in self.shards),
                                          return_exceptions=True)
-        report = {}
-        for tf, distribution in self.drift_reference.items():
-            counts = [c[tf] for c in per_shard if isinstance(c, dict) and tf in c]
-            total = sum(counts) if counts else None
-            if total is None or total.sum() == 0:
-                report[tf] = {"rows": 0}
-                continue
-            rows = int(total.sum(axis=1).max())
-            report[tf] = {"rows": rows, **summarize_psi(drift_psi(distribution, total))}
-        return report
+        per_shard = [c for c in per_shard if isinstance(c, dict)]  # a restarting shard is skipped
+        return {tf: drift_report(d, [c[tf] for c in per_shard if tf in c])
+                for tf, d in self.drift_reference.items()}
 
     async def flush(self) -> int:
         return await self.sink.flush.remote()
+
+    async def quarantine(self, limit: int = 100) -> dict[str, list[dict] | str]:
+        """Recent rejected candles per feed (reason and raw payload)."""
+        results = await asyncio.gather(*(f.quarantine.remote(limit) for f in self.feeds),
+                                       return_exceptions=True)
+        names = [name for name, _ in feed_actors(self.config.feeds)]
+        return {n: r if isinstance(r, list) else f"unavailable: {type(r).__name__}"
+                for n, r in zip(names, results, strict=True)}
+
+    def __del__(self):
+        # Serve calls this when the application shuts down: checkpoint every shard once
+        # more, so the last state is on disk (best effort: the actors die with us).
+        try:
+            ray.get([s.checkpoint.remote() for s in self.shards], timeout=10)
+        except Exception:  # noqa: BLE001 - shutting down; nothing left to report to
+            log.warning("final shard checkpoint did not complete")
 
     def actors(self) -> dict:
         """Actor handles of the pipeline (operators and crash tests use them)."""

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import ray
 from ray.exceptions import RayActorError
 
+from orchestrator.actors.metrics import FeedMetrics
 from orchestrator.config import ReplayFeedConfig, SyntheticFeedConfig
 from orchestrator.feeds.exchange_config import ExchangeConfig
 from orchestrator.market.gate import CandleGate, Gap
@@ -100,6 +101,8 @@ class FeedActor:
         self._gate = CandleGate(self._source.exchange, "1m", symbols=self._source.symbols)
         self._links = [ShardLink(name, shard) for shard in shards]
         self._warmup_minutes = config.warmup_minutes
+        self._metrics = FeedMetrics(name)
+        self._metrics_due = 0.0
         self._counters = {"batches": 0, "candles": 0, "source_errors": 0, "step_errors": 0, "warmup_candles": 0,
                           "unrepairable_gaps": 0}
         self._last_open_time: int | None = None
@@ -151,6 +154,7 @@ class FeedActor:
         try:
             await self._route(self._gate.offer(batch, now_ms()))
             await self._repair_gaps()
+            self._publish_metrics()
         except Exception:  # one bad batch is counted and logged; the feed goes on
             self._counters["step_errors"] += 1
             log.exception("feed %s: batch failed", self.name)
@@ -203,7 +207,17 @@ class FeedActor:
         await asyncio.gather(*sends)
         self._counters["batches"] += 1
         self._counters["candles"] += batch.num_rows
+        self._metrics.candles(batch.num_rows)
         self._last_open_time = int(pc.max(batch.column("open_time")).as_py())
+
+    def _publish_metrics(self) -> None:
+        if time.monotonic() >= self._metrics_due:  # at most once a second, not per batch
+            self._metrics.gate(self._gate.status(), self._source.status())
+            self._metrics_due = time.monotonic() + 1.0
+
+    def quarantine(self, limit: int = 100) -> list[dict]:
+        """The most recent rejected candles: reason, exchange, symbol, open time, raw row."""
+        return [r.to_dict() for r in self._gate.quarantine.records[-limit:]]
 
     def status(self) -> dict:
         return {

@@ -116,9 +116,10 @@ class FeatureShard:
         now_ms = time.time() * 1000.0
         return build_predictions(output, rows, now_ms, self._signals.high, self._signals.very_high)
 
-    def drift_counts(self) -> dict[str, np.ndarray]:
-        """Per timeframe: live counts in the training bins (the pipeline sums shards)."""
-        return {tf: monitor.counts for tf, monitor in self._drift.items()}
+    def drift_counts(self) -> dict[str, tuple[np.ndarray, dict]]:
+        """Per timeframe: live counts in the training bins and running moments (the
+        pipeline merges shards)."""
+        return {tf: (m.counts, m.moments.snapshot()) for tf, m in self._drift.items()}
 
     def pid(self) -> int:
         return os.getpid()

@@ -193,18 +193,22 @@ class DriftMonitor:
 
     Rows arrive in ``FEATURE_NAMES`` order; the monitor keeps the columns the stored
     distribution describes. Counts from several shards add up (``counts``), and
-    ``drift_psi(distribution, summed_counts)`` gives the PSI per feature.
+    ``drift_psi(distribution, summed_counts)`` gives the PSI per feature; ``moments``
+    (running mean and variance) merge across shards the same way.
     """
 
     def __init__(self, distribution: dict):
         self.distribution = distribution
         self._columns = np.array([FEATURE_NAMES.index(n) for n in distribution["feature_names"]])
         self._histograms = RunningHistograms(distribution_edges(distribution))
+        self.moments = RunningMoments(len(self._columns))
         self.rows = 0
 
     def update(self, rows: np.ndarray) -> None:
         if len(rows):
-            self._histograms.update(np.asarray(rows)[:, self._columns])
+            selected = np.asarray(rows)[:, self._columns]
+            self._histograms.update(selected)
+            self.moments.update(selected)
             self.rows += len(rows)
 
     @property

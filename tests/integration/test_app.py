@@ -72,3 +72,38 @@ def test_model_server_batches_concurrent_matrices(serve_app):
     solo = model.predict.remote(matrices[2]).result()["values"]
     np.testing.assert_allclose(results[2]["values"], solo, rtol=0, atol=1e-7)
     assert all(r["model_id"] == "direction-1m" for r in results)
+
+
+def test_replay_of_both_archive_formats_predicts_every_symbol(serve_app, shared_data, tmp_path):
+    args = {
+        "feeds": [
+            {"kind": "replay", "path": str(shared_data / "binance-spot-1m"), "max_minutes": 30,
+             "warmup_minutes": 40},
+            {"kind": "replay", "exchange": "binance-usdm", "path": str(shared_data / "binance-usdm-1m"),
+             "max_minutes": 30, "warmup_minutes": 40},
+        ],
+        "features": {"shards": 2, "num_cpus": 0.1, "state_dir": str(tmp_path / "state")},
+        "serving": {"num_cpus": 0.1},
+        "sink": {"log_dir": str(tmp_path / "log")},
+    }
+    serve_app.run(build_app(args), name="tickcast", route_prefix="/")
+    pipeline = serve_app.get_deployment_handle("Pipeline", app_name="tickcast")
+
+    def finished():
+        status = pipeline.status.remote().result()
+        return status if all(f.get("done") for f in status["feeds"]) else None
+
+    status = _wait_for(finished, timeout_s=120)
+    for feed, n_symbols in zip(status["feeds"], (3, 6), strict=True):
+        assert feed["warmup_candles"] == 40 * n_symbols
+        assert feed["candles"] == (40 + 30) * n_symbols
+        assert feed["gate"]["rejected"] == 0 and feed["gate"]["duplicates"] == 0
+        assert feed["step_errors"] == 0 and feed["source_errors"] == 0
+    latest = pipeline.latest.remote().result()
+    assert {(r["exchange"], r["symbol"]) for r in latest} == {
+        ("binance", s) for s in ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+    } | {("binance-usdm", s) for s in ("ALGO/USDT", "AVAX/USDT", "DOT/USDT", "FIL/USDT",
+                                        "LINK/USDT", "LTC/USDT")}
+    # Warm-up candles made no predictions: every shard predicted exactly the 30 live minutes.
+    assert sum(s["rows_predicted"] for s in status["shards"]) == 30 * 9
+    assert pipeline.quarantine.remote().result() == {"replay-0": [], "replay-1": []}

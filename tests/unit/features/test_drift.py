@@ -142,3 +142,5 @@ def test_drift_monitor_reads_its_columns_and_merges_across_shards():
     assert psi["ret_1"] < 0.05 < 1.0 < psi["rsi_14"]
     assert a.rows + b.rows == 4000
     assert summarize_psi(psi)["worst"][0][0] == "rsi_14"
+    a.moments.merge(b.moments)
+    np.testing.assert_allclose(a.moments.mean, [full[:, FEATURE_NAMES.index(n)].mean() for n in names])

@@ -5,6 +5,14 @@ rolling windows are ``sliding_window_view``s over the series padded with NaN in 
 (NaN standing for "before the series began", as in the incremental history), and the
 EMA / Wilder recursions run through ``scipy.signal.lfilter``, whose first-order update
 ``gain * x + decay * y`` rounds exactly like the incremental twin's.
+
+Rows are computed in blocks of ``_BLOCK_ROWS`` and written into the output block by block.
+Whole-series temporaries (~60 arrays as long as the series) made the kernel fault in ~100 MB
+of fresh pages per call, which cost more than the arithmetic; a block's temporaries are
+small enough for malloc to recycle and for the caches to hold. Blocking changes no number:
+a non-seeded value reads only the candles its warm-up spans (``_LEAD_ROWS``), so each block
+is computed from that many earlier candles too, and every recursion continues from its
+value on the previous block's last candle, exactly as ``lfilter`` continues within a call.
 """
 
 from __future__ import annotations
@@ -18,6 +26,14 @@ from orchestrator.features import kernels as k
 from orchestrator.features import specs as s
 
 _PRICE_VOLUME = ("open", "high", "low", "close", "volume")
+# A block's float64 temporaries (block + lead + window rows) stay under 128 KiB, glibc's
+# default mmap threshold, so malloc recycles them even where that threshold never rises.
+_BLOCK_ROWS = 16_000
+# specs: every non-seeded feature depends only on its last warmup + 1 candles.
+_LEAD_ROWS = max(spec.warmup for spec in s.FEATURE_SPECS if not spec.seeded)
+# Every recursion seeds within the first block; later blocks only continue them.
+if max(r.seed_index for r in (*k.STAGE1, *k.STAGE2)) >= _BLOCK_ROWS:
+    raise ImportError("the first block must seed every recursion")
 
 
 def compute_features(frame: pd.DataFrame) -> pd.DataFrame:
@@ -29,13 +45,14 @@ def compute_features(frame: pd.DataFrame) -> pd.DataFrame:
     """
     columns = _columns(frame)
     n = len(frame)
-    if n == 0:
-        return pd.DataFrame(np.empty((0, len(s.FEATURE_NAMES))), index=frame.index,
-                            columns=list(s.FEATURE_NAMES))
+    by_feature = np.empty((len(s.FEATURE_NAMES), n))
+    carry: dict[str, float] = {}
     with np.errstate(divide="ignore", invalid="ignore"):
-        values = _window_values(columns)
-        _add_recursions(values)
-        by_feature = k.assemble(values)
+        for start in range(0, n, _BLOCK_ROWS):
+            stop = min(n, start + _BLOCK_ROWS)
+            values = _block_values(columns, start, stop)
+            _add_recursions(values, carry)
+            k.assemble(values, out=by_feature[:, start:stop])
     for i, warmup in enumerate(s.WARMUPS):
         by_feature[i, : min(int(warmup), n)] = np.nan
     return pd.DataFrame(by_feature.T, index=frame.index, columns=list(s.FEATURE_NAMES),
@@ -76,6 +93,16 @@ def _check_rows(frame: pd.DataFrame, c: dict) -> None:
     if (steps <= 0).any():
         i = int(np.argmax(steps <= 0)) + 1
         raise ValueError(f"open_time must increase strictly; row {frame.index[i]!r} does not")
+
+
+def _block_values(columns: dict, start: int, stop: int) -> dict:
+    """Candle and window values of rows start..stop-1, computed from the _LEAD_ROWS candles
+    before ``start`` on (what those rows read), then trimmed to the block."""
+    lead = min(start, _LEAD_ROWS)
+    piece = {name: None if col is None else col[start - lead: stop]
+             for name, col in columns.items()}
+    values = _window_values(piece)
+    return {name: None if v is None else v[lead:] for name, v in values.items()}
 
 
 def _windows(x: np.ndarray, n: int) -> np.ndarray:
@@ -152,14 +179,26 @@ def _window_stats(close, volume, logret, tp, pos, neg) -> dict:
     return out
 
 
-def _add_recursions(values: dict) -> None:
+def _add_recursions(values: dict, carry: dict[str, float]) -> None:
+    """Add every recursion's values over this block. ``carry`` maps each recursion to its
+    value on the previous block's last candle; empty on the first block, which seeds them."""
     for r in k.STAGE1:
-        values[r.name] = seeded_recursion(values[r.input], r)
+        values[r.name] = _block_recursion(values[r.input], r, carry)
     values["macd_line"] = values["macd_fast"] - values["macd_slow"]
     values["dx"], values["dx_valid"] = k.directional_index(
         values["plus_dm"], values["minus_dm"], values["tr_sum"])
     for r in k.STAGE2:
-        values[r.name] = seeded_recursion(values[r.input], r, values.get(r.valid))
+        values[r.name] = _block_recursion(values[r.input], r, carry, values.get(r.valid))
+
+
+def _block_recursion(x: np.ndarray, r: k.Recursion, carry: dict[str, float],
+                     valid: np.ndarray | None = None) -> np.ndarray:
+    if r.name in carry:
+        y = continued_recursion(x, r, carry[r.name], valid)
+    else:
+        y = seeded_recursion(x, r, valid)
+    carry[r.name] = float(y[-1])
+    return y
 
 
 def seeded_recursion(x: np.ndarray, r: k.Recursion, valid: np.ndarray | None = None) -> np.ndarray:
@@ -173,12 +212,18 @@ def seeded_recursion(x: np.ndarray, r: k.Recursion, valid: np.ndarray | None = N
         seed_inputs = np.where(valid[r.first: seed_at + 1], seed_inputs, 0.0)
     total = np.cumsum(seed_inputs)[-1]  # sequential, like the incremental accumulator
     out[seed_at] = seed = total / r.length if r.average else total
-    rest = x[seed_at + 1:]
-    keep = None if valid is None else valid[seed_at + 1:]
-    steps = rest if keep is None else rest[keep]
-    y = lfilter([r.gain], [1.0, -r.decay], steps, zi=[r.decay * seed])[0] if len(steps) else steps
-    if keep is None:
-        out[seed_at + 1:] = y
-    else:  # an invalid input repeats the previous value
-        out[seed_at + 1:] = np.concatenate(([seed], y))[np.cumsum(keep)]
+    rest_valid = None if valid is None else valid[seed_at + 1:]
+    out[seed_at + 1:] = continued_recursion(x[seed_at + 1:], r, seed, rest_valid)
     return out
+
+
+def continued_recursion(x: np.ndarray, r: k.Recursion, last: float,
+                        valid: np.ndarray | None = None) -> np.ndarray:
+    """Values of the seeded recursion ``r`` over ``x``, given its value ``last`` before x[0]."""
+    steps = x if valid is None else x[valid]
+    # lfilter's state is decay * y, so passing decay * last continues the run bit for bit.
+    y = lfilter([r.gain], [1.0, -r.decay], steps, zi=[r.decay * last])[0] if len(steps) else steps
+    if valid is None:
+        return y
+    # an invalid input repeats the previous value
+    return np.concatenate(([last], y))[np.cumsum(valid)]

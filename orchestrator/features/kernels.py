@@ -289,8 +289,9 @@ def _calendar_and_flow_features(v: dict) -> dict[str, np.ndarray]:
     return {"hour_sin": HOUR_SIN[hour], "hour_cos": HOUR_COS[hour], "taker_buy_ratio": ratio}
 
 
-def assemble(values: dict) -> np.ndarray:
-    """Feature matrix, TRANSPOSED: (len(FEATURE_NAMES), n), from one twin's values.
+def assemble(values: dict, out: np.ndarray | None = None) -> np.ndarray:
+    """Feature matrix, TRANSPOSED: (len(FEATURE_NAMES), n), from one twin's values; written
+    into ``out`` when given (the batch twin's rows of its output).
 
     Column-major because both twins want it: pandas stores a frame's columns that way, and
     the incremental twin's rows are a cheap transpose of a small block.
@@ -304,8 +305,8 @@ def assemble(values: dict) -> np.ndarray:
         **_volatility_features(values),
         **_calendar_and_flow_features(values),
     }
-    n = values["close"].shape[0]
-    out = np.empty((len(s.FEATURE_NAMES), n))
+    if out is None:
+        out = np.empty((len(s.FEATURE_NAMES), values["close"].shape[0]))
     for i, name in enumerate(s.FEATURE_NAMES):
         out[i] = columns[name]
     return out

@@ -52,3 +52,23 @@ def test_bad_frames_are_refused_with_the_reason():
     broken.loc[7, "close"] = -1.0
     with pytest.raises(ValueError, match="row 7"):
         compute_features(broken)
+
+
+def test_blocked_batch_equals_one_block_and_the_incremental_twin(monkeypatch):
+    """compute_features works in blocks; block boundaries must change nothing."""
+    from orchestrator.features import IncrementalFeatures
+    from orchestrator.features import batch as batch_module
+
+    frame = random_walk(1500, seed=11)
+    whole = compute_features(frame).to_numpy(copy=True)
+    monkeypatch.setattr(batch_module, "_BLOCK_ROWS", 40)
+    blocked = compute_features(frame).to_numpy(copy=True)
+    np.testing.assert_array_equal(blocked, whole)
+    engine = IncrementalFeatures()
+    slot = engine.add_symbols(["x:A/USDT"])
+    taker = frame["taker_buy_base"].to_numpy() if "taker_buy_base" in frame else None
+    for i in range(len(frame)):
+        row = engine.update(slot, frame["open_time"].to_numpy()[i:i + 1],
+                            *(frame[c].to_numpy()[i:i + 1] for c in ("open", "high", "low", "close", "volume")),
+                            taker_buy_base=None if taker is None else taker[i:i + 1])
+        np.testing.assert_allclose(row[0], blocked[i], rtol=1e-9, atol=1e-12, equal_nan=True)

@@ -73,8 +73,12 @@ class FeatureConfig(StrictModel):
         return tuple(_check_timeframe(t) for t in value)
 
 
+ModelType = Literal["direction", "volatility", "return", "swing"]
+MODEL_TYPES: tuple[str, ...] = ("direction", "volatility", "return", "swing")
+
+
 class ModelRef(StrictModel):
-    model_type: Literal["direction"] = "direction"
+    model_type: ModelType = "direction"
     timeframe: str = "1m"
     version: str | None = Field(None, description="default: the registry's production version")
 
@@ -107,6 +111,21 @@ class ServingConfig(StrictModel):
     num_cpus: float = Field(0.25, gt=0)
 
 
+class ApiConfig(StrictModel):
+    """The public HTTP/WebSocket API: who may call it, and how much."""
+
+    require_api_key: bool = Field(False, description="production: true")
+    api_keys_env: str = Field("TICKCAST_API_KEYS", description="env variable: comma-separated keys")
+    rate_limit_per_s: float = Field(50.0, gt=0, description="requests per second per key (or client)")
+    rate_limit_burst: int = Field(100, ge=1)
+    max_rows: int = Field(1024, ge=1, le=100_000, description="rows per POST /v1/predict")
+    max_body_bytes: int = Field(2_000_000, ge=1024)
+    max_window: int = Field(2000, ge=40, description="candles per POST /v1/predict window")
+    cors_origins: tuple[str, ...] = Field((), description="empty: CORS off")
+    stream_queue: int = Field(1000, ge=1, description="messages a slow WebSocket client may lag")
+    page_size: int = Field(500, ge=1, le=10_000, description="default rows per history page")
+
+
 class SinkConfig(StrictModel):
     log_dir: str = "var/predictions"
     flush_rows: int = Field(5000, ge=1)
@@ -124,6 +143,7 @@ class TickcastConfig(StrictModel):
     signals: SignalConfig = SignalConfig()
     serving: ServingConfig = ServingConfig()
     sink: SinkConfig = SinkConfig()
+    api: ApiConfig = ApiConfig()
 
     @model_validator(mode="after")
     def _models_on_computed_timeframes(self) -> TickcastConfig:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from orchestrator.market.timeframes import timeframe_ms
 from orchestrator.signals import direction_signals
 
 PREDICTION_SCHEMA = pa.schema(
@@ -21,6 +20,8 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field("model_version", pa.string(), nullable=False),
         pa.field("model_type", pa.string(), nullable=False),
         pa.field("value", pa.float64(), nullable=False),
+        pa.field("outputs", pa.map_(pa.string(), pa.float64())),
+        pa.field("predicted_price", pa.float64()),
         pa.field("signal", pa.string()),
         pa.field("confidence", pa.string()),
         pa.field("predicted_at", pa.int64(), nullable=False),
@@ -31,12 +32,20 @@ PREDICTION_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class ModelOutput:
-    """What a model deployment returns for one request: which model, and one value per row."""
+    """What a model deployment returns for one request: which model, and its named outputs
+    per row (``values`` is (n, len(names)); column 0 is the primary value)."""
 
     model_id: str
     model_type: str
     version: str
+    names: tuple[str, ...]
     values: np.ndarray
+
+    @classmethod
+    def from_response(cls, response: dict) -> ModelOutput:
+        values = np.asarray(response["values"], dtype=np.float64)
+        return cls(response["model_id"], response["model_type"], response["version"],
+                   tuple(response["names"]), values.reshape(len(values), -1))
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class TickRows:
     symbol: np.ndarray
     timeframe: str
     open_time: np.ndarray
+    close: np.ndarray
     emitted_at_ms: float  # wall clock when the feed emitted the closing candle
 
 
@@ -62,11 +72,13 @@ def event_ids(output: ModelOutput, rows: TickRows) -> list[str]:
 def build_predictions(
     output: ModelOutput, rows: TickRows, now_ms: float, high: float, very_high: float
 ) -> pa.Table:
-    n = len(output.values)
+    n, primary = len(output.values), output.values[:, 0]
     if output.model_type == "direction":
-        signal, tier = direction_signals(output.values, high, very_high)
+        signal, tier = direction_signals(primary, high, very_high)
     else:
         signal = tier = np.full(n, None, dtype=object)
+    price = rows.close * np.exp(primary) if output.model_type == "return" else np.full(n, None)
+    named = [list(zip(output.names, row, strict=True)) for row in output.values.tolist()]
     columns = {
         "event_id": event_ids(output, rows),
         "exchange": rows.exchange,
@@ -76,7 +88,9 @@ def build_predictions(
         "model_id": np.full(n, output.model_id, dtype=object),
         "model_version": np.full(n, output.version, dtype=object),
         "model_type": np.full(n, output.model_type, dtype=object),
-        "value": output.values,
+        "value": primary,
+        "outputs": named,
+        "predicted_price": price,
         "signal": signal,
         "confidence": tier,
         "predicted_at": np.full(n, int(now_ms), dtype=np.int64),
@@ -85,6 +99,3 @@ def build_predictions(
     return pa.table({k: pa.array(v, PREDICTION_SCHEMA.field(k).type) for k, v in columns.items()},
                     schema=PREDICTION_SCHEMA)
 
-
-def candle_close_ms(open_time: np.ndarray, timeframe: str) -> np.ndarray:
-    return open_time + timeframe_ms(timeframe)

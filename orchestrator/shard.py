@@ -29,6 +29,7 @@ class FeatureTick:
     exchange: np.ndarray
     symbol: np.ndarray
     open_time: np.ndarray
+    close: np.ndarray  # the closing price of each row's candle (a return becomes a price)
     features: np.ndarray  # (n, len(FEATURE_NAMES)), every required feature finite
     cold: int  # rows that closed but were still warming up
 
@@ -140,7 +141,8 @@ class ShardState:
         warm = warm_rows(rows)
         return FeatureTick(
             timeframe, self.exchange[slots][warm], self.symbol[slots][warm],
-            np.asarray(open_time)[warm], rows[warm], int((~warm).sum()),
+            np.asarray(open_time)[warm], np.asarray(c["close"], dtype=np.float64)[warm], rows[warm],
+            int((~warm).sum()),
         )
 
     # --- snapshots ---------------------------------------------------------------------

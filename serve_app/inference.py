@@ -2,16 +2,38 @@
 
 Every caller sends rows in the feature engine's column order (``FEATURE_NAMES``); the
 predictor picks its own model's columns, so a model trained on a subset still gets exactly
-the features it was trained on, by name.
+the features it was trained on, by name. What comes back is described by the manifest's
+``outputs``: which columns of which output tensor, under which names (the first is the
+model's primary value: ``prob_up``, ``volatility``, ``log_return``, ``p_swing_high``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 
 from orchestrator.features import FEATURE_NAMES
 from serve_app.registry import ModelManifest
+
+# Manifests written before `outputs` existed describe a binary classifier's P(class 1).
+LEGACY_OUTPUTS = {"tensor": "probabilities", "columns": [1], "names": ["prob_up"]}
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    tensor: str
+    columns: tuple[int, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, manifest: ModelManifest) -> OutputSpec:
+        raw = getattr(manifest, "outputs", None) or LEGACY_OUTPUTS
+        spec = cls(raw["tensor"], tuple(raw["columns"]), tuple(raw["names"]))
+        if len(spec.columns) != len(spec.names) or not spec.names:
+            raise ValueError(f"{manifest.key}: outputs need one name per column, got {raw}")
+        return spec
 
 
 def make_session(model_bytes: bytes) -> ort.InferenceSession:
@@ -25,30 +47,27 @@ def make_session(model_bytes: bytes) -> ort.InferenceSession:
 
 
 class OnnxPredictor:
-    """Wraps one model version; ``predict`` maps full feature rows to one value per row."""
+    """Wraps one model version; ``predict`` maps full feature rows to its named outputs."""
 
     def __init__(self, manifest: ModelManifest, model_bytes: bytes):
         self.manifest = manifest
+        self.outputs = OutputSpec.of(manifest)
         self._session = make_session(model_bytes)
         self._input = self._session.get_inputs()[0].name
         self._columns = np.array([FEATURE_NAMES.index(n) for n in manifest.feature_names])
-        self._output = self._pick_output()
-
-    def _pick_output(self) -> str:
-        outputs = self._session.get_outputs()
-        for out in outputs:
-            if "prob" in out.name:
-                return out.name
-        return outputs[-1].name
+        tensors = [o.name for o in self._session.get_outputs()]
+        if self.outputs.tensor not in tensors:
+            raise ValueError(f"{manifest.key}: no output tensor {self.outputs.tensor!r} in {tensors}")
 
     def warm_up(self) -> None:
         """Run once before serving, so the first real request does not pay session set-up."""
         self.predict(np.zeros((1, len(FEATURE_NAMES))))
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        """P(positive class) for classifiers, the value for regressors; shape (n,)."""
+        """(n, len(outputs.names)) float64: the named outputs for each row."""
         if rows.shape[0] == 0:
-            return np.empty(0)
+            return np.empty((0, len(self.outputs.names)))
         x = np.ascontiguousarray(rows[:, self._columns], dtype=np.float32)
-        out = self._session.run([self._output], {self._input: x})[0]
-        return out[:, 1].astype(np.float64) if out.ndim == 2 else out.reshape(-1).astype(np.float64)
+        out = self._session.run([self.outputs.tensor], {self._input: x})[0]
+        out = out.reshape(len(x), -1)
+        return out[:, list(self.outputs.columns)].astype(np.float64)

@@ -29,6 +29,8 @@ class Prediction(BaseModel):
     model_type: str
     prob_up: float | None
     value: float
+    outputs: dict[str, float]
+    predicted_price: float | None
     signal: str | None
     confidence: str | None
     latency_ms: float
@@ -42,8 +44,9 @@ class LatestPredictions(BaseModel):
 def to_prediction(row: dict) -> Prediction:
     iso = datetime.fromtimestamp(row["open_time"] / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
     prob_up = row["value"] if row["model_type"] == "direction" else None
-    fields = {k: row[k] for k in Prediction.model_fields if k in row}
-    return Prediction(**fields, open_time_iso=iso, prob_up=prob_up)
+    fields = {k: row[k] for k in Prediction.model_fields if k in row and k != "outputs"}
+    outputs = dict(row.get("outputs") or [])
+    return Prediction(**fields, open_time_iso=iso, prob_up=prob_up, outputs=outputs)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})

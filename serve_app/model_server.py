@@ -50,11 +50,14 @@ class ModelServer:
         predictor = self._predictor  # one version for the whole batch, even mid-switch
         values = predictor.predict(np.concatenate(matrices))
         m = predictor.manifest
+        names = list(predictor.outputs.names)
         return [
-            {"model_id": m.model_id, "model_type": m.model_type, "version": m.version, "values": part}
+            {"model_id": m.model_id, "model_type": m.model_type, "version": m.version,
+             "names": names, "values": part}
             for part in split_rows(values, [len(x) for x in matrices])
         ]
 
     def describe(self) -> dict:
         m = self._predictor.manifest
-        return {"model_id": m.model_id, "version": m.version, "stage": m.stage, "features": list(m.feature_names)}
+        return {"model_id": m.model_id, "version": m.version, "stage": m.stage,
+                "features": list(m.feature_names), "outputs": list(self._predictor.outputs.names)}

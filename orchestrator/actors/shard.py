@@ -100,7 +100,8 @@ class FeatureShard:
         results = await asyncio.gather(
             *(h.predict.remote(tick.features) for h in handles), return_exceptions=True
         )
-        rows = TickRows(tick.exchange, tick.symbol, tick.timeframe, tick.open_time, emitted_at_ms)
+        rows = TickRows(tick.exchange, tick.symbol, tick.timeframe, tick.open_time, tick.close,
+                        emitted_at_ms)
         tables = [t for t in (self._to_events(r, rows) for r in results) if t is not None]
         if tables:
             self._unconfirmed.append(self._sink.record.remote(pa.concat_tables(tables)))
@@ -110,8 +111,7 @@ class FeatureShard:
             self._counters["model_errors"] += 1
             log.warning("shard %d: model call failed: %s", self.shard_id, result)
             return None
-        output = ModelOutput(result["model_id"], result["model_type"], result["version"],
-                             np.asarray(result["values"]))
+        output = ModelOutput.from_response(result)
         self._counters["rows_predicted"] += len(output.values)
         now_ms = time.time() * 1000.0
         return build_predictions(output, rows, now_ms, self._signals.high, self._signals.very_high)

@@ -8,6 +8,7 @@ log is readable by pyarrow/pandas/DuckDB while the pipeline runs. Any table with
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,3 +57,48 @@ def read_log(root: Path, empty: pa.Schema = PREDICTION_SCHEMA) -> pa.Table:
     if not Path(root).exists():
         return empty.empty_table()
     return ds.dataset(root, format="parquet", partitioning="hive").to_table()
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """A page of the prediction log: filters, then ``limit`` rows from ``offset``, ordered by
+    (open_time, symbol, model_id)."""
+
+    symbol: str | None = None
+    timeframe: str | None = None
+    model_id: str | None = None
+    start_ms: int | None = None  # inclusive, candle open time
+    end_ms: int | None = None  # exclusive
+    limit: int = 500
+    offset: int = 0
+
+
+def query_log(root: Path, query: HistoryQuery) -> tuple[list[dict], int]:
+    """(rows of the page, total rows matching the filters)."""
+    if not Path(root).exists():
+        return [], 0
+    dataset = ds.dataset(root, format="parquet", partitioning="hive")
+    table = dataset.to_table(filter=_filter(query))
+    table = table.sort_by([("open_time", "ascending"), ("symbol", "ascending"), ("model_id", "ascending")])
+    page = table.slice(query.offset, query.limit).drop_columns(["date"])
+    rows = page.to_pylist()
+    for row in rows:
+        row["outputs"] = dict(row.get("outputs") or [])
+    return rows, table.num_rows
+
+
+def _filter(query: HistoryQuery) -> ds.Expression | None:
+    conditions = []
+    for column in ("symbol", "timeframe", "model_id"):
+        if getattr(query, column) is not None:
+            conditions.append(ds.field(column) == getattr(query, column))
+    if query.start_ms is not None:
+        conditions.append(ds.field("open_time") >= query.start_ms)
+    if query.end_ms is not None:
+        conditions.append(ds.field("open_time") < query.end_ms)
+    if not conditions:
+        return None
+    expression = conditions[0]
+    for condition in conditions[1:]:
+        expression = expression & condition
+    return expression

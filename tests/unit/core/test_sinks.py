@@ -12,8 +12,8 @@ DAY_MS = 86_400_000
 def _predictions(open_time: int, symbols=("A/USDT", "B/USDT"), values=(0.8, 0.3), version="v1") -> pa.Table:
     n = len(symbols)
     rows = TickRows(np.array(["x"] * n, dtype=object), np.array(symbols, dtype=object), "1m",
-                    np.full(n, open_time, dtype=np.int64), emitted_at_ms=1000.0)
-    output = ModelOutput("direction-1m", "direction", version, np.array(values))
+                    np.full(n, open_time, dtype=np.int64), np.full(n, 100.0), emitted_at_ms=1000.0)
+    output = ModelOutput("direction-1m", "direction", version, ("prob_up",), np.array(values)[:, None])
     return build_predictions(output, rows, now_ms=1012.5, high=0.6, very_high=0.7)
 
 
@@ -25,6 +25,21 @@ def test_build_predictions_fills_the_schema():
     assert row["latency_ms"] == 12.5
     assert row["event_id"] == "direction-1m@v1|x|A/USDT|1m|60000"
     assert table.to_pylist()[1]["signal"] == "SHORT"
+    assert row["outputs"] == [("prob_up", 0.8)] and row["predicted_price"] is None
+
+
+def test_return_model_predicts_a_price_and_swing_keeps_every_output():
+    rows = TickRows(np.array(["x"], dtype=object), np.array(["A/USDT"], dtype=object), "5m",
+                    np.array([0]), np.array([200.0]), emitted_at_ms=0.0)
+    ret = ModelOutput.from_response({"model_id": "return-5m", "model_type": "return", "version": "v1",
+                                     "names": ["log_return"], "values": np.array([np.log(1.01)])})
+    (row,) = build_predictions(ret, rows, 1.0, 0.6, 0.7).to_pylist()
+    assert row["predicted_price"] == pytest.approx(202.0) and row["signal"] is None
+    swing = ModelOutput.from_response({"model_id": "swing-5m", "model_type": "swing", "version": "v1",
+                                       "names": ["p_swing_high", "p_swing_low"],
+                                       "values": np.array([[0.7, 0.1]])})
+    (row,) = build_predictions(swing, rows, 1.0, 0.6, 0.7).to_pylist()
+    assert row["value"] == 0.7 and dict(row["outputs"]) == {"p_swing_high": 0.7, "p_swing_low": 0.1}
 
 
 def test_latest_store_keeps_the_newest_per_key():
@@ -61,3 +76,32 @@ def test_failed_flush_keeps_rows(tmp_path):
         log.flush()
     log.root = tmp_path / "log"
     assert log.flush() == 2
+
+
+def test_latest_store_tail_streams_everything_after_a_cursor():
+    store = LatestStore(tail=3)
+    assert store.since(0) == (0, [], False)
+    store.update(_predictions(60_000))  # 2 rows: cursor 2
+    cursor, rows, lost = store.since(0)
+    assert (cursor, [r["symbol"] for r in rows], lost) == (2, ["A/USDT", "B/USDT"], False)
+    assert store.since(cursor) == (2, [], False)
+    store.update(_predictions(120_000))  # cursor 4; the tail keeps 3 (seq 2..4)
+    cursor2, rows, lost = store.since(cursor)
+    assert cursor2 == 4 and [r["open_time"] for r in rows] == [120_000, 120_000] and not lost
+    _, rows, lost = store.since(0)
+    assert lost and len(rows) == 3  # seq 1 fell out of the bounded tail: the caller is told
+
+
+def test_query_log_filters_and_pages(tmp_path):
+    from orchestrator.sinks.parquet_log import HistoryQuery, query_log
+
+    log = ParquetLog(tmp_path, flush_rows=1)
+    for minute in range(5):
+        log.append(_predictions(minute * 60_000))
+    rows, total = query_log(tmp_path, HistoryQuery(symbol="B/USDT", start_ms=60_000, limit=2))
+    assert total == 4 and [r["open_time"] for r in rows] == [60_000, 120_000]
+    rows, _ = query_log(tmp_path, HistoryQuery(symbol="B/USDT", start_ms=60_000, limit=2, offset=2))
+    assert [r["open_time"] for r in rows] == [180_000, 240_000]
+    assert rows[0]["outputs"] == {"prob_up": 0.3}
+    assert query_log(tmp_path, HistoryQuery(timeframe="1h")) == ([], 0)
+    assert query_log(tmp_path / "missing", HistoryQuery()) == ([], 0)

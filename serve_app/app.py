@@ -45,5 +45,9 @@ def build_app(args: dict | None = None) -> serve.Application:
             user_config=user_config,
             ray_actor_options={"num_cpus": config.serving.num_cpus},
         ).bind(ref.model_type, ref.timeframe, config.models_dir)
-    pipeline = Pipeline.bind(config.model_dump(mode="json"), models)
-    return Ingress.bind(pipeline)
+    # The pipeline's config names no model versions: a version switch changes only the model
+    # deployment's user_config (reconfigured in place), never the pipeline's arguments.
+    unversioned = config.model_copy(update={"models": tuple(r.model_copy(update={"version": None})
+                                                            for r in config.models)})
+    pipeline = Pipeline.bind(unversioned.model_dump(mode="json"), models)
+    return Ingress.bind(unversioned.model_dump(mode="json"), pipeline, models)

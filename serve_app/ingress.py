@@ -1,70 +1,90 @@
-"""The public HTTP API (FastAPI on Serve), versioned under /v1."""
+"""Ingress: the public API (``serve_app/api.py``) mounted in a Serve deployment, with Ray
+handles behind it. Handles are taken once, in ``__init__``."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+import logging
 
-from fastapi import FastAPI, Query
-from pydantic import BaseModel
+import numpy as np
+from fastapi import FastAPI
 from ray import serve
+from ray.exceptions import RayActorError, RayError
 from ray.serve.handle import DeploymentHandle
 
-from orchestrator.market.timeframes import TIMEFRAMES
+from orchestrator import resolve_path
+from orchestrator.config import TickcastConfig
+from orchestrator.sinks.parquet_log import HistoryQuery, query_log
+from serve_app.api import create_api
+from serve_app.backend import BackendError
+from serve_app.registry import Registry
 
-api = FastAPI(
-    title="tickcast",
-    version="0.1.0",
-    description="Real-time market predictions served by Ray Serve.",
-)
+log = logging.getLogger("ray.serve")
+
+class ServeBackend:
+    def __init__(self, config: TickcastConfig, pipeline: DeploymentHandle, models: dict):
+        self._pipeline, self._models = pipeline, models
+        self._log_dir = resolve_path(config.sink.log_dir)
+        self._sink = None
+
+    async def predict(self, model_type: str, timeframe: str, version: str | None, rows: np.ndarray) -> dict:
+        handle = self._models.get(f"{model_type}-{timeframe}")
+        if handle is None:
+            raise BackendError(404, f"model {model_type}-{timeframe} is not served here; see GET /v1/models")
+        call = handle.predict.remote(rows) if version is None else handle.predict_version.remote(rows, version)
+        return await _answer(call)
+
+    async def latest(self, symbol: str | None, timeframe: str | None) -> list[dict]:
+        return await _answer(self._pipeline.latest.remote(symbol, timeframe))
+
+    async def history(self, query: HistoryQuery) -> tuple[list[dict], int]:
+        return await asyncio.to_thread(query_log, self._log_dir, query)
+
+    async def since(self, cursor: int, timeout_s: float) -> tuple[int, list[dict], bool]:
+        try:
+            if self._sink is None:
+                self._sink = (await self._pipeline.actors.remote())["sink"]
+            return await self._sink.since.remote(cursor, timeout_s)
+        except RayActorError:  # the sink is restarting: nothing new for now
+            await asyncio.sleep(timeout_s)
+            return cursor, [], False
+
+    async def status(self) -> dict:
+        return await _answer(self._pipeline.status.remote())
+
+    async def ready(self) -> tuple[bool, dict]:
+        try:
+            served = await self.served_models()
+            await self._pipeline.status.remote()
+        except Exception as exc:  # not ready is an answer, not an error
+            return False, {"reason": type(exc).__name__}
+        return True, {"models": served}
+
+    async def served_models(self) -> dict[str, str]:
+        described = await asyncio.gather(*(h.describe.remote() for h in self._models.values()))
+        return {d["model_id"]: d["version"] for d in described}
 
 
-class Prediction(BaseModel):
-    exchange: str
-    symbol: str
-    timeframe: str
-    open_time: int
-    open_time_iso: str
-    model_id: str
-    model_version: str
-    model_type: str
-    prob_up: float | None
-    value: float
-    outputs: dict[str, float]
-    predicted_price: float | None
-    signal: str | None
-    confidence: str | None
-    latency_ms: float
-
-
-class LatestPredictions(BaseModel):
-    count: int
-    predictions: list[Prediction]
-
-
-def to_prediction(row: dict) -> Prediction:
-    iso = datetime.fromtimestamp(row["open_time"] / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
-    prob_up = row["value"] if row["model_type"] == "direction" else None
-    fields = {k: row[k] for k in Prediction.model_fields if k in row and k != "outputs"}
-    outputs = dict(row.get("outputs") or [])
-    return Prediction(**fields, open_time_iso=iso, prob_up=prob_up, outputs=outputs)
+async def _answer(call):
+    """Await a handle call; the backend being down is a 503, a refused request keeps its status."""
+    try:
+        return await call
+    except BackendError as exc:
+        raise BackendError(getattr(exc, "status", 502), str(exc).splitlines()[-1]) from None
+    except RayError as exc:
+        raise BackendError(503, f"backend unavailable: {type(exc).__name__}") from None
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
-@serve.ingress(api)
+@serve.ingress()
 class Ingress:
-    def __init__(self, pipeline: DeploymentHandle):
-        self._pipeline = pipeline
+    """The API needs this replica's config and handles, so it is built after __init__
+    (Serve's late-bound ingress: ``__serve_build_asgi_app__``)."""
 
-    @api.get("/healthz")
-    async def healthz(self) -> dict:
-        return {"status": "ok"}
+    def __init__(self, config: dict, pipeline: DeploymentHandle, models: dict):
+        parsed = TickcastConfig.model_validate(config)
+        registry = Registry(resolve_path(parsed.models_dir))
+        self._api = create_api(parsed.api, ServeBackend(parsed, pipeline, models), registry)
 
-    @api.get("/v1/predictions/latest", response_model=LatestPredictions)
-    async def latest(
-        self,
-        symbol: str | None = Query(None, max_length=64, description="e.g. BTC/USDT"),
-        timeframe: str | None = Query(None, pattern="^(" + "|".join(TIMEFRAMES) + ")$"),
-    ) -> LatestPredictions:
-        rows = await self._pipeline.latest.remote(symbol, timeframe)
-        predictions = [to_prediction(r) for r in rows]
-        return LatestPredictions(count=len(predictions), predictions=predictions)
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return self._api

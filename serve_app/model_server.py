@@ -14,8 +14,11 @@ import numpy as np
 from ray import serve
 
 from orchestrator import resolve_path
+from serve_app.backend import BackendError
 from serve_app.inference import OnnxPredictor
-from serve_app.registry import Registry
+from serve_app.registry import Registry, RegistryError
+
+MAX_PINNED_VERSIONS = 4
 
 log = logging.getLogger("ray.serve")
 
@@ -30,6 +33,7 @@ class ModelServer:
         self.model_type, self.timeframe = model_type, timeframe
         self._registry = Registry(resolve_path(models_dir))
         self._predictor = self._load(None)
+        self._pinned: dict[str, OnnxPredictor] = {}  # other versions asked for by name
 
     def _load(self, version: str | None) -> OnnxPredictor:
         manifest = self._registry.resolve(self.model_type, self.timeframe, version)
@@ -56,6 +60,25 @@ class ModelServer:
              "names": names, "values": part}
             for part in split_rows(values, [len(x) for x in matrices])
         ]
+
+    async def predict_version(self, rows: np.ndarray, version: str) -> dict:
+        """A request that names its version (not batched: it is the rare path)."""
+        predictor = self._predictor
+        if version != predictor.manifest.version:
+            predictor = self._pinned.get(version) or self._pin(version)
+        m = predictor.manifest
+        return {"model_id": m.model_id, "model_type": m.model_type, "version": m.version,
+                "names": list(predictor.outputs.names), "values": predictor.predict(rows)}
+
+    def _pin(self, version: str) -> OnnxPredictor:
+        try:
+            predictor = self._load(version)
+        except RegistryError as exc:
+            raise BackendError(404, str(exc)) from None
+        if len(self._pinned) >= MAX_PINNED_VERSIONS:
+            self._pinned.pop(next(iter(self._pinned)))
+        self._pinned[version] = predictor
+        return predictor
 
     def describe(self) -> dict:
         m = self._predictor.manifest

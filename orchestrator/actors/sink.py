@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pyarrow as pa
@@ -26,6 +27,7 @@ class PredictionSink:
         self._features = ParquetLog(root.parent / f"{root.name}-features", config.flush_rows)
         self._received = 0
         self._flusher: asyncio.Task | None = None
+        self._recorded = asyncio.Event()  # set on every record: wakes stream long-polls
 
     def _ensure_flusher(self) -> None:
         if self._flusher is None:
@@ -36,6 +38,8 @@ class PredictionSink:
         self._received += predictions.num_rows
         self._latest.update(predictions)
         self._predictions.append(predictions)
+        self._recorded.set()
+        self._recorded.clear()
 
     async def record_features(self, rows: pa.Table) -> None:
         self._ensure_flusher()
@@ -54,6 +58,15 @@ class PredictionSink:
 
     async def latest(self, symbol: str | None = None, timeframe: str | None = None) -> list[dict]:
         return self._latest.rows(symbol, timeframe)
+
+    async def since(self, cursor: int, timeout_s: float = 1.0) -> tuple[int, list[dict], bool]:
+        """Predictions after ``cursor``; waits up to ``timeout_s`` when there are none yet."""
+        result = self._latest.since(cursor)
+        if result[1] or timeout_s <= 0:
+            return result
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._recorded.wait(), timeout_s)
+        return self._latest.since(cursor)
 
     async def flush(self) -> int:
         return self._flush_all()

@@ -95,3 +95,40 @@ def test_serve_run_local_serves_real_predictions(served):
     assert all(p["open_time"] > before[p["symbol"]] for p in later["predictions"])
     assert httpx.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
     assert httpx.get(f"{base}/v1/predictions/latest", params={"timeframe": "7m"}).status_code == 422
+    _check_api_over_http(base)
+    _check_websocket(base)
+
+
+def _check_api_over_http(base: str) -> None:
+    assert httpx.get(f"{base}/readyz", timeout=10).json()["ready"] is True
+    models = httpx.get(f"{base}/v1/models", timeout=10).json()["models"]
+    served = next(m for m in models if m["serving"] and m["model_id"] == "direction-1m")
+    rows = [[0.0] * len(served["feature_names"])] * 3
+    answer = httpx.post(f"{base}/v1/predict", timeout=10,
+                        json={"model_type": "direction", "timeframe": "1m", "rows": rows})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["predictions"]) == 3 and answer.json()["version"] == served["version"]
+    assert httpx.post(f"{base}/v1/predict", timeout=10, json={"model_type": "direction"}).status_code == 422
+    status = httpx.get(f"{base}/v1/status", timeout=10).json()
+    assert status["feeds"][0]["candles"] > 0 and status["sink"]["received"] > 0
+    assert "/v1/predict" in httpx.get(f"{base}/openapi.json", timeout=10).json()["paths"]
+
+
+def _check_websocket(base: str) -> None:
+    import asyncio
+    import json
+
+    import websockets
+
+    async def session():
+        async with websockets.connect(base.replace("http", "ws") + "/v1/stream") as socket:
+            await socket.send(json.dumps({"action": "subscribe", "symbols": ["BTC/USDT"]}))
+            snapshot = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            live = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            return snapshot, live
+
+    snapshot, live = asyncio.run(session())
+    assert snapshot["type"] == "snapshot"
+    assert [p["symbol"] for p in snapshot["predictions"]] == ["BTC/USDT"]
+    assert live["type"] == "prediction" and live["symbol"] == "BTC/USDT"
+    assert live["open_time"] > snapshot["predictions"][0]["open_time"]

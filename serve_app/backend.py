@@ -1,0 +1,45 @@
+"""What the HTTP API needs from the system behind it, as one interface.
+
+The Serve ingress implements it with deployment and actor handles (``ServeBackend`` in
+``serve_app/ingress.py``); ``LocalBackend`` implements it in one process with no Ray — the
+same models, the same prediction log — for the plain-uvicorn baseline and for fuzzing.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from orchestrator.sinks.parquet_log import HistoryQuery
+
+
+class BackendError(RuntimeError):
+    """A request the backend cannot serve; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Backend(Protocol):
+    async def predict(self, model_type: str, timeframe: str, version: str | None,
+                      rows: np.ndarray) -> dict:
+        """{model_id, model_type, version, names, values (n, len(names))}."""
+        ...
+
+    async def latest(self, symbol: str | None, timeframe: str | None) -> list[dict]: ...
+
+    async def history(self, query: HistoryQuery) -> tuple[list[dict], int]: ...
+
+    async def since(self, cursor: int, timeout_s: float) -> tuple[int, list[dict], bool]:
+        """Predictions recorded after ``cursor`` (waiting up to ``timeout_s`` for one)."""
+        ...
+
+    async def status(self) -> dict: ...
+
+    async def ready(self) -> tuple[bool, dict]: ...
+
+    async def served_models(self) -> dict[str, str]:
+        """model id -> version currently served."""
+        ...

@@ -72,7 +72,8 @@ def _add_error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": [{"loc": exc.field.split("."), "msg": exc.message}]},
+        detail = [{"loc": exc.field.split("."), "msg": exc.message, "type": "value_error"}]
+        return JSONResponse({"detail": detail},
                             status_code=exc.status, headers=_retry_after(exc))
 
     @api.exception_handler(BackendError)
@@ -117,7 +118,8 @@ class _BodyTooLarge(Exception):
 
 
 async def _too_large(send, limit: int) -> None:
-    body = f'{{"detail": [{{"loc": ["body"], "msg": "body larger than {limit} bytes"}}]}}'.encode()
+    message = f"body larger than {limit} bytes"
+    body = f'{{"detail": [{{"loc": ["body"], "msg": "{message}", "type": "value_error"}}]}}'.encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})

@@ -77,7 +77,9 @@ def query_log(root: Path, query: HistoryQuery) -> tuple[list[dict], int]:
     """(rows of the page, total rows matching the filters)."""
     if not Path(root).exists():
         return [], 0
-    dataset = ds.dataset(root, format="parquet", partitioning="hive")
+    # The schema is given, not inferred, so an empty log (no file yet) is just empty.
+    schema = PREDICTION_SCHEMA.append(pa.field("date", pa.string()))
+    dataset = ds.dataset(root, schema=schema, format="parquet", partitioning="hive")
     table = dataset.to_table(filter=_filter(query))
     table = table.sort_by([("open_time", "ascending"), ("symbol", "ascending"), ("model_id", "ascending")])
     page = table.slice(query.offset, query.limit).drop_columns(["date"])

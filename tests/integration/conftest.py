@@ -20,7 +20,9 @@ def ray_cluster():
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     # A free port, so the suite never collides with a tickcast serving on 8000.
-    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    ray.tickcast_http = f"http://127.0.0.1:{port}"  # the proxy's address, for HTTP tests
     yield ray
     serve.shutdown()
     ray.shutdown()

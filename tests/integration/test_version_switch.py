@@ -1,0 +1,92 @@
+"""Zero-downtime version switch: under steady HTTP load, a new user_config version loads
+beside the old one and swaps in; no request fails, and answers move from v1 to v2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import httpx
+import numpy as np
+
+from orchestrator import PROJECT_ROOT
+from orchestrator.features import REQUIRED_FEATURES
+from serve_app.app import build_app
+from serve_app.registry import Registry, sha256_of
+
+
+def _publish_logistic_v2(registry_dir) -> None:
+    """A second, different direction-1m version: a logistic regression exported by skl2onnx."""
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, len(REQUIRED_FEATURES))).astype(np.float32)
+    model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+    onnx_bytes = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}).SerializeToString()
+    folder = registry_dir / "direction-1m" / "v2"
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(onnx_bytes)
+    manifest = {"model_id": "direction-1m", "model_type": "direction", "timeframe": "1m",
+                "version": "v2", "stage": "staging", "sha256": sha256_of(onnx_bytes),
+                "feature_names": list(REQUIRED_FEATURES),
+                "outputs": {"tensor": "probabilities", "columns": [1], "names": ["prob_up"]}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _registry_with_two_versions(tmp_path):
+    source = Registry(PROJECT_ROOT / "models_onnx").resolve("direction", "1m")
+    root = tmp_path / "models"
+    shutil.copytree(PROJECT_ROOT / "models_onnx" / "direction-1m" / source.version,
+                    root / "direction-1m" / "v1")
+    manifest = json.loads((root / "direction-1m" / "v1" / "manifest.json").read_text())
+    manifest["version"], manifest["stage"] = "v1", "production"
+    (root / "direction-1m" / "v1" / "manifest.json").write_text(json.dumps(manifest))
+    _publish_logistic_v2(root)
+    return root
+
+
+def _load(url: str, body: dict, stop: threading.Event, results: list) -> None:
+    with httpx.Client(timeout=30) as client:
+        while not stop.is_set():
+            try:
+                answer = client.post(url, json=body)
+                results.append((time.monotonic(), answer.status_code, answer.json().get("version")))
+            except Exception as exc:  # noqa: BLE001 - a failed request is what we count
+                results.append((time.monotonic(), type(exc).__name__, None))
+
+
+def test_switching_versions_under_load_drops_nothing(serve_app, ray_cluster, tmp_path):
+    models_dir = _registry_with_two_versions(tmp_path)
+
+    def args(version: str) -> dict:
+        return {"models_dir": str(models_dir), "feeds": [], "serving": {"num_cpus": 0.1},
+                "models": [{"model_type": "direction", "timeframe": "1m", "version": version}],
+                "features": {"state_dir": str(tmp_path / "state")},
+                "sink": {"log_dir": str(tmp_path / "log")}, "api": {"rate_limit_per_s": 1e6,
+                                                                    "rate_limit_burst": 10**6}}
+
+    serve_app.run(build_app(args("v1")), name="tickcast", route_prefix="/")
+    body = {"model_type": "direction", "timeframe": "1m", "rows": [[0.1] * len(REQUIRED_FEATURES)] * 4}
+    stop, results = threading.Event(), []
+    workers = [threading.Thread(target=_load, args=(f"{ray_cluster.tickcast_http}/v1/predict", body,
+                                                    stop, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    time.sleep(3)
+    switch_started = time.monotonic()
+    serve_app.run(build_app(args("v2")), name="tickcast", route_prefix="/")
+    switch_done = time.monotonic()
+    time.sleep(3)
+    stop.set()
+    for worker in workers:
+        worker.join()
+
+    failures = [r for r in results if r[1] != 200]
+    assert failures == []
+    before = [v for t, _, v in results if t < switch_started]
+    after = [v for t, _, v in results if t > switch_done + 1.0]
+    assert len(before) > 20 and set(before) == {"v1"}
+    assert len(after) > 20 and set(after) == {"v2"}

@@ -105,10 +105,29 @@ class SignalConfig(StrictModel):
         return self
 
 
+class AutoscalingConfig(StrictModel):
+    """Ray Serve autoscaling for one kind of deployment (passed through as-is)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    target_ongoing_requests: float = Field(32, gt=0)
+    upscale_delay_s: float = Field(10.0, ge=0)
+    downscale_delay_s: float = Field(120.0, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be >= min_replicas")
+        return self
+
+
 class ServingConfig(StrictModel):
     max_batch_size: int = Field(64, ge=1, le=4096)
     batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
     num_cpus: float = Field(0.25, gt=0)
+    autoscaling: AutoscalingConfig | None = Field(None, description="model deployments; none: 1 replica")
+    ingress_num_cpus: float = Field(0.1, gt=0)
+    ingress_autoscaling: AutoscalingConfig | None = None
 
 
 class ApiConfig(StrictModel):

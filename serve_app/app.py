@@ -44,10 +44,21 @@ def build_app(args: dict | None = None) -> serve.Application:
             name=f"model-{ref.key}",
             user_config=user_config,
             ray_actor_options={"num_cpus": config.serving.num_cpus},
+            # A batch never exceeds max_ongoing_requests, so keep room for a full one.
+            max_ongoing_requests=max(256, 2 * config.serving.max_batch_size),
+            **_scaling(config.serving.autoscaling),
         ).bind(ref.model_type, ref.timeframe, config.models_dir)
     # The pipeline's config names no model versions: a version switch changes only the model
     # deployment's user_config (reconfigured in place), never the pipeline's arguments.
     unversioned = config.model_copy(update={"models": tuple(r.model_copy(update={"version": None})
                                                             for r in config.models)})
     pipeline = Pipeline.bind(unversioned.model_dump(mode="json"), models)
-    return Ingress.bind(unversioned.model_dump(mode="json"), pipeline, models)
+    ingress = Ingress.options(ray_actor_options={"num_cpus": config.serving.ingress_num_cpus},
+                              **_scaling(config.serving.ingress_autoscaling))
+    return ingress.bind(unversioned.model_dump(mode="json"), pipeline, models)
+
+
+def _scaling(autoscaling) -> dict:
+    if autoscaling is None:
+        return {"num_replicas": 1}
+    return {"autoscaling_config": autoscaling.model_dump()}

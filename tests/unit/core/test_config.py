@@ -74,7 +74,7 @@ def test_exchange_feed_secrets_are_named_not_given():
                                  "api_key": "oops"}]})
 
 
-@pytest.mark.parametrize("name", ["local.yaml", "local-replay.yaml"])
+@pytest.mark.parametrize("name", ["local.yaml", "local-replay.yaml", "production.yaml"])
 def test_shipped_configs_pass_serve_schema_and_ours(name):
     from ray.serve.schema import ServeDeploySchema
 
@@ -82,3 +82,18 @@ def test_shipped_configs_pass_serve_schema_and_ours(name):
     ServeDeploySchema.model_validate(config)
     for app in config["applications"]:
         parse_config(app["args"])
+
+
+def test_production_requires_keys_and_autoscales():
+    config = yaml.safe_load((PROJECT_ROOT / "configs" / "production.yaml").read_text())
+    parsed = parse_config(config["applications"][0]["args"])
+    assert parsed.api.require_api_key and parsed.serving.autoscaling is not None
+    assert {f.exchange for f in parsed.feeds} >= {"binance", "kraken"}
+    assert {(m.model_type, m.timeframe) for m in parsed.models} == {
+        (t, tf) for t in ("direction", "volatility", "return", "swing")
+        for tf in ("1m", "5m", "15m", "1h", "4h", "1d")}
+
+
+def test_autoscaling_bounds_are_checked():
+    with pytest.raises(ConfigError, match="max_replicas"):
+        parse_config({"serving": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}})

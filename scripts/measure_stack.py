@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     port = config.get("http_options", {}).get("port", 8000)
     with tempfile.TemporaryDirectory() as tmp:
         config["applications"][0]["args"].setdefault("sink", {})["log_dir"] = f"{tmp}/predictions"
+        config["applications"][0]["args"].setdefault("features", {})["state_dir"] = f"{tmp}/state"
         path = Path(tmp) / "config.yaml"
         path.write_text(yaml.safe_dump(config))
         serve_bin = Path(sys.executable).with_name("serve")

@@ -9,6 +9,7 @@ swapped in with one reference assignment, so in-flight batches finish on the old
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 from ray import serve
@@ -79,6 +80,9 @@ class ModelServer:
             self._pinned.pop(next(iter(self._pinned)))
         self._pinned[version] = predictor
         return predictor
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def describe(self) -> dict:
         m = self._predictor.manifest

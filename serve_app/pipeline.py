@@ -1,14 +1,17 @@
-"""Pipeline: the deployment that starts the feed, feature and sink actors, and owns them.
+"""Pipeline: the supervisor deployment that starts the feed, feature and sink actors.
 
 The actors are created by this replica, so Ray ties their lives to it: ``serve run`` brings
-the whole pipeline up with the application and ``serve shutdown`` takes it down.
+the whole pipeline up with the application and ``serve shutdown`` takes it down. Ray
+restarts a dead actor; the supervisor restarts a feed's loop after that. If the supervisor
+itself dies, Serve restarts it, its actors die with it, and the new ones resume from the
+checkpoints in ``state_dir/<environment>`` (the sink drops the predictions they repeat).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import os
 
 import numpy as np
 import ray
@@ -61,15 +64,18 @@ def models_by_timeframe(config: TickcastConfig, handles: dict) -> dict[str, list
     return grouped
 
 
+SUPERVISE_EVERY_S = 1.0
+
+
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1})
 class Pipeline:
-    def __init__(self, config: dict, model_handles: dict):
+    async def __init__(self, config: dict, model_handles: dict):
         self.config = TickcastConfig.model_validate(config)
         features = self.config.features
-        # One state folder per run: a restarted shard restores its own run's checkpoint,
-        # while a fresh start of the application begins clean.
-        self.run_id = uuid.uuid4().hex[:12]
-        run_dir = str(resolve_path(features.state_dir) / self.run_id)
+        # One state folder per environment: restarted actors, a restarted supervisor and a
+        # restarted application all resume from the same checkpoints.
+        run_dir = str(resolve_path(features.state_dir) / self.config.environment)
+        self.run_id = self.config.environment
         self.sink = PredictionSink.options(num_cpus=0.1).remote(self.config.sink)
         by_tf = models_by_timeframe(self.config, model_handles)
         self.drift_reference = training_distributions(self.config)
@@ -81,12 +87,22 @@ class Pipeline:
             for i in range(features.shards)
         ]
         self.feeds = [
-            FeedActor.options(num_cpus=0.1).remote(name, feed, self.shards)
+            FeedActor.options(num_cpus=0.1).remote(name, feed, self.shards, run_dir, features.checkpoint_every)
             for name, feed in feed_actors(self.config.feeds)
         ]
-        for feed in self.feeds:
-            feed.start.remote()
+        self.feed_restarts = 0
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
         log.info("pipeline started: %d feeds, %d shards", len(self.feeds), len(self.shards))
+
+    async def _supervise(self) -> None:
+        """Keep every feed's loop running: after Ray restarts a feed actor, start it again."""
+        while True:
+            results = await asyncio.gather(*(f.status.remote() for f in self.feeds), return_exceptions=True)
+            for feed, status in zip(self.feeds, results, strict=True):
+                if isinstance(status, dict) and not status["running"] and not status["done"]:
+                    self.feed_restarts += status["epoch"] > 0
+                    feed.start.remote()
+            await asyncio.sleep(SUPERVISE_EVERY_S)
 
     async def latest(self, symbol: str | None = None, timeframe: str | None = None) -> list[dict]:
         return await self.sink.latest.remote(symbol, timeframe)
@@ -96,7 +112,8 @@ class Pipeline:
             _statuses(self.feeds), _statuses(self.shards), _statuses([self.sink])
         )
         return {"environment": self.config.environment, "run_id": self.run_id,
-                "feeds": feeds, "shards": shards, "sink": sink, "drift": await self.drift()}
+                "feeds": feeds, "shards": shards, "sink": sink, "drift": await self.drift(),
+                "supervisor": {"feed_restarts": self.feed_restarts}}
 
     async def drift(self) -> dict:
         """Per timeframe: PSI of live features against the model's training distribution,
@@ -109,6 +126,9 @@ class Pipeline:
 
     async def flush(self) -> int:
         return await self.sink.flush.remote()
+
+    def pid(self) -> int:
+        return os.getpid()
 
     async def quarantine(self, limit: int = 100) -> dict[str, list[dict] | str]:
         """Recent rejected candles per feed (reason and raw payload)."""

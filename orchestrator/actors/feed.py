@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from orchestrator.actors.metrics import FeedMetrics
+from orchestrator.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.config import ReplayFeedConfig, SyntheticFeedConfig
 from orchestrator.feeds.exchange_config import ExchangeConfig
 from orchestrator.market.gate import CandleGate, Gap
@@ -31,16 +33,17 @@ from orchestrator.sharding import shard_indices
 log = logging.getLogger(__name__)
 
 
-def build_source(config: SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig):
-    """The source for a feed config (imported lazily: a replay never loads ccxt.pro)."""
+def build_source(config: SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig, state: dict | None = None):
+    """The source for a feed config (imported lazily: a replay never loads ccxt.pro).
+    ``state`` is a source snapshot to resume from (offline sources; live ones just go on)."""
     if isinstance(config, SyntheticFeedConfig):
         from orchestrator.feeds.synthetic import SyntheticSource
 
-        return SyntheticSource(config)
+        return SyntheticSource(config, state)
     if isinstance(config, ReplayFeedConfig):
         from orchestrator.feeds.replay import ReplaySource
 
-        return ReplaySource(config)
+        return ReplaySource(config, state)
     if config.mode == "websocket":
         from orchestrator.feeds.ccxt_ws import CcxtWsSource
 
@@ -48,6 +51,14 @@ def build_source(config: SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig
     from orchestrator.feeds.ccxt_rest import CcxtRestSource
 
     return CcxtRestSource(config)
+
+
+def _load_or_none(path: Path) -> dict | None:
+    try:
+        return load_checkpoint(path)
+    except Exception:  # an unreadable checkpoint means a fresh start, not a dead feed
+        log.exception("feed checkpoint %s unreadable; starting fresh", path)
+        return None
 
 
 def now_ms() -> int:
@@ -95,16 +106,27 @@ class ShardLink:
 
 @ray.remote(max_restarts=-1)
 class FeedActor:
-    def __init__(self, name: str, config, shards: list):
+    """Crash safety: every ``checkpoint_every`` batches the feed checkpoints all shards, then
+    itself (source position, gate). Nothing it routed before is then lost: a restarted feed
+    resumes from its checkpoint under a new epoch, and shards skip candles they already have.
+    """
+
+    def __init__(self, name: str, config, shards: list, state_dir: str, checkpoint_every: int = 100):
         self.name = name
-        self._source = build_source(config)
-        self._gate = CandleGate(self._source.exchange, "1m", symbols=self._source.symbols)
-        self._links = [ShardLink(name, shard) for shard in shards]
+        self._path = Path(state_dir) / f"feed-{name}.pkl"
+        snap = _load_or_none(self._path)
+        self._source = build_source(config, snap and snap["source"])
+        self._gate = (CandleGate.from_snapshot(snap["gate"]) if snap
+                      else CandleGate(self._source.exchange, "1m", symbols=self._source.symbols))
+        self._epoch = snap["epoch"] + 1 if snap else 0
+        self._warmed = bool(snap and snap["warmed"])
+        self._links = [ShardLink(f"{name}#{self._epoch}", shard) for shard in shards]
+        self._checkpoint_every, self._since_checkpoint = checkpoint_every, 0
         self._warmup_minutes = config.warmup_minutes
         self._metrics = FeedMetrics(name)
         self._metrics_due = 0.0
-        self._counters = {"batches": 0, "candles": 0, "source_errors": 0, "step_errors": 0, "warmup_candles": 0,
-                          "unrepairable_gaps": 0}
+        self._counters = {"batches": 0, "candles": 0, "source_errors": 0, "step_errors": 0,
+                          "warmup_candles": 0, "unrepairable_gaps": 0, "checkpoints": 0}
         self._last_open_time: int | None = None
         self._done = False
         self._task: asyncio.Task | None = None
@@ -114,7 +136,7 @@ class FeedActor:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        if self._warmup_minutes:
+        if self._warmup_minutes and not self._warmed:
             await self._warm_up()
         while True:
             try:
@@ -128,6 +150,7 @@ class FeedActor:
                 break
             await self._step(batch)
         await self._route(self._gate.flush(now_ms() + 10**12))  # a finished source: all is final
+        await self.checkpoint()
         self._done = True
         log.info("feed %s: source exhausted", self.name)
 
@@ -137,6 +160,7 @@ class FeedActor:
             history = await self._history(self._warmup_minutes)
             await self._route(self._gate.offer(history, now_ms()), warmup=True)
             self._counters["warmup_candles"] = history.num_rows
+            self._warmed = True
         except Exception:  # no history is a slower start, not a dead feed
             log.exception("feed %s: warm-up failed; features warm up on live candles", self.name)
 
@@ -155,6 +179,9 @@ class FeedActor:
             await self._route(self._gate.offer(batch, now_ms()))
             await self._repair_gaps()
             self._publish_metrics()
+            self._since_checkpoint += 1
+            if self._since_checkpoint >= self._checkpoint_every:
+                await self.checkpoint()
         except Exception:  # one bad batch is counted and logged; the feed goes on
             self._counters["step_errors"] += 1
             log.exception("feed %s: batch failed", self.name)
@@ -210,6 +237,21 @@ class FeedActor:
         self._metrics.candles(batch.num_rows)
         self._last_open_time = int(pc.max(batch.column("open_time")).as_py())
 
+    async def checkpoint(self) -> bool:
+        """Shards first (everything routed so far becomes durable), then this feed's position."""
+        try:
+            await asyncio.gather(*(link.shard.checkpoint.remote() for link in self._links))
+        except RayActorError:  # a shard is restarting: its link replays; checkpoint next time
+            return False
+        snapshot = getattr(self._source, "snapshot", None)
+        save_checkpoint(self._path, {"source": snapshot() if snapshot else None, "epoch": self._epoch,
+                                     "gate": self._gate.snapshot(), "warmed": self._warmed})
+        for link in self._links:
+            link.unacked.clear()
+        self._since_checkpoint = 0
+        self._counters["checkpoints"] += 1
+        return True
+
     def _publish_metrics(self) -> None:
         if time.monotonic() >= self._metrics_due:  # at most once a second, not per batch
             self._metrics.gate(self._gate.status(), self._source.status())
@@ -222,6 +264,8 @@ class FeedActor:
     def status(self) -> dict:
         return {
             "name": self.name,
+            "epoch": self._epoch,
+            "running": self._task is not None and not self._task.done(),
             "done": self._done,
             "last_open_time": self._last_open_time,
             "source": self._source.status(),

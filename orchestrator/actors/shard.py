@@ -1,9 +1,10 @@
 """FeatureShard actor: rolling features for its symbols, one model call per (model, tick).
 
-Crash safety: the shard checkpoints its whole state every ``checkpoint_every`` batches.
+Crash safety: feeds ask shards to checkpoint (every ``checkpoint_every`` of their batches).
 Ray restarts a dead shard (``max_restarts``) by running ``__init__`` again, which restores
 the checkpoint; the feed then re-sends every batch after the checkpointed sequence number,
-so no feature row is lost, and a row computed twice is computed identically.
+so no feature row is lost, and a row computed twice is computed identically. A model call
+that fails because a replica died is retried until ``MODEL_RETRY_S`` has passed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import ray
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import RayServeException
 
 from orchestrator.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.config import FeatureConfig, SignalConfig
@@ -25,6 +28,20 @@ from orchestrator.features.drift import DriftMonitor
 from orchestrator.shard import FeatureTick, ShardState, feature_rows
 
 log = logging.getLogger(__name__)
+MODEL_RETRY_S = 60.0
+
+
+def _restorable(path: Path, timeframes: tuple[str, ...]) -> dict | None:
+    """The shard's checkpoint, if it can be restored for this configuration."""
+    try:
+        snap = load_checkpoint(path)
+        if snap is not None and tuple(snap["state"]["timeframes"]) != tuple(timeframes):
+            log.warning("shard checkpoint %s is for other timeframes; starting fresh", path)
+            return None
+        return snap
+    except Exception:  # a checkpoint we cannot read means a fresh start, not a dead shard
+        log.exception("shard checkpoint %s unreadable; starting fresh", path)
+        return None
 
 
 @ray.remote(max_restarts=-1)
@@ -40,17 +57,16 @@ class FeatureShard:
         self.shard_id = shard_id
         self._config, self._models, self._sink, self._signals = config, models, sink, signals
         self._path = Path(run_dir) / f"shard-{shard_id}-of-{n_shards}.pkl"
-        snap = load_checkpoint(self._path)
+        snap = _restorable(self._path, config.timeframes)
         self._state = ShardState.from_snapshot(snap["state"]) if snap else ShardState(config.timeframes)
         self._seq: dict[str, int] = dict(snap["seq"]) if snap else {}  # feed -> last batch processed
         self._durable: dict[str, int] = dict(self._seq)  # feed -> last batch in a checkpoint
-        self._since_checkpoint = 0
         # Live feature histograms in each timeframe's model training bins (not checkpointed:
         # drift is monitoring, and a restarted shard simply starts counting again).
         self._drift = {tf: DriftMonitor(d) for tf, d in (drift_reference or {}).items()}
         self._unconfirmed: list = []  # sink calls a checkpoint must see delivered first
         self._counters = {"ticks": 0, "rows_predicted": 0, "rows_cold": 0, "model_errors": 0,
-                          "restored": int(snap is not None), "checkpoints": 0}
+                          "restored": int(snap is not None), "checkpoints": 0, "model_retries": 0}
 
     async def on_candles(self, feed: str, seq: int, batch: pa.RecordBatch, emitted_at_ms: float,
                          warmup: bool = False) -> int:
@@ -63,9 +79,6 @@ class FeatureShard:
             self._seq[feed] = seq
             for tick in [] if warmup else ticks:
                 await self._predict_tick(tick, emitted_at_ms)
-            self._since_checkpoint += 1
-            if self._since_checkpoint >= self._config.checkpoint_every:
-                await self.checkpoint()
         return self._durable.get(feed, -1)
 
     def checkpointed_seq(self, feed: str) -> int:
@@ -78,7 +91,6 @@ class FeatureShard:
         # another feed processed meanwhile is not claimed by this checkpoint.
         state, seq = self._state.snapshot(), dict(self._seq)
         pending, self._unconfirmed = self._unconfirmed, []
-        self._since_checkpoint = 0
         await asyncio.gather(*pending)
         save_checkpoint(self._path, {"state": state, "seq": seq})
         self._durable = seq
@@ -98,13 +110,27 @@ class FeatureShard:
             self._unconfirmed.append(self._sink.record_features.remote(feature_rows(tick)))
         handles = self._models.get(tick.timeframe, [])
         results = await asyncio.gather(
-            *(h.predict.remote(tick.features) for h in handles), return_exceptions=True
+            *(self._call_model(h, tick.features) for h in handles), return_exceptions=True
         )
         rows = TickRows(tick.exchange, tick.symbol, tick.timeframe, tick.open_time, tick.close,
                         emitted_at_ms)
         tables = [t for t in (self._to_events(r, rows) for r in results) if t is not None]
         if tables:
             self._unconfirmed.append(self._sink.record.remote(pa.concat_tables(tables)))
+
+    async def _call_model(self, handle, features: np.ndarray) -> dict:
+        """One tick's call, retried while the deployment has no healthy replica."""
+        deadline = time.monotonic() + MODEL_RETRY_S
+        delay = 0.1
+        while True:
+            try:
+                return await handle.predict.remote(features)
+            except (RayActorError, RayServeException, TimeoutError):
+                if time.monotonic() >= deadline:
+                    raise
+                self._counters["model_retries"] += 1
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
 
     def _to_events(self, result, rows: TickRows) -> pa.Table | None:
         if isinstance(result, BaseException):

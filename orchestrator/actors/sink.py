@@ -1,4 +1,11 @@
-"""PredictionSink actor: the latest store and the Parquet logs, fed by every shard."""
+"""PredictionSink actor: the latest store, the Parquet logs and the stream tail, fed by every
+shard, writing each prediction key exactly once.
+
+A ``record`` call returns only once its rows are in the write-ahead log, so when a shard's
+checkpoint says they were delivered, they survive a crash of this actor. Replayed rows (a
+shard or feed restored from a checkpoint predicts some candles again) are recognised by
+their event id and dropped.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,11 @@ import ray
 
 from orchestrator import resolve_path
 from orchestrator.config import SinkConfig
+from orchestrator.events import PREDICTION_SCHEMA
+from orchestrator.sinks.dedupe import SeenKeys, recent_event_ids
 from orchestrator.sinks.latest import LatestStore
 from orchestrator.sinks.parquet_log import ParquetLog
+from orchestrator.sinks.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +35,41 @@ class PredictionSink:
         self._latest = LatestStore()
         self._predictions = ParquetLog(root, config.flush_rows)
         self._features = ParquetLog(root.parent / f"{root.name}-features", config.flush_rows)
+        self._wal = WriteAheadLog(root.parent / f"{root.name}-wal", PREDICTION_SCHEMA)
+        self._seen = SeenKeys()
+        self._seen.add(recent_event_ids(root))
         self._received = 0
+        self._recover()
         self._flusher: asyncio.Task | None = None
         self._recorded = asyncio.Event()  # set on every record: wakes stream long-polls
+
+    def _recover(self) -> None:
+        """Rows confirmed before a crash but not yet in the Parquet log are written now."""
+        pending = self._seen.keep_new(self._wal.recover())
+        if pending.num_rows:
+            self._latest.update(pending)
+            self._predictions.append(pending)
+            self._flush_all()
+            log.info("sink: recovered %d predictions from the write-ahead log", pending.num_rows)
+        self._wal.truncate()
 
     def _ensure_flusher(self) -> None:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
 
-    async def record(self, predictions: pa.Table) -> None:
+    async def record(self, predictions: pa.Table) -> int:
+        """Keep the rows never seen before; returns how many were new."""
         self._ensure_flusher()
         self._received += predictions.num_rows
-        self._latest.update(predictions)
-        self._predictions.append(predictions)
-        self._recorded.set()
-        self._recorded.clear()
+        fresh = self._seen.keep_new(predictions)
+        if fresh.num_rows:
+            self._wal.append(fresh)
+            self._latest.update(fresh)
+            if self._predictions.append(fresh):
+                self._wal.truncate()
+            self._recorded.set()
+            self._recorded.clear()
+        return fresh.num_rows
 
     async def record_features(self, rows: pa.Table) -> None:
         self._ensure_flusher()
@@ -51,13 +81,13 @@ class PredictionSink:
             try:
                 self._flush_all()
             except OSError:
-                log.exception("log flush failed; rows stay buffered for the next flush")
+                log.exception("log flush failed; rows stay buffered (and in the WAL)")
 
     def _flush_all(self) -> int:
-        return self._predictions.flush() + self._features.flush()
-
-    async def latest(self, symbol: str | None = None, timeframe: str | None = None) -> list[dict]:
-        return self._latest.rows(symbol, timeframe)
+        written = self._predictions.flush()
+        if not self._predictions.pending_rows:
+            self._wal.truncate()
+        return written + self._features.flush()
 
     async def since(self, cursor: int, timeout_s: float = 1.0) -> tuple[int, list[dict], bool]:
         """Predictions after ``cursor``; waits up to ``timeout_s`` when there are none yet."""
@@ -68,13 +98,18 @@ class PredictionSink:
             await asyncio.wait_for(self._recorded.wait(), timeout_s)
         return self._latest.since(cursor)
 
+    async def latest(self, symbol: str | None = None, timeframe: str | None = None) -> list[dict]:
+        return self._latest.rows(symbol, timeframe)
+
     async def flush(self) -> int:
         return self._flush_all()
 
     async def status(self) -> dict:
         return {
             "received": self._received,
+            "duplicates_dropped": self._seen.duplicates,
             "written": self._predictions.rows_written,
+            "buffered": self._predictions.pending_rows,
             "feature_rows_written": self._features.rows_written,
             "latest_keys": len(self._latest),
         }

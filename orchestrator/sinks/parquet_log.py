@@ -26,11 +26,18 @@ class ParquetLog:
         self._pending_rows = 0
         self.rows_written = 0
 
-    def append(self, predictions: pa.Table) -> None:
+    def append(self, predictions: pa.Table) -> bool:
+        """Buffer rows; returns True when this append flushed everything to Parquet."""
         self._pending.append(predictions)
         self._pending_rows += predictions.num_rows
         if self._pending_rows >= self.flush_rows:
             self.flush()
+            return True
+        return False
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending_rows
 
     def flush(self) -> int:
         if not self._pending_rows:

@@ -33,6 +33,7 @@ def _local_config(tmp_path: Path, port: int) -> Path:
     config = yaml.safe_load((PROJECT_ROOT / "configs" / "local.yaml").read_text())
     config["http_options"]["port"] = port
     config["applications"][0]["args"]["sink"]["log_dir"] = str(tmp_path / "predictions")
+    config["applications"][0]["args"]["features"]["state_dir"] = str(tmp_path / "state")
     path = tmp_path / "local.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -28,7 +28,8 @@ def _wait_for(predicate, timeout_s: float = 60.0, every_s: float = 0.5):
 
 
 def test_pipeline_predicts_every_symbol_once_per_closed_candle(serve_app, tmp_path):
-    args = {**FAST_SYNTHETIC, "sink": {"log_dir": str(tmp_path / "log"), "flush_rows": 100}}
+    args = {**FAST_SYNTHETIC, "sink": {"log_dir": str(tmp_path / "log"), "flush_rows": 100},
+            "features": {**FAST_SYNTHETIC["features"], "state_dir": str(tmp_path / "state")}}
     ingress = serve_app.run(build_app(args), name="tickcast", route_prefix="/")
     pipeline = serve_app.get_deployment_handle("Pipeline", app_name="tickcast")
 
@@ -61,8 +62,10 @@ def test_pipeline_predicts_every_symbol_once_per_closed_candle(serve_app, tmp_pa
     assert ingress is not None
 
 
-def test_model_server_batches_concurrent_matrices(serve_app):
-    serve_app.run(build_app(FAST_SYNTHETIC | {"feeds": []}), name="tickcast", route_prefix="/")
+def test_model_server_batches_concurrent_matrices(serve_app, tmp_path):
+    args = FAST_SYNTHETIC | {"feeds": [], "features": {"state_dir": str(tmp_path / "state")},
+                             "sink": {"log_dir": str(tmp_path / "log")}}
+    serve_app.run(build_app(args), name="tickcast", route_prefix="/")
     model = serve_app.get_deployment_handle("model-direction-1m", app_name="tickcast")
     rng = np.random.default_rng(0)
     matrices = [rng.normal(size=(n, len(FEATURE_NAMES))) for n in (1, 5, 17, 64)]

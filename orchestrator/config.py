@@ -66,6 +66,10 @@ class FeatureConfig(StrictModel):
     state_dir: str = Field("var/state", description="shard checkpoints; relative to the repository")
     checkpoint_every: int = Field(100, ge=1, description="checkpoint a shard every N candle batches")
     log_features: bool = Field(False, description="also write every feature row to the log")
+    backpressure: Literal["wait", "skip_stale"] = Field(
+        "wait", description="wait: predict every tick, however late; skip_stale: update features "
+        "but skip predicting ticks older than max_lag_s (counted)")
+    max_lag_s: float = Field(30.0, gt=0)
 
     @field_validator("timeframes")
     @classmethod
@@ -149,6 +153,10 @@ class SinkConfig(StrictModel):
     log_dir: str = "var/predictions"
     flush_rows: int = Field(5000, ge=1)
     flush_seconds: float = Field(5.0, gt=0)
+    outcome_window: int = Field(500, ge=10, description="outcomes per model in the running metrics")
+    redis_url: str | None = Field(None, description="redis://host:port/db: publish to Redis Streams")
+    redis_stream: str = "tickcast:predictions"
+    redis_maxlen: int = Field(100_000, ge=100)
 
 
 class TickcastConfig(StrictModel):

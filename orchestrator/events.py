@@ -6,12 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from orchestrator.signals import direction_signals
 
 PREDICTION_SCHEMA = pa.schema(
     [
         pa.field("event_id", pa.string(), nullable=False),
+        pa.field("service", pa.string()),
+        pa.field("environment", pa.string()),
         pa.field("exchange", pa.string(), nullable=False),
         pa.field("symbol", pa.string(), nullable=False),
         pa.field("timeframe", pa.string(), nullable=False),
@@ -24,6 +27,8 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field("predicted_price", pa.float64()),
         pa.field("signal", pa.string()),
         pa.field("confidence", pa.string()),
+        pa.field("trend", pa.string()),
+        pa.field("warm", pa.bool_()),
         pa.field("predicted_at", pa.int64(), nullable=False),
         pa.field("latency_ms", pa.float64(), nullable=False),
     ]
@@ -58,44 +63,65 @@ class TickRows:
     open_time: np.ndarray
     close: np.ndarray
     emitted_at_ms: float  # wall clock when the feed emitted the closing candle
+    trend: np.ndarray | None = None  # OVERBOUGHT / OVERSOLD / BULLISH / BEARISH / NEUTRAL
 
 
-def event_ids(output: ModelOutput, rows: TickRows) -> list[str]:
-    """Idempotent key: the same model version on the same candle always gives the same id."""
-    prefix = f"{output.model_id}@{output.version}"
-    return [
-        f"{prefix}|{ex}|{sym}|{rows.timeframe}|{t}"
-        for ex, sym, t in zip(rows.exchange, rows.symbol, rows.open_time, strict=True)
+def event_ids(output: ModelOutput, rows: TickRows) -> pa.Array:
+    """Idempotent key: the same model version on the same candle always gives the same id
+    (``model_id@version|exchange|symbol|timeframe|open_time``), joined in Arrow, not Python."""
+    n = len(rows.open_time)
+    parts = [
+        pa.array(np.full(n, f"{output.model_id}@{output.version}", dtype=object), pa.string()),
+        pa.array(rows.exchange, pa.string()),
+        pa.array(rows.symbol, pa.string()),
+        pa.array(np.full(n, rows.timeframe, dtype=object), pa.string()),
+        pc.cast(pa.array(rows.open_time, pa.int64()), pa.string()),
     ]
+    return pc.binary_join_element_wise(*parts, "|")
+
+
+def outputs_map(names: tuple[str, ...], values: np.ndarray) -> pa.MapArray:
+    """Each row's named outputs as an Arrow map, built from flat arrays in one step."""
+    n, k = values.shape
+    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
+    keys = pa.array(np.tile(np.array(names, dtype=object), n), pa.string())
+    return pa.MapArray.from_arrays(offsets, keys, pa.array(values.reshape(-1), pa.float64()))
 
 
 def build_predictions(
-    output: ModelOutput, rows: TickRows, now_ms: float, high: float, very_high: float
+    output: ModelOutput, rows: TickRows, now_ms: float, high: float, very_high: float,
+    *, service: str = "tickcast", environment: str = "local",
 ) -> pa.Table:
     n, primary = len(output.values), output.values[:, 0]
     if output.model_type == "direction":
         signal, tier = direction_signals(primary, high, very_high)
     else:
         signal = tier = np.full(n, None, dtype=object)
-    price = rows.close * np.exp(primary) if output.model_type == "return" else np.full(n, None)
-    named = [list(zip(output.names, row, strict=True)) for row in output.values.tolist()]
+    price = rows.close * np.exp(primary) if output.model_type == "return" else np.full(n, np.nan)
     columns = {
         "event_id": event_ids(output, rows),
-        "exchange": rows.exchange,
-        "symbol": rows.symbol,
-        "timeframe": np.full(n, rows.timeframe, dtype=object),
-        "open_time": rows.open_time,
-        "model_id": np.full(n, output.model_id, dtype=object),
-        "model_version": np.full(n, output.version, dtype=object),
-        "model_type": np.full(n, output.model_type, dtype=object),
-        "value": primary,
-        "outputs": named,
-        "predicted_price": price,
-        "signal": signal,
-        "confidence": tier,
-        "predicted_at": np.full(n, int(now_ms), dtype=np.int64),
-        "latency_ms": np.full(n, now_ms - rows.emitted_at_ms),
+        "service": _repeat(service, n),
+        "environment": _repeat(environment, n),
+        "exchange": pa.array(rows.exchange, pa.string()),
+        "symbol": pa.array(rows.symbol, pa.string()),
+        "timeframe": _repeat(rows.timeframe, n),
+        "open_time": pa.array(rows.open_time, pa.int64()),
+        "model_id": _repeat(output.model_id, n),
+        "model_version": _repeat(output.version, n),
+        "model_type": _repeat(output.model_type, n),
+        "value": pa.array(primary, pa.float64()),
+        "outputs": outputs_map(output.names, output.values),
+        "predicted_price": pa.array(price, pa.float64(), from_pandas=True),  # NaN -> null
+        "signal": pa.array(signal, pa.string()),
+        "confidence": pa.array(tier, pa.string()),
+        "trend": pa.array(rows.trend if rows.trend is not None else np.full(n, None, dtype=object),
+                          pa.string()),
+        "warm": pa.array(np.ones(n, dtype=bool)),  # only rows with every required feature warm
+        "predicted_at": pa.array(np.full(n, int(now_ms), dtype=np.int64)),
+        "latency_ms": pa.array(np.full(n, now_ms - rows.emitted_at_ms), pa.float64()),
     }
-    return pa.table({k: pa.array(v, PREDICTION_SCHEMA.field(k).type) for k, v in columns.items()},
-                    schema=PREDICTION_SCHEMA)
+    return pa.Table.from_arrays([columns[f.name] for f in PREDICTION_SCHEMA], schema=PREDICTION_SCHEMA)
 
+
+def _repeat(value: str, n: int) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value])).cast(pa.string())

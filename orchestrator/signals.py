@@ -18,3 +18,22 @@ def direction_signals(prob_up: np.ndarray, high: float, very_high: float) -> tup
     signal = np.where(prob_up >= high, LONG, np.where(prob_up <= 1.0 - high, SHORT, NEUTRAL))
     tier = np.where(conviction >= very_high, VERY_HIGH, np.where(conviction >= high, HIGH, LOW))
     return signal.astype(object), tier.astype(object)
+
+
+OVERBOUGHT, OVERSOLD, BULLISH, BEARISH = "OVERBOUGHT", "OVERSOLD", "BULLISH", "BEARISH"
+RSI_OVERBOUGHT, RSI_OVERSOLD = 70.0, 30.0
+
+
+def trend_labels(features: np.ndarray, feature_names: tuple[str, ...]) -> np.ndarray:
+    """A trader's one-word reading of the indicators, per row.
+
+    OVERBOUGHT at RSI-14 >= 70, OVERSOLD at <= 30; otherwise BULLISH when the MACD histogram
+    and the close against its 20-candle average both point up, BEARISH when both point down,
+    and NEUTRAL when they disagree.
+    """
+    rsi = features[:, feature_names.index("rsi_14")]
+    hist = features[:, feature_names.index("macd_hist")]
+    above = features[:, feature_names.index("sma_ratio_20")] - 1.0
+    trend = np.where((hist > 0) & (above > 0), BULLISH, np.where((hist < 0) & (above < 0), BEARISH, NEUTRAL))
+    trend = np.where(rsi <= RSI_OVERSOLD, OVERSOLD, trend)
+    return np.where(rsi >= RSI_OVERBOUGHT, OVERBOUGHT, trend).astype(object)

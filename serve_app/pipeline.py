@@ -19,6 +19,7 @@ from ray import serve
 
 from orchestrator import resolve_path
 from orchestrator.actors.feed import FeedActor
+from orchestrator.actors.metrics import PipelineMetrics
 from orchestrator.actors.shard import FeatureShard
 from orchestrator.actors.sink import PredictionSink
 from orchestrator.config import TickcastConfig, feed_actors
@@ -65,6 +66,7 @@ def models_by_timeframe(config: TickcastConfig, handles: dict) -> dict[str, list
 
 
 SUPERVISE_EVERY_S = 1.0
+METRICS_EVERY_ROUNDS = 10
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1})
@@ -82,7 +84,7 @@ class Pipeline:
         self.shards = [
             FeatureShard.options(num_cpus=features.num_cpus).remote(
                 i, features.shards, features, run_dir, by_tf, self.sink, self.config.signals,
-                self.drift_reference,
+                self.drift_reference, self.config.environment,
             )
             for i in range(features.shards)
         ]
@@ -91,18 +93,32 @@ class Pipeline:
             for name, feed in feed_actors(self.config.feeds)
         ]
         self.feed_restarts = 0
+        self.metrics = PipelineMetrics()
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
         log.info("pipeline started: %d feeds, %d shards", len(self.feeds), len(self.shards))
 
     async def _supervise(self) -> None:
-        """Keep every feed's loop running: after Ray restarts a feed actor, start it again."""
+        """Keep every feed's loop running: after Ray restarts a feed actor, start it again.
+        Also refreshes the pipeline-wide gauges (outcome quality, drift) every few rounds."""
+        rounds = 0
         while True:
+            rounds += 1
+            if rounds % METRICS_EVERY_ROUNDS == 0:
+                await self._publish_metrics()
             results = await asyncio.gather(*(f.status.remote() for f in self.feeds), return_exceptions=True)
             for feed, status in zip(self.feeds, results, strict=True):
                 if isinstance(status, dict) and not status["running"] and not status["done"]:
                     self.feed_restarts += status["epoch"] > 0
                     feed.start.remote()
             await asyncio.sleep(SUPERVISE_EVERY_S)
+
+    async def _publish_metrics(self) -> None:
+        try:
+            self.metrics.outcomes(await self.sink.outcome_metrics.remote())
+            self.metrics.sink(await self.sink.status.remote())
+            self.metrics.drift(await self.drift())
+        except Exception:  # noqa: BLE001 - monitoring never takes the supervisor down
+            log.warning("pipeline metrics not refreshed this round", exc_info=True)
 
     async def latest(self, symbol: str | None = None, timeframe: str | None = None) -> list[dict]:
         return await self.sink.latest.remote(symbol, timeframe)
@@ -111,8 +127,10 @@ class Pipeline:
         feeds, shards, (sink,) = await asyncio.gather(
             _statuses(self.feeds), _statuses(self.shards), _statuses([self.sink])
         )
+        outcomes = await _statuses_of([self.sink], "outcome_metrics")
         return {"environment": self.config.environment, "run_id": self.run_id,
                 "feeds": feeds, "shards": shards, "sink": sink, "drift": await self.drift(),
+                "outcomes": outcomes[0],
                 "supervisor": {"feed_restarts": self.feed_restarts}}
 
     async def drift(self) -> dict:
@@ -152,6 +170,11 @@ class Pipeline:
 
 
 async def _statuses(actors: list) -> list[dict]:
-    """Each actor's status; one that is down (restarting) reports that instead of failing all."""
-    results = await asyncio.gather(*(a.status.remote() for a in actors), return_exceptions=True)
+    return await _statuses_of(actors, "status")
+
+
+async def _statuses_of(actors: list, method: str) -> list[dict]:
+    """Each actor's answer; one that is down (restarting) reports that instead of failing all."""
+    calls = (getattr(a, method).remote() for a in actors)
+    results = await asyncio.gather(*calls, return_exceptions=True)
     return [r if isinstance(r, dict) else {"up": False, "error": type(r).__name__} for r in results]

@@ -3,7 +3,7 @@ in the dashboard. Only actors create them (the pure modules never import Ray).""
 
 from __future__ import annotations
 
-from ray.util.metrics import Counter, Gauge
+from ray.util.metrics import Counter, Gauge, Histogram
 
 
 class FeedMetrics:
@@ -37,3 +37,69 @@ class FeedMetrics:
         if delta > 0:
             metric.inc(delta, tags=tags)
             self._seen[key] = total
+
+
+LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+BATCH_BOUNDARIES = [1, 8, 32, 64, 128, 256, 512, 1024, 4096]
+
+
+class ShardMetrics:
+    """Per-shard tick metrics: latency from candle emission to prediction, batch sizes,
+    predictions per model, queue lag and skipped stale ticks."""
+
+    def __init__(self, shard: int):
+        self._tags = {"shard": str(shard)}
+        self._latency = Histogram("tickcast_tick_latency_ms", "feed emit -> predictions recorded, per tick",
+                                  boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("timeframe",))
+        self._rows = Histogram("tickcast_model_batch_rows", "rows per model call (one call per tick)",
+                               boundaries=BATCH_BOUNDARIES, tag_keys=("timeframe",))
+        self._predictions = Counter("tickcast_predictions_total", "predictions made",
+                                    tag_keys=("model_id",))
+        self._lag = Gauge("tickcast_shard_lag_ms", "age of the batch a shard starts on", tag_keys=("shard",))
+        self._skipped = Counter("tickcast_stale_ticks_skipped_total", "ticks not predicted: too late",
+                                tag_keys=("shard",))
+
+    def tick(self, timeframe: str, rows: int, latency_ms: float) -> None:
+        tags = {"timeframe": timeframe}
+        self._latency.observe(latency_ms, tags=tags)
+        self._rows.observe(rows, tags=tags)
+
+    def predictions(self, model_id: str, n: int) -> None:
+        self._predictions.inc(n, tags={"model_id": model_id})
+
+    def lag(self, lag_ms: float) -> None:
+        self._lag.set(lag_ms, tags=self._tags)
+
+    def skipped(self) -> None:
+        self._skipped.inc(1, tags=self._tags)
+
+
+class PipelineMetrics:
+    """Pipeline-wide gauges the supervisor refreshes: outcome quality and feature drift."""
+
+    def __init__(self):
+        self._accuracy = Gauge("tickcast_outcome_accuracy", "running accuracy of classifiers",
+                               tag_keys=("model_id", "timeframe"))
+        self._brier = Gauge("tickcast_outcome_brier", "running Brier score of classifiers",
+                            tag_keys=("model_id", "timeframe"))
+        self._mae = Gauge("tickcast_outcome_mae", "running MAE of regressors", tag_keys=("model_id", "timeframe"))
+        self._psi = Gauge("tickcast_feature_drift_psi_max", "largest PSI of live features vs training",
+                          tag_keys=("timeframe",))
+        self._duplicates = Gauge("tickcast_sink_duplicates_dropped", "replayed predictions dropped")
+
+    def outcomes(self, metrics: dict) -> None:
+        for model_id, per_tf in metrics.get("models", {}).items():
+            for timeframe, m in per_tf.items():
+                tags = {"model_id": model_id, "timeframe": timeframe}
+                for gauge, key in ((self._accuracy, "accuracy"), (self._brier, "brier"), (self._mae, "mae")):
+                    if m.get(key) is not None:
+                        gauge.set(float(m[key]), tags=tags)
+
+    def drift(self, report: dict) -> None:
+        for timeframe, r in report.items():
+            if r.get("max_psi") is not None:
+                self._psi.set(float(r["max_psi"]), tags={"timeframe": timeframe})
+
+    def sink(self, status: dict) -> None:
+        if "duplicates_dropped" in status:
+            self._duplicates.set(status["duplicates_dropped"])

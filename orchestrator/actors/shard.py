@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +22,25 @@ import ray
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import RayServeException
 
+from orchestrator.actors.metrics import ShardMetrics
 from orchestrator.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.config import FeatureConfig, SignalConfig
 from orchestrator.events import ModelOutput, TickRows, build_predictions
+from orchestrator.features import FEATURE_NAMES
 from orchestrator.features.drift import DriftMonitor
 from orchestrator.shard import FeatureTick, ShardState, feature_rows
+from orchestrator.signals import trend_labels
 
 log = logging.getLogger(__name__)
 MODEL_RETRY_S = 60.0
+LATENCY_SAMPLES = 2000
+
+
+def latency_summary(samples: list[float]) -> dict:
+    if not samples:
+        return {"ticks": 0}
+    p50, p99 = np.percentile(samples, [50, 99])
+    return {"ticks": len(samples), "p50": round(float(p50), 2), "p99": round(float(p99), 2)}
 
 
 def _restorable(path: Path, timeframes: tuple[str, ...]) -> dict | None:
@@ -53,9 +65,11 @@ class FeatureShard:
     """
 
     def __init__(self, shard_id: int, n_shards: int, config: FeatureConfig, run_dir: str,
-                 models: dict, sink, signals: SignalConfig, drift_reference: dict | None = None):
+                 models: dict, sink, signals: SignalConfig, drift_reference: dict | None = None,
+                 environment: str = "local"):
         self.shard_id = shard_id
         self._config, self._models, self._sink, self._signals = config, models, sink, signals
+        self._environment = environment
         self._path = Path(run_dir) / f"shard-{shard_id}-of-{n_shards}.pkl"
         snap = _restorable(self._path, config.timeframes)
         self._state = ShardState.from_snapshot(snap["state"]) if snap else ShardState(config.timeframes)
@@ -66,7 +80,10 @@ class FeatureShard:
         self._drift = {tf: DriftMonitor(d) for tf, d in (drift_reference or {}).items()}
         self._unconfirmed: list = []  # sink calls a checkpoint must see delivered first
         self._counters = {"ticks": 0, "rows_predicted": 0, "rows_cold": 0, "model_errors": 0,
-                          "restored": int(snap is not None), "checkpoints": 0, "model_retries": 0}
+                          "restored": int(snap is not None), "checkpoints": 0, "model_retries": 0,
+                          "stale_ticks_skipped": 0}
+        self._metrics = ShardMetrics(shard_id)
+        self._latency: dict[str, deque] = {}  # recent tick latencies per timeframe (status p50/p99)
 
     async def on_candles(self, feed: str, seq: int, batch: pa.RecordBatch, emitted_at_ms: float,
                          warmup: bool = False) -> int:
@@ -75,11 +92,28 @@ class FeatureShard:
         A warm-up batch (history sent at start) only advances the features' state.
         """
         if seq > self._seq.get(feed, -1):
+            lag_ms = time.time() * 1000.0 - emitted_at_ms
+            self._metrics.lag(lag_ms)
             ticks = self._state.process(batch)
             self._seq[feed] = seq
-            for tick in [] if warmup else ticks:
-                await self._predict_tick(tick, emitted_at_ms)
+            if not warmup and self._too_late(lag_ms):
+                self._counters["stale_ticks_skipped"] += len(ticks)
+                self._metrics.skipped()
+                ticks = []
+            if not warmup and ticks:
+                await self._predict_ticks(ticks, emitted_at_ms)
         return self._durable.get(feed, -1)
+
+    async def _predict_ticks(self, ticks: list[FeatureTick], emitted_at_ms: float) -> None:
+        """Every tick's model calls at once (Serve batches them), then ONE sink call with
+        each tick's closed candles and predictions, in tick order."""
+        parts = await asyncio.gather(*(self._predict_tick(t, emitted_at_ms) for t in ticks))
+        parts = [p for p in parts if p is not None]
+        if parts:
+            self._unconfirmed.append(self._sink.deliver.remote(parts))
+
+    def _too_late(self, lag_ms: float) -> bool:
+        return self._config.backpressure == "skip_stale" and lag_ms > self._config.max_lag_s * 1000.0
 
     def checkpointed_seq(self, feed: str) -> int:
         return self._durable.get(feed, -1)
@@ -99,24 +133,29 @@ class FeatureShard:
     def reset_symbols(self, exchange: str, symbols: list[str]) -> None:
         self._state.reset(exchange, symbols)
 
-    async def _predict_tick(self, tick: FeatureTick, emitted_at_ms: float) -> None:
+    async def _predict_tick(self, tick: FeatureTick, emitted_at_ms: float) -> tuple | None:
+        """(closed candles, predictions) of one tick, or None when there is nothing to send."""
         self._counters["ticks"] += 1
         self._counters["rows_cold"] += tick.cold
-        if len(tick.features) == 0:
-            return
+        handles = self._models.get(tick.timeframe, [])
+        if len(tick.features) == 0 or not handles:
+            return None
         if tick.timeframe in self._drift:
             self._drift[tick.timeframe].update(tick.features)
         if self._config.log_features:
             self._unconfirmed.append(self._sink.record_features.remote(feature_rows(tick)))
-        handles = self._models.get(tick.timeframe, [])
         results = await asyncio.gather(
             *(self._call_model(h, tick.features) for h in handles), return_exceptions=True
         )
         rows = TickRows(tick.exchange, tick.symbol, tick.timeframe, tick.open_time, tick.close,
-                        emitted_at_ms)
+                        emitted_at_ms, trend_labels(tick.features, FEATURE_NAMES))
         tables = [t for t in (self._to_events(r, rows) for r in results) if t is not None]
-        if tables:
-            self._unconfirmed.append(self._sink.record.remote(pa.concat_tables(tables)))
+        latency_ms = time.time() * 1000.0 - emitted_at_ms
+        self._latency.setdefault(tick.timeframe, deque(maxlen=LATENCY_SAMPLES)).append(latency_ms)
+        self._metrics.tick(tick.timeframe, len(tick.features), latency_ms)
+        # The candles settle earlier predictions (outcome scoring) even if no model answered.
+        candles = (tick.timeframe, tick.exchange, tick.symbol, tick.open_time, tick.close, tick.high, tick.low)
+        return candles, pa.concat_tables(tables) if tables else None
 
     async def _call_model(self, handle, features: np.ndarray) -> dict:
         """One tick's call, retried while the deployment has no healthy replica."""
@@ -139,8 +178,10 @@ class FeatureShard:
             return None
         output = ModelOutput.from_response(result)
         self._counters["rows_predicted"] += len(output.values)
+        self._metrics.predictions(output.model_id, len(output.values))
         now_ms = time.time() * 1000.0
-        return build_predictions(output, rows, now_ms, self._signals.high, self._signals.very_high)
+        return build_predictions(output, rows, now_ms, self._signals.high, self._signals.very_high,
+                                 environment=self._environment)
 
     def drift_counts(self) -> dict[str, tuple[np.ndarray, dict]]:
         """Per timeframe: live counts in the training bins and running moments (the
@@ -151,6 +192,7 @@ class FeatureShard:
         return os.getpid()
 
     def status(self) -> dict:
-        return {"shard": self.shard_id, "candles_in": self._state.candles_in,
+        latency = {tf: latency_summary(list(v)) for tf, v in self._latency.items()}
+        return {"shard": self.shard_id, "candles_in": self._state.candles_in, "latency_ms": latency,
                 "symbols": len(self._state.keys), "rejected_minutes": self._state.rejected_minutes,
                 **self._counters}

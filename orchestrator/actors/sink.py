@@ -19,9 +19,11 @@ import ray
 from orchestrator import resolve_path
 from orchestrator.config import SinkConfig
 from orchestrator.events import PREDICTION_SCHEMA
+from orchestrator.outcomes import OutcomeTracker
 from orchestrator.sinks.dedupe import SeenKeys, recent_event_ids
 from orchestrator.sinks.latest import LatestStore
 from orchestrator.sinks.parquet_log import ParquetLog
+from orchestrator.sinks.redis_bus import EventBusError, RedisStreamBus
 from orchestrator.sinks.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,10 @@ class PredictionSink:
         self._wal = WriteAheadLog(root.parent / f"{root.name}-wal", PREDICTION_SCHEMA)
         self._seen = SeenKeys()
         self._seen.add(recent_event_ids(root))
+        self._outcomes = OutcomeTracker(window=config.outcome_window)
+        self._outcome_log = ParquetLog(root.parent / f"{root.name}-outcomes", config.flush_rows)
+        self._bus = _bus_or_none(config)
+        self._counters = {"bus_published": 0, "bus_errors": 0, "outcomes": 0}
         self._received = 0
         self._recover()
         self._flusher: asyncio.Task | None = None
@@ -67,9 +73,41 @@ class PredictionSink:
             self._latest.update(fresh)
             if self._predictions.append(fresh):
                 self._wal.truncate()
+            self._outcomes.add_predictions(fresh)
+            self._publish(fresh)
             self._recorded.set()
             self._recorded.clear()
         return fresh.num_rows
+
+    def _publish(self, fresh: pa.Table) -> None:
+        """Downstream consumers get every new prediction; a Redis outage is counted, and
+        never stops the pipeline (the Parquet log stays the record of truth)."""
+        if self._bus is None:
+            return
+        try:
+            self._bus.publish(fresh)
+            self._counters["bus_published"] += fresh.num_rows
+        except EventBusError as exc:
+            self._counters["bus_errors"] += 1
+            log.warning("event bus: %s", exc)
+
+    async def deliver(self, ticks: list[tuple]) -> None:
+        """One shard call's ticks, in order: each tick's closed candles (which settle earlier
+        predictions), then its predictions."""
+        for candles, predictions in ticks:
+            await self.record_candles(*candles)
+            if predictions is not None:
+                await self.record(predictions)
+
+    async def record_candles(self, timeframe: str, exchange, symbol, open_time, close, high, low) -> None:
+        """Closed candles of one tick: they settle earlier predictions (outcome scoring)."""
+        outcomes = self._outcomes.observe_candles(exchange, symbol, timeframe, open_time, close, high, low)
+        if outcomes.num_rows:
+            self._counters["outcomes"] += outcomes.num_rows
+            self._outcome_log.append(outcomes)
+
+    async def outcome_metrics(self) -> dict:
+        return self._outcomes.metrics()
 
     async def record_features(self, rows: pa.Table) -> None:
         self._ensure_flusher()
@@ -87,7 +125,7 @@ class PredictionSink:
         written = self._predictions.flush()
         if not self._predictions.pending_rows:
             self._wal.truncate()
-        return written + self._features.flush()
+        return written + self._features.flush() + self._outcome_log.flush()
 
     async def since(self, cursor: int, timeout_s: float = 1.0) -> tuple[int, list[dict], bool]:
         """Predictions after ``cursor``; waits up to ``timeout_s`` when there are none yet."""
@@ -112,4 +150,12 @@ class PredictionSink:
             "buffered": self._predictions.pending_rows,
             "feature_rows_written": self._features.rows_written,
             "latest_keys": len(self._latest),
+            "outcomes_pending": self._outcomes.pending,
+            **self._counters,
         }
+
+
+def _bus_or_none(config: SinkConfig) -> RedisStreamBus | None:
+    if config.redis_url is None:
+        return None
+    return RedisStreamBus(config.redis_url, stream=config.redis_stream, maxlen=config.redis_maxlen)

@@ -1,8 +1,9 @@
 """The newest prediction per (exchange, symbol, timeframe, model), and a short replayable
 tail of every prediction for live streams (pure).
 
-``/v1/predictions/latest`` reads ``rows``; WebSocket streams read ``since(cursor)``: every
-prediction recorded after ``cursor``, as long as it is still in the bounded tail.
+Writes are columnar (one dict update per row, no row objects built); rows become dicts only
+when someone reads them. ``/v1/predictions/latest`` reads ``rows``; WebSocket streams read
+``since(cursor)``: every prediction recorded after ``cursor``, while it is in the tail.
 """
 
 from __future__ import annotations
@@ -14,37 +15,72 @@ import pyarrow as pa
 
 class LatestStore:
     def __init__(self, tail: int = 20_000) -> None:
-        self._rows: dict[tuple, dict] = {}
-        self._tail: deque[tuple[int, dict]] = deque(maxlen=tail)
+        self._tail_rows = tail
+        self._where: dict[tuple, tuple[int, int, int]] = {}  # key -> (open_time, table id, row)
+        self._tables: dict[int, pa.Table] = {}
+        self._segments: deque[tuple[int, pa.Table]] = deque()  # (cursor of first row, rows)
+        self._next_table = 0
         self.cursor = 0  # sequence number of the newest recorded prediction
 
     def update(self, predictions: pa.Table) -> None:
-        for row in predictions.to_pylist():
-            row["outputs"] = dict(row.get("outputs") or [])
-            self.cursor += 1
-            self._tail.append((self.cursor, row))
-            key = (row["exchange"], row["symbol"], row["timeframe"], row["model_id"])
-            current = self._rows.get(key)
-            if current is None or row["open_time"] >= current["open_time"]:
-                self._rows[key] = row
+        if predictions.num_rows == 0:
+            return
+        table_id, self._next_table = self._next_table, self._next_table + 1
+        self._tables[table_id] = predictions
+        columns = [predictions.column(c).to_numpy(zero_copy_only=False)
+                   for c in ("exchange", "symbol", "timeframe", "model_id", "open_time")]
+        for row, (*key, open_time) in enumerate(zip(*columns, strict=True)):
+            current = self._where.get(tuple(key))
+            if current is None or open_time >= current[0]:
+                self._where[tuple(key)] = (int(open_time), table_id, row)
+        self._segments.append((self.cursor + 1, predictions))
+        self.cursor += predictions.num_rows
+        self._trim()
+
+    def _trim(self) -> None:
+        # Whole segments go, once the rows after them alone fill the tail.
+        while self._segments and self.cursor - _last(self._segments[0]) >= self._tail_rows:
+            self._segments.popleft()
+        live = {t for _, t, _ in self._where.values()}
+        for table_id in [t for t in self._tables if t not in live]:
+            del self._tables[table_id]
 
     def rows(self, symbol: str | None = None, timeframe: str | None = None) -> list[dict]:
-        selected = [r for r in self._rows.values() if _matches(r, symbol, timeframe)]
+        wanted: dict[int, list[int]] = {}
+        for key, (_, table_id, row) in self._where.items():
+            if (symbol is None or key[1] == symbol) and (timeframe is None or key[2] == timeframe):
+                wanted.setdefault(table_id, []).append(row)
+        selected = [r for t, rows in wanted.items() for r in _pylist(self._tables[t].take(rows))]
         return sorted(selected, key=lambda r: (r["exchange"], r["symbol"], r["timeframe"], r["model_id"]))
 
     def since(self, cursor: int, limit: int = 5000) -> tuple[int, list[dict], bool]:
         """(new cursor, rows after ``cursor``, whether rows were lost to the tail's bound)."""
-        if not self._tail or cursor >= self.cursor:
+        if not self._segments or cursor >= self.cursor:
             return self.cursor, [], False
-        oldest = self._tail[0][0]
+        oldest = self._segments[0][0]
         lost = cursor + 1 < oldest
-        start = max(cursor + 1, oldest) - oldest
-        rows = [row for _, row in list(self._tail)[start : start + limit]]
-        return max(cursor, oldest - 1) + len(rows), rows, lost
+        position, rows = max(cursor, oldest - 1), []
+        for first, table in self._segments:
+            last = first + table.num_rows - 1
+            if last <= position or len(rows) >= limit:
+                continue
+            start = position + 1 - first
+            part = _pylist(table.slice(start, limit - len(rows)))
+            rows.extend(part)
+            position += len(part)
+        return position, rows, lost
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._where)
 
 
-def _matches(row: dict, symbol: str | None, timeframe: str | None) -> bool:
-    return (symbol is None or row["symbol"] == symbol) and (timeframe is None or row["timeframe"] == timeframe)
+def _last(segment: tuple[int, pa.Table]) -> int:
+    return segment[0] + segment[1].num_rows - 1
+
+
+def _pylist(table: pa.Table) -> list[dict]:
+    rows = table.to_pylist()
+    for row in rows:
+        row["outputs"] = dict(row.get("outputs") or [])
+    return rows
+

@@ -89,7 +89,7 @@ def test_predict_from_a_window_of_real_candles(client, shared_data):
         ({"model_type": "direction", "timeframe": "1m", "rows": [[1.0]], "columns": ["nope"]}, 422, "columns"),
         ({"model_type": "direction", "timeframe": "1m", "version": "latest", "rows": [[1.0]]}, 422, "version"),
         ({"model_type": "direction", "timeframe": "1m", "version": "v999", "rows": [[1.0]]}, 404, "v999"),
-        ({"model_type": "volatility", "timeframe": "1d", "rows": [[1.0]]}, 404, "volatility-1d"),
+        ({"model_type": "swing", "timeframe": "30m", "rows": [[1.0]]}, 404, "swing-30m"),
         ({"model_type": "direction", "timeframe": "1m", "rows": [[1.0]], "extra": 1}, 422, "extra"),
         ({"model_type": "direction", "timeframe": "1m",
           "candles": [{"open_time": 0, "open": 1, "high": 0.5, "low": 1, "close": 1, "volume": 1}] * 40},

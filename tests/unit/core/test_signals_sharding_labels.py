@@ -32,3 +32,16 @@ def test_next_direction_uses_only_the_following_candle():
     changed[2] = 10.0
     diff = next_direction(close)[:-1] != next_direction(changed)[:-1]
     assert 1 in np.flatnonzero(diff) and set(np.flatnonzero(diff)) <= {1, 2}
+
+
+def test_trend_labels_from_indicators():
+    from orchestrator.features import FEATURE_NAMES
+    from orchestrator.signals import trend_labels
+
+    rows = np.zeros((5, len(FEATURE_NAMES)))
+    cols = {n: FEATURE_NAMES.index(n) for n in ("rsi_14", "macd_hist", "sma_ratio_20")}
+    for i, (rsi, hist, ratio) in enumerate([(75, -1, 0.9), (25, 1, 1.1), (50, 1, 1.1), (50, -1, 0.9),
+                                            (50, 1, 0.9)]):
+        rows[i, cols["rsi_14"]], rows[i, cols["macd_hist"]], rows[i, cols["sma_ratio_20"]] = rsi, hist, ratio
+    assert list(trend_labels(rows, FEATURE_NAMES)) == ["OVERBOUGHT", "OVERSOLD", "BULLISH", "BEARISH",
+                                                       "NEUTRAL"]

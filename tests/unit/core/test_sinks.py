@@ -85,11 +85,13 @@ def test_latest_store_tail_streams_everything_after_a_cursor():
     cursor, rows, lost = store.since(0)
     assert (cursor, [r["symbol"] for r in rows], lost) == (2, ["A/USDT", "B/USDT"], False)
     assert store.since(cursor) == (2, [], False)
-    store.update(_predictions(120_000))  # cursor 4; the tail keeps 3 (seq 2..4)
+    store.update(_predictions(120_000))  # cursor 4
     cursor2, rows, lost = store.since(cursor)
     assert cursor2 == 4 and [r["open_time"] for r in rows] == [120_000, 120_000] and not lost
-    _, rows, lost = store.since(0)
-    assert lost and len(rows) == 3  # seq 1 fell out of the bounded tail: the caller is told
+    store.update(_predictions(180_000))  # cursor 6: rows 3..6 fill the tail, rows 1..2 go
+    cursor3, rows, lost = store.since(0)
+    assert lost and cursor3 == 6 and [r["open_time"] for r in rows] == [120_000] * 2 + [180_000] * 2
+    assert store.since(0, limit=1)[:2] == (3, [rows[0]])  # the caller is told, and pages on
 
 
 def test_query_log_filters_and_pages(tmp_path):

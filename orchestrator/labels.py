@@ -118,11 +118,13 @@ def swing_points(high: np.ndarray, low: np.ndarray, order: int = SWING_ORDER) ->
         return label
     is_high = _one_sided_extreme(sliding_window_view(high, width), order)
     is_low = _one_sided_extreme(-sliding_window_view(low, width), order)
-    label[order : n - order] = np.where(is_high & ~is_low, 1.0, np.where(is_low & ~is_high, 2.0, 0.0))
+    only_high, only_low = is_high & ~is_low, is_low & ~is_high
+    label[order : n - order] = np.where(only_high, 1.0, np.where(only_low, 2.0, 0.0))
     return label
 
 
 def _one_sided_extreme(windows: np.ndarray, order: int) -> np.ndarray:
     """Centre strictly above everything before it and at least everything after it."""
     centre = windows[:, order]
-    return (centre > windows[:, :order].max(axis=1)) & (centre >= windows[:, order + 1 :].max(axis=1))
+    before, after = windows[:, :order].max(axis=1), windows[:, order + 1 :].max(axis=1)
+    return (centre > before) & (centre >= after)

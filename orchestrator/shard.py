@@ -30,6 +30,8 @@ class FeatureTick:
     symbol: np.ndarray
     open_time: np.ndarray
     close: np.ndarray  # the closing price of each row's candle (a return becomes a price)
+    high: np.ndarray
+    low: np.ndarray
     features: np.ndarray  # (n, len(FEATURE_NAMES)), every required feature finite
     cold: int  # rows that closed but were still warming up
 
@@ -141,8 +143,8 @@ class ShardState:
         warm = warm_rows(rows)
         return FeatureTick(
             timeframe, self.exchange[slots][warm], self.symbol[slots][warm],
-            np.asarray(open_time)[warm], np.asarray(c["close"], dtype=np.float64)[warm], rows[warm],
-            int((~warm).sum()),
+            np.asarray(open_time)[warm], *(np.asarray(c[k], dtype=np.float64)[warm] for k in ("close", "high", "low")),
+            rows[warm], int((~warm).sum()),
         )
 
     # --- snapshots ---------------------------------------------------------------------

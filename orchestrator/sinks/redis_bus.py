@@ -76,6 +76,8 @@ def decode_prediction(fields: dict[str, str]) -> dict:
             row[field.name] = None
         elif field.name == "outputs":
             row[field.name] = json.loads(text)
+        elif pa.types.is_boolean(field.type):
+            row[field.name] = text == "True"
         elif pa.types.is_integer(field.type):
             row[field.name] = int(text)
         elif pa.types.is_floating(field.type):

@@ -6,6 +6,8 @@ import socket
 
 import pytest
 
+from tests.redis_server import redis_server  # noqa: F401 - a real redis-server per test
+
 
 def _free_port() -> int:
     with socket.socket() as s:

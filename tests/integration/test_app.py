@@ -27,8 +27,9 @@ def _wait_for(predicate, timeout_s: float = 60.0, every_s: float = 0.5):
     pytest.fail("condition not reached in time")
 
 
-def test_pipeline_predicts_every_symbol_once_per_closed_candle(serve_app, tmp_path):
-    args = {**FAST_SYNTHETIC, "sink": {"log_dir": str(tmp_path / "log"), "flush_rows": 100},
+def test_pipeline_predicts_every_symbol_once_per_closed_candle(serve_app, tmp_path, redis_server):
+    args = {**FAST_SYNTHETIC, "sink": {"log_dir": str(tmp_path / "log"), "flush_rows": 100,
+                                       "redis_url": redis_server.url},
             "features": {**FAST_SYNTHETIC["features"], "state_dir": str(tmp_path / "state")}}
     ingress = serve_app.run(build_app(args), name="tickcast", route_prefix="/")
     pipeline = serve_app.get_deployment_handle("Pipeline", app_name="tickcast")
@@ -59,6 +60,17 @@ def test_pipeline_predicts_every_symbol_once_per_closed_candle(serve_app, tmp_pa
     log = read_log(tmp_path / "log")
     assert log.num_rows == predicted
     assert len(set(log.column("event_id").to_pylist())) == predicted  # one row per key
+
+    from orchestrator.sinks.redis_bus import RedisStreamBus, decode_prediction
+
+    bus = RedisStreamBus(redis_server.url)
+    assert bus.length() == predicted  # every prediction also went to Redis Streams
+    first = decode_prediction(bus.read(count=1)[0][1])
+    assert first["event_id"] in set(log.column("event_id").to_pylist())
+    assert first["trend"] in {"OVERBOUGHT", "OVERSOLD", "BULLISH", "BEARISH", "NEUTRAL"}
+
+    scored = status["outcomes"]["models"]["direction-1m"]["1m"]
+    assert scored["scored"] >= predicted - 40 and 0.0 <= scored["accuracy"] <= 1.0
     assert ingress is not None
 
 

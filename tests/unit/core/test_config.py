@@ -97,3 +97,15 @@ def test_production_requires_keys_and_autoscales():
 def test_autoscaling_bounds_are_checked():
     with pytest.raises(ConfigError, match="max_replicas"):
         parse_config({"serving": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}})
+
+
+def test_grafana_dashboard_charts_the_metrics_the_code_publishes():
+    import json
+    import re
+
+    dashboard = json.loads((PROJECT_ROOT / "configs" / "grafana" / "tickcast-dashboard.json").read_text())
+    charted = {m for p in dashboard["panels"] for t in p["targets"]
+               for m in re.findall(r"ray_(tickcast_[a-z_]+?)(?:_bucket)?\b", t["expr"])}
+    source = (PROJECT_ROOT / "orchestrator" / "actors" / "metrics.py").read_text()
+    published = set(re.findall(r'"(tickcast_[a-z_]+)"', source))
+    assert charted == published  # every published metric has a panel, and no panel is orphaned

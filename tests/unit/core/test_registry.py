@@ -1,7 +1,9 @@
+import importlib.util
 import json
 
 import pytest
 
+from orchestrator import PROJECT_ROOT
 from orchestrator.features import FEATURE_NAMES
 from serve_app.registry import Registry, RegistryError, sha256_of
 
@@ -50,3 +52,109 @@ def test_unreadable_manifest_is_a_clear_error(tmp_path):
     (folder / "manifest.json").write_text("{not json")
     with pytest.raises(RegistryError, match="unreadable manifest"):
         Registry(tmp_path).manifests()
+
+
+def _stages(registry):
+    return {m.version: m.stage for m in registry.versions("direction-1m")}
+
+
+def test_promote_makes_one_production_and_archives_the_replaced_one(tmp_path):
+    _publish(tmp_path, "v1", "production")
+    _publish(tmp_path, "v2", "staging")
+    registry = Registry(tmp_path)
+    promoted = registry.promote("direction-1m", "v2")
+    assert promoted.stage == "production" and promoted.previous_production == "v1"
+    assert _stages(registry) == {"v1": "archived", "v2": "production"}
+    assert registry.resolve("direction", "1m").version == "v2"
+    assert registry.promote("direction-1m", "v2").previous_production == "v1"  # idempotent
+
+
+def test_rollback_walks_back_through_promotions(tmp_path):
+    for version, stage in (("v1", "production"), ("v2", "staging"), ("v3", "staging")):
+        _publish(tmp_path, version, stage)
+    registry = Registry(tmp_path)
+    registry.promote("direction-1m", "v2")
+    registry.promote("direction-1m", "v3")
+    assert registry.rollback("direction-1m").version == "v2"
+    assert _stages(registry) == {"v1": "archived", "v2": "production", "v3": "archived"}
+    assert registry.rollback("direction-1m").version == "v1"
+    assert _stages(registry) == {"v1": "production", "v2": "archived", "v3": "archived"}
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        registry.rollback("direction-1m")
+
+
+def test_rollback_without_production_is_a_clear_error(tmp_path):
+    _publish(tmp_path, "v1", "staging")
+    with pytest.raises(RegistryError, match="no production version"):
+        Registry(tmp_path).rollback("direction-1m")
+
+
+def test_a_corrupted_model_is_never_promoted(tmp_path):
+    _publish(tmp_path, "v1", "production")
+    folder = _publish(tmp_path, "v2", "staging")
+    (folder / "model.onnx").write_bytes(b"tampered")
+    registry = Registry(tmp_path)
+    with pytest.raises(RegistryError, match="checksum"):
+        registry.promote("direction-1m", "v2")
+    assert _stages(registry) == {"v1": "production", "v2": "staging"}
+
+
+def test_stage_changes_keep_every_other_manifest_field(tmp_path):
+    _publish(tmp_path, "v1", "production")
+    folder = _publish(tmp_path, "v2", "staging")
+    raw = json.loads((folder / "manifest.json").read_text())
+    raw["training_distribution"] = {"mean": [1.5]}
+    raw["outputs"] = {"tensor": "probabilities", "columns": [1], "names": ["prob_up"]}
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    registry = Registry(tmp_path)
+    registry.promote("direction-1m", "v2")
+    stored = json.loads((folder / "manifest.json").read_text())
+    assert stored == {**raw, "stage": "production", "previous_production": "v1"}
+    assert registry.resolve("direction", "1m").outputs["names"] == ["prob_up"]
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx"]
+
+
+def test_promoting_a_missing_version_names_it(tmp_path):
+    _publish(tmp_path, "v1", "production")
+    with pytest.raises(RegistryError, match="direction-1m@v7"):
+        Registry(tmp_path).promote("direction-1m", "v7")
+    with pytest.raises(RegistryError, match="model_type"):
+        Registry(tmp_path).promote("direction", "v1")
+
+
+@pytest.mark.parametrize("outputs", [
+    {"tensor": "", "columns": [1], "names": ["p"]},
+    {"tensor": "probabilities", "columns": [], "names": []},
+    {"tensor": "probabilities", "columns": [1, 2], "names": ["p"]},
+    {"tensor": "probabilities", "columns": [-1], "names": ["p"]},
+])
+def test_malformed_outputs_are_refused(tmp_path, outputs):
+    folder = _publish(tmp_path, "v1", "production")
+    raw = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**raw, "outputs": outputs}))
+    with pytest.raises(RegistryError, match="outputs"):
+        Registry(tmp_path).manifests()
+
+
+def _cli():
+    path = PROJECT_ROOT / "scripts" / "registry.py"
+    spec = importlib.util.spec_from_file_location("registry_cli", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_lists_promotes_and_rolls_back(tmp_path, capsys):
+    _publish(tmp_path, "v1", "production")
+    _publish(tmp_path, "v2", "staging")
+    cli = _cli()
+    assert cli.main(["--root", str(tmp_path), "promote", "direction-1m", "v2"]) == 0
+    assert "direction-1m@v2 is now production (replaced v1)" in capsys.readouterr().out
+    assert cli.main(["--root", str(tmp_path), "list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].split()[:3] == ["model", "version", "stage"]
+    assert [line.split()[1:3] for line in listing[1:]] == [["v1", "archived"], ["v2", "production"]]
+    assert cli.main(["--root", str(tmp_path), "rollback", "direction-1m"]) == 0
+    assert _stages(Registry(tmp_path)) == {"v1": "production", "v2": "archived"}
+    assert cli.main(["--root", str(tmp_path), "rollback", "direction-1m"]) == 2
+    assert "nothing to roll back" in capsys.readouterr().err

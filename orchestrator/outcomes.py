@@ -1,0 +1,411 @@
+"""Outcome scoring: every prediction's realized label once later candles close, and rolling
+metrics per (model_id, timeframe) (pure: no Ray, no I/O).
+
+A prediction for candle t of a series (exchange, symbol, timeframe) reads candles
+t - lookback .. t + horizon (``LABEL_SPECS``) and is settled by candle t + horizon. The
+tracker keeps a short ring of recent candles per series; once every candle of a window is
+there it computes the label by calling the training label function on that window, so a
+live outcome means exactly what the model was trained on. Training splits series at gaps,
+so a window must be contiguous: a prediction whose window has a gap, or whose symbol stops
+trading, can never be scored. It expires once its timeframe's newest candle is
+``expire_after`` candles past its settling candle, and is counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from orchestrator.labels import (
+    LABEL_SPECS,
+    forward_volatility,
+    next_direction,
+    next_log_return,
+    swing_points,
+)
+from orchestrator.market.timeframes import TIMEFRAME_MS, timeframe_ms
+
+SNAPSHOT_VERSION = 1
+CLASSIFIERS = ("direction", "swing")
+# Probabilities are clipped before the log as in orchestrator/training/metrics.py.
+_EPS = np.finfo(np.float64).eps
+
+# Called exactly as orchestrator/training/datasets.py calls them (default horizons).
+LABEL_FUNCTIONS = {
+    "direction": lambda close, high, low: next_direction(close),
+    "return": lambda close, high, low: next_log_return(close),
+    "volatility": lambda close, high, low: forward_volatility(close),
+    "swing": lambda close, high, low: swing_points(high, low),
+}
+
+OUTCOME_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("model_id", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("model_type", pa.string(), nullable=False),
+        pa.field("exchange", pa.string(), nullable=False),
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("timeframe", pa.string(), nullable=False),
+        pa.field("open_time", pa.int64(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),  # the prediction's primary value
+        pa.field("realized", pa.float64(), nullable=False),  # label (class) or value
+        pa.field("correct", pa.bool_()),  # null for regressors
+        pa.field("error", pa.float64(), nullable=False),  # |error| or the Brier term
+        pa.field("log_loss", pa.float64()),  # null for regressors
+        pa.field("scored_at_open_time", pa.int64(), nullable=False),
+    ]
+)
+
+PENDING_DTYPES = {
+    "event_id": object, "model_id": object, "model_version": object, "model_type": object,
+    "slot": np.int64, "open_time": np.int64, "value": np.float64,
+    "p_low": np.float64,  # swing models' P(swing low); NaN for other types
+    "settle": np.int64,  # open time of the candle that settles the prediction
+}
+
+
+# --- scoring rules (one per model type, vectorized) ----------------------------------------
+
+def binary_scores(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hit, Brier term, log loss term) of P(up) ``p`` against 0/1 labels ``y``."""
+    clipped = np.clip(p, _EPS, 1 - _EPS)
+    hit = ((p >= 0.5) == (y == 1)).astype(np.float64)
+    log_loss = -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
+    return hit, (p - y) ** 2, log_loss
+
+
+def swing_scores(p_high: np.ndarray, p_low: np.ndarray, y: np.ndarray):
+    """(hit, multi-class Brier term, log loss term) against classes 0 none, 1 high, 2 low.
+
+    A swing model without ``p_swing_low`` in its outputs is scored as predicting no lows.
+    """
+    p_low = np.nan_to_num(p_low, nan=0.0)
+    proba = np.clip(np.column_stack([1.0 - p_high - p_low, p_high, p_low]), 0.0, 1.0)
+    label = y.astype(np.int64)
+    hit = (proba.argmax(axis=1) == label).astype(np.float64)
+    brier = ((proba - np.eye(3)[label]) ** 2).sum(axis=1)
+    picked = np.clip(proba[np.arange(len(label)), label], _EPS, 1 - _EPS)
+    return hit, brier, -np.log(picked)
+
+
+def regression_scores(pred: np.ndarray, y: np.ndarray):
+    """(NaN, absolute error, NaN): regressors are neither right nor wrong."""
+    nan = np.full(len(y), np.nan)
+    return nan, np.abs(pred - y), nan
+
+
+def score(model_type: str, value: np.ndarray, p_low: np.ndarray, y: np.ndarray):
+    if model_type == "swing":
+        return swing_scores(value, p_low, y)
+    if model_type == "direction":
+        return binary_scores(value, y)
+    return regression_scores(value, y)
+
+
+def window_labels(model_type: str, close: np.ndarray, high: np.ndarray, low: np.ndarray
+                  ) -> np.ndarray:
+    """Label of each (m, span) window's candle t = column ``lookback``.
+
+    The windows are laid end to end and labelled as one series: a label reads only its own
+    window, so each is what the training label function gives on the whole series.
+    """
+    lookback, span = LABEL_SPECS[model_type].lookback, close.shape[1]
+    labels = LABEL_FUNCTIONS[model_type](close.ravel(), high.ravel(), low.ravel())
+    return labels[lookback::span]
+
+
+# --- state ---------------------------------------------------------------------------------
+
+class CandleRing:
+    """The last ``size`` candles of every series, at column (open_time / step) mod size, so
+    any candle is found, or found missing, by one gather."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.keys: list[tuple[str, str, str]] = []  # (exchange, symbol, timeframe) per slot
+        self._slot_of: dict[tuple[str, str, str], int] = {}
+        self.step = np.empty(0, dtype=np.int64)
+        self.time = np.empty((0, size), dtype=np.int64)
+        self.ohlc = {name: np.empty((0, size)) for name in ("close", "high", "low")}
+
+    def slots_for(self, exchange, symbol, timeframe) -> np.ndarray:
+        keys = list(zip(exchange, symbol, timeframe, strict=True))
+        new = list(dict.fromkeys(k for k in keys if k not in self._slot_of))
+        if new:
+            self._register(new)
+        return np.fromiter((self._slot_of[k] for k in keys), dtype=np.int64, count=len(keys))
+
+    def _register(self, new: list[tuple[str, str, str]]) -> None:
+        for key in new:
+            self._slot_of[key] = len(self.keys)
+            self.keys.append(key)
+        self.step = np.concatenate([self.step, [timeframe_ms(k[2]) for k in new]])
+        self.time = np.vstack([self.time, np.full((len(new), self.size), -1, dtype=np.int64)])
+        for name, values in self.ohlc.items():
+            self.ohlc[name] = np.vstack([values, np.full((len(new), self.size), np.nan)])
+
+    def write(self, slots, open_time, close, high, low) -> None:
+        column = (open_time // self.step[slots]) % self.size
+        newer = open_time >= self.time[slots, column]  # a replayed old candle never clobbers
+        slots, column = slots[newer], column[newer]
+        self.time[slots, column] = open_time[newer]
+        for name, values in (("close", close), ("high", high), ("low", low)):
+            self.ohlc[name][slots, column] = np.asarray(values, dtype=np.float64)[newer]
+
+    def gather(self, slots: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, dict]:
+        """(m, k) presence of the candles at ``times`` of each row's slot, and their OHLC."""
+        rows = slots[:, None]
+        column = (times // self.step[rows]) % self.size
+        present = self.time[rows, column] == times
+        return present, {name: values[rows, column] for name, values in self.ohlc.items()}
+
+    def timeframes(self, slots: np.ndarray) -> np.ndarray:
+        return np.array([self.keys[s][2] for s in slots.tolist()], dtype=object)
+
+    def snapshot(self) -> dict:
+        return {"size": self.size, "keys": list(self.keys), "step": self.step.copy(),
+                "time": self.time.copy(), "ohlc": {k: v.copy() for k, v in self.ohlc.items()}}
+
+    @classmethod
+    def from_snapshot(cls, snap: dict) -> CandleRing:
+        ring = cls(snap["size"])
+        ring.keys = [tuple(k) for k in snap["keys"]]
+        ring._slot_of = {k: i for i, k in enumerate(ring.keys)}
+        ring.step, ring.time = snap["step"].copy(), snap["time"].copy()
+        ring.ohlc = {k: v.copy() for k, v in snap["ohlc"].items()}
+        return ring
+
+
+class RollingOutcomes:
+    """The last ``size`` outcomes of one (model_id, timeframe): hit, error, log loss."""
+
+    def __init__(self, size: int):
+        self.values = np.full((size, 3), np.nan)
+        self.filled = 0
+        self.next = 0
+
+    def extend(self, rows: np.ndarray) -> None:
+        size = len(self.values)
+        rows = rows[-size:]
+        self.values[(self.next + np.arange(len(rows))) % size] = rows
+        self.next = (self.next + len(rows)) % size
+        self.filled = min(size, self.filled + len(rows))
+
+    def summary(self, classifier: bool) -> dict:
+        hit, error, log_loss = self.values[: self.filled].T
+        if not self.filled:
+            stats = ("accuracy", "brier", "log_loss") if classifier else ("mae", "rmse")
+            return {"count": 0, **dict.fromkeys(stats)}
+        if classifier:
+            return {"count": self.filled, "accuracy": float(hit.mean()),
+                    "brier": float(error.mean()), "log_loss": float(log_loss.mean())}
+        return {"count": self.filled, "mae": float(error.mean()),
+                "rmse": float(np.sqrt((error**2).mean()))}
+
+
+def _take(columns: dict, index) -> dict:
+    return {k: v[index] for k, v in columns.items()}
+
+
+def _concat(a: dict, b: dict) -> dict:
+    return {k: np.concatenate([a[k], b[k]]) for k in a}
+
+
+def _first_occurrences(ids: np.ndarray) -> np.ndarray:
+    keep = np.zeros(len(ids), dtype=bool)
+    keep[np.unique(ids, return_index=True)[1]] = True
+    return keep
+
+
+def _rank_within_groups(group: np.ndarray, newest_first: np.ndarray) -> np.ndarray:
+    """0 for the newest row of each group, 1 for the next, ..."""
+    n = len(group)
+    order = np.lexsort((-newest_first, group))
+    starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
+    sizes = np.diff(np.r_[starts, n])
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - np.repeat(starts, sizes)
+    return rank
+
+
+class OutcomeTracker:
+    """Pending predictions, recent candles and rolling metrics (see module doc).
+
+    Calls may come in either order: a prediction is scored at the first ``observe_candles``
+    of its timeframe at or after its settling candle that finds its whole window in the ring.
+    """
+
+    def __init__(self, window: int = 500, max_pending: int = 64, expire_after: int = 10,
+                 history: int = 32):
+        span = max(s.lookback + s.horizon + 1 for s in LABEL_SPECS.values())
+        if history < span + expire_after:
+            raise ValueError(f"history={history} must be >= the longest label window ({span})"
+                             f" + expire_after ({expire_after})")
+        self.window, self.max_pending, self.expire_after = window, max_pending, expire_after
+        self._ring = CandleRing(history)
+        self._pending = {k: np.empty(0, dtype=t) for k, t in PENDING_DTYPES.items()}
+        self._windows: dict[tuple[str, str], RollingOutcomes] = {}
+        self._totals: dict[tuple[str, str], dict] = {}
+        self.unscorable = 0  # predictions of an unknown model type or timeframe
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending["event_id"])
+
+    # --- predictions ---------------------------------------------------------------------
+    def add_predictions(self, table: pa.Table) -> None:
+        merged = _concat(self._pending, self._pending_rows(table))
+        merged = _take(merged, _first_occurrences(merged["event_id"]))  # replays are no-ops
+        keep = self._within_bound(merged)
+        self._count(_take(merged, ~keep), "dropped")
+        self._pending = _take(merged, keep)
+
+    def _pending_rows(self, table: pa.Table) -> dict:
+        cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in (
+            "event_id", "model_id", "model_version", "model_type", "exchange", "symbol",
+            "timeframe", "open_time", "value")}
+        known = np.isin(cols["model_type"], list(LABEL_SPECS)) & np.isin(
+            cols["timeframe"], list(TIMEFRAME_MS))
+        self.unscorable += int((~known).sum())
+        p_low = pc.map_lookup(table.column("outputs"), "p_swing_low", "first")
+        cols = _take({**cols, "p_low": p_low.to_numpy(zero_copy_only=False)}, known)
+        slot = self._ring.slots_for(cols["exchange"], cols["symbol"], cols["timeframe"])
+        horizon = np.array([LABEL_SPECS[t].horizon for t in cols["model_type"]], dtype=np.int64)
+        rows = {**cols, "slot": slot, "settle": cols["open_time"] + horizon * self._ring.step[slot]}
+        return {k: np.asarray(rows[k], dtype=t) for k, t in PENDING_DTYPES.items()}
+
+    def _within_bound(self, pending: dict) -> np.ndarray:
+        """Keep the newest ``max_pending`` of each (model_id, series)."""
+        if not len(pending["slot"]):
+            return np.ones(0, dtype=bool)
+        model_code = np.unique(pending["model_id"], return_inverse=True)[1]
+        group = model_code * len(self._ring.keys) + pending["slot"]
+        return _rank_within_groups(group, pending["open_time"]) < self.max_pending
+
+    # --- candles -------------------------------------------------------------------------
+    def observe_candles(self, exchange, symbol, timeframe: str, open_time, close, high, low
+                        ) -> pa.Table:
+        """Record one tick's closed ``timeframe`` candles; return the outcomes they settle."""
+        open_time = np.asarray(open_time, dtype=np.int64)
+        n = len(open_time)
+        if n == 0:
+            return OUTCOME_SCHEMA.empty_table()
+        exchange, symbol = np.broadcast_to(exchange, n), np.broadcast_to(symbol, n)
+        slots = self._ring.slots_for(exchange, symbol, np.full(n, timeframe, dtype=object))
+        self._ring.write(slots, open_time, close, high, low)
+        step, now = timeframe_ms(timeframe), int(open_time.max())
+        same_timeframe = self._ring.step[self._pending["slot"]] == step
+        due = np.flatnonzero(same_timeframe & (self._pending["settle"] <= now))
+        scored, outcomes = self._score(due)
+        late = self._pending["settle"] + self.expire_after * step < now
+        expired = same_timeframe & late & ~scored
+        self._count(_take(self._pending, expired), "expired")
+        self._pending = _take(self._pending, ~(scored | expired))
+        if outcomes is None:
+            return OUTCOME_SCHEMA.empty_table()
+        self._record(outcomes)
+        return self._outcome_table(outcomes)
+
+    def _score(self, due: np.ndarray) -> tuple[np.ndarray, dict | None]:
+        """(which pending rows are settled now, their outcome columns)."""
+        scored = np.zeros(self.pending, dtype=bool)
+        parts = []
+        for model_type in np.unique(self._pending["model_type"][due]).tolist():
+            index = due[self._pending["model_type"][due] == model_type]
+            complete, columns = self._score_type(model_type, _take(self._pending, index))
+            scored[index[complete]] = True
+            parts.append(columns)
+        if not parts:
+            return scored, None
+        return scored, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _score_type(self, model_type: str, rows: dict) -> tuple[np.ndarray, dict]:
+        spec = LABEL_SPECS[model_type]
+        offsets = np.arange(-spec.lookback, spec.horizon + 1)
+        times = rows["open_time"][:, None] + offsets * self._ring.step[rows["slot"]][:, None]
+        present, ohlc = self._ring.gather(rows["slot"], times)
+        complete = present.all(axis=1)
+        rows = _take(rows, complete)
+        y = window_labels(model_type, *(ohlc[k][complete] for k in ("close", "high", "low")))
+        hit, error, log_loss = score(model_type, rows["value"], rows["p_low"], y)
+        return complete, {**rows, "realized": y, "hit": hit, "error": error, "log_loss": log_loss}
+
+    def _outcome_table(self, c: dict) -> pa.Table:
+        keys = [self._ring.keys[s] for s in c["slot"].tolist()]
+        columns = {
+            **{k: c[k] for k in ("event_id", "model_id", "model_version", "model_type")},
+            "exchange": [k[0] for k in keys], "symbol": [k[1] for k in keys],
+            "timeframe": [k[2] for k in keys], "open_time": c["open_time"], "value": c["value"],
+            "realized": c["realized"],
+            "correct": pa.array(c["hit"] == 1.0, mask=np.isnan(c["hit"])),
+            "error": c["error"],
+            "log_loss": pa.array(c["log_loss"], pa.float64(), mask=np.isnan(c["log_loss"])),
+            "scored_at_open_time": c["settle"],
+        }
+        return pa.table({k: pa.array(v, OUTCOME_SCHEMA.field(k).type) for k, v in columns.items()},
+                        schema=OUTCOME_SCHEMA)
+
+    # --- metrics -------------------------------------------------------------------------
+    def _totals_of(self, model_id: str, timeframe: str, model_type: str) -> dict:
+        key = (model_id, timeframe)
+        if key not in self._totals:
+            self._totals[key] = {"model_type": model_type, "scored": 0, "expired": 0,
+                                 "dropped": 0}
+            self._windows[key] = RollingOutcomes(self.window)
+        return self._totals[key]
+
+    def _count(self, rows: dict, kind: str) -> None:
+        timeframes = self._ring.timeframes(rows["slot"])
+        keys = zip(rows["model_id"].tolist(), timeframes.tolist(), rows["model_type"].tolist(),
+                   strict=True)
+        for (model_id, timeframe, model_type), n in Counter(keys).items():
+            self._totals_of(model_id, timeframe, model_type)[kind] += n
+
+    def _record(self, c: dict) -> None:
+        self._count(c, "scored")
+        timeframes = self._ring.timeframes(c["slot"])
+        values = np.column_stack([c["hit"], c["error"], c["log_loss"]])
+        for key in set(zip(c["model_id"].tolist(), timeframes.tolist(), strict=True)):
+            rows = (c["model_id"] == key[0]) & (timeframes == key[1])
+            self._windows[key].extend(values[rows])  # in outcome order
+
+    def metrics(self) -> dict:
+        """{"window", "pending", "unscorable", "models": {model_id: {timeframe: stats}}}."""
+        models: dict[str, dict] = {}
+        for (model_id, timeframe), totals in sorted(self._totals.items()):
+            classifier = totals["model_type"] in CLASSIFIERS
+            stats = self._windows[(model_id, timeframe)].summary(classifier)
+            models.setdefault(model_id, {})[timeframe] = {**totals, **stats}
+        return {"window": self.window, "pending": self.pending, "unscorable": self.unscorable,
+                "models": models}
+
+    # --- snapshots -----------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {
+            "version": SNAPSHOT_VERSION,
+            "config": {"window": self.window, "max_pending": self.max_pending,
+                       "expire_after": self.expire_after, "history": self._ring.size},
+            "ring": self._ring.snapshot(),
+            "pending": {k: v.copy() for k, v in self._pending.items()},
+            "totals": {k: dict(v) for k, v in self._totals.items()},
+            "windows": {k: (w.values.copy(), w.filled, w.next) for k, w in self._windows.items()},
+            "unscorable": self.unscorable,
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: dict) -> OutcomeTracker:
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"outcome snapshot version {snap.get('version')!r} is not supported")
+        tracker = cls(**snap["config"])
+        tracker._ring = CandleRing.from_snapshot(snap["ring"])
+        tracker._pending = {k: v.copy() for k, v in snap["pending"].items()}
+        tracker._totals = {tuple(k): dict(v) for k, v in snap["totals"].items()}
+        for key, (values, filled, nxt) in snap["windows"].items():
+            window = tracker._windows[tuple(key)] = RollingOutcomes(len(values))
+            window.values, window.filled, window.next = values.copy(), filled, nxt
+        tracker.unscorable = snap["unscorable"]
+        return tracker

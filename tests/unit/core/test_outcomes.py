@@ -1,0 +1,322 @@
+"""OutcomeTracker: live outcomes equal the training labels; metrics equal scikit-learn's."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, mean_absolute_error
+
+from orchestrator.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
+from orchestrator.labels import (
+    LABEL_SPECS,
+    forward_volatility,
+    next_direction,
+    next_log_return,
+    swing_points,
+)
+from orchestrator.outcomes import OUTCOME_SCHEMA, OutcomeTracker
+
+MINUTE = 60_000
+START = 1_700_000_040_000 - 1_700_000_040_000 % MINUTE
+NAMES = {"direction": ("prob_up",), "return": ("log_return",), "volatility": ("volatility",),
+         "swing": ("p_swing_high", "p_swing_low")}
+TRAINING_LABELS = {
+    "direction": lambda c: next_direction(c["close"]),
+    "return": lambda c: next_log_return(c["close"]),
+    "volatility": lambda c: forward_volatility(c["close"]),
+    "swing": lambda c: swing_points(c["high"], c["low"]),
+}
+
+
+def candle_series(n: int, seed: int) -> dict[str, np.ndarray]:
+    """A random walk on a coarse price grid, so closes and highs often tie."""
+    rng = np.random.default_rng(seed)
+    close = 100 + np.cumsum(rng.integers(-2, 3, n)).astype(np.float64)
+    prev = np.r_[close[0], close[:-1]]
+    return {"open_time": START + MINUTE * np.arange(n, dtype=np.int64), "close": close,
+            "high": np.maximum(prev, close) + rng.integers(0, 2, n),
+            "low": np.minimum(prev, close) - rng.integers(0, 2, n)}
+
+
+def model_values(model_type: str, n: int, rng) -> np.ndarray:
+    if model_type == "swing":
+        return rng.dirichlet([3, 1, 1], n)[:, 1:]
+    if model_type == "direction":
+        return rng.uniform(0, 1, (n, 1))
+    return rng.normal(0, 0.01, (n, 1)) + (0.02 if model_type == "volatility" else 0.0)
+
+
+def predictions(model_type: str, symbols, open_time, values, timeframe="1m") -> pa.Table:
+    n = len(symbols)
+    rows = TickRows(np.full(n, "x", dtype=object), np.asarray(symbols, dtype=object), timeframe,
+                    np.asarray(open_time, dtype=np.int64), np.full(n, 100.0), 0.0)
+    output = ModelOutput(f"{model_type}-{timeframe}", model_type, "v1", NAMES[model_type], values)
+    return build_predictions(output, rows, 1.0, 0.6, 0.7)
+
+
+def replay(tracker, series: dict[str, dict], ticks: range, seed: int = 0) -> pa.Table:
+    """Feed ``ticks`` candle by candle; after each, every model predicts on every symbol."""
+    rng = np.random.default_rng(seed)
+    symbols = sorted(series)
+    outcomes = []
+    for i in ticks:
+        present = [s for s in symbols if i < len(series[s]["close"])]
+        if not present:
+            continue
+        col = {k: np.array([series[s][k][i] for s in present]) for k in ("open_time", "close",
+                                                                          "high", "low")}
+        outcomes.append(tracker.observe_candles("x", np.array(present, dtype=object), "1m", **col))
+        for model_type in NAMES:
+            values = model_values(model_type, len(present), rng)
+            tracker.add_predictions(predictions(model_type, present, col["open_time"], values))
+    return pa.concat_tables(outcomes)
+
+
+def predictions_made(series, seed: int = 0) -> dict:
+    """{(model_type, symbol, open_time): (value, p_low)} exactly as ``replay`` made them."""
+    tracker = OutcomeTracker()
+    made = {}
+    original = tracker.add_predictions
+
+    def spy(table):
+        for row in table.to_pylist():
+            outputs = dict(row["outputs"])
+            made[(row["model_type"], row["symbol"], row["open_time"])] = (
+                row["value"], outputs.get("p_swing_low", np.nan))
+        original(table)
+
+    tracker.add_predictions = spy
+    replay(tracker, series, range(max(len(s["close"]) for s in series.values())), seed)
+    return made
+
+
+@pytest.fixture(scope="module")
+def run():
+    series = {f"S{i}/USDT": candle_series(90 + 7 * i, seed=i) for i in range(3)}
+    tracker = OutcomeTracker(window=10_000)
+    outcomes = replay(tracker, series, range(200))
+    return series, tracker, outcomes, predictions_made(series)
+
+
+def rows_of(outcomes: pa.Table, model_type: str) -> list[dict]:
+    return [r for r in outcomes.to_pylist() if r["model_type"] == model_type]
+
+
+@pytest.mark.parametrize("model_type", list(NAMES))
+def test_realized_values_equal_the_training_labels(run, model_type):
+    series, _, outcomes, _ = run
+    got = {(r["symbol"], r["open_time"]): r for r in rows_of(outcomes, model_type)}
+    expected = {}
+    for symbol, candles in series.items():
+        labels = TRAINING_LABELS[model_type](candles)
+        for t, label in zip(candles["open_time"].tolist(), labels.tolist(), strict=True):
+            if np.isfinite(label):
+                expected[(symbol, t)] = label
+    assert set(got) == set(expected)  # every labellable candle scored, nothing else
+    keys = sorted(expected)
+    np.testing.assert_array_equal([got[k]["realized"] for k in keys], [expected[k] for k in keys])
+    horizon = LABEL_SPECS[model_type].horizon
+    assert all(r["scored_at_open_time"] == r["open_time"] + horizon * MINUTE for r in got.values())
+    if model_type == "swing":  # the series must exercise every class
+        assert {0.0, 1.0, 2.0} <= set(expected.values())
+
+
+def test_direction_correctness_and_error(run):
+    _, _, outcomes, made = run
+    rows = rows_of(outcomes, "direction")
+    p = np.array([made[("direction", r["symbol"], r["open_time"])][0] for r in rows])
+    y = np.array([r["realized"] for r in rows])
+    assert [r["correct"] for r in rows] == ((p >= 0.5) == (y == 1)).tolist()
+    np.testing.assert_allclose([r["error"] for r in rows], (p - y) ** 2)
+    assert 0 < sum(r["correct"] for r in rows) < len(rows)
+
+
+def test_regressors_have_no_correctness_and_absolute_errors(run):
+    _, _, outcomes, made = run
+    for model_type in ("return", "volatility"):
+        rows = rows_of(outcomes, model_type)
+        pred = np.array([made[(model_type, r["symbol"], r["open_time"])][0] for r in rows])
+        assert all(r["correct"] is None and r["log_loss"] is None for r in rows)
+        np.testing.assert_allclose([r["error"] for r in rows],
+                                   np.abs(pred - [r["realized"] for r in rows]))
+
+
+def swing_proba(rows, made) -> np.ndarray:
+    high, low = np.array([made[("swing", r["symbol"], r["open_time"])] for r in rows]).T
+    return np.column_stack([1 - high - low, high, low])
+
+
+def test_metrics_equal_scikit_learn(run):
+    _, tracker, outcomes, made = run
+    metrics = tracker.metrics()["models"]
+    rows = rows_of(outcomes, "direction")
+    p = np.array([made[("direction", r["symbol"], r["open_time"])][0] for r in rows])
+    y = np.array([r["realized"] for r in rows])
+    got = metrics["direction-1m"]["1m"]
+    assert got["count"] == got["scored"] == len(rows)
+    assert got["accuracy"] == pytest.approx(accuracy_score(y, p >= 0.5))
+    assert got["brier"] == pytest.approx(brier_score_loss(y, p))
+    assert got["log_loss"] == pytest.approx(log_loss(y, p, labels=[0, 1]))
+
+    rows = rows_of(outcomes, "swing")
+    proba, y = swing_proba(rows, made), np.array([r["realized"] for r in rows]).astype(int)
+    got = metrics["swing-1m"]["1m"]
+    assert got["accuracy"] == pytest.approx(accuracy_score(y, proba.argmax(axis=1)))
+    assert got["brier"] == pytest.approx(((proba - np.eye(3)[y]) ** 2).sum(axis=1).mean())
+    assert got["log_loss"] == pytest.approx(log_loss(y, proba, labels=[0, 1, 2]))
+
+    for model_type in ("return", "volatility"):
+        rows = rows_of(outcomes, model_type)
+        pred = [made[(model_type, r["symbol"], r["open_time"])][0] for r in rows]
+        y = [r["realized"] for r in rows]
+        got = metrics[f"{model_type}-1m"]["1m"]
+        assert got["mae"] == pytest.approx(mean_absolute_error(y, pred))
+        assert got["rmse"] == pytest.approx(np.sqrt(np.mean((np.subtract(pred, y)) ** 2)))
+        assert "accuracy" not in got
+
+
+def test_the_window_slides_at_every_tick():
+    series = {"A/USDT": candle_series(60, 1), "B/USDT": candle_series(60, 2)}
+    tracker, window, seen = OutcomeTracker(window=7), 7, []
+    rng = np.random.default_rng(5)
+    for i in range(60):
+        candles = {k: np.array([series[s][k][i] for s in sorted(series)])
+                   for k in ("open_time", "close", "high", "low")}
+        out = tracker.observe_candles("x", np.array(sorted(series)), "1m", **candles)
+        seen.extend(r for r in out.to_pylist() if r["model_type"] == "direction")
+        tracker.add_predictions(predictions("direction", sorted(series), candles["open_time"],
+                                            model_values("direction", 2, rng)))
+        got = tracker.metrics()["models"].get("direction-1m", {}).get("1m")
+        if not seen:
+            assert got is None
+            continue
+        last = seen[-window:]
+        assert got["count"] == len(last) and got["scored"] == len(seen)
+        assert got["brier"] == pytest.approx(np.mean([r["error"] for r in last]))
+        assert got["accuracy"] == pytest.approx(np.mean([r["correct"] for r in last]))
+    assert len(seen) > 3 * window
+
+
+def test_a_batch_larger_than_the_window_keeps_its_newest_outcomes():
+    tracker, symbols = OutcomeTracker(window=3), [f"S{i}" for i in range(8)]
+    tick(tracker, symbols, 0)
+    tracker.add_predictions(predictions("direction", symbols, np.full(8, START),
+                                        np.linspace(0.05, 0.95, 8)[:, None]))
+    out = tick(tracker, symbols, 1)
+    got = tracker.metrics()["models"]["direction-1m"]["1m"]
+    assert out.num_rows == 8 and got["count"] == 3
+    assert got["brier"] == pytest.approx(np.mean(out.column("error").to_numpy()[-3:]))
+
+
+def tick(tracker, symbols, i, timeframe="1m", step=MINUTE):
+    n = len(symbols)
+    price = np.full(n, 100.0 + i)
+    return tracker.observe_candles("x", np.array(symbols, dtype=object), timeframe,
+                                   np.full(n, START + i * step), price, price + 1, price - 1)
+
+
+def direction_at(symbols, i, timeframe="1m", step=MINUTE) -> pa.Table:
+    n = len(symbols)
+    return predictions("direction", symbols, np.full(n, START + i * step), np.full((n, 1), 0.7),
+                       timeframe)
+
+
+def test_a_gap_or_a_vanished_symbol_expires_after_the_bound():
+    tracker = OutcomeTracker(expire_after=3)
+    tick(tracker, ["A", "B", "C"], 0)
+    tracker.add_predictions(direction_at(["A", "B", "C"], 0))
+    tick(tracker, ["A", "C"], 2)  # candle 1 never comes: a gap (B is gone from here on)
+    tick(tracker, ["A", "C"], 3)
+    tick(tracker, ["A", "C"], 4)
+    assert tracker.pending == 3  # settling candle 1 + 3 candles = 4: not yet past the bound
+    tick(tracker, ["A", "C"], 5)
+    tick(tracker, ["A"], 6, timeframe="5m", step=5 * MINUTE)  # another clock expires nothing
+    assert tracker.pending == 0
+    got = tracker.metrics()["models"]["direction-1m"]["1m"]
+    assert (got["expired"], got["scored"], got["count"]) == (3, 0, 0)
+
+
+def test_a_late_prediction_is_scored_from_the_candles_already_seen():
+    tracker = OutcomeTracker()
+    for i in range(3):
+        tick(tracker, ["A"], i)
+    tracker.add_predictions(direction_at(["A"], 0))  # its settling candle 1 is already here
+    (row,) = tick(tracker, ["A"], 3).to_pylist()
+    assert (row["open_time"], row["realized"], row["scored_at_open_time"]) == (
+        START, 1.0, START + MINUTE)
+
+
+def test_a_replayed_old_candle_never_overwrites_a_newer_one():
+    tracker = OutcomeTracker(history=32)
+    for i in range(34):
+        tick(tracker, ["A"], i)
+    tracker.add_predictions(direction_at(["A"], 33))
+    tick(tracker, ["A"], 1)  # same ring column as candle 33: a replay of old data
+    (row,) = tick(tracker, ["A"], 34).to_pylist()
+    assert (row["open_time"], row["realized"]) == (START + 33 * MINUTE, 1.0)
+
+
+def test_pending_predictions_per_key_are_bounded_newest_kept():
+    tracker = OutcomeTracker(max_pending=5)
+    for i in range(12):
+        tracker.add_predictions(direction_at(["A", "B"], i))
+    assert tracker.pending == 10
+    assert tracker.metrics()["models"]["direction-1m"]["1m"]["dropped"] == 14
+    for i in range(13):
+        tick(tracker, ["A", "B"], i)
+    got = tracker.metrics()["models"]["direction-1m"]["1m"]
+    assert got["scored"] == 10 and tracker.pending == 0  # candles 7..11 of each symbol
+
+
+def test_replayed_predictions_are_scored_once_and_unknown_ones_counted():
+    tracker = OutcomeTracker()
+    tick(tracker, ["A"], 0)
+    tracker.add_predictions(direction_at(["A"], 0))
+    tracker.add_predictions(direction_at(["A"], 0))
+    odd = direction_at(["A"], 0).to_pylist()
+    odd[0].update(event_id="odd", model_type="sentiment")
+    tracker.add_predictions(pa.Table.from_pylist(odd, schema=PREDICTION_SCHEMA))
+    assert tracker.pending == 1 and tracker.metrics()["unscorable"] == 1
+    assert tick(tracker, ["A"], 1).num_rows == 1
+
+
+def test_snapshot_restores_a_tracker_that_continues_identically():
+    series = {f"S{i}": candle_series(70, seed=10 + i) for i in range(4)}
+    original = OutcomeTracker(window=50)
+    replay(original, series, range(33), seed=1)
+    restored = OutcomeTracker.from_snapshot(pickle.loads(pickle.dumps(original.snapshot())))
+    assert restored.metrics() == original.metrics()
+    assert replay(restored, series, range(33, 70), seed=2).equals(
+        replay(original, series, range(33, 70), seed=2))
+    assert restored.metrics() == original.metrics()
+    with pytest.raises(ValueError, match="version"):
+        OutcomeTracker.from_snapshot({**original.snapshot(), "version": 0})
+
+
+def test_a_many_symbol_tick_equals_one_symbol_at_a_time():
+    series = {f"S{i:03d}": candle_series(30, seed=100 + i) for i in range(300)}
+    together = replay(OutcomeTracker(), series, range(30), seed=3)
+    assert together.schema == OUTCOME_SCHEMA and together.num_rows > 300 * 20
+    # Symbols are independent: a sample of them, one symbol per call, gives the same rows.
+    sample = sorted(series)[::12]
+    alone, rng, parts = OutcomeTracker(), np.random.default_rng(3), []
+    for i in range(30):
+        values = {t: model_values(t, len(series), rng) for t in NAMES}  # same draws as replay
+        for symbol in sample:
+            c = {k: series[symbol][k][i : i + 1] for k in ("open_time", "close", "high", "low")}
+            parts.append(alone.observe_candles("x", [symbol], "1m", **c))
+        for t in NAMES:
+            picked = values[t][[sorted(series).index(s) for s in sample]]
+            alone.add_predictions(predictions(t, sample, np.full(len(sample), START + i * MINUTE),
+                                              picked))
+    in_sample = np.isin(together.column("symbol").to_numpy(zero_copy_only=False), sample)
+    by_id = [("event_id", "ascending")]
+    assert together.filter(in_sample).sort_by(by_id).equals(pa.concat_tables(parts).sort_by(by_id))
+
+
+def test_history_too_short_for_the_longest_label_is_rejected():
+    with pytest.raises(ValueError, match="history"):
+        OutcomeTracker(history=8)

@@ -79,7 +79,9 @@ class GradientBoosted:
         self.params = {**LGBM_PARAMS[model_type], **_LGBM_COMMON, **overrides}
         self.model = None
 
-    def fit(self, x: np.ndarray, y: np.ndarray, open_time=None, purge_ms: int = 0) -> GradientBoosted:
+    def fit(self, x: np.ndarray, y: np.ndarray, open_time=None, purge_ms: int = 0
+            ) -> GradientBoosted:
+        """Fit on every row (``open_time`` and ``purge_ms`` are for the stacked learner)."""
         from lightgbm import LGBMClassifier, LGBMRegressor
 
         if TASKS[self.model_type] == "regression":
@@ -131,6 +133,8 @@ class ScaledLogistic:
 # Base probabilities are clipped before the logit so a forest's 0 or 1 stays finite.
 LOGIT_CLIP = 1e-6
 META_FRACTION = 0.3  # the latest 30 % of a training set fits the meta-learner
+# Rows drawn for each forest tree: bounds the forest's cost on large pooled sets.
+FOREST_SAMPLES = 20_000
 
 
 def logits(p: np.ndarray) -> np.ndarray:
@@ -149,22 +153,27 @@ class StackedDirection:
 
     model_type = "direction"
 
-    def fit(self, x: np.ndarray, y: np.ndarray, open_time: np.ndarray, purge_ms: int) -> StackedDirection:
+    def __init__(self, **gbt_overrides):
+        self.gbt_overrides = gbt_overrides  # smaller boosted trees for tests
+
+    def fit(self, x: np.ndarray, y: np.ndarray, open_time: np.ndarray, purge_ms: int
+            ) -> StackedDirection:
         from sklearn.linear_model import LogisticRegression
 
         early, late = time_holdout(open_time, purge_ms, META_FRACTION)
         self._fit_bases(x[early], y[early])
-        self.meta = LogisticRegression(C=1.0).fit(self.base_logits(x[late]), y[late].astype(np.int64))
+        self.meta = LogisticRegression(C=1.0)
+        self.meta.fit(self.base_logits(x[late]), y[late].astype(np.int64))
         self._fit_bases(x, y)
         return self
 
     def _fit_bases(self, x: np.ndarray, y: np.ndarray) -> None:
         from sklearn.ensemble import RandomForestClassifier
 
-        self.gbt = GradientBoosted("direction").fit(x, y)
+        self.gbt = GradientBoosted("direction", **self.gbt_overrides).fit(x, y)
         self.forest = RandomForestClassifier(
             n_estimators=32, max_depth=6, min_samples_leaf=200, max_features="sqrt",
-            max_samples=min(1.0, 40_000 / len(x)), random_state=SEED, n_jobs=1,
+            max_samples=min(1.0, FOREST_SAMPLES / len(x)), random_state=SEED, n_jobs=1,
         ).fit(x, y.astype(np.int64))
         float32_exact_forest(self.forest)
         self.logistic = ScaledLogistic().fit(x, y)
@@ -190,9 +199,11 @@ class StackedDirection:
                 "random_forest": _plain(self.forest.get_params()),
                 "logistic": {"C": self.logistic.c, "scaling": "standard, float32 means"},
             },
-            "meta": {"logistic_on": "logits of each base's P(up)", "C": 1.0,
-                     "coef": self.meta.coef_[0].tolist(), "intercept": float(self.meta.intercept_[0]),
-                     "fit_on": f"latest {META_FRACTION:.0%} of the training rows, bases fitted before"},
+            "meta": {
+                "logistic_on": "logits of each base's P(up) (gbt, forest, logistic)", "C": 1.0,
+                "coef": self.meta.coef_[0].tolist(), "intercept": float(self.meta.intercept_[0]),
+                "fit_on": f"latest {META_FRACTION:.0%} of the training rows, bases fitted before",
+            },
         }
 
 

@@ -41,7 +41,8 @@ def walk_forward_folds(open_time: np.ndarray, purge_ms: int, n_folds: int = N_FO
     folds = []
     for k, (lo, hi) in enumerate(zip(cutoffs[:-1], cutoffs[1:], strict=True)):
         in_slice = (open_time >= lo) & ((open_time <= hi) if k == n_folds - 1 else (open_time < hi))
-        folds.append(Fold(purged_before(open_time, lo, purge_ms), np.flatnonzero(in_slice), float(lo)))
+        train = purged_before(open_time, lo, purge_ms)
+        folds.append(Fold(train, np.flatnonzero(in_slice), float(lo)))
     if any(len(f.test) == 0 or len(f.train) == 0 for f in folds):
         raise ValueError(f"too few distinct times for {n_folds} walk-forward folds")
     return folds
@@ -52,7 +53,8 @@ def purged_before(open_time: np.ndarray, start: float, purge_ms: int) -> np.ndar
     return np.flatnonzero(np.asarray(open_time) + purge_ms < start)
 
 
-def time_holdout(open_time: np.ndarray, purge_ms: int, late_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def time_holdout(open_time: np.ndarray, purge_ms: int, late_fraction: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """(early rows, late rows): the last ``late_fraction`` of time is held out, early rows
     are purged like a walk-forward fold's training set. Used to fit a stacker's
     meta-learner on predictions its base learners made out of sample."""

@@ -1,0 +1,81 @@
+"""The models committed in models_onnx/ match their manifests, and the manifests keep the
+contract the serving side reads (outputs, features, label horizons, stages)."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from orchestrator import PROJECT_ROOT
+from orchestrator.features import FEATURE_NAMES, REQUIRED_FEATURES
+from orchestrator.labels import LABEL_SPECS
+from orchestrator.training.datasets import MODEL_TYPES
+from orchestrator.training.onnx_export import OUTPUTS
+from serve_app.registry import Registry, sha256_of
+
+REGISTRY = PROJECT_ROOT / "models_onnx"
+TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
+MAX_BYTES = 1_000_000
+MANIFESTS = Registry(REGISTRY).manifests()
+
+
+def test_every_model_type_and_timeframe_is_committed():
+    ids = {m.model_id for m in MANIFESTS}
+    assert ids == {f"{t}-{tf}" for t in MODEL_TYPES for tf in TIMEFRAMES}
+    for tf in TIMEFRAMES:
+        direction = {m.version: m.metrics["model"]["log_loss"] for m in MANIFESTS
+                     if m.model_id == f"direction-{tf}"}
+        assert set(direction) == {"v1", "v2"}  # v2: the stacked ensemble
+
+
+@pytest.mark.parametrize("model_id", sorted({m.model_id for m in MANIFESTS}))
+def test_one_production_version_per_model(model_id):
+    versions = [m for m in MANIFESTS if m.model_id == model_id]
+    production = [m for m in versions if m.stage == "production"]
+    assert len(production) == 1
+    if len(versions) > 1:  # the competing direction versions: best log loss serves
+        losses = {m.version: m.metrics["model"]["log_loss"] for m in versions}
+        assert losses[production[0].version] == min(losses.values())
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda m: m.key)
+def test_model_file_matches_its_manifest(manifest):
+    data = (REGISTRY / manifest.model_id / manifest.version / manifest.file).read_bytes()
+    assert sha256_of(data) == manifest.sha256
+    assert len(data) < MAX_BYTES
+    assert set(manifest.feature_names) <= set(REQUIRED_FEATURES) <= set(FEATURE_NAMES)
+    model = onnx.load_from_string(data)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["feature_names"]) == list(manifest.feature_names)
+    assert props["model_type"] == manifest.model_type and props["timeframe"] == manifest.timeframe
+    assert props["version"] == manifest.version
+    assert len(json.loads(props["feature_means"])) == len(manifest.feature_names)
+    assert len(json.loads(props["feature_variances"])) == len(manifest.feature_names)
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda m: m.key)
+def test_declared_outputs_exist_in_the_graph(manifest):
+    assert manifest.outputs == OUTPUTS[manifest.model_type]
+    data = Registry(REGISTRY).load_bytes(manifest)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    graph_input = session.get_inputs()[0]
+    assert graph_input.type == "tensor(float)"
+    assert graph_input.shape[1] == len(manifest.feature_names)
+    rows = np.zeros((3, len(manifest.feature_names)), dtype=np.float32)
+    tensor = session.run([manifest.outputs["tensor"]], {graph_input.name: rows})[0]
+    values = tensor[:, manifest.outputs["columns"]]  # exactly what the server computes
+    assert values.shape == (3, len(manifest.outputs["names"]))
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda m: m.key)
+def test_manifest_records_label_metrics_and_distribution(manifest):
+    extra = manifest.model_extra
+    assert extra["label"] == LABEL_SPECS[manifest.model_type].to_dict()
+    metrics = manifest.metrics
+    assert isinstance(metrics["beats_baseline"], bool)
+    assert metrics["onnx_max_abs_diff"] >= 0 and metrics["test_rows"] > 0
+    assert set(metrics["model"]) >= set(metrics["baseline"]) - {"name"}
+    assert extra["training_distribution"]["feature_names"] == list(manifest.feature_names)
+    assert extra["training"]["rows"] > metrics["test_rows"]

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from orchestrator import resolve_path
 from orchestrator.feeds.exchange_config import ExchangeConfig
 from orchestrator.market.timeframes import TIMEFRAMES
 
@@ -52,6 +53,16 @@ class ReplayFeedConfig(StrictModel):
     speed: float = Field(0.0, ge=0, description="candles per second per symbol; 0 = as fast as possible")
     max_minutes: int | None = Field(None, ge=1, description="live (after warm-up) minutes to replay")
     warmup_minutes: int = Field(0, ge=0, description="first minutes sent at once to warm features up")
+    fallback: Literal["none", "synthetic"] = Field(
+        "none", description="synthetic: run the synthetic market instead when `path` is absent")
+
+    def resolved_or_fallback(self) -> ReplayFeedConfig | SyntheticFeedConfig:
+        """This feed, or the synthetic market standing in for it when its files are absent."""
+        if self.fallback == "none" or resolve_path(self.path).is_dir():
+            return self
+        return SyntheticFeedConfig(exchange="synthetic", symbols=self.symbols or SyntheticFeedConfig().symbols,
+                                   speed=self.speed, max_minutes=self.max_minutes,
+                                   warmup_minutes=self.warmup_minutes)
 
 
 FeedConfig = Annotated[
@@ -187,6 +198,8 @@ def feed_actors(feeds: tuple[FeedConfig, ...]) -> list[tuple[str, FeedConfig]]:
     ``symbols_per_actor`` symbols, one actor each; other feeds run in one actor."""
     actors = []
     for i, feed in enumerate(feeds):
+        if isinstance(feed, ReplayFeedConfig):
+            feed = feed.resolved_or_fallback()
         if not isinstance(feed, ExchangeConfig):
             actors.append((f"{feed.kind}-{i}", feed))
             continue

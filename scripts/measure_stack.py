@@ -48,6 +48,20 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return int(fields["Rss"].split()[0]), int(fields["Pss"].split()[0])
 
 
+def process_kind(pid: int) -> str:
+    """A short name for what a process is: a Serve replica's deployment, an actor class, or Ray."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return "gone"
+    if title.startswith("ray::ServeReplica:"):
+        deployment = title.split(":")[-1]
+        return "model replica" if deployment.startswith("model-") else f"replica {deployment}"
+    if title.startswith("ray::"):
+        return title.split()[0]
+    return "ray/serve core (gcs, raylet, dashboard, serve run...)"
+
+
 def first_prediction(base: str, proc: subprocess.Popen, budget_s: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < budget_s:
@@ -82,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.settle)
             pids = session_pids(proc.pid)
             rss, pss = map(sum, zip(*(memory_kb(p) for p in pids), strict=True))
+            kinds: dict[str, list[int]] = {}
+            for pid in pids:
+                kinds.setdefault(process_kind(pid), []).append(memory_kb(pid)[1])
         finally:
             os.killpg(proc.pid, signal.SIGINT)
             proc.wait(timeout=60)
@@ -90,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| processes in the stack | {len(pids)} |")
     print(f"| resident memory, PSS sum | {pss / 1024:.0f} MiB |")
     print(f"| resident memory, RSS sum (double-counts shared pages) | {rss / 1024:.0f} MiB |")
+    print("\n| process kind | count | PSS each (mean) |\n| --- | --- | --- |")
+    for kind, sizes in sorted(kinds.items(), key=lambda kv: -sum(kv[1])):
+        print(f"| {kind} | {len(sizes)} | {sum(sizes) / len(sizes) / 1024:.0f} MiB |")
     return 0
 
 

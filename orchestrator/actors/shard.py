@@ -137,13 +137,15 @@ class FeatureShard:
         """(closed candles, predictions) of one tick, or None when there is nothing to send."""
         self._counters["ticks"] += 1
         self._counters["rows_cold"] += tick.cold
-        handles = self._models.get(tick.timeframe, [])
-        if len(tick.features) == 0 or not handles:
+        if len(tick.features) == 0:
             return None
         if tick.timeframe in self._drift:
             self._drift[tick.timeframe].update(tick.features)
         if self._config.log_features:
             self._unconfirmed.append(self._sink.record_features.remote(feature_rows(tick)))
+        handles = self._models.get(tick.timeframe, [])
+        if not handles:
+            return None
         results = await asyncio.gather(
             *(self._call_model(h, tick.features) for h in handles), return_exceptions=True
         )

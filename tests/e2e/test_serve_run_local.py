@@ -29,28 +29,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _local_config(tmp_path: Path, port: int) -> Path:
+def _local_config(tmp_path: Path, port: int, redis_url: str) -> Path:
     config = yaml.safe_load((PROJECT_ROOT / "configs" / "local.yaml").read_text())
     config["http_options"]["port"] = port
-    config["applications"][0]["args"]["sink"]["log_dir"] = str(tmp_path / "predictions")
-    config["applications"][0]["args"]["features"]["state_dir"] = str(tmp_path / "state")
+    args = config["applications"][0]["args"]
+    args["sink"].update(log_dir=str(tmp_path / "predictions"), redis_url=redis_url, flush_seconds=1)
+    args["features"]["state_dir"] = str(tmp_path / "state")
     path = tmp_path / "local.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 @pytest.fixture
-def served(tmp_path):
+def served(tmp_path, redis_server):
     port = _free_port()
     serve_bin = Path(sys.executable).with_name("serve")
     log = (tmp_path / "serve.log").open("w")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
-        [str(serve_bin), "run", str(_local_config(tmp_path, port))],
+        [str(serve_bin), "run", str(_local_config(tmp_path, port, redis_server.url))],
         cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
     try:
-        yield f"http://127.0.0.1:{port}", proc, tmp_path
+        yield f"http://127.0.0.1:{port}", proc, tmp_path, redis_server
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: serve shuts down, Ray stops
         try:
@@ -74,30 +75,50 @@ def _poll_latest(base: str, proc, deadline: float) -> dict:
     pytest.fail("no prediction within the start-up budget")
 
 
-def test_serve_run_local_serves_real_predictions(served):
-    base, proc, tmp_path = served
+REAL_SYMBOLS = {"BTC/USDT", "ETH/USDT", "SOL/USDT", "ALGO/USDT", "AVAX/USDT", "DOT/USDT", "FIL/USDT",
+                "LINK/USDT", "LTC/USDT"}
+MODELS = {f"{kind}-{tf}" for kind in ("direction", "volatility") for tf in ("1m", "5m", "15m", "1h")}
+
+
+def _keys(body: dict) -> set[tuple[str, str]]:
+    return {(p["symbol"], p["model_id"]) for p in body["predictions"]}
+
+
+def test_serve_run_local_serves_real_predictions(served, shared_data):
+    base, proc, tmp_path, redis = served
     started = time.monotonic()
     first = _poll_latest(base, proc, started + STARTUP_BUDGET_S)
-    symbols = set(yaml.safe_load((PROJECT_ROOT / "configs" / "local.yaml").read_text())
-                  ["applications"][0]["args"]["feeds"][0]["symbols"])
-    deadline = time.monotonic() + 30
-    while {p["symbol"] for p in first["predictions"]} != symbols and time.monotonic() < deadline:
+    expected = {(s, m) for s in REAL_SYMBOLS for m in MODELS}  # 9 real symbols x 4 timeframes x 2 types
+    deadline = time.monotonic() + 60
+    while _keys(first) != expected and time.monotonic() < deadline:
         time.sleep(0.5)
         first = httpx.get(f"{base}/v1/predictions/latest", timeout=5).json()
-    assert {p["symbol"] for p in first["predictions"]} == symbols
+    assert _keys(first) == expected
     for p in first["predictions"]:
-        assert 0.0 <= p["prob_up"] <= 1.0
-        assert p["signal"] in {"LONG", "SHORT", "NEUTRAL"}
-        assert p["model_id"] == "direction-1m" and p["model_version"]
-        assert p["latency_ms"] >= 0
+        if p["model_type"] == "direction":
+            assert 0.0 <= p["prob_up"] <= 1.0 and p["signal"] in {"LONG", "SHORT", "NEUTRAL"}
+        else:
+            assert p["prob_up"] is None and p["value"] >= 0.0  # a predicted volatility
+        assert p["model_version"] and p["latency_ms"] >= 0
     time.sleep(2)
-    later = httpx.get(f"{base}/v1/predictions/latest", timeout=5).json()
-    before = {p["symbol"]: p["open_time"] for p in first["predictions"]}
-    assert all(p["open_time"] > before[p["symbol"]] for p in later["predictions"])
+    later = httpx.get(f"{base}/v1/predictions/latest", params={"timeframe": "1m"}, timeout=5).json()
+    before = {(p["symbol"], p["model_id"]): p["open_time"] for p in first["predictions"]}
+    assert all(p["open_time"] > before[(p["symbol"], p["model_id"])] for p in later["predictions"])
+    _check_log_and_redis(base, tmp_path, redis)
     assert httpx.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
     assert httpx.get(f"{base}/v1/predictions/latest", params={"timeframe": "7m"}).status_code == 422
     _check_api_over_http(base)
     _check_websocket(base)
+
+
+def _check_log_and_redis(base: str, tmp_path: Path, redis) -> None:
+    from orchestrator.sinks.parquet_log import read_log
+    from orchestrator.sinks.redis_bus import RedisStreamBus
+
+    time.sleep(2)  # flush_seconds=1: the log catches up
+    logged = read_log(tmp_path / "predictions")
+    assert logged.num_rows > 0 and set(logged.column("timeframe").to_pylist()) == {"1m", "5m", "15m", "1h"}
+    assert RedisStreamBus(redis.url).length() > 0
 
 
 def _check_api_over_http(base: str) -> None:
@@ -123,13 +144,15 @@ def _check_websocket(base: str) -> None:
 
     async def session():
         async with websockets.connect(base.replace("http", "ws") + "/v1/stream") as socket:
-            await socket.send(json.dumps({"action": "subscribe", "symbols": ["BTC/USDT"]}))
+            await socket.send(json.dumps({"action": "subscribe", "symbols": ["BTC/USDT"],
+                                          "timeframes": ["1m"]}))
             snapshot = json.loads(await asyncio.wait_for(socket.recv(), 10))
             live = json.loads(await asyncio.wait_for(socket.recv(), 10))
             return snapshot, live
 
     snapshot, live = asyncio.run(session())
     assert snapshot["type"] == "snapshot"
-    assert [p["symbol"] for p in snapshot["predictions"]] == ["BTC/USDT"]
-    assert live["type"] == "prediction" and live["symbol"] == "BTC/USDT"
-    assert live["open_time"] > snapshot["predictions"][0]["open_time"]
+    assert {(p["symbol"], p["timeframe"]) for p in snapshot["predictions"]} == {("BTC/USDT", "1m")}
+    assert {p["model_id"] for p in snapshot["predictions"]} == {"direction-1m", "volatility-1m"}
+    assert live["type"] == "prediction" and (live["symbol"], live["timeframe"]) == ("BTC/USDT", "1m")
+    assert live["open_time"] > min(p["open_time"] for p in snapshot["predictions"])

@@ -58,6 +58,13 @@ def _load(url: str, body: dict, stop: threading.Event, results: list) -> None:
                 results.append((time.monotonic(), type(exc).__name__, None))
 
 
+def _until(condition, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "load did not flow in time"
+        time.sleep(0.1)
+
+
 def test_switching_versions_under_load_drops_nothing(serve_app, ray_cluster, tmp_path):
     models_dir = _registry_with_two_versions(tmp_path)
 
@@ -75,11 +82,11 @@ def test_switching_versions_under_load_drops_nothing(serve_app, ray_cluster, tmp
                                                     stop, results)) for _ in range(4)]
     for worker in workers:
         worker.start()
-    time.sleep(3)
+    _until(lambda: len(results) >= 30)  # load is flowing before the switch
     switch_started = time.monotonic()
     serve_app.run(build_app(args("v2")), name="tickcast", route_prefix="/")
     switch_done = time.monotonic()
-    time.sleep(3)
+    _until(lambda: sum(t > switch_done + 1.0 for t, _, _ in list(results)) >= 30)
     stop.set()
     for worker in workers:
         worker.join()

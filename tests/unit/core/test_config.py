@@ -109,3 +109,13 @@ def test_grafana_dashboard_charts_the_metrics_the_code_publishes():
     source = (PROJECT_ROOT / "orchestrator" / "actors" / "metrics.py").read_text()
     published = set(re.findall(r'"(tickcast_[a-z_]+)"', source))
     assert charted == published  # every published metric has a panel, and no panel is orphaned
+
+
+def test_a_replay_without_its_files_falls_back_to_the_synthetic_market_when_asked(tmp_path):
+    from orchestrator.config import feed_actors
+
+    missing = {"kind": "replay", "path": str(tmp_path / "absent"), "speed": 3, "warmup_minutes": 5}
+    (_, feed), = feed_actors(parse_config({"feeds": [{**missing, "fallback": "synthetic"}]}).feeds)
+    assert isinstance(feed, SyntheticFeedConfig) and feed.speed == 3 and feed.warmup_minutes == 5
+    (_, kept), = feed_actors(parse_config({"feeds": [missing]}).feeds)
+    assert isinstance(kept, ReplayFeedConfig)  # no fallback: the feed fails loudly at start

@@ -279,8 +279,11 @@ def raise_first_error(results: Sequence) -> None:
 # --- the source -------------------------------------------------------------------------
 
 
-class CcxtRestSource:
-    """``FeedSource`` over ccxt REST polling for one exchange and a group of symbols."""
+class CcxtSourceBase:
+    """What both ccxt sources hold: the config, a client, the REST fetcher (polling, gap
+    repair and warm-up), counters, staleness, and the injectable clock, sleep and random."""
+
+    websocket = False
 
     def __init__(
         self,
@@ -296,11 +299,19 @@ class CcxtRestSource:
         self.exchange = config.exchange
         self.symbols = config.symbols
         self.counters = FeedCounters()
-        self._client = client if client is not None else build_client(config, websocket=False, environ=environ)
+        if client is None:
+            client = build_client(config, websocket=self.websocket, environ=environ)
+        self._client = client
         self._fetcher = OhlcvFetcher(self._client, config, self.counters, sleep=sleep, rand=rand)
-        self._clock = clock_ms
-        self._sleep = sleep
+        self._clock, self._sleep, self._rand = clock_ms, sleep, rand
         self._staleness = Staleness(config.symbols, clock_ms(), config.stale_after_periods * MINUTE_MS)
+
+
+class CcxtRestSource(CcxtSourceBase):
+    """``FeedSource`` over ccxt REST polling for one exchange and a group of symbols."""
+
+    def __init__(self, config: ExchangeConfig, **kwargs) -> None:
+        super().__init__(config, **kwargs)
         self._next_since: dict[str, int] = {}
         self._failing: dict[str, str] = {}
         self._next_poll_at: float | None = None

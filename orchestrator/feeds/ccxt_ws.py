@@ -32,18 +32,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import pyarrow as pa
 
 from orchestrator.feeds.ccxt_rest import (
     TIMEFRAME,
-    FeedCounters,
-    OhlcvFetcher,
-    Staleness,
+    CcxtSourceBase,
     client_secrets,
     count_batch,
     gather_bounded,
@@ -51,7 +48,6 @@ from orchestrator.feeds.ccxt_rest import (
     raise_first_error,
     row_open_time,
     rows_to_batch,
-    wall_clock_ms,
 )
 from orchestrator.feeds.errors import (
     RETRYABLE_KINDS,
@@ -60,9 +56,8 @@ from orchestrator.feeds.errors import (
     FeedError,
     to_feed_error,
 )
-from orchestrator.feeds.exchange_config import ExchangeConfig, build_client
-from orchestrator.feeds.retry import Backoff, Rand, Sleep
-from orchestrator.market.timeframes import MINUTE_MS
+from orchestrator.feeds.exchange_config import ExchangeConfig
+from orchestrator.feeds.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +70,14 @@ REMEMBERED_PER_SYMBOL = 64
 OUTAGES_KEPT = 16
 
 
-class CcxtWsSource:
+class CcxtWsSource(CcxtSourceBase):
     """``FeedSource`` over ccxt.pro kline streams for one exchange and a group of symbols."""
 
-    def __init__(
-        self,
-        config: ExchangeConfig,
-        *,
-        client=None,
-        clock_ms: Callable[[], int] = wall_clock_ms,
-        sleep: Sleep = asyncio.sleep,
-        rand: Rand = random.random,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        self.config = config
-        self.exchange = config.exchange
-        self.symbols = config.symbols
-        self.counters = FeedCounters()
-        self._client = client if client is not None else build_client(config, websocket=True, environ=environ)
-        self._fetcher = OhlcvFetcher(self._client, config, self.counters, sleep=sleep, rand=rand)
+    websocket = True
+
+    def __init__(self, config: ExchangeConfig, **kwargs) -> None:
+        super().__init__(config, **kwargs)
         self._secrets = client_secrets(self._client)
-        self._clock, self._sleep, self._rand = clock_ms, sleep, rand
-        self._staleness = Staleness(config.symbols, clock_ms(), config.stale_after_periods * MINUTE_MS)
         self._passed_on: dict[str, dict[int, tuple]] = {}
         self._data_ready = asyncio.Event()
         self._pumps: list[asyncio.Task] = []

@@ -142,6 +142,7 @@ class ServingConfig(StrictModel):
     num_cpus: float = Field(0.25, gt=0)
     autoscaling: AutoscalingConfig | None = Field(None, description="model deployments; none: 1 replica")
     ingress_num_cpus: float = Field(0.1, gt=0)
+    ingress_max_ongoing_requests: int = Field(256, ge=1, description="HTTP requests and open streams")
     ingress_autoscaling: AutoscalingConfig | None = None
 
 

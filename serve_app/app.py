@@ -53,7 +53,10 @@ def build_app(args: dict | None = None) -> serve.Application:
     unversioned = config.model_copy(update={"models": tuple(r.model_copy(update={"version": None})
                                                             for r in config.models)})
     pipeline = Pipeline.bind(unversioned.model_dump(mode="json"), models)
+    # Serve's default of 5 ongoing requests per replica would queue 32 clients behind 5, and
+    # every open WebSocket holds one slot for as long as it is connected.
     ingress = Ingress.options(ray_actor_options={"num_cpus": config.serving.ingress_num_cpus},
+                              max_ongoing_requests=config.serving.ingress_max_ongoing_requests,
                               **_scaling(config.serving.ingress_autoscaling))
     return ingress.bind(unversioned.model_dump(mode="json"), pipeline, models)
 

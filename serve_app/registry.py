@@ -93,6 +93,9 @@ def _version_sort_key(version: str) -> tuple[int, str]:
 class Registry:
     def __init__(self, root: Path):
         self.root = Path(root)
+        # Parsed manifests by path, valid while the file's mtime and size are unchanged: a
+        # request path resolves models often, and re-parsing 30 manifests cost ~10 ms each time.
+        self._parsed: dict[Path, tuple[tuple[int, int], ModelManifest]] = {}
 
     def manifests(self, model_type: str | None = None, timeframe: str | None = None
                   ) -> list[ModelManifest]:
@@ -185,9 +188,16 @@ class Registry:
 
     def _read(self, path: Path) -> ModelManifest:
         try:
-            return ModelManifest.model_validate(json.loads(path.read_text()))
+            stat = path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            cached = self._parsed.get(path)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            manifest = ModelManifest.model_validate(json.loads(path.read_text()))
         except (ValueError, OSError) as exc:
             raise RegistryError(f"unreadable manifest {path}: {exc}") from exc
+        self._parsed[path] = (stamp, manifest)
+        return manifest
 
 
 def write_atomically(path: Path, text: str) -> None:

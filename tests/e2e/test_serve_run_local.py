@@ -155,4 +155,8 @@ def _check_websocket(base: str) -> None:
     assert {(p["symbol"], p["timeframe"]) for p in snapshot["predictions"]} == {("BTC/USDT", "1m")}
     assert {p["model_id"] for p in snapshot["predictions"]} == {"direction-1m", "volatility-1m"}
     assert live["type"] == "prediction" and (live["symbol"], live["timeframe"]) == ("BTC/USDT", "1m")
-    assert live["open_time"] > min(p["open_time"] for p in snapshot["predictions"])
+    # Live means new: not a prediction the snapshot already held (another model on the same
+    # candle may arrive just after the snapshot, so compare keys, not only times).
+    seen = {(p["model_id"], p["open_time"]) for p in snapshot["predictions"]}
+    assert (live["model_id"], live["open_time"]) not in seen
+    assert live["open_time"] >= min(p["open_time"] for p in snapshot["predictions"])

@@ -50,7 +50,8 @@ def test_local_yaml_args_parse():
     assert app["import_path"] == "serve_app.app:build_app"
     parsed = parse_config(app["args"])
     assert parsed.environment == "local"
-    assert len(parsed.feeds[0].symbol_list()) >= 3
+    assert all(isinstance(f, ReplayFeedConfig) and f.fallback == "synthetic" for f in parsed.feeds)
+    assert len(parsed.features.timeframes) >= 4 and len({m.model_type for m in parsed.models}) >= 2
 
 
 def test_exchange_feeds_split_into_actors_by_symbol_groups():

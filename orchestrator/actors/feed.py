@@ -76,7 +76,7 @@ class ShardLink:
     def __init__(self, feed: str, shard):
         self.feed, self.shard = feed, shard
         self.next_seq = 0
-        self.unacked: deque[tuple[int, pa.RecordBatch, float]] = deque()
+        self.unacked: deque[tuple[int, pa.RecordBatch, float, bool]] = deque()  # seq, batch, emitted, warm-up
         self.recoveries = 0
 
     async def send(self, batch: pa.RecordBatch, emitted_at_ms: float, warmup: bool = False) -> None:
@@ -132,7 +132,8 @@ class FeedActor:
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        if self._task is None:
+        """Start the feed loop; also restarts a loop that died (the supervisor calls this)."""
+        if self._task is None or (self._task.done() and not self._done):
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:

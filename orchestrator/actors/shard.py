@@ -19,8 +19,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import ray
-from ray.exceptions import RayActorError
-from ray.serve.exceptions import RayServeException
 
 from orchestrator.actors.metrics import ShardMetrics
 from orchestrator.checkpoint import load_checkpoint, save_checkpoint
@@ -166,9 +164,10 @@ class FeatureShard:
         while True:
             try:
                 return await handle.predict.remote(features)
-            except (RayActorError, RayServeException, TimeoutError):
+            except Exception as exc:  # a dying replica surfaces as several error types
                 if time.monotonic() >= deadline:
                     raise
+                log.warning("shard %d: model call failed (%s); retrying", self.shard_id, type(exc).__name__)
                 self._counters["model_retries"] += 1
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)

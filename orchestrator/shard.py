@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from orchestrator.features import IncrementalFeatures, warm_rows
 from orchestrator.market.aggregate import CompletedCandles, TimeframeAggregator
+from orchestrator.market.timeframes import run_bounds
 
 SNAPSHOT_VERSION = 1
 OHLCV = ("open", "high", "low", "close", "volume")
@@ -93,7 +94,8 @@ class ShardState:
         """
         cols = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
         ticks: list[FeatureTick] = []
-        for start, stop in _runs_of_equal(cols["open_time"]):
+        bounds = run_bounds(cols["open_time"]).tolist()
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
             ticks.extend(self._minute({k: v[start:stop] for k, v in cols.items()}))
         return ticks
 
@@ -173,15 +175,6 @@ class ShardState:
         state.last_time = np.array(snap["last_time"], dtype=np.int64)
         state.candles_in = snap["candles_in"]
         return state
-
-
-def _runs_of_equal(values: np.ndarray) -> list[tuple[int, int]]:
-    """[start, stop) ranges of consecutive equal values in a sorted array."""
-    if len(values) == 0:
-        return []
-    edges = np.flatnonzero(np.diff(values)) + 1
-    bounds = np.concatenate([[0], edges, [len(values)]])
-    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
 
 
 def feature_rows(tick: FeatureTick) -> pa.Table:

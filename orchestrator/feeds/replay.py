@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from orchestrator import resolve_path
@@ -16,6 +15,7 @@ from orchestrator.config import ReplayFeedConfig
 from orchestrator.feeds.pacing import Pacer
 from orchestrator.market.archives import infer_symbol_timeframe, path_safe_symbol, read_candles
 from orchestrator.market.schema import CANDLE_SCHEMA
+from orchestrator.market.timeframes import run_bounds
 from orchestrator.market.validate import table_to_batch
 
 REPLAYABLE_SUFFIXES = (".parquet", ".feather", ".arrow", ".zip")
@@ -69,7 +69,7 @@ class ReplaySource:
         files = replay_files(resolve_path(config.path), config.symbols)
         self._timeline = load_timeline(files, config.exchange)
         self.symbols = tuple(sorted(set(self._timeline.column("symbol").to_pylist())))
-        self._bounds = _minute_bounds(self._timeline.column("open_time").to_numpy())
+        self._bounds = run_bounds(self._timeline.column("open_time").to_numpy())
         if config.max_minutes is not None:
             self._bounds = self._bounds[: config.warmup_minutes + config.max_minutes + 1]
         self._position = state["position"] if state else 0
@@ -101,7 +101,3 @@ class ReplaySource:
         return {"kind": "replay", "symbols": len(self.symbols), "minutes_emitted": self._position,
                 "minutes_total": total}
 
-
-def _minute_bounds(open_time: np.ndarray) -> np.ndarray:
-    edges = np.flatnonzero(np.diff(open_time)) + 1
-    return np.concatenate([[0], edges, [len(open_time)]])

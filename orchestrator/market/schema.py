@@ -55,22 +55,20 @@ def candles_from_arrays(
     ``ohlcv`` holds open/high/low/close/volume and any of the optional columns;
     optional columns that are absent become nulls, never invented values.
     """
-    open_time = np.asarray(open_time, dtype=np.int64)
-    n = len(open_time)
-    columns: dict[str, pa.Array] = {
-        "exchange": _string_column(exchange, n),
-        "symbol": _string_column(symbol, n),
-        "timeframe": pa.array([timeframe] * n, pa.string()),
-        "open_time": pa.array(open_time),
-        "close_time": pa.array(open_time + (timeframe_ms(timeframe) - 1)),
+    # Through the columnar builder; numpy columns become Arrow arrays here as given, so a
+    # NaN in an optional column stays NaN (validation rejects it) rather than turning null.
+    columns = {
+        name: pa.array(np.asarray(values, dtype=np.float64) if name != "trade_count" else values,
+                       CANDLE_SCHEMA.field(name).type)
+        for name, values in ohlcv.items()
+        if values is not None and name in CANDLE_SCHEMA.names
     }
-    for name in (*PRICE_COLUMNS, "volume"):
-        columns[name] = pa.array(np.asarray(ohlcv[name], dtype=np.float64))
-    for name in OPTIONAL_COLUMNS:
-        field = CANDLE_SCHEMA.field(name)
-        values = ohlcv.get(name)
-        columns[name] = pa.nulls(n, field.type) if values is None else pa.array(values, field.type)
-    return pa.RecordBatch.from_arrays([columns[c] for c in CANDLE_COLUMNS], schema=CANDLE_SCHEMA)
+    table = candles_from_columns(
+        exchange=exchange if isinstance(exchange, str) else _string_column(exchange),
+        symbol=symbol if isinstance(symbol, str) else _string_column(symbol),
+        timeframe=timeframe, open_time=np.asarray(open_time, dtype=np.int64), columns=columns,
+    )
+    return pa.RecordBatch.from_arrays([c.combine_chunks() for c in table.columns], schema=CANDLE_SCHEMA)
 
 
 def candles_from_frame(
@@ -91,10 +89,8 @@ def _to_epoch_ms(dates: pd.Series) -> np.ndarray:
     return dates.dt.tz_convert("UTC").astype("datetime64[ms, UTC]").astype("int64").to_numpy()
 
 
-def _string_column(value: str | np.ndarray, n: int) -> pa.Array:
-    if isinstance(value, str):
-        return pa.array([value] * n, pa.string())
-    return pa.array(np.asarray(value, dtype=object), pa.string())
+def _string_column(values) -> pa.Array:
+    return pa.array(np.asarray(values, dtype=object), pa.string())
 
 
 # --- Columnar builders (added for archives/resample): no Python lists, no per-row work. ---

@@ -25,7 +25,21 @@ def _check_timeframe(value: str) -> str:
     return value
 
 
-class SyntheticFeedConfig(StrictModel):
+class OfflineFeedConfig(StrictModel):
+    """What the offline sources (synthetic, replay) share."""
+
+    batch_minutes: int = Field(1, ge=1, le=1440, description=(
+        "at speed 0 (as fast as possible), minutes sent per batch: per-call costs are shared "
+        "across them; a paced feed always sends one minute at a time"))
+
+    speed: float  # defined by each source, with its own default
+
+    @property
+    def minutes_per_batch(self) -> int:
+        return self.batch_minutes if self.speed == 0 else 1
+
+
+class SyntheticFeedConfig(OfflineFeedConfig):
     """Deterministic random-walk market; the embedded default (no files, no network)."""
 
     kind: Literal["synthetic"] = "synthetic"
@@ -43,7 +57,7 @@ class SyntheticFeedConfig(StrictModel):
         return tuple(f"SYN{i:04d}/USDT" for i in range(self.n_symbols))
 
 
-class ReplayFeedConfig(StrictModel):
+class ReplayFeedConfig(OfflineFeedConfig):
     """Replay of history files: Parquet candle files or Binance kline zip archives."""
 
     kind: Literal["replay"] = "replay"
@@ -62,7 +76,7 @@ class ReplayFeedConfig(StrictModel):
             return self
         return SyntheticFeedConfig(exchange="synthetic", symbols=self.symbols or SyntheticFeedConfig().symbols,
                                    speed=self.speed, max_minutes=self.max_minutes,
-                                   warmup_minutes=self.warmup_minutes)
+                                   warmup_minutes=self.warmup_minutes, batch_minutes=self.batch_minutes)
 
 
 FeedConfig = Annotated[
@@ -75,7 +89,11 @@ class FeatureConfig(StrictModel):
     timeframes: tuple[str, ...] = ("1m",)
     num_cpus: float = Field(0.25, gt=0)
     state_dir: str = Field("var/state", description="shard checkpoints; relative to the repository")
-    checkpoint_every: int = Field(100, ge=1, description="checkpoint a shard every N candle batches")
+    checkpoint_every: int = Field(100, ge=1, description=(
+        "checkpoint the shards every N minutes of candles a feed routes"))
+    in_flight: int = Field(2, ge=1, le=16, description=(
+        "batches a feed keeps in flight to each shard: the shard computes the next batch's "
+        "features while the last one waits for its models (bounded: this is the queue)"))
     log_features: bool = Field(False, description="also write every feature row to the log")
     backpressure: Literal["wait", "skip_stale"] = Field(
         "wait", description="wait: predict every tick, however late; skip_stale: update features "
@@ -144,6 +162,11 @@ class ServingConfig(StrictModel):
     ingress_num_cpus: float = Field(0.1, gt=0)
     ingress_max_ongoing_requests: int = Field(256, ge=1, description="HTTP requests and open streams")
     ingress_autoscaling: AutoscalingConfig | None = None
+    # A handle call costs milliseconds of CPU, a row microseconds: the ingress merges HTTP
+    # predicts for one model that arrive while a call for it is out (serve_app/coalesce.py).
+    coalesce_window_s: float = Field(0.002, ge=0, le=0.1,
+                                     description="ingress: wait for company at most this; 0: off")
+    coalesce_max_rows: int = Field(2048, ge=1, le=100_000, description="ingress: rows per merged call")
 
 
 class ApiConfig(StrictModel):
@@ -165,7 +188,9 @@ class SinkConfig(StrictModel):
     log_dir: str = "var/predictions"
     flush_rows: int = Field(5000, ge=1)
     flush_seconds: float = Field(5.0, gt=0)
-    outcome_window: int = Field(500, ge=10, description="outcomes per model in the running metrics")
+    outcome_window: int = Field(500, ge=10, description=(
+        "outcomes per model and timeframe in the running metrics (each feature shard keeps its "
+        "own window; /v1/status merges them)"))
     redis_url: str | None = Field(None, description="redis://host:port/db: publish to Redis Streams")
     redis_stream: str = "tickcast:predictions"
     redis_maxlen: int = Field(100_000, ge=100)

@@ -13,8 +13,6 @@ trading, can never be scored. It expires once its timeframe's newest candle is
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +27,8 @@ from orchestrator.labels import (
 from orchestrator.market.timeframes import TIMEFRAME_MS, timeframe_ms
 
 SNAPSHOT_VERSION = 1
+KEY_COLUMNS = ("exchange", "symbol", "timeframe")
+KEY_SEPARATOR = "\x1f"  # never in an exchange, symbol or timeframe name
 CLASSIFIERS = ("direction", "swing")
 # Probabilities are clipped before the log as in orchestrator/training/metrics.py.
 _EPS = np.finfo(np.float64).eps
@@ -128,21 +128,28 @@ class CandleRing:
         self.size = size
         self.keys: list[tuple[str, str, str]] = []  # (exchange, symbol, timeframe) per slot
         self._slot_of: dict[tuple[str, str, str], int] = {}
+        self._joined = pa.array([], pa.string())  # the keys joined, for hash lookups in Arrow
+        self.columns = {name: np.empty(0, dtype=object) for name in KEY_COLUMNS}  # per slot
         self.step = np.empty(0, dtype=np.int64)
         self.time = np.empty((0, size), dtype=np.int64)
         self.ohlc = {name: np.empty((0, size)) for name in ("close", "high", "low")}
 
     def slots_for(self, exchange, symbol, timeframe) -> np.ndarray:
-        keys = list(zip(exchange, symbol, timeframe, strict=True))
-        new = list(dict.fromkeys(k for k in keys if k not in self._slot_of))
-        if new:
-            self._register(new)
-        return np.fromiter((self._slot_of[k] for k in keys), dtype=np.int64, count=len(keys))
+        """Each row's slot, found by one hash lookup in Arrow (new series are registered)."""
+        parts = [pa.array(np.asarray(c, dtype=object), pa.string()) for c in (exchange, symbol, timeframe)]
+        joined = pc.binary_join_element_wise(*parts, KEY_SEPARATOR)
+        slots = pc.index_in(joined, value_set=self._joined)
+        if slots.null_count:
+            missing = pc.unique(joined.filter(pc.is_null(slots))).to_pylist()
+            self._register([tuple(k.split(KEY_SEPARATOR)) for k in missing])
+            slots = pc.index_in(joined, value_set=self._joined)
+        return slots.to_numpy().astype(np.int64)
 
     def _register(self, new: list[tuple[str, str, str]]) -> None:
         for key in new:
             self._slot_of[key] = len(self.keys)
             self.keys.append(key)
+        self._index_keys(len(self.keys) - len(new))
         self.step = np.concatenate([self.step, [timeframe_ms(k[2]) for k in new]])
         self.time = np.vstack([self.time, np.full((len(new), self.size), -1, dtype=np.int64)])
         for name, values in self.ohlc.items():
@@ -163,8 +170,14 @@ class CandleRing:
         present = self.time[rows, column] == times
         return present, {name: values[rows, column] for name, values in self.ohlc.items()}
 
+    def _index_keys(self, first_new: int) -> None:
+        self._joined = pa.array([KEY_SEPARATOR.join(k) for k in self.keys], pa.string())
+        for i, name in enumerate(KEY_COLUMNS):
+            new = np.array([k[i] for k in self.keys[first_new:]], dtype=object)
+            self.columns[name] = np.concatenate([self.columns[name][:first_new], new])
+
     def timeframes(self, slots: np.ndarray) -> np.ndarray:
-        return np.array([self.keys[s][2] for s in slots.tolist()], dtype=object)
+        return self.columns["timeframe"][slots]
 
     def snapshot(self) -> dict:
         return {"size": self.size, "keys": list(self.keys), "step": self.step.copy(),
@@ -175,6 +188,7 @@ class CandleRing:
         ring = cls(snap["size"])
         ring.keys = [tuple(k) for k in snap["keys"]]
         ring._slot_of = {k: i for i, k in enumerate(ring.keys)}
+        ring._index_keys(0)
         ring.step, ring.time = snap["step"].copy(), snap["time"].copy()
         ring.ohlc = {k: v.copy() for k, v in snap["ohlc"].items()}
         return ring
@@ -207,6 +221,41 @@ class RollingOutcomes:
                 "rmse": float(np.sqrt((error**2).mean()))}
 
 
+def merge_metrics(parts: list[dict]) -> dict:
+    """Several trackers' ``metrics()`` (one per feature shard) as one: counts add up, each
+    window statistic is the mean of the shards' weighted by their window counts (RMSE via
+    its square)."""
+    merged: dict[str, dict] = {}
+    for part in parts:
+        for model_id, by_tf in part.get("models", {}).items():
+            for timeframe, stats in by_tf.items():
+                merged.setdefault(model_id, {}).setdefault(timeframe, []).append(stats)
+    return {"window": max((p.get("window", 0) for p in parts), default=0),
+            "pending": sum(p.get("pending", 0) for p in parts),
+            "unscorable": sum(p.get("unscorable", 0) for p in parts),
+            "models": {m: {tf: _merge_stats(s) for tf, s in by_tf.items()} for m, by_tf in merged.items()}}
+
+
+def _merge_stats(stats: list[dict]) -> dict:
+    out = {"model_type": stats[0]["model_type"],
+           **{k: sum(s[k] for s in stats) for k in ("scored", "expired", "dropped", "count")}}
+    for name in ("accuracy", "brier", "log_loss", "mae", "rmse"):
+        weighted = [(s["count"], s[name]) for s in stats if s.get(name) is not None and s["count"]]
+        if name in stats[0]:
+            out[name] = _weighted_mean(weighted, squared=name == "rmse")
+    return out
+
+
+def _weighted_mean(pairs: list[tuple[int, float]], squared: bool) -> float | None:
+    if not pairs:
+        return None
+    counts = np.array([c for c, _ in pairs], dtype=np.float64)
+    values = np.array([v for _, v in pairs], dtype=np.float64)
+    if squared:
+        return float(np.sqrt((counts * values**2).sum() / counts.sum()))
+    return float((counts * values).sum() / counts.sum())
+
+
 def _take(columns: dict, index) -> dict:
     return {k: v[index] for k, v in columns.items()}
 
@@ -215,10 +264,25 @@ def _concat(a: dict, b: dict) -> dict:
     return {k: np.concatenate([a[k], b[k]]) for k in a}
 
 
-def _first_occurrences(ids: np.ndarray) -> np.ndarray:
-    keep = np.zeros(len(ids), dtype=bool)
-    keep[np.unique(ids, return_index=True)[1]] = True
-    return keep
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Small integer codes of string values (equal strings, equal codes), hashed in Arrow."""
+    return pa.array(values, pa.string()).dictionary_encode().indices.to_numpy().astype(np.int64)
+
+
+def _per_value(values: np.ndarray, of) -> np.ndarray:
+    """``of(v)`` for each row, computed once per distinct value."""
+    encoded = pa.array(values, pa.string()).dictionary_encode()
+    table = np.array([of(v) for v in encoded.dictionary.to_pylist()])
+    return table[encoded.indices.to_numpy()] if len(table) else np.empty(0)
+
+
+def _unseen(ids: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """Rows whose id is not in ``seen`` and not an earlier row's (replays are no-ops)."""
+    arrow = pa.array(ids, pa.string())
+    fresh = ~pc.is_in(arrow, value_set=pa.array(seen, pa.string())).to_numpy(zero_copy_only=False)
+    first = np.zeros(len(ids), dtype=bool)
+    first[np.unique(_codes(ids), return_index=True)[1]] = True
+    return fresh & first
 
 
 def _rank_within_groups(group: np.ndarray, newest_first: np.ndarray) -> np.ndarray:
@@ -258,8 +322,8 @@ class OutcomeTracker:
 
     # --- predictions ---------------------------------------------------------------------
     def add_predictions(self, table: pa.Table) -> None:
-        merged = _concat(self._pending, self._pending_rows(table))
-        merged = _take(merged, _first_occurrences(merged["event_id"]))  # replays are no-ops
+        new = self._pending_rows(table)
+        merged = _concat(self._pending, _take(new, _unseen(new["event_id"], self._pending["event_id"])))
         keep = self._within_bound(merged)
         self._count(_take(merged, ~keep), "dropped")
         self._pending = _take(merged, keep)
@@ -268,13 +332,15 @@ class OutcomeTracker:
         cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in (
             "event_id", "model_id", "model_version", "model_type", "exchange", "symbol",
             "timeframe", "open_time", "value")}
-        known = np.isin(cols["model_type"], list(LABEL_SPECS)) & np.isin(
-            cols["timeframe"], list(TIMEFRAME_MS))
+        known = (pc.is_in(table.column("model_type"), value_set=pa.array(list(LABEL_SPECS)))
+                 .to_numpy(zero_copy_only=False)
+                 & pc.is_in(table.column("timeframe"), value_set=pa.array(list(TIMEFRAME_MS)))
+                 .to_numpy(zero_copy_only=False))
         self.unscorable += int((~known).sum())
         p_low = pc.map_lookup(table.column("outputs"), "p_swing_low", "first")
         cols = _take({**cols, "p_low": p_low.to_numpy(zero_copy_only=False)}, known)
         slot = self._ring.slots_for(cols["exchange"], cols["symbol"], cols["timeframe"])
-        horizon = np.array([LABEL_SPECS[t].horizon for t in cols["model_type"]], dtype=np.int64)
+        horizon = _per_value(cols["model_type"], lambda t: LABEL_SPECS[t].horizon).astype(np.int64)
         rows = {**cols, "slot": slot, "settle": cols["open_time"] + horizon * self._ring.step[slot]}
         return {k: np.asarray(rows[k], dtype=t) for k, t in PENDING_DTYPES.items()}
 
@@ -282,7 +348,7 @@ class OutcomeTracker:
         """Keep the newest ``max_pending`` of each (model_id, series)."""
         if not len(pending["slot"]):
             return np.ones(0, dtype=bool)
-        model_code = np.unique(pending["model_id"], return_inverse=True)[1]
+        model_code = _codes(pending["model_id"])
         group = model_code * len(self._ring.keys) + pending["slot"]
         return _rank_within_groups(group, pending["open_time"]) < self.max_pending
 
@@ -335,11 +401,10 @@ class OutcomeTracker:
         return complete, {**rows, "realized": y, "hit": hit, "error": error, "log_loss": log_loss}
 
     def _outcome_table(self, c: dict) -> pa.Table:
-        keys = [self._ring.keys[s] for s in c["slot"].tolist()]
         columns = {
             **{k: c[k] for k in ("event_id", "model_id", "model_version", "model_type")},
-            "exchange": [k[0] for k in keys], "symbol": [k[1] for k in keys],
-            "timeframe": [k[2] for k in keys], "open_time": c["open_time"], "value": c["value"],
+            **{k: self._ring.columns[k][c["slot"]] for k in KEY_COLUMNS},
+            "open_time": c["open_time"], "value": c["value"],
             "realized": c["realized"],
             "correct": pa.array(c["hit"] == 1.0, mask=np.isnan(c["hit"])),
             "error": c["error"],
@@ -358,20 +423,25 @@ class OutcomeTracker:
             self._windows[key] = RollingOutcomes(self.window)
         return self._totals[key]
 
-    def _count(self, rows: dict, kind: str) -> None:
+    def _groups(self, rows: dict) -> list[tuple[str, str, str, np.ndarray]]:
+        """(model_id, timeframe, model_type, row indices in order) of each group of rows."""
+        if not len(rows["slot"]):
+            return []
         timeframes = self._ring.timeframes(rows["slot"])
-        keys = zip(rows["model_id"].tolist(), timeframes.tolist(), rows["model_type"].tolist(),
-                   strict=True)
-        for (model_id, timeframe, model_type), n in Counter(keys).items():
-            self._totals_of(model_id, timeframe, model_type)[kind] += n
+        key = _codes(rows["model_id"]) * (1 << 32) + _codes(timeframes)
+        firsts, inverse = np.unique(key, return_index=True, return_inverse=True)[1:]
+        return [(rows["model_id"][i], timeframes[i], rows["model_type"][i], np.flatnonzero(inverse == g))
+                for g, i in enumerate(firsts)]
+
+    def _count(self, rows: dict, kind: str) -> None:
+        for model_id, timeframe, model_type, index in self._groups(rows):
+            self._totals_of(model_id, timeframe, model_type)[kind] += len(index)
 
     def _record(self, c: dict) -> None:
         self._count(c, "scored")
-        timeframes = self._ring.timeframes(c["slot"])
         values = np.column_stack([c["hit"], c["error"], c["log_loss"]])
-        for key in set(zip(c["model_id"].tolist(), timeframes.tolist(), strict=True)):
-            rows = (c["model_id"] == key[0]) & (timeframes == key[1])
-            self._windows[key].extend(values[rows])  # in outcome order
+        for model_id, timeframe, _, index in self._groups(c):
+            self._windows[(model_id, timeframe)].extend(values[index])  # in outcome order
 
     def metrics(self) -> dict:
         """{"window", "pending", "unscorable", "models": {model_id: {timeframe: stats}}}."""

@@ -177,6 +177,21 @@ class ShardState:
         return state
 
 
+def merge_by_timeframe(ticks: list[FeatureTick]) -> list[FeatureTick]:
+    """A batch's ticks as one tick per timeframe, rows in time order: a multi-minute batch
+    (a fast replay) then costs one model call per (model, timeframe), not one per minute."""
+    groups: dict[str, list[FeatureTick]] = {}
+    for tick in ticks:
+        groups.setdefault(tick.timeframe, []).append(tick)
+    return [group[0] if len(group) == 1 else _concat_ticks(group) for group in groups.values()]
+
+
+def _concat_ticks(ticks: list[FeatureTick]) -> FeatureTick:
+    columns = ("exchange", "symbol", "open_time", "close", "high", "low", "features")
+    arrays = {name: np.concatenate([getattr(t, name) for t in ticks]) for name in columns}
+    return FeatureTick(ticks[0].timeframe, **arrays, cold=sum(t.cold for t in ticks))
+
+
 def feature_rows(tick: FeatureTick) -> pa.Table:
     """A tick's warm feature rows as a table: key columns, then one column per feature."""
     from orchestrator.features import FEATURE_NAMES

@@ -24,6 +24,7 @@ from orchestrator.actors.shard import FeatureShard
 from orchestrator.actors.sink import PredictionSink
 from orchestrator.config import TickcastConfig, feed_actors
 from orchestrator.features.drift import RunningMoments, drift_psi, summarize_psi
+from orchestrator.outcomes import merge_metrics
 from serve_app.registry import Registry
 
 log = logging.getLogger("ray.serve")
@@ -84,12 +85,13 @@ class Pipeline:
         self.shards = [
             FeatureShard.options(num_cpus=features.num_cpus).remote(
                 i, features.shards, features, run_dir, by_tf, self.sink, self.config.signals,
-                self.drift_reference, self.config.environment,
+                self.drift_reference, self.config.environment, self.config.sink.outcome_window,
             )
             for i in range(features.shards)
         ]
         self.feeds = [
-            FeedActor.options(num_cpus=0.1).remote(name, feed, self.shards, run_dir, features.checkpoint_every)
+            FeedActor.options(num_cpus=0.1).remote(name, feed, self.shards, run_dir, features.checkpoint_every,
+                                                   features.in_flight)
             for name, feed in feed_actors(self.config.feeds)
         ]
         self.feed_restarts = 0
@@ -114,7 +116,7 @@ class Pipeline:
 
     async def _publish_metrics(self) -> None:
         try:
-            self.metrics.outcomes(await self.sink.outcome_metrics.remote())
+            self.metrics.outcomes(await self.outcome_metrics())
             self.metrics.sink(await self.sink.status.remote())
             self.metrics.drift(await self.drift())
         except Exception:  # noqa: BLE001 - monitoring never takes the supervisor down
@@ -127,11 +129,14 @@ class Pipeline:
         feeds, shards, (sink,) = await asyncio.gather(
             _statuses(self.feeds), _statuses(self.shards), _statuses([self.sink])
         )
-        outcomes = await _statuses_of([self.sink], "outcome_metrics")
         return {"environment": self.config.environment, "run_id": self.run_id,
                 "feeds": feeds, "shards": shards, "sink": sink, "drift": await self.drift(),
-                "outcomes": outcomes[0],
+                "outcomes": await self.outcome_metrics(),
                 "supervisor": {"feed_restarts": self.feed_restarts}}
+
+    async def outcome_metrics(self) -> dict:
+        """Outcome quality per model and timeframe, merged over the shards that score it."""
+        return merge_metrics(await _statuses_of(self.shards, "outcome_metrics"))
 
     async def drift(self) -> dict:
         """Per timeframe: PSI of live features against the model's training distribution,

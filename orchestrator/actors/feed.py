@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from pathlib import Path
@@ -70,48 +71,74 @@ class ShardLink:
 
     Every batch gets the next sequence number and stays buffered until the shard reports
     a checkpoint covering it; if the shard dies, the batches after its restored checkpoint
-    are sent again in order.
+    are sent again in order. Up to ``in_flight`` batches are outstanding at once (the shard
+    processes them in sequence order); a full window makes ``send`` wait: backpressure.
     """
 
-    def __init__(self, feed: str, shard):
+    def __init__(self, feed: str, shard, in_flight: int = 1):
         self.feed, self.shard = feed, shard
         self.next_seq = 0
         self.unacked: deque[tuple[int, pa.RecordBatch, float, bool]] = deque()  # seq, batch, emitted, warm-up
         self.recoveries = 0
+        self.errors = 0
+        self._window = asyncio.Semaphore(in_flight)
+        self._outstanding: set[asyncio.Task] = set()
+        self._recovering = asyncio.Lock()
 
     async def send(self, batch: pa.RecordBatch, emitted_at_ms: float, warmup: bool = False) -> None:
-        self.unacked.append((self.next_seq, batch, emitted_at_ms, warmup))
+        """Returns once the batch is on its way (a window slot was free)."""
+        item = (self.next_seq, batch, emitted_at_ms, warmup)
+        self.unacked.append(item)
         self.next_seq += 1
+        await self._window.acquire()
+        task = asyncio.get_running_loop().create_task(self._deliver(item))
+        self._outstanding.add(task)
+        task.add_done_callback(self._outstanding.discard)
+
+    async def drain(self) -> None:
+        """Wait until every batch sent so far has been processed."""
+        while self._outstanding:
+            await asyncio.gather(*self._outstanding)
+
+    async def _deliver(self, item: tuple) -> None:
         try:
-            self._ack(await self.shard.on_candles.remote(self.feed, *self.unacked[-1]))
+            self._ack(await self.shard.on_candles.remote(self.feed, *item))
         except RayActorError:
             await self._recover()
+        except Exception:  # counted; the batch stays unacked and the stream goes on
+            self.errors += 1
+            log.exception("feed %s: shard call failed", self.feed)
+        finally:
+            self._window.release()
 
     def _ack(self, durable_seq: int) -> None:
         while self.unacked and self.unacked[0][0] <= durable_seq:
             self.unacked.popleft()
 
     async def _recover(self) -> None:
-        """Wait for Ray to restart the shard, then replay what its checkpoint lacks."""
-        self.recoveries += 1
-        while True:
-            try:
-                self._ack(await self.shard.checkpointed_seq.remote(self.feed))
-                for item in list(self.unacked):
-                    self._ack(await self.shard.on_candles.remote(self.feed, *item))
-                return
-            except RayActorError:
-                await asyncio.sleep(0.2)
+        """Wait for Ray to restart the shard, then replay what its checkpoint lacks, in order
+        (one recovery at a time: every failed call of the window lands here)."""
+        async with self._recovering:
+            self.recoveries += 1
+            while True:
+                try:
+                    self._ack(await self.shard.checkpointed_seq.remote(self.feed))
+                    for item in list(self.unacked):
+                        self._ack(await self.shard.on_candles.remote(self.feed, *item))
+                    return
+                except RayActorError:
+                    await asyncio.sleep(0.2)
 
 
 @ray.remote(max_restarts=-1)
 class FeedActor:
-    """Crash safety: every ``checkpoint_every`` batches the feed checkpoints all shards, then
+    """Crash safety: every ``checkpoint_every`` minutes the feed checkpoints all shards, then
     itself (source position, gate). Nothing it routed before is then lost: a restarted feed
     resumes from its checkpoint under a new epoch, and shards skip candles they already have.
     """
 
-    def __init__(self, name: str, config, shards: list, state_dir: str, checkpoint_every: int = 100):
+    def __init__(self, name: str, config, shards: list, state_dir: str, checkpoint_every: int = 100,
+                 in_flight: int = 1):
         self.name = name
         self._path = Path(state_dir) / f"feed-{name}.pkl"
         snap = _load_or_none(self._path)
@@ -120,7 +147,7 @@ class FeedActor:
                       else CandleGate(self._source.exchange, "1m", symbols=self._source.symbols))
         self._epoch = snap["epoch"] + 1 if snap else 0
         self._warmed = bool(snap and snap["warmed"])
-        self._links = [ShardLink(f"{name}#{self._epoch}", shard) for shard in shards]
+        self._links = [ShardLink(f"{name}#{self._epoch}", shard, in_flight) for shard in shards]
         self._checkpoint_every, self._since_checkpoint = checkpoint_every, 0
         self._warmup_minutes = config.warmup_minutes
         self._metrics = FeedMetrics(name)
@@ -129,6 +156,7 @@ class FeedActor:
                           "warmup_candles": 0, "unrepairable_gaps": 0, "checkpoints": 0}
         self._last_open_time: int | None = None
         self._done = False
+        self._times: dict[str, float] = {}  # wall clock: live_since (after warm-up), done_at
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -139,6 +167,7 @@ class FeedActor:
     async def _run(self) -> None:
         if self._warmup_minutes and not self._warmed:
             await self._warm_up()
+        self._times["live_since"] = time.time()
         while True:
             try:
                 batch = await self._source.next_batch()
@@ -153,6 +182,7 @@ class FeedActor:
         await self._route(self._gate.flush(now_ms() + 10**12))  # a finished source: all is final
         await self.checkpoint()
         self._done = True
+        self._times["done_at"] = time.time()
         log.info("feed %s: source exhausted", self.name)
 
     async def _warm_up(self) -> None:
@@ -180,7 +210,9 @@ class FeedActor:
             await self._route(self._gate.offer(batch, now_ms()))
             await self._repair_gaps()
             self._publish_metrics()
-            self._since_checkpoint += 1
+            # Counted in minutes, so a fast replay's multi-minute batches checkpoint as often
+            # (in candles) as a live feed: the sink's replay memory is sized for that.
+            self._since_checkpoint += max(1, pc.count_distinct(batch.column("open_time")).as_py())
             if self._since_checkpoint >= self._checkpoint_every:
                 await self.checkpoint()
         except Exception:  # one bad batch is counted and logged; the feed goes on
@@ -204,6 +236,7 @@ class FeedActor:
         self._counters["unrepairable_gaps"] += 1
         log.warning("feed %s: unrepairable gap %s; %s warms up again", self.name, gap, gap.symbol)
         shard_id = shard_indices(np.array([gap.exchange]), np.array([gap.symbol]), len(self._links))[0]
+        await self._links[shard_id].drain()  # the reset goes between the batches around it
         await self._links[shard_id].shard.reset_symbols.remote(gap.exchange, [gap.symbol])
 
     async def _fetch_gap(self, gap: Gap) -> pa.RecordBatch | None:
@@ -231,7 +264,8 @@ class FeedActor:
             )
             for shard_id in np.unique(shard_of_row)
         ]
-        # Awaiting the shards is the backpressure: a feed never runs ahead of its slowest shard.
+        # A shard's full window is the backpressure: a feed never runs more than ``in_flight``
+        # batches ahead of its slowest shard.
         await asyncio.gather(*sends)
         self._counters["batches"] += 1
         self._counters["candles"] += batch.num_rows
@@ -241,6 +275,7 @@ class FeedActor:
     async def checkpoint(self) -> bool:
         """Shards first (everything routed so far becomes durable), then this feed's position."""
         try:
+            await asyncio.gather(*(link.drain() for link in self._links))
             await asyncio.gather(*(link.shard.checkpoint.remote() for link in self._links))
         except RayActorError:  # a shard is restarting: its link replays; checkpoint next time
             return False
@@ -258,6 +293,9 @@ class FeedActor:
             self._metrics.gate(self._gate.status(), self._source.status())
             self._metrics_due = time.monotonic() + 1.0
 
+    def pid(self) -> int:
+        return os.getpid()
+
     def quarantine(self, limit: int = 100) -> list[dict]:
         """The most recent rejected candles: reason, exchange, symbol, open time, raw row."""
         return [r.to_dict() for r in self._gate.quarantine.records[-limit:]]
@@ -272,6 +310,8 @@ class FeedActor:
             "source": self._source.status(),
             "gate": self._gate.status(),
             "shard_recoveries": sum(link.recoveries for link in self._links),
+            "shard_call_errors": sum(link.errors for link in self._links),
             "unacked_batches": sum(len(link.unacked) for link in self._links),
+            **self._times,
             **self._counters,
         }

@@ -26,7 +26,9 @@ from orchestrator.config import FeatureConfig, SignalConfig
 from orchestrator.events import ModelOutput, TickRows, build_predictions
 from orchestrator.features import FEATURE_NAMES
 from orchestrator.features.drift import DriftMonitor
-from orchestrator.shard import FeatureTick, ShardState, feature_rows
+from orchestrator.outcomes import OutcomeTracker
+from orchestrator.sequencing import BatchSequencer
+from orchestrator.shard import FeatureTick, ShardState, feature_rows, merge_by_timeframe
 from orchestrator.signals import trend_labels
 
 log = logging.getLogger(__name__)
@@ -64,15 +66,21 @@ class FeatureShard:
 
     def __init__(self, shard_id: int, n_shards: int, config: FeatureConfig, run_dir: str,
                  models: dict, sink, signals: SignalConfig, drift_reference: dict | None = None,
-                 environment: str = "local"):
+                 environment: str = "local", outcome_window: int = 500):
         self.shard_id = shard_id
         self._config, self._models, self._sink, self._signals = config, models, sink, signals
         self._environment = environment
         self._path = Path(run_dir) / f"shard-{shard_id}-of-{n_shards}.pkl"
         snap = _restorable(self._path, config.timeframes)
         self._state = ShardState.from_snapshot(snap["state"]) if snap else ShardState(config.timeframes)
-        self._seq: dict[str, int] = dict(snap["seq"]) if snap else {}  # feed -> last batch processed
-        self._durable: dict[str, int] = dict(self._seq)  # feed -> last batch in a checkpoint
+        # feed -> last batch processed; batches are admitted in order (feeds pipeline them)
+        self._batches = BatchSequencer(snap["seq"] if snap else {})
+        self._durable: dict[str, int] = dict(self._batches.last)  # feed -> last batch in a checkpoint
+        self._checkpointing = asyncio.Lock()
+        # Outcome scoring lives with the candles it needs: each shard scores its own symbols'
+        # predictions (in parallel with the other shards) and checkpoints it with the features.
+        self._outcomes = (OutcomeTracker.from_snapshot(snap["outcomes"]) if snap and "outcomes" in snap
+                          else OutcomeTracker(window=outcome_window))
         # Live feature histograms in each timeframe's model training bins (not checkpointed:
         # drift is monitoring, and a restarted shard simply starts counting again).
         self._drift = {tf: DriftMonitor(d) for tf, d in (drift_reference or {}).items()}
@@ -87,25 +95,29 @@ class FeatureShard:
                          warmup: bool = False) -> int:
         """Process batch ``seq`` of ``feed``; returns the feed's last checkpointed batch seq.
 
-        A warm-up batch (history sent at start) only advances the features' state.
+        A warm-up batch (history sent at start) only advances the features' state. The next
+        batch may update features while this one waits for its model calls.
         """
-        if seq > self._seq.get(feed, -1):
-            lag_ms = time.time() * 1000.0 - emitted_at_ms
-            self._metrics.lag(lag_ms)
-            ticks = self._state.process(batch)
-            self._seq[feed] = seq
-            if not warmup and self._too_late(lag_ms):
-                self._counters["stale_ticks_skipped"] += len(ticks)
-                self._metrics.skipped()
-                ticks = []
-            if not warmup and ticks:
-                await self._predict_ticks(ticks, emitted_at_ms)
+        async with self._batches.turn(feed, seq) as new:
+            if new:
+                lag_ms = time.time() * 1000.0 - emitted_at_ms
+                self._metrics.lag(lag_ms)
+                ticks = self._state.process(batch)
+                await self._batches.advance(feed, seq)
+                if not warmup and self._too_late(lag_ms):
+                    self._counters["stale_ticks_skipped"] += len(ticks)
+                    self._metrics.skipped()
+                    ticks = []
+                if not warmup and ticks:
+                    await self._predict_ticks(ticks, emitted_at_ms)
         return self._durable.get(feed, -1)
 
     async def _predict_ticks(self, ticks: list[FeatureTick], emitted_at_ms: float) -> None:
-        """Every tick's model calls at once (Serve batches them), then ONE sink call with
-        each tick's closed candles and predictions, in tick order."""
-        parts = await asyncio.gather(*(self._predict_tick(t, emitted_at_ms) for t in ticks))
+        """One model call per (model, timeframe) for all of the batch's ticks, concurrently,
+        then ONE sink call with each timeframe's predictions and closed candles."""
+        self._counters["ticks"] += len(ticks)
+        merged = merge_by_timeframe(ticks)
+        parts = await asyncio.gather(*(self._predict_tick(t, emitted_at_ms) for t in merged))
         parts = [p for p in parts if p is not None]
         if parts:
             self._unconfirmed.append(self._sink.deliver.remote(parts))
@@ -117,23 +129,23 @@ class FeatureShard:
         return self._durable.get(feed, -1)
 
     async def checkpoint(self) -> None:
-        # Rows sent to the sink before this point are not replayed after a restore, so the
-        # sink must have them before the checkpoint may say they are done.
-        # State and sequence numbers are taken together, before awaiting, so a batch of
-        # another feed processed meanwhile is not claimed by this checkpoint.
-        state, seq = self._state.snapshot(), dict(self._seq)
-        pending, self._unconfirmed = self._unconfirmed, []
-        await asyncio.gather(*pending)
-        save_checkpoint(self._path, {"state": state, "seq": seq})
-        self._durable = seq
-        self._counters["checkpoints"] += 1
+        # Between batches: every admitted batch has finished (its predictions are handed
+        # to the sink) and none starts until the snapshot is on disk. Rows sent to the sink
+        # are not replayed after a restore, so the sink must confirm them first.
+        async with self._checkpointing, self._batches.paused() as seq:
+            state, outcomes = self._state.snapshot(), self._outcomes.snapshot()
+            pending, self._unconfirmed = self._unconfirmed, []
+            await asyncio.gather(*pending)
+            save_checkpoint(self._path, {"state": state, "seq": seq, "outcomes": outcomes})
+            self._durable = seq
+            self._counters["checkpoints"] += 1
 
     def reset_symbols(self, exchange: str, symbols: list[str]) -> None:
         self._state.reset(exchange, symbols)
 
     async def _predict_tick(self, tick: FeatureTick, emitted_at_ms: float) -> tuple | None:
-        """(closed candles, predictions) of one tick, or None when there is nothing to send."""
-        self._counters["ticks"] += 1
+        """(predictions, the outcomes its candles settle) of one tick, or None when there is
+        nothing to send."""
         self._counters["rows_cold"] += tick.cold
         if len(tick.features) == 0:
             return None
@@ -153,9 +165,14 @@ class FeatureShard:
         latency_ms = time.time() * 1000.0 - emitted_at_ms
         self._latency.setdefault(tick.timeframe, deque(maxlen=LATENCY_SAMPLES)).append(latency_ms)
         self._metrics.tick(tick.timeframe, len(tick.features), latency_ms)
-        # The candles settle earlier predictions (outcome scoring) even if no model answered.
-        candles = (tick.timeframe, tick.exchange, tick.symbol, tick.open_time, tick.close, tick.high, tick.low)
-        return candles, pa.concat_tables(tables) if tables else None
+        predictions = pa.concat_tables(tables) if tables else None
+        if predictions is not None:
+            self._outcomes.add_predictions(predictions)
+        # The candles settle earlier predictions (in a multi-minute batch, also the batch's
+        # own), even if no model answered this time.
+        outcomes = self._outcomes.observe_candles(tick.exchange, tick.symbol, tick.timeframe, tick.open_time,
+                                                  tick.close, tick.high, tick.low)
+        return predictions, outcomes
 
     async def _call_model(self, handle, features: np.ndarray) -> dict:
         """One tick's call, retried while the deployment has no healthy replica."""
@@ -184,6 +201,9 @@ class FeatureShard:
         return build_predictions(output, rows, now_ms, self._signals.high, self._signals.very_high,
                                  environment=self._environment)
 
+    def outcome_metrics(self) -> dict:
+        return self._outcomes.metrics()
+
     def drift_counts(self) -> dict[str, tuple[np.ndarray, dict]]:
         """Per timeframe: live counts in the training bins and running moments (the
         pipeline merges shards)."""
@@ -196,4 +216,5 @@ class FeatureShard:
         latency = {tf: latency_summary(list(v)) for tf, v in self._latency.items()}
         return {"shard": self.shard_id, "candles_in": self._state.candles_in, "latency_ms": latency,
                 "symbols": len(self._state.keys), "rejected_minutes": self._state.rejected_minutes,
+                "outcomes_pending": self._outcomes.pending,
                 **self._counters}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 import pyarrow as pa
 import ray
@@ -19,7 +20,6 @@ import ray
 from orchestrator import resolve_path
 from orchestrator.config import SinkConfig
 from orchestrator.events import PREDICTION_SCHEMA
-from orchestrator.outcomes import OutcomeTracker
 from orchestrator.sinks.dedupe import SeenKeys, recent_event_ids
 from orchestrator.sinks.latest import LatestStore
 from orchestrator.sinks.parquet_log import ParquetLog
@@ -40,7 +40,7 @@ class PredictionSink:
         self._wal = WriteAheadLog(root.parent / f"{root.name}-wal", PREDICTION_SCHEMA)
         self._seen = SeenKeys()
         self._seen.add(recent_event_ids(root))
-        self._outcomes = OutcomeTracker(window=config.outcome_window)
+        self._outcomes_seen = SeenKeys()  # a restored shard scores its replayed predictions again
         self._outcome_log = ParquetLog(root.parent / f"{root.name}-outcomes", config.flush_rows)
         self._bus = _bus_or_none(config)
         self._counters = {"bus_published": 0, "bus_errors": 0, "outcomes": 0}
@@ -73,7 +73,6 @@ class PredictionSink:
             self._latest.update(fresh)
             if self._predictions.append(fresh):
                 self._wal.truncate()
-            self._outcomes.add_predictions(fresh)
             self._publish(fresh)
             self._recorded.set()
             self._recorded.clear()
@@ -92,22 +91,17 @@ class PredictionSink:
             log.warning("event bus: %s", exc)
 
     async def deliver(self, ticks: list[tuple]) -> None:
-        """One shard call's ticks, in order: each tick's closed candles (which settle earlier
-        predictions), then its predictions."""
-        for candles, predictions in ticks:
-            await self.record_candles(*candles)
+        """One shard call: per timeframe, the predictions and the outcomes the shard scored."""
+        for predictions, outcomes in ticks:
             if predictions is not None:
                 await self.record(predictions)
+            self.record_outcomes(outcomes)
 
-    async def record_candles(self, timeframe: str, exchange, symbol, open_time, close, high, low) -> None:
-        """Closed candles of one tick: they settle earlier predictions (outcome scoring)."""
-        outcomes = self._outcomes.observe_candles(exchange, symbol, timeframe, open_time, close, high, low)
-        if outcomes.num_rows:
-            self._counters["outcomes"] += outcomes.num_rows
-            self._outcome_log.append(outcomes)
-
-    async def outcome_metrics(self) -> dict:
-        return self._outcomes.metrics()
+    def record_outcomes(self, outcomes: pa.Table) -> None:
+        fresh = self._outcomes_seen.keep_new(outcomes)
+        if fresh.num_rows:
+            self._counters["outcomes"] += fresh.num_rows
+            self._outcome_log.append(fresh)
 
     async def record_features(self, rows: pa.Table) -> None:
         self._ensure_flusher()
@@ -142,6 +136,9 @@ class PredictionSink:
     async def flush(self) -> int:
         return self._flush_all()
 
+    def pid(self) -> int:
+        return os.getpid()
+
     async def status(self) -> dict:
         return {
             "received": self._received,
@@ -150,7 +147,6 @@ class PredictionSink:
             "buffered": self._predictions.pending_rows,
             "feature_rows_written": self._features.rows_written,
             "latest_keys": len(self._latest),
-            "outcomes_pending": self._outcomes.pending,
             **self._counters,
         }
 

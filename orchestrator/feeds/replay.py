@@ -28,9 +28,7 @@ def replay_files(directory: Path, symbols: tuple[str, ...] | None) -> list[tuple
     or the hive dataset ``scripts/fetch_history.py`` writes
     (``exchange=…/symbol=BTC_USDT/timeframe=1m/*.parquet``).
     """
-    if not directory.is_dir():
-        raise FileNotFoundError(f"replay path {directory} is not a directory")
-    found = _hive_files(directory) if any(directory.glob("exchange=*")) else _flat_files(directory)
+    found = [(path, symbol) for path, symbol, tf in candle_files(directory) if tf == "1m"]
     wanted = None if symbols is None else {path_safe_symbol(s) for s in symbols}
     chosen = [(p, sym) for p, sym in found if wanted is None or path_safe_symbol(sym) in wanted]
     if not chosen:
@@ -38,21 +36,28 @@ def replay_files(directory: Path, symbols: tuple[str, ...] | None) -> list[tuple
     return chosen
 
 
-def _flat_files(directory: Path) -> list[tuple[Path, str]]:
+def candle_files(directory: Path) -> list[tuple[Path, str, str]]:
+    """(file, symbol, timeframe) of every candle file in either layout (see replay_files);
+    the backfill reads other timeframes than 1m through this too."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"replay path {directory} is not a directory")
+    return _hive_files(directory) if any(directory.glob("exchange=*")) else _flat_files(directory)
+
+
+def _flat_files(directory: Path) -> list[tuple[Path, str, str]]:
     found = []
     for path in sorted(directory.iterdir()):
         if path.suffix.lower() in REPLAYABLE_SUFFIXES:
-            symbol, timeframe = infer_symbol_timeframe(path)
-            if timeframe == "1m":
-                found.append((path, symbol))
+            found.append((path, *infer_symbol_timeframe(path)))
     return found
 
 
-def _hive_files(directory: Path) -> list[tuple[Path, str]]:
+def _hive_files(directory: Path) -> list[tuple[Path, str, str]]:
     """Files of the hive layout; the symbol here is the folder's path-safe name (the files
     themselves hold the unified symbol, which is what gets replayed)."""
-    paths = sorted(directory.glob("exchange=*/symbol=*/timeframe=1m/*.parquet"))
-    return [(path, path.parent.parent.name.removeprefix("symbol=")) for path in paths]
+    paths = sorted(directory.glob("exchange=*/symbol=*/timeframe=*/*.parquet"))
+    return [(path, path.parent.parent.name.removeprefix("symbol="),
+             path.parent.name.removeprefix("timeframe=")) for path in paths]
 
 
 def load_timeline(files: list[tuple[Path, str]], exchange: str) -> pa.Table:
@@ -74,20 +79,22 @@ class ReplaySource:
             self._bounds = self._bounds[: config.warmup_minutes + config.max_minutes + 1]
         self._position = state["position"] if state else 0
         self._pacer = Pacer(config.speed)
+        self._batch_minutes = config.minutes_per_batch
 
     async def history(self, minutes: int) -> pa.RecordBatch:
         """The next ``minutes`` minutes of the timeline at once (features warm up on them)."""
-        end = min(self._position + minutes, len(self._bounds) - 1)
-        start, stop = self._bounds[self._position], self._bounds[end]
-        self._position = end
-        return table_to_batch(self._timeline.slice(start, stop - start))
+        return self._take(minutes)
 
     async def next_batch(self) -> pa.RecordBatch | None:
         if self._position >= len(self._bounds) - 1:
             return None
         await self._pacer.wait()
-        start, stop = self._bounds[self._position], self._bounds[self._position + 1]
-        self._position += 1
+        return self._take(self._batch_minutes)
+
+    def _take(self, minutes: int) -> pa.RecordBatch:
+        end = min(self._position + minutes, len(self._bounds) - 1)
+        start, stop = self._bounds[self._position], self._bounds[end]
+        self._position = end
         return table_to_batch(self._timeline.slice(start, stop - start))
 
     async def close(self) -> None:

@@ -25,18 +25,27 @@ class SyntheticSource:
         )
         self._emitted = state["emitted"] if state else 0
         self._pacer = Pacer(config.speed)
+        self._batch_minutes = config.minutes_per_batch
 
     async def history(self, minutes: int) -> pa.RecordBatch:
         """The market's first ``minutes`` minutes at once; the live stream continues after."""
-        batches = [self._next_minute() for _ in range(minutes)]
-        return table_to_batch(pa.Table.from_batches(batches, schema=CANDLE_SCHEMA))
+        return self._minutes(minutes)
 
     async def next_batch(self) -> pa.RecordBatch | None:
-        if self._max_minutes is not None and self._emitted >= self._max_minutes:
+        minutes = self._batch_minutes
+        if self._max_minutes is not None:
+            minutes = min(minutes, self._max_minutes - self._emitted)
+        if minutes <= 0:
             return None
         await self._pacer.wait()
-        self._emitted += 1
-        return self._next_minute()
+        self._emitted += minutes
+        return self._minutes(minutes)
+
+    def _minutes(self, minutes: int) -> pa.RecordBatch:
+        if minutes == 1:
+            return self._next_minute()
+        batches = [self._next_minute() for _ in range(minutes)]
+        return table_to_batch(pa.Table.from_batches(batches, schema=CANDLE_SCHEMA))
 
     def _next_minute(self) -> pa.RecordBatch:
         minute = self._market.next_minute()

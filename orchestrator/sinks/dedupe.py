@@ -7,7 +7,6 @@ enough; it is seeded at start from the log's newest partitions and the write-ahe
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -17,36 +16,44 @@ import pyarrow.dataset as ds
 
 
 class SeenKeys:
+    """The newest keys, between ``capacity`` / 2 and ``capacity`` of them: two generations of
+    sets, the older dropped whole when the newer fills (no per-key eviction)."""
+
     def __init__(self, capacity: int = 500_000):
         self.capacity = capacity
-        self._order: deque[str] = deque()
-        self._seen: set[str] = set()
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
         self.duplicates = 0
 
     def add(self, keys) -> None:
         for key in keys:
-            if key not in self._seen:
-                self._remember(key)
+            if key not in self:
+                self._remember([key])
 
     def keep_new(self, table: pa.Table) -> pa.Table:
         """The rows of ``table`` whose event id was never seen (also new within the table)."""
         ids = table.column("event_id").to_pylist()
+        if len(set(ids)) == len(ids) and self._current.isdisjoint(ids) and self._previous.isdisjoint(ids):
+            self._remember(ids)  # the usual case: every row new, checked in C
+            return table
         fresh = np.zeros(len(ids), dtype=bool)
         for i, key in enumerate(ids):
-            if key not in self._seen:
-                self._remember(key)
+            if key not in self:
+                self._remember([key])
                 fresh[i] = True
         self.duplicates += int((~fresh).sum())
         return table if fresh.all() else table.filter(pa.array(fresh))
 
-    def _remember(self, key: str) -> None:
-        self._seen.add(key)
-        self._order.append(key)
-        if len(self._order) > self.capacity:
-            self._seen.discard(self._order.popleft())
+    def _remember(self, keys: list[str]) -> None:
+        self._current.update(keys)
+        if len(self._current) >= max(1, self.capacity // 2):
+            self._previous, self._current = self._current, set()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._current or key in self._previous
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._current) + len(self._previous)
 
 
 def recent_event_ids(log_root, partitions: int = 2) -> list[str]:

@@ -10,7 +10,20 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def newest_row_per_key(predictions: pa.Table) -> np.ndarray:
+    """Per (exchange, symbol, timeframe, model_id), the row with the newest open time (the
+    later row on a tie): a multi-minute batch repeats every key once per minute."""
+    keys = pc.binary_join_element_wise(
+        *(predictions.column(c) for c in ("exchange", "symbol", "timeframe", "model_id")), "\x1f")
+    codes = pa.chunked_array(keys).combine_chunks().dictionary_encode().indices.to_numpy()
+    open_time = predictions.column("open_time").to_numpy()
+    order = np.lexsort((np.arange(len(codes)), open_time, codes))
+    return order[np.r_[codes[order][1:] != codes[order][:-1], True]]
 
 
 class LatestStore:
@@ -27,9 +40,10 @@ class LatestStore:
             return
         table_id, self._next_table = self._next_table, self._next_table + 1
         self._tables[table_id] = predictions
-        columns = [predictions.column(c).to_numpy(zero_copy_only=False)
+        rows = newest_row_per_key(predictions)
+        columns = [predictions.column(c).take(rows).to_numpy(zero_copy_only=False)
                    for c in ("exchange", "symbol", "timeframe", "model_id", "open_time")]
-        for row, (*key, open_time) in enumerate(zip(*columns, strict=True)):
+        for row, *key, open_time in zip(rows.tolist(), *columns, strict=True):
             current = self._where.get(tuple(key))
             if current is None or open_time >= current[0]:
                 self._where[tuple(key)] = (int(open_time), table_id, row)

@@ -15,12 +15,16 @@ def test_each_key_passes_once_even_within_one_table():
     assert seen.duplicates == 4
 
 
-def test_memory_is_bounded_to_the_newest_keys():
-    seen = SeenKeys(capacity=3)
-    seen.add(["a", "b", "c", "d"])
-    assert len(seen) == 3
-    table = pa.table({"event_id": ["a", "d"]})
-    assert seen.keep_new(table).column("event_id").to_pylist() == ["a"]  # "a" was forgotten
+def test_memory_is_bounded_and_keeps_at_least_the_newest_half():
+    seen = SeenKeys(capacity=10)
+    keys = [f"k{i}" for i in range(57)]
+    for key in keys:
+        seen.add([key])
+        assert len(seen) <= 10
+    assert all(k in seen for k in keys[-5:])  # at least capacity / 2 of the newest
+    table = pa.table({"event_id": ["k0", "k56"]})
+    assert seen.keep_new(table).column("event_id").to_pylist() == ["k0"]  # "k0" was forgotten
+    assert seen.duplicates == 1
 
 
 def test_seeded_from_the_newest_log_partitions(tmp_path):

@@ -6,6 +6,7 @@ import pickle
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, mean_absolute_error
 
@@ -17,7 +18,7 @@ from orchestrator.labels import (
     next_log_return,
     swing_points,
 )
-from orchestrator.outcomes import OUTCOME_SCHEMA, OutcomeTracker
+from orchestrator.outcomes import OUTCOME_SCHEMA, OutcomeTracker, merge_metrics
 
 MINUTE = 60_000
 START = 1_700_000_040_000 - 1_700_000_040_000 % MINUTE
@@ -320,3 +321,67 @@ def test_a_many_symbol_tick_equals_one_symbol_at_a_time():
 def test_history_too_short_for_the_longest_label_is_rejected():
     with pytest.raises(ValueError, match="history"):
         OutcomeTracker(history=8)
+
+
+def _all_predictions(series: dict, ticks: range, seed: int) -> list[list[pa.Table]]:
+    """Per tick, every model's predictions on every symbol present (as ``replay`` makes them)."""
+    rng, symbols, out = np.random.default_rng(seed), sorted(series), []
+    for i in ticks:
+        present = [s for s in symbols if i < len(series[s]["close"])]
+        times = np.array([series[s]["open_time"][i] for s in present])
+        out.append([predictions(m, present, times, model_values(m, len(present), rng)) for m in NAMES])
+    return out
+
+
+def test_a_multi_minute_batch_scores_exactly_like_tick_by_tick():
+    """A fast replay hands a shard several minutes at once: their predictions first, then all
+    their candles in one call. The outcomes must be the ones tick-by-tick scoring gives."""
+    series = {f"S{i}/USDT": candle_series(120, seed=10 + i) for i in range(3)}
+    made = _all_predictions(series, range(120), seed=1)
+    single, batched, outcomes = OutcomeTracker(window=10_000), OutcomeTracker(window=10_000), []
+    for i in range(120):
+        outcomes.append(single.observe_candles("x", *_candles_at(series, [i])))
+        for table in made[i]:
+            single.add_predictions(table)
+    expected = pa.concat_tables(outcomes).sort_by("event_id")
+    outcomes = []
+    for start in range(0, 120, 9):
+        chunk = list(range(start, min(start + 9, 120)))
+        for i in chunk:
+            for table in made[i]:
+                batched.add_predictions(table)
+        outcomes.append(batched.observe_candles("x", *_candles_at(series, chunk)))
+    got = pa.concat_tables(outcomes).sort_by("event_id")
+    assert expected.num_rows > 1000
+    assert got.drop_columns("scored_at_open_time").equals(expected.drop_columns("scored_at_open_time"))
+
+
+def _candles_at(series: dict, ticks: list[int]) -> tuple:
+    keys = [(s, i) for i in ticks for s in sorted(series) if i < len(series[s]["close"])]
+    symbols = np.array([s for s, _ in keys], dtype=object)
+    col = {k: np.array([series[s][k][i] for s, i in keys]) for k in ("open_time", "close", "high", "low")}
+    return symbols, "1m", col["open_time"], col["close"], col["high"], col["low"]
+
+
+def test_shard_trackers_merge_into_the_metrics_of_one():
+    series = {f"S{i}/USDT": candle_series(100, seed=20 + i) for i in range(4)}
+    made = _all_predictions(series, range(100), seed=3)
+
+    def scored(symbols: list[str]) -> dict:
+        tracker, keep = OutcomeTracker(window=10_000), pa.array(symbols)
+        for i in range(100):
+            tracker.observe_candles("x", *_candles_at({s: series[s] for s in symbols}, [i]))
+            for table in made[i]:
+                tracker.add_predictions(table.filter(pc.is_in(table.column("symbol"), keep)))
+        return tracker.metrics()
+
+    expected = scored(sorted(series))
+    merged = merge_metrics([scored(["S0/USDT", "S2/USDT"]), scored(["S1/USDT", "S3/USDT"])])
+    assert merged["models"].keys() == expected["models"].keys()
+    for model_id, by_tf in expected["models"].items():
+        for timeframe, want in by_tf.items():
+            got = merged["models"][model_id][timeframe]
+            assert got["count"] == want["count"] > 0 and got["scored"] == want["scored"]
+            for name in ("accuracy", "brier", "log_loss", "mae", "rmse"):
+                if name in want:
+                    assert got[name] == pytest.approx(want[name]), (model_id, name)

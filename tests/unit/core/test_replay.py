@@ -76,3 +76,22 @@ def test_replay_reads_the_dataset_fetch_history_writes(shared_data, tmp_path):
     assert len(batches) == 5
     assert {b.column("symbol")[0].as_py() for b in batches} == {"ALGO/USDT"}
     assert {b.column("exchange")[0].as_py() for b in batches} == {"usdm-replay"}
+
+
+def test_a_fast_replay_batches_minutes_and_a_paced_one_does_not(shared_data):
+    config = ReplayFeedConfig(path=str(shared_data / "binance-spot-1m"), max_minutes=20)
+    one = pa.Table.from_batches(_drain(ReplaySource(config)))
+    batches = _drain(ReplaySource(config.model_copy(update={"batch_minutes": 7})))
+    assert [len(set(b.column("open_time").to_pylist())) for b in batches] == [7, 7, 6]
+    assert pa.Table.from_batches(batches).equals(one)
+    assert config.model_copy(update={"batch_minutes": 7, "speed": 5.0}).minutes_per_batch == 1
+
+
+def test_synthetic_batches_minutes_up_to_max_minutes():
+    config = SyntheticFeedConfig(speed=0, max_minutes=10, seed=4)
+    one = pa.Table.from_batches(_drain(SyntheticSource(config)))
+    source = SyntheticSource(config.model_copy(update={"batch_minutes": 4}))
+    batches = _drain(source)
+    assert [len(set(b.column("open_time").to_pylist())) for b in batches] == [4, 4, 2]
+    assert pa.Table.from_batches(batches).equals(one)
+    assert source.status()["minutes_emitted"] == 10

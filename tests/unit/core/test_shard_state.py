@@ -8,7 +8,7 @@ from orchestrator.features import FEATURE_NAMES, compute_features, warm_rows
 from orchestrator.market.resample import resample
 from orchestrator.market.schema import candles_from_arrays
 from orchestrator.market.synthetic import SyntheticMarket
-from orchestrator.shard import ShardState
+from orchestrator.shard import ShardState, merge_by_timeframe
 
 SYMBOLS = ["A/USDT", "B/USDT", "C/USDT"]
 TIMEFRAMES = ("1m", "5m", "15m")
@@ -86,3 +86,19 @@ def test_unknown_snapshot_version_is_refused():
     with pytest.raises(ValueError, match="version"):
         ShardState.from_snapshot({"version": 99})
 
+
+
+def test_a_multi_minute_batch_merged_per_timeframe_equals_minute_by_minute():
+    minutes = _minutes(200)
+    expected = _collect(ShardState(TIMEFRAMES), minutes)
+    state, rows = ShardState(TIMEFRAMES), {}
+    for start in range(0, len(minutes), 25):
+        batch = pa.Table.from_batches(minutes[start:start + 25])
+        merged = merge_by_timeframe(state.process(batch))
+        assert len({t.timeframe for t in merged}) == len(merged)  # one tick per timeframe
+        for tick in merged:
+            assert np.all(np.diff(tick.open_time) >= 0)  # rows stay in time order
+            for sym, t, feats in zip(tick.symbol, tick.open_time, tick.features, strict=True):
+                rows[(tick.timeframe, sym, int(t))] = feats
+    assert rows.keys() == expected.keys() and len(rows) > 400
+    assert all(np.array_equal(rows[k], expected[k], equal_nan=True) for k in rows)

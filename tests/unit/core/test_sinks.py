@@ -1,10 +1,12 @@
+import time
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from orchestrator.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
 from orchestrator.sinks.latest import LatestStore
-from orchestrator.sinks.parquet_log import ParquetLog, read_log
+from orchestrator.sinks.parquet_log import ParquetLog, read_log, utc_dates
 
 DAY_MS = 86_400_000
 
@@ -107,3 +109,22 @@ def test_query_log_filters_and_pages(tmp_path):
     assert rows[0]["outputs"] == {"prob_up": 0.3}
     assert query_log(tmp_path, HistoryQuery(timeframe="1h")) == ([], 0)
     assert query_log(tmp_path / "missing", HistoryQuery()) == ([], 0)
+
+
+def test_latest_store_takes_each_keys_newest_row_from_a_multi_minute_table():
+    store = LatestStore()
+    store.update(_predictions(180_000, values=(0.9, 0.1)))
+    batch = pa.concat_tables([_predictions(120_000), _predictions(240_000, values=(0.6, 0.4)),
+                              _predictions(60_000, values=(0.2, 0.2))])  # out of order on purpose
+    store.update(batch)
+    assert {r["symbol"]: (r["open_time"], r["value"]) for r in store.rows()} == {
+        "A/USDT": (240_000, 0.6), "B/USDT": (240_000, 0.4)}
+    store.update(pa.concat_tables([_predictions(240_000, values=(0.5, 0.5)),
+                                   _predictions(240_000, values=(0.7, 0.3))]))
+    assert [r["value"] for r in store.rows()] == [0.7, 0.3]  # a tie: the later row wins
+
+
+def test_utc_dates_equal_per_row_formatting():
+    times = pa.array([0, DAY_MS - 1, DAY_MS, 1_700_000_000_000, -1, 1_700_000_000_000], pa.int64())
+    expected = [time.strftime("%Y-%m-%d", time.gmtime(t // 1000)) for t in times.to_pylist()]
+    assert utc_dates(times).to_pylist() == expected

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from orchestrator.keyindex import KeyIndex
 from orchestrator.labels import (
     LABEL_SPECS,
     forward_volatility,
@@ -126,34 +127,35 @@ class CandleRing:
 
     def __init__(self, size: int):
         self.size = size
-        self.keys: list[tuple[str, str, str]] = []  # (exchange, symbol, timeframe) per slot
-        self._slot_of: dict[tuple[str, str, str], int] = {}
-        self._joined = pa.array([], pa.string())  # the keys joined, for hash lookups in Arrow
+        self._index = KeyIndex(KEY_SEPARATOR)  # exchange, symbol, timeframe per slot
         self.columns = {name: np.empty(0, dtype=object) for name in KEY_COLUMNS}  # per slot
         self.step = np.empty(0, dtype=np.int64)
         self.time = np.empty((0, size), dtype=np.int64)
         self.ohlc = {name: np.empty((0, size)) for name in ("close", "high", "low")}
 
-    def slots_for(self, exchange, symbol, timeframe) -> np.ndarray:
-        """Each row's slot, found by one hash lookup in Arrow (new series are registered)."""
-        parts = [pa.array(np.asarray(c, dtype=object), pa.string()) for c in (exchange, symbol, timeframe)]
-        joined = pc.binary_join_element_wise(*parts, KEY_SEPARATOR)
-        slots = pc.index_in(joined, value_set=self._joined)
-        if slots.null_count:
-            missing = pc.unique(joined.filter(pc.is_null(slots))).to_pylist()
-            self._register([tuple(k.split(KEY_SEPARATOR)) for k in missing])
-            slots = pc.index_in(joined, value_set=self._joined)
-        return slots.to_numpy().astype(np.int64)
+    @property
+    def keys(self) -> list[tuple[str, ...]]:
+        return [tuple(k.split(KEY_SEPARATOR)) for k in self._index.keys]
 
-    def _register(self, new: list[tuple[str, str, str]]) -> None:
-        for key in new:
-            self._slot_of[key] = len(self.keys)
-            self.keys.append(key)
-        self._index_keys(len(self.keys) - len(new))
-        self.step = np.concatenate([self.step, [timeframe_ms(k[2]) for k in new]])
-        self.time = np.vstack([self.time, np.full((len(new), self.size), -1, dtype=np.int64)])
+    @property
+    def n_slots(self) -> int:
+        return len(self._index)
+
+    def slots_for(self, exchange, symbol, timeframe) -> np.ndarray:
+        """Each row's slot (new series are registered)."""
+        known = len(self._index)
+        slots = self._index.slots(exchange, symbol, timeframe)
+        if len(self._index) > known:
+            self._register(known)
+        return slots
+
+    def _register(self, first_new: int) -> None:
+        self.columns = dict(zip(KEY_COLUMNS, self._index.split(len(KEY_COLUMNS)), strict=True))
+        new = len(self._index) - first_new
+        self.step = np.concatenate([self.step, [timeframe_ms(t) for t in self.columns["timeframe"][first_new:]]])
+        self.time = np.vstack([self.time, np.full((new, self.size), -1, dtype=np.int64)])
         for name, values in self.ohlc.items():
-            self.ohlc[name] = np.vstack([values, np.full((len(new), self.size), np.nan)])
+            self.ohlc[name] = np.vstack([values, np.full((new, self.size), np.nan)])
 
     def write(self, slots, open_time, close, high, low) -> None:
         column = (open_time // self.step[slots]) % self.size
@@ -170,12 +172,6 @@ class CandleRing:
         present = self.time[rows, column] == times
         return present, {name: values[rows, column] for name, values in self.ohlc.items()}
 
-    def _index_keys(self, first_new: int) -> None:
-        self._joined = pa.array([KEY_SEPARATOR.join(k) for k in self.keys], pa.string())
-        for i, name in enumerate(KEY_COLUMNS):
-            new = np.array([k[i] for k in self.keys[first_new:]], dtype=object)
-            self.columns[name] = np.concatenate([self.columns[name][:first_new], new])
-
     def timeframes(self, slots: np.ndarray) -> np.ndarray:
         return self.columns["timeframe"][slots]
 
@@ -186,9 +182,8 @@ class CandleRing:
     @classmethod
     def from_snapshot(cls, snap: dict) -> CandleRing:
         ring = cls(snap["size"])
-        ring.keys = [tuple(k) for k in snap["keys"]]
-        ring._slot_of = {k: i for i, k in enumerate(ring.keys)}
-        ring._index_keys(0)
+        ring._index = KeyIndex(KEY_SEPARATOR, [KEY_SEPARATOR.join(k) for k in snap["keys"]])
+        ring.columns = dict(zip(KEY_COLUMNS, ring._index.split(len(KEY_COLUMNS)), strict=True))
         ring.step, ring.time = snap["step"].copy(), snap["time"].copy()
         ring.ohlc = {k: v.copy() for k, v in snap["ohlc"].items()}
         return ring
@@ -349,7 +344,7 @@ class OutcomeTracker:
         if not len(pending["slot"]):
             return np.ones(0, dtype=bool)
         model_code = _codes(pending["model_id"])
-        group = model_code * len(self._ring.keys) + pending["slot"]
+        group = model_code * self._ring.n_slots + pending["slot"]
         return _rank_within_groups(group, pending["open_time"]) < self.max_pending
 
     # --- candles -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from orchestrator.features import IncrementalFeatures, warm_rows
+from orchestrator.keyindex import KeyIndex
 from orchestrator.market.aggregate import CompletedCandles, TimeframeAggregator
 from orchestrator.market.timeframes import run_bounds
 
@@ -43,8 +44,7 @@ class ShardState:
         self.engines = {tf: IncrementalFeatures() for tf in self.timeframes}
         higher = tuple(tf for tf in self.timeframes if tf != "1m")
         self.aggregator = TimeframeAggregator(0, higher) if higher else None
-        self.keys: list[str] = []
-        self._slot_of: dict[str, int] = {}
+        self._index = KeyIndex(":")  # "exchange:symbol" per slot
         self.exchange = np.empty(0, dtype=object)
         self.symbol = np.empty(0, dtype=object)
         self.last_time = np.empty(0, dtype=np.int64)  # per slot: newest 1m open time processed
@@ -53,18 +53,18 @@ class ShardState:
         self.last_error = ""
 
     # --- symbols -----------------------------------------------------------------------
-    def slots_for(self, exchange: np.ndarray, symbol: np.ndarray) -> np.ndarray:
-        keys = [f"{e}:{s}" for e, s in zip(exchange, symbol, strict=True)]
-        new = [k for k in keys if k not in self._slot_of]
-        if new:
-            self._register(new)
-        return np.fromiter((self._slot_of[k] for k in keys), dtype=np.int64, count=len(keys))
+    @property
+    def keys(self) -> list[str]:
+        return self._index.keys
 
-    def _register(self, new_keys: list[str]) -> None:
-        for key in new_keys:
-            if key not in self._slot_of:
-                self._slot_of[key] = len(self.keys)
-                self.keys.append(key)
+    def slots_for(self, exchange, symbol) -> np.ndarray:
+        known = len(self._index)
+        slots = self._index.slots(exchange, symbol)
+        if len(self._index) > known:
+            self._register()
+        return slots
+
+    def _register(self) -> None:
         self._index_keys()
         self.last_time = np.concatenate([self.last_time, np.full(len(self.keys) - len(self.last_time), -1)])
         for engine in self.engines.values():
@@ -73,13 +73,12 @@ class ShardState:
             self.aggregator.resize(len(self.keys))
 
     def _index_keys(self) -> None:
-        self.exchange = np.array([k.split(":", 1)[0] for k in self.keys], dtype=object)
-        self.symbol = np.array([k.split(":", 1)[1] for k in self.keys], dtype=object)
+        self.exchange, self.symbol = self._index.split(2)
 
     def reset(self, exchange: str, symbols: list[str]) -> None:
         """Forget history of ``symbols`` (an unrepairable gap): they warm up again."""
-        keys = (f"{exchange}:{s}" for s in symbols)
-        slots = [self._slot_of[k] for k in keys if k in self._slot_of]
+        slot_of = {k: i for i, k in enumerate(self.keys)}
+        slots = [slot_of[k] for k in (f"{exchange}:{s}" for s in symbols) if k in slot_of]
         for engine in self.engines.values():
             engine.reset_symbols(slots)
         if self.aggregator is not None:
@@ -93,14 +92,14 @@ class ShardState:
         after a restore) and is skipped, so replaying overlapping batches is harmless.
         """
         cols = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
+        slots = self.slots_for(batch.column("exchange"), batch.column("symbol"))
         ticks: list[FeatureTick] = []
         bounds = run_bounds(cols["open_time"]).tolist()
         for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-            ticks.extend(self._minute({k: v[start:stop] for k, v in cols.items()}))
+            ticks.extend(self._minute({k: v[start:stop] for k, v in cols.items()}, slots[start:stop]))
         return ticks
 
-    def _minute(self, cols: dict[str, np.ndarray]) -> list[FeatureTick]:
-        slots = self.slots_for(cols["exchange"], cols["symbol"])
+    def _minute(self, cols: dict[str, np.ndarray], slots: np.ndarray) -> list[FeatureTick]:
         fresh = cols["open_time"] > self.last_time[slots]
         if not fresh.all():
             cols, slots = {k: v[fresh] for k, v in cols.items()}, slots[fresh]
@@ -166,8 +165,7 @@ class ShardState:
         if snap.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"shard snapshot version {snap.get('version')!r} is not supported")
         state = cls(tuple(snap["timeframes"]))
-        state.keys = list(snap["keys"])
-        state._slot_of = {k: i for i, k in enumerate(state.keys)}
+        state._index = KeyIndex(":", snap["keys"])
         state._index_keys()
         state.engines = {tf: IncrementalFeatures.from_snapshot(s) for tf, s in snap["engines"].items()}
         if snap["aggregator"] is not None:

@@ -71,7 +71,8 @@ def _minutes(market: SyntheticMarket, symbols: list[str], count: int) -> pa.Tabl
     return pa.Table.from_batches([_minute(market, symbols) for _ in range(count)])
 
 
-def through_serve(n_symbols: int, minutes: int, shards: int, batch_minutes: int, pace: float) -> dict:
+def through_serve(n_symbols: int, minutes: int, shards: int, batch_minutes: int, pace: float,
+                  in_flight: int) -> dict:
     """Status of the finished run, with ``cpu``: CPU seconds per stage during it."""
     from ray import serve
 
@@ -84,7 +85,8 @@ def through_serve(n_symbols: int, minutes: int, shards: int, batch_minutes: int,
                        "max_minutes": minutes, "warmup_minutes": WARMUP_MINUTES,
                        "batch_minutes": batch_minutes}],
             # Checkpoints as by default: every 100 minutes of candles.
-            "features": {"shards": shards, "num_cpus": 0.1, "state_dir": f"{tmp}/state"},
+            "features": {"shards": shards, "num_cpus": 0.1, "state_dir": f"{tmp}/state",
+                         "in_flight": in_flight},
             "serving": {"num_cpus": 0.1, "max_batch_size": 64},
             "sink": {"log_dir": f"{tmp}/log", "flush_rows": 200_000},
         }
@@ -177,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="minutes per feed batch in the throughput run (batch_minutes at speed 0)")
     parser.add_argument("--pace", type=float, default=4.0, help="ticks per second in the latency run")
     parser.add_argument("--latency-minutes", type=int, default=120)
+    parser.add_argument("--in-flight", type=int, default=2, help="batches in flight per shard")
     args = parser.parse_args(argv)
     base_rate, base_lat = baseline(args.symbols, args.minutes, args.batch_minutes)
     _, base_tick = baseline(args.symbols, args.latency_minutes, 1)
@@ -185,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        fast = through_serve(args.symbols, args.minutes, args.shards, args.batch_minutes, 0)
-        paced = through_serve(args.symbols, args.latency_minutes, args.shards, 1, args.pace)
+        fast = through_serve(args.symbols, args.minutes, args.shards, args.batch_minutes, 0, args.in_flight)
+        paced = through_serve(args.symbols, args.latency_minutes, args.shards, 1, args.pace, args.in_flight)
     finally:
         ray.shutdown()
     predicted, rate = _rate(fast)

@@ -29,7 +29,7 @@ from orchestrator.market.gate import CandleGate, Gap
 from orchestrator.market.schema import CANDLE_SCHEMA
 from orchestrator.market.timeframes import MINUTE_MS
 from orchestrator.market.validate import table_to_batch
-from orchestrator.sharding import shard_indices
+from orchestrator.sharding import ShardRouter
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ class FeedActor:
         self._epoch = snap["epoch"] + 1 if snap else 0
         self._warmed = bool(snap and snap["warmed"])
         self._links = [ShardLink(f"{name}#{self._epoch}", shard, in_flight) for shard in shards]
+        self._router = ShardRouter(len(shards))
         self._checkpoint_every, self._since_checkpoint = checkpoint_every, 0
         self._warmup_minutes = config.warmup_minutes
         self._metrics = FeedMetrics(name)
@@ -235,7 +236,7 @@ class FeedActor:
     async def _reset_after_gap(self, gap: Gap) -> None:
         self._counters["unrepairable_gaps"] += 1
         log.warning("feed %s: unrepairable gap %s; %s warms up again", self.name, gap, gap.symbol)
-        shard_id = shard_indices(np.array([gap.exchange]), np.array([gap.symbol]), len(self._links))[0]
+        shard_id = self._router.shards([gap.exchange], [gap.symbol])[0]
         await self._links[shard_id].drain()  # the reset goes between the batches around it
         await self._links[shard_id].shard.reset_symbols.remote(gap.exchange, [gap.symbol])
 
@@ -253,11 +254,7 @@ class FeedActor:
         if batch.num_rows == 0:
             return
         emitted_at_ms = time.time() * 1000.0
-        shard_of_row = shard_indices(
-            batch.column("exchange").to_numpy(zero_copy_only=False),
-            batch.column("symbol").to_numpy(zero_copy_only=False),
-            len(self._links),
-        )
+        shard_of_row = self._router.shards(batch.column("exchange"), batch.column("symbol"))
         sends = [
             self._links[shard_id].send(
                 batch.filter(pa.array(shard_of_row == shard_id)), emitted_at_ms, warmup

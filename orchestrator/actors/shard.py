@@ -34,6 +34,9 @@ from orchestrator.signals import trend_labels
 log = logging.getLogger(__name__)
 MODEL_RETRY_S = 60.0
 LATENCY_SAMPLES = 2000
+# Drift histograms need a sample, not every row: a live tick (one minute) is counted whole,
+# a fast replay's many-minute batch by every k-th row.
+DRIFT_ROWS_PER_TICK = 2000
 
 
 def latency_summary(samples: list[float]) -> dict:
@@ -77,6 +80,7 @@ class FeatureShard:
         self._batches = BatchSequencer(snap["seq"] if snap else {})
         self._durable: dict[str, int] = dict(self._batches.last)  # feed -> last batch in a checkpoint
         self._checkpointing = asyncio.Lock()
+        self._routers_ready = False
         # Outcome scoring lives with the candles it needs: each shard scores its own symbols'
         # predictions (in parallel with the other shards) and checkpoints it with the features.
         self._outcomes = (OutcomeTracker.from_snapshot(snap["outcomes"]) if snap and "outcomes" in snap
@@ -98,6 +102,8 @@ class FeatureShard:
         A warm-up batch (history sent at start) only advances the features' state. The next
         batch may update features while this one waits for its model calls.
         """
+        if not self._routers_ready:
+            await self._warm_routers()
         async with self._batches.turn(feed, seq) as new:
             if new:
                 lag_ms = time.time() * 1000.0 - emitted_at_ms
@@ -111,6 +117,13 @@ class FeatureShard:
                 if not warmup and ticks:
                     await self._predict_ticks(ticks, emitted_at_ms)
         return self._durable.get(feed, -1)
+
+    async def _warm_routers(self) -> None:
+        """A handle's first call waits for Serve to tell its router where the replicas are
+        (a second or more): pay that during warm-up, not on the first live tick."""
+        handles = [h for group in self._models.values() for h in group]
+        await asyncio.gather(*(h.describe.remote() for h in handles), return_exceptions=True)
+        self._routers_ready = True
 
     async def _predict_ticks(self, ticks: list[FeatureTick], emitted_at_ms: float) -> None:
         """One model call per (model, timeframe) for all of the batch's ticks, concurrently,
@@ -150,7 +163,8 @@ class FeatureShard:
         if len(tick.features) == 0:
             return None
         if tick.timeframe in self._drift:
-            self._drift[tick.timeframe].update(tick.features)
+            stride = -(-len(tick.features) // DRIFT_ROWS_PER_TICK)  # a systematic sample of big ticks
+            self._drift[tick.timeframe].update(tick.features[::stride])
         if self._config.log_features:
             self._unconfirmed.append(self._sink.record_features.remote(feature_rows(tick)))
         handles = self._models.get(tick.timeframe, [])

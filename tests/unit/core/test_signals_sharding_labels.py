@@ -1,7 +1,8 @@
 import numpy as np
+import pyarrow as pa
 
 from orchestrator.labels import next_direction
-from orchestrator.sharding import shard_indices, shard_of
+from orchestrator.sharding import ShardRouter, shard_indices, shard_of
 from orchestrator.signals import direction_signals
 
 
@@ -45,3 +46,12 @@ def test_trend_labels_from_indicators():
         rows[i, cols["rsi_14"]], rows[i, cols["macd_hist"]], rows[i, cols["sma_ratio_20"]] = rsi, hist, ratio
     assert list(trend_labels(rows, FEATURE_NAMES)) == ["OVERBOUGHT", "OVERSOLD", "BULLISH", "BEARISH",
                                                        "NEUTRAL"]
+
+
+def test_the_feed_router_routes_like_shard_of_across_batches():
+    router = ShardRouter(5)
+    for start in (0, 150, 90):  # new, then known and new keys mixed
+        exchanges = pa.array(["binance"] * 100)
+        symbols = pa.array([f"S{i}/USDT:USDT" for i in range(start, start + 100)])
+        expected = [shard_of("binance", s, 5) for s in symbols.to_pylist()]
+        np.testing.assert_array_equal(router.shards(exchanges, symbols), expected)

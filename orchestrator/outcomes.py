@@ -324,17 +324,18 @@ class OutcomeTracker:
         self._pending = _take(merged, keep)
 
     def _pending_rows(self, table: pa.Table) -> dict:
-        cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in (
-            "event_id", "model_id", "model_version", "model_type", "exchange", "symbol",
-            "timeframe", "open_time", "value")}
         known = (pc.is_in(table.column("model_type"), value_set=pa.array(list(LABEL_SPECS)))
                  .to_numpy(zero_copy_only=False)
                  & pc.is_in(table.column("timeframe"), value_set=pa.array(list(TIMEFRAME_MS)))
                  .to_numpy(zero_copy_only=False))
         self.unscorable += int((~known).sum())
-        p_low = pc.map_lookup(table.column("outputs"), "p_swing_low", "first")
-        cols = _take({**cols, "p_low": p_low.to_numpy(zero_copy_only=False)}, known)
-        slot = self._ring.slots_for(cols["exchange"], cols["symbol"], cols["timeframe"])
+        if not known.all():
+            table = table.filter(pa.array(known))
+        cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in (
+            "event_id", "model_id", "model_version", "model_type", "open_time", "value")}
+        cols["p_low"] = pc.map_lookup(table.column("outputs"), "p_swing_low", "first").to_numpy(
+            zero_copy_only=False)
+        slot = self._ring.slots_for(*(table.column(k) for k in KEY_COLUMNS))  # Arrow in, no copies
         horizon = _per_value(cols["model_type"], lambda t: LABEL_SPECS[t].horizon).astype(np.int64)
         rows = {**cols, "slot": slot, "settle": cols["open_time"] + horizon * self._ring.step[slot]}
         return {k: np.asarray(rows[k], dtype=t) for k, t in PENDING_DTYPES.items()}

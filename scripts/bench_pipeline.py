@@ -72,7 +72,7 @@ def _minutes(market: SyntheticMarket, symbols: list[str], count: int) -> pa.Tabl
 
 
 def through_serve(n_symbols: int, minutes: int, shards: int, batch_minutes: int, pace: float,
-                  in_flight: int) -> dict:
+                  in_flight: int, batch_wait_s: float) -> dict:
     """Status of the finished run, with ``cpu``: CPU seconds per stage during it."""
     from ray import serve
 
@@ -87,7 +87,7 @@ def through_serve(n_symbols: int, minutes: int, shards: int, batch_minutes: int,
             # Checkpoints as by default: every 100 minutes of candles.
             "features": {"shards": shards, "num_cpus": 0.1, "state_dir": f"{tmp}/state",
                          "in_flight": in_flight},
-            "serving": {"num_cpus": 0.1, "max_batch_size": 64},
+            "serving": {"num_cpus": 0.1, "max_batch_size": 64, "batch_wait_timeout_s": batch_wait_s},
             "sink": {"log_dir": f"{tmp}/log", "flush_rows": 200_000},
         }
         serve.run(build_app(args), name="tickcast", route_prefix=None)
@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pace", type=float, default=4.0, help="ticks per second in the latency run")
     parser.add_argument("--latency-minutes", type=int, default=120)
     parser.add_argument("--in-flight", type=int, default=2, help="batches in flight per shard")
+    parser.add_argument("--batch-wait-s", type=float, default=0.001,
+                        help="the model deployments' @serve.batch wait (serving.batch_wait_timeout_s)")
     args = parser.parse_args(argv)
     base_rate, base_lat = baseline(args.symbols, args.minutes, args.batch_minutes)
     _, base_tick = baseline(args.symbols, args.latency_minutes, 1)
@@ -188,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        fast = through_serve(args.symbols, args.minutes, args.shards, args.batch_minutes, 0, args.in_flight)
-        paced = through_serve(args.symbols, args.latency_minutes, args.shards, 1, args.pace, args.in_flight)
+        fast = through_serve(args.symbols, args.minutes, args.shards, args.batch_minutes, 0, args.in_flight,
+                             args.batch_wait_s)
+        paced = through_serve(args.symbols, args.latency_minutes, args.shards, 1, args.pace, args.in_flight,
+                              args.batch_wait_s)
     finally:
         ray.shutdown()
     predicted, rate = _rate(fast)
@@ -206,10 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nratio Serve / baseline: {rate / base_rate:.2f}x; targets: >= 100,000 symbol-candles/s "
           f"({'met' if rate >= 100_000 else 'NOT met'}), tick p99 < 50 ms ({'met' if t99 < 50 else 'NOT met'})")
     print("latency: the feed emits a batch -> its predictions handed to the sink (worst shard's percentile)\n")
+    print("latency run, per shard:", [s["latency_ms"].get("1m") for s in paced["shards"]], "\n")
     print("| stage (throughput run) | CPU µs per symbol-candle |\n| --- | ---: |")
     for stage, seconds in sorted(fast["cpu"].items(), key=lambda kv: -kv[1]):
         print(f"| {stage} | {seconds / predicted * 1e6:.2f} |")
     print(f"| total (2 cores give {2e6 / rate:.2f}) | {sum(fast['cpu'].values()) / predicted * 1e6:.2f} |")
+    stages = {}
+    for shard in fast["shards"]:
+        for stage, seconds in shard.get("stage_seconds", {}).items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    print("\n| shard stage (wall, summed over shards) | µs per symbol-candle |\n| --- | ---: |")
+    for stage, seconds in stages.items():
+        print(f"| {stage} | {seconds / predicted * 1e6:.2f} |")
     return 0
 
 

@@ -168,6 +168,9 @@ class FeedActor:
     async def _run(self) -> None:
         if self._warmup_minutes and not self._warmed:
             await self._warm_up()
+            # Live candles start once the shards hold the history (and their model routers
+            # are up), so the first live tick does not queue behind the warm-up.
+            await asyncio.gather(*(link.drain() for link in self._links))
         self._times["live_since"] = time.time()
         while True:
             try:

@@ -10,6 +10,7 @@ that fails because a replica died is retried until ``MODEL_RETRY_S`` has passed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -43,7 +44,8 @@ def latency_summary(samples: list[float]) -> dict:
     if not samples:
         return {"ticks": 0}
     p50, p99 = np.percentile(samples, [50, 99])
-    return {"ticks": len(samples), "p50": round(float(p50), 2), "p99": round(float(p99), 2)}
+    return {"ticks": len(samples), "p50": round(float(p50), 2), "p99": round(float(p99), 2),
+            "max": round(float(np.max(samples)), 2), "worst_tick": int(np.argmax(samples))}
 
 
 def _restorable(path: Path, timeframes: tuple[str, ...]) -> dict | None:
@@ -81,6 +83,7 @@ class FeatureShard:
         self._durable: dict[str, int] = dict(self._batches.last)  # feed -> last batch in a checkpoint
         self._checkpointing = asyncio.Lock()
         self._routers_ready = False
+        self._stage_s: dict[str, float] = {}
         # Outcome scoring lives with the candles it needs: each shard scores its own symbols'
         # predictions (in parallel with the other shards) and checkpoints it with the features.
         self._outcomes = (OutcomeTracker.from_snapshot(snap["outcomes"]) if snap and "outcomes" in snap
@@ -108,7 +111,8 @@ class FeatureShard:
             if new:
                 lag_ms = time.time() * 1000.0 - emitted_at_ms
                 self._metrics.lag(lag_ms)
-                ticks = self._state.process(batch)
+                with self._timed("features"):
+                    ticks = self._state.process(batch)
                 await self._batches.advance(feed, seq)
                 if not warmup and self._too_late(lag_ms):
                     self._counters["stale_ticks_skipped"] += len(ticks)
@@ -170,23 +174,36 @@ class FeatureShard:
         handles = self._models.get(tick.timeframe, [])
         if not handles:
             return None
-        results = await asyncio.gather(
-            *(self._call_model(h, tick.features) for h in handles), return_exceptions=True
-        )
-        rows = TickRows(tick.exchange, tick.symbol, tick.timeframe, tick.open_time, tick.close,
-                        emitted_at_ms, trend_labels(tick.features, FEATURE_NAMES))
-        tables = [t for t in (self._to_events(r, rows) for r in results) if t is not None]
+        with self._timed("model_wait"):
+            results = await asyncio.gather(
+                *(self._call_model(h, tick.features) for h in handles), return_exceptions=True
+            )
+        with self._timed("events"):
+            rows = TickRows(tick.exchange, tick.symbol, tick.timeframe, tick.open_time, tick.close,
+                            emitted_at_ms, trend_labels(tick.features, FEATURE_NAMES))
+            tables = [t for t in (self._to_events(r, rows) for r in results) if t is not None]
         latency_ms = time.time() * 1000.0 - emitted_at_ms
         self._latency.setdefault(tick.timeframe, deque(maxlen=LATENCY_SAMPLES)).append(latency_ms)
         self._metrics.tick(tick.timeframe, len(tick.features), latency_ms)
         predictions = pa.concat_tables(tables) if tables else None
-        if predictions is not None:
-            self._outcomes.add_predictions(predictions)
-        # The candles settle earlier predictions (in a multi-minute batch, also the batch's
-        # own), even if no model answered this time.
-        outcomes = self._outcomes.observe_candles(tick.exchange, tick.symbol, tick.timeframe, tick.open_time,
-                                                  tick.close, tick.high, tick.low)
+        with self._timed("outcomes"):
+            if predictions is not None:
+                self._outcomes.add_predictions(predictions)
+            # The candles settle earlier predictions (in a multi-minute batch, also the
+            # batch's own), even if no model answered this time.
+            outcomes = self._outcomes.observe_candles(tick.exchange, tick.symbol, tick.timeframe,
+                                                      tick.open_time, tick.close, tick.high, tick.low)
         return predictions, outcomes
+
+    @contextlib.contextmanager
+    def _timed(self, stage: str):
+        """Wall time per stage (status: where a batch's time goes; model_wait overlaps the
+        next batch's features)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._stage_s[stage] = self._stage_s.get(stage, 0.0) + time.perf_counter() - started
 
     async def _call_model(self, handle, features: np.ndarray) -> dict:
         """One tick's call, retried while the deployment has no healthy replica."""
@@ -229,6 +246,7 @@ class FeatureShard:
     def status(self) -> dict:
         latency = {tf: latency_summary(list(v)) for tf, v in self._latency.items()}
         return {"shard": self.shard_id, "candles_in": self._state.candles_in, "latency_ms": latency,
+                "stage_seconds": {k: round(v, 3) for k, v in self._stage_s.items()},
                 "symbols": len(self._state.keys), "rejected_minutes": self._state.rejected_minutes,
                 "outcomes_pending": self._outcomes.pending,
                 **self._counters}

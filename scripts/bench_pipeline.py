@@ -13,7 +13,7 @@ deployment -> sink) on the synthetic market with N symbols (default 1,000):
 The baseline does the same work in one plain Python process (the same feature engine,
 ONNX model and prediction events; no Ray, no log, no outcome scoring).
 
-    python scripts/bench_pipeline.py [--symbols 1000] [--minutes 2000] [--shards 2]
+    python scripts/bench_pipeline.py [--symbols 1000] [--minutes 2000] [--shards 1] [--in-flight 2]
 """
 
 from __future__ import annotations
@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--symbols", type=int, default=1000)
     parser.add_argument("--minutes", type=int, default=2000, help="minutes replayed as fast as possible")
-    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--shards", type=int, default=1,
+                        help="feature shards (on 2 cores one leaves the other core to the rest)")
     parser.add_argument("--batch-minutes", type=int, default=10,
                         help="minutes per feed batch in the throughput run (batch_minutes at speed 0)")
     parser.add_argument("--pace", type=float, default=4.0, help="ticks per second in the latency run")

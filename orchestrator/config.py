@@ -156,7 +156,10 @@ class AutoscalingConfig(StrictModel):
 
 class ServingConfig(StrictModel):
     max_batch_size: int = Field(64, ge=1, le=4096)
-    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
+    # 0: requests reach the models already merged (the ingress coalesces HTTP predicts; a
+    # shard sends whole matrices), so waiting for company only adds latency; @serve.batch
+    # still merges calls that queue while the model is busy.
+    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
     num_cpus: float = Field(0.25, gt=0)
     autoscaling: AutoscalingConfig | None = Field(None, description="model deployments; none: 1 replica")
     ingress_num_cpus: float = Field(0.1, gt=0)
@@ -164,9 +167,9 @@ class ServingConfig(StrictModel):
     ingress_autoscaling: AutoscalingConfig | None = None
     # A handle call costs milliseconds of CPU, a row microseconds: the ingress merges HTTP
     # predicts for one model that arrive while a call for it is out (serve_app/coalesce.py).
-    coalesce_window_s: float = Field(0.002, ge=0, le=0.1,
+    coalesce_window_s: float = Field(0.01, ge=0, le=0.1,
                                      description="ingress: wait for company at most this; 0: off")
-    coalesce_max_rows: int = Field(2048, ge=1, le=100_000, description="ingress: rows per merged call")
+    coalesce_max_rows: int = Field(4096, ge=1, le=100_000, description="ingress: rows per merged call")
 
 
 class ApiConfig(StrictModel):

@@ -3,8 +3,9 @@
 baseline serving the same API app, in one run; prints one table.
 
     python scripts/bench_http.py [--duration 6] [--modes baseline,serve,serve-opt,haproxy]
+        [--cells json:1:1,json:1:256,json:32:1,json:32:256,arrow:1:256,arrow:32:256]
         [--feed quiet|configured] [--only-measured-model] [--models-dir DIR]
-        [--ingress-max-ongoing N] [--no-netns]
+        [--ingress-max-ongoing N] [--serving FIELD=VALUE ...] [--no-netns]
 
 Needs ``wrk`` (``apt-get install -y wrk``) and, for a private network namespace, root.
 
@@ -55,13 +56,18 @@ Servers, each serving the registry's ``direction-1m`` model (``--models-dir``):
     Ray's own ports included, is reachable from outside. Without such a namespace
     (``--no-netns``, or not root) the haproxy row is skipped.
 
-Cells: 1 and 32 connections x 1 and 256 rows per request (``rows``: feature vectors in
-the model's feature order). Each cell: ``--warmup`` s of load (discarded), then
-``--duration`` s measured. Load generator: ``wrk`` (one thread; a Lua script posts the
-body and prints the latency percentiles). The application's rate limit is set far above
-any reachable rate (``api.rate_limit_per_s``) so the limiter is not what is measured.
-Before measuring, every server must answer a 1-row and a 256-row request with as many
-predictions, and a started Serve stack gets up to ``--settle`` s to calm down.
+Cells: JSON bodies at 1 and 32 connections x 1 and 256 rows per request (``rows``: feature
+vectors in the model's feature order), and Arrow bodies (an IPC stream of float32 columns
+named after the features, model in the query) at 1 and 32 connections x 256 rows;
+``--cells`` picks a subset (fewer cells, shorter run). Answers are JSON in every cell. Each
+cell: ``--warmup`` s of load (discarded), then ``--duration`` s measured. Load generator:
+``wrk`` (one thread; a Lua script posts the body, binary or not, and prints the latency
+percentiles). The application's rate limit is set far above any reachable rate
+(``api.rate_limit_per_s``) so the limiter is not what is measured. Before measuring, every
+server must answer every body with as many predictions, and a started Serve stack gets up
+to ``--settle`` s to calm down. After a Serve row, the ingress's coalescing counters
+(``GET /v1/status``: HTTP predicts per ingress -> model handle call) are reported;
+``--serving FIELD=VALUE`` overrides a ``serving`` field (``coalesce_window_s=0``: off).
 
 The machine is shared (2 cores, other people's test suites), so throughput drifts by
 several times within minutes. The baseline is therefore started first and kept running:
@@ -103,7 +109,11 @@ import yaml
 from orchestrator import PROJECT_ROOT
 
 MODEL = ("direction", "1m")
-CELLS = ((1, 1), (1, 256), (32, 1), (32, 256))  # (connections, rows per request)
+# (request body, connections, rows per request)
+CELLS = (("json", 1, 1), ("json", 1, 256), ("json", 32, 1), ("json", 32, 256),
+         ("arrow", 1, 256), ("arrow", 32, 256))
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+CONTENT_TYPES = {"json": "application/json", "arrow": ARROW_STREAM}
 TARGET_HAPROXY_VS_BASELINE = 0.35  # requests/s, single rows
 TARGET_ROWS_PER_S = 200_000  # 256-row requests
 NO_RATE_LIMIT = {"rate_limit_per_s": 1e9, "rate_limit_burst": 10**9}
@@ -126,7 +136,7 @@ MODE_LABEL = {
 }
 
 WRK_LUA = """wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Content-Type"] = %s
 local f = assert(io.open(%s, "rb"))
 wrk.body = f:read("*a")
 f:close()
@@ -189,6 +199,32 @@ def request_body(names: tuple[str, ...], n_rows: int, seed: int = 0) -> bytes:
     return json.dumps({"model_type": MODEL[0], "timeframe": MODEL[1], "rows": rows.tolist()}).encode()
 
 
+def arrow_body(names: tuple[str, ...], n_rows: int, seed: int = 0) -> bytes:
+    """The same rows as an Arrow IPC stream of float32 columns (what the model reads)."""
+    import pyarrow as pa
+
+    rows = np.random.default_rng(seed).normal(0.0, 1.0, (n_rows, len(names))).astype(np.float32)
+    table = pa.table({name: rows[:, i] for i, name in enumerate(names)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+@dataclass(frozen=True)
+class Body:
+    """One request body and how it is posted: JSON names its model inside, Arrow in the query."""
+
+    kind: str
+    rows: int
+    data: bytes
+    lua: Path
+
+    @property
+    def query(self) -> str:
+        return f"?model_type={MODEL[0]}&timeframe={MODEL[1]}" if self.kind == "arrow" else ""
+
+
 @dataclass
 class Cell:
     requests: int
@@ -213,10 +249,11 @@ def run_wrk(url: str, lua: Path, connections: int, seconds: float) -> tuple[list
     return [float(v) for v in line.split()[1:]], cpu
 
 
-def measure_cell(target: Target, lua: Path, connections: int, warmup: float, duration: float) -> Cell:
-    run_wrk(target.url, lua, connections, warmup)
+def measure_cell(target: Target, body: Body, connections: int, warmup: float, duration: float) -> Cell:
+    url = target.url + body.query
+    run_wrk(url, body.lua, connections, warmup)
     server_cpu = target.server.cpu_seconds()
-    (requests, duration_us, *errors, p50, p99), client_cpu = run_wrk(target.url, lua, connections, duration)
+    (requests, duration_us, *errors, p50, p99), client_cpu = run_wrk(url, body.lua, connections, duration)
     wall = duration_us / 1e6
     return Cell(int(requests), wall, int(sum(errors)), p50 / 1e3, p99 / 1e3,
                 client_cpu / wall, (target.server.cpu_seconds() - server_cpu) / wall)
@@ -255,7 +292,7 @@ class Server:
     def cpu_seconds(self) -> float:
         return sum(cpu_ticks(p) for p in session_pids(self.proc.pid)) / CLK_TCK
 
-    def wait_ready(self, url: str, body: bytes, budget_s: float) -> None:
+    def wait_ready(self, url: str, body: Body, budget_s: float) -> None:
         deadline, last = time.monotonic() + budget_s, "no answer"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -302,10 +339,24 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def predictions_in(url: str, body: bytes) -> int:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+def predictions_in(url: str, body: Body) -> int:
+    request = urllib.request.Request(url + body.query, data=body.data,
+                                     headers={"Content-Type": CONTENT_TYPES[body.kind]})
     with urllib.request.urlopen(request, timeout=10) as response:
         return len(json.loads(response.read())["predictions"])
+
+
+def merged_calls(predict_url: str) -> str:
+    """The ingress's coalescing counters (GET /v1/status), as 'requests per model call'."""
+    status_url = predict_url.removesuffix("/v1/predict") + "/v1/status"
+    try:
+        with urllib.request.urlopen(status_url, timeout=30) as response:
+            counts = json.loads(response.read()).get("ingress")
+    except (OSError, ValueError):
+        return "?"
+    if not counts or not counts.get("model_calls"):
+        return "-"
+    return f"{counts['http_predicts'] / counts['model_calls']:.1f}"
 
 
 def serve_config(tmp: Path, port: int, args) -> Path:
@@ -326,6 +377,9 @@ def serve_config(tmp: Path, port: int, args) -> Path:
         tickcast["models"] = [{"model_type": MODEL[0], "timeframe": MODEL[1]}]
     if args.ingress_max_ongoing:
         app["deployments"] = [{"name": "Ingress", "max_ongoing_requests": args.ingress_max_ongoing}]
+    for override in args.serving:
+        field, _, value = override.partition("=")
+        tickcast.setdefault("serving", {})[field] = yaml.safe_load(value)
     path = tmp / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -392,7 +446,7 @@ class Target:
 
 
 @contextlib.contextmanager
-def running(mode: str, bodies: dict[int, tuple[bytes, Path]], args):
+def running(mode: str, bodies: dict[tuple[str, int], Body], args):
     """Start ``mode``'s server, check it answers every body with as many rows, stop it at exit."""
     with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as name:
         tmp, port = Path(name), free_port()
@@ -400,11 +454,12 @@ def running(mode: str, bodies: dict[int, tuple[bytes, Path]], args):
         started = time.monotonic()
         server = start_server(mode, tmp, port, args)
         try:
-            server.wait_ready(url, bodies[1][0], args.startup_budget)
+            server.wait_ready(url, bodies[("json", 1)], args.startup_budget)
             startup_s = time.monotonic() - started
-            for n_rows, (body, _) in bodies.items():
-                if predictions_in(url, body) != n_rows:
-                    raise RuntimeError(f"a {n_rows}-row request was not answered with {n_rows} rows")
+            for body in bodies.values():
+                if predictions_in(url, body) != body.rows:
+                    raise RuntimeError(f"a {body.rows}-row {body.kind} request was not answered "
+                                       f"with {body.rows} rows")
             yield Target(mode, server, url, startup_s)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             print(f"[{mode}] failed: {exc}\n{server.log_tail()}", file=sys.stderr)
@@ -417,37 +472,43 @@ class NotMeasured(Exception):
     pass
 
 
+CellKey = tuple[str, int, int]  # (body, connections, rows per request)
+
+
 @dataclass
 class Row:
-    cells: dict[tuple[int, int], Cell]
+    cells: dict[CellKey, Cell]
     startup_s: float
     idle_cores: float
-    baseline_rps: dict[tuple[int, int], float] | None = None  # measured just before each cell
+    baseline_rps: dict[CellKey, float] | None = None  # measured just before each cell
+    per_model_call: str = "-"  # HTTP predicts per ingress -> model call (coalescing)
 
 
-def measure_row(target: Target, bodies: dict[int, tuple[bytes, Path]], args,
+def measure_row(target: Target, bodies: dict[tuple[str, int], Body], args,
                 baseline: Target | None = None) -> Row:
     """Every cell of one server; with ``baseline``, the baseline's same cell is measured just
     before each one, so a ratio compares two runs a few seconds apart on this shared machine."""
     idle = target.server.settle(3.0, args.settle)
     cells, paired = {}, {}
-    for conns, rows in CELLS:
+    for kind, conns, rows in args.cells:
         if baseline is not None:
-            cell = measure_cell(baseline, bodies[rows][1], conns, 1.0, args.duration)
-            paired[(conns, rows)] = cell.requests / cell.seconds
-        cells[(conns, rows)] = measure_cell(target, bodies[rows][1], conns, args.warmup, args.duration)
-    return Row(cells, target.startup_s, idle, paired if baseline is not None else None)
+            cell = measure_cell(baseline, bodies[(kind, rows)], conns, 1.0, args.duration)
+            paired[(kind, conns, rows)] = cell.requests / cell.seconds
+        cells[(kind, conns, rows)] = measure_cell(target, bodies[(kind, rows)], conns, args.warmup,
+                                                  args.duration)
+    merged = merged_calls(target.url) if target.mode != "baseline" else "-"
+    return Row(cells, target.startup_s, idle, paired if baseline is not None else None, merged)
 
 
-def requests_per_s(row: Row, conns: int, rows: int) -> float:
-    cell = row.cells[(conns, rows)]
+def requests_per_s(row: Row, key: CellKey) -> float:
+    cell = row.cells[key]
     return cell.requests / cell.seconds
 
 
-def versus_baseline(row: Row, conns: int, rows: int) -> float | None:
+def versus_baseline(row: Row, key: CellKey) -> float | None:
     if row.baseline_rps is None:
         return None
-    return requests_per_s(row, conns, rows) / row.baseline_rps[(conns, rows)]
+    return requests_per_s(row, key) / row.baseline_rps[key]
 
 
 def print_table(results: dict[str, Row | str], args, load: tuple[float, ...]) -> None:
@@ -455,23 +516,25 @@ def print_table(results: dict[str, Row | str], args, load: tuple[float, ...]) ->
           f"thread; CPU in cores ({os.cpu_count()} on this machine; 1-min load average "
           f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after). Baseline req/s: the baseline's "
           "same cell, measured just before.\n")
-    print("| server | conns | rows/req | req/s | rows/s | p50 ms | p99 ms | errors "
+    print("| server | body | conns | rows/req | req/s | rows/s | p50 ms | p99 ms | errors "
           "| baseline req/s | vs baseline | server CPU | client CPU |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for mode, row in results.items():
         if isinstance(row, str):
-            print(f"| {MODE_LABEL[mode]} | {row} ||||||||||")
+            print(f"| {MODE_LABEL[mode]} | {row} |||||||||||")
             continue
-        for (conns, rows), cell in row.cells.items():
-            rps, ratio = requests_per_s(row, conns, rows), versus_baseline(row, conns, rows)
-            paired = f"{row.baseline_rps[(conns, rows)]:,.0f} | {ratio:.2f}x" if ratio else "- | -"
-            print(f"| {MODE_LABEL[mode]} | {conns} | {rows} | {rps:,.0f} | {rps * rows:,.0f} "
+        for key, cell in row.cells.items():
+            (kind, conns, rows), rps, ratio = key, requests_per_s(row, key), versus_baseline(row, key)
+            paired = f"{row.baseline_rps[key]:,.0f} | {ratio:.2f}x" if ratio else "- | -"
+            print(f"| {MODE_LABEL[mode]} | {kind} | {conns} | {rows} | {rps:,.0f} | {rps * rows:,.0f} "
                   f"| {cell.p50_ms:.2f} | {cell.p99_ms:.2f} | {cell.errors} | {paired} "
                   f"| {cell.server_cores:.2f} | {cell.client_cores:.2f} |")
-    print("\n| server | start -> first answer | server CPU at rest (feed, pipeline) |\n| --- | ---: | ---: |")
+    print("\n| server | start -> first answer | server CPU at rest (feed, pipeline) "
+          "| HTTP predicts per model call |\n| --- | ---: | ---: | ---: |")
     for mode, row in results.items():
         if isinstance(row, Row):
-            print(f"| {MODE_LABEL[mode]} | {row.startup_s:.1f} s | {row.idle_cores:.2f} cores |")
+            print(f"| {MODE_LABEL[mode]} | {row.startup_s:.1f} s | {row.idle_cores:.2f} cores "
+                  f"| {row.per_model_call} |")
 
 
 def print_targets(results: dict[str, Row | str]) -> None:
@@ -480,17 +543,17 @@ def print_targets(results: dict[str, Row | str]) -> None:
     if not isinstance(hap, Row) or hap.baseline_rps is None:
         print("targets: not checked (the haproxy or the baseline row was not measured)")
         return
-    for conns in (1, 32):
-        ratio = versus_baseline(hap, conns, 1)
+    for key in (k for k in hap.cells if k[2] == 1):
+        ratio = versus_baseline(hap, key)
         verdict = "PASS" if ratio >= TARGET_HAPROXY_VS_BASELINE else "FAIL"
-        print(f"target {verdict}: Serve+HAProxy single-row req/s, {conns} conn = {ratio:.2f}x "
-              f"baseline (target >= {TARGET_HAPROXY_VS_BASELINE}x)")
-    for conns in (1, 32):
-        rows_s = requests_per_s(hap, conns, 256) * 256
+        print(f"target {verdict}: Serve+HAProxy single-row req/s, {key[0]}, {key[1]} conn = "
+              f"{ratio:.2f}x baseline (target >= {TARGET_HAPROXY_VS_BASELINE}x)")
+    for key in (k for k in hap.cells if k[2] == 256):
+        rows_s = requests_per_s(hap, key) * 256
         verdict = "PASS" if rows_s >= TARGET_ROWS_PER_S else "FAIL"
-        print(f"target {verdict}: Serve+HAProxy 256-row rows/s, {conns} conn = {rows_s:,.0f} "
-              f"(target >= {TARGET_ROWS_PER_S:,}; baseline: "
-              f"{hap.baseline_rps[(conns, 256)] * 256:,.0f})")
+        print(f"target {verdict}: Serve+HAProxy 256-row rows/s, {key[0]}, {key[1]} conn = "
+              f"{rows_s:,.0f} (target >= {TARGET_ROWS_PER_S:,}; baseline: "
+              f"{hap.baseline_rps[key] * 256:,.0f})")
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -514,9 +577,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only-measured-model", action="store_true",
                         help="Serve runs only direction-1m, not every model of configs/local.yaml")
     parser.add_argument("--no-netns", action="store_true", help="stay in the host network namespace")
+    parser.add_argument("--cells", type=parse_cells, default=CELLS, metavar="BODY:CONNS:ROWS,...",
+                        help="a subset of the cells, e.g. arrow:32:256,json:32:1 (default: all)")
+    parser.add_argument("--serving", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override serving.FIELD in Serve's config (repeatable), e.g. "
+                             "coalesce_window_s=0 (no coalescing at the ingress)")
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--log-dir", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def parse_cells(text: str) -> tuple[CellKey, ...]:
+    cells = []
+    for item in text.split(","):
+        kind, conns, rows = item.split(":")
+        if kind not in CONTENT_TYPES or int(rows) not in {r for _, _, r in CELLS}:
+            raise argparse.ArgumentTypeError(f"{item}: body is json or arrow, rows 1 or 256")
+        cells.append((kind, int(conns), int(rows)))
+    return tuple(cells)
 
 
 def skipped(mode: str, isolated: bool) -> str | None:
@@ -527,14 +605,16 @@ def skipped(mode: str, isolated: bool) -> str | None:
     return None
 
 
-def write_bodies(names: tuple[str, ...], folder: Path) -> dict[int, tuple[bytes, Path]]:
-    """Per rows-per-request: the JSON body and the wrk script that posts it."""
+def write_bodies(names: tuple[str, ...], folder: Path) -> dict[tuple[str, int], Body]:
+    """Per (body kind, rows per request): the body and the wrk script that posts it. The JSON
+    1-row body is always written: it is how a server's readiness is checked."""
     bodies = {}
-    for n_rows in sorted({r for _, r in CELLS}):
-        body_path, lua_path = folder / f"body-{n_rows}.json", folder / f"post-{n_rows}.lua"
-        body_path.write_bytes(request_body(names, n_rows))
-        lua_path.write_text(WRK_LUA % json.dumps(str(body_path)))
-        bodies[n_rows] = (body_path.read_bytes(), lua_path)
+    for kind, n_rows in sorted({(k, r) for k, _, r in CELLS}):
+        data = request_body(names, n_rows) if kind == "json" else arrow_body(names, n_rows)
+        body_path, lua_path = folder / f"body-{n_rows}.{kind}", folder / f"post-{kind}-{n_rows}.lua"
+        body_path.write_bytes(data)
+        lua_path.write_text(WRK_LUA % (json.dumps(CONTENT_TYPES[kind]), json.dumps(str(body_path))))
+        bodies[(kind, n_rows)] = Body(kind, n_rows, data, lua_path)
     return bodies
 
 

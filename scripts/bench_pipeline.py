@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pace", type=float, default=4.0, help="ticks per second in the latency run")
     parser.add_argument("--latency-minutes", type=int, default=120)
     parser.add_argument("--in-flight", type=int, default=2, help="batches in flight per shard")
-    parser.add_argument("--batch-wait-s", type=float, default=0.001,
+    parser.add_argument("--batch-wait-s", type=float, default=0.0,
                         help="the model deployments' @serve.batch wait (serving.batch_wait_timeout_s)")
     args = parser.parse_args(argv)
     base_rate, base_lat = baseline(args.symbols, args.minutes, args.batch_minutes)

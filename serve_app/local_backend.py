@@ -13,7 +13,7 @@ from orchestrator.sinks.latest import LatestStore
 from orchestrator.sinks.parquet_log import HistoryQuery, query_log
 from serve_app.backend import BackendError
 from serve_app.inference import OnnxPredictor
-from serve_app.registry import Registry, RegistryError
+from serve_app.registry import ModelManifest, Registry, RegistryError
 
 
 class LocalBackend:
@@ -21,21 +21,27 @@ class LocalBackend:
         self.registry = Registry(models_dir)
         self.log_dir = Path(log_dir)
         self.store = LatestStore()
-        self._predictors: dict[tuple[str, str], OnnxPredictor] = {}
+        self._predictors: dict[tuple[str, str, str], OnnxPredictor] = {}
         self._served: dict[str, str] = {}
         for key, version in (served or {}).items():
             model_type, timeframe = key.split("-", 1)
-            self._served[key] = self._predictor(model_type, timeframe, version).manifest.version
+            self._served[key] = self._resolve(model_type, timeframe, version).version
+            self._predictor(model_type, timeframe, self._served[key])  # loaded before any request
 
-    def _predictor(self, model_type: str, timeframe: str, version: str | None) -> OnnxPredictor:
-        try:
-            manifest = self.registry.resolve(model_type, timeframe, version)
-        except RegistryError as exc:
-            raise BackendError(404, str(exc)) from None
-        key = (manifest.model_id, manifest.version)
+    def _predictor(self, model_type: str, timeframe: str, version: str) -> OnnxPredictor:
+        """A named version's predictor; only the first request for it reads the registry (a
+        version's model file never changes, and resolving lists every manifest: ~1 ms)."""
+        key = (model_type, timeframe, version)
         if key not in self._predictors:
+            manifest = self._resolve(model_type, timeframe, version)
             self._predictors[key] = OnnxPredictor(manifest, self.registry.load_bytes(manifest))
         return self._predictors[key]
+
+    def _resolve(self, model_type: str, timeframe: str, version: str | None) -> ModelManifest:
+        try:
+            return self.registry.resolve(model_type, timeframe, version)
+        except RegistryError as exc:
+            raise BackendError(404, str(exc)) from None
 
     async def predict(self, model_type: str, timeframe: str, version: str | None, rows: np.ndarray) -> dict:
         model_id = f"{model_type}-{timeframe}"

@@ -48,9 +48,9 @@ class ModelServer:
         if version is not None and version != self._predictor.manifest.version:
             self._predictor = self._load(version)  # load fully, then swap one reference
         self.predict.set_max_batch_size(int(user_config.get("max_batch_size", 64)))
-        self.predict.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", 0.005)))
+        self.predict.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", 0.0)))
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
     async def predict(self, matrices: list[np.ndarray]) -> list[dict]:
         predictor = self._predictor  # one version for the whole batch, even mid-switch
         values = predictor.predict(np.concatenate(matrices))

@@ -22,14 +22,21 @@ class BatchSequencer:
         self._changed = asyncio.Condition()
         self._busy = 0
         self._paused = False
+        self.skipped = 0  # batches never received, given up after wait_s
 
     @contextlib.asynccontextmanager
     async def turn(self, feed: str, seq: int) -> AsyncIterator[bool]:
         """Wait until every earlier batch of ``feed`` has updated the state (and no checkpoint
         is running); yields whether the batch is new (False: a replay of one already seen).
-        A predecessor that never arrives raises TimeoutError after ``wait_s``."""
+        A predecessor that has not arrived after ``wait_s`` is given up (counted in
+        ``skipped``): a call lost on the way must not stop the stream for good."""
         async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: self._admits(feed, seq)), self._wait_s)
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self._admits(feed, seq)), self._wait_s)
+            except TimeoutError:
+                await self._changed.wait_for(lambda: not self._paused)
+                self.skipped += max(0, seq - 1 - self.last.get(feed, -1))
+                self.last[feed] = max(self.last.get(feed, -1), seq - 1)
             self._busy += 1
         try:
             yield seq > self.last.get(feed, -1)

@@ -131,7 +131,7 @@ class FeatureShard:
 
     async def _predict_ticks(self, ticks: list[FeatureTick], emitted_at_ms: float) -> None:
         """One model call per (model, timeframe) for all of the batch's ticks, concurrently,
-        then ONE sink call with each timeframe's predictions and closed candles."""
+        then ONE sink call with each timeframe's predictions and the outcomes they settled."""
         self._counters["ticks"] += len(ticks)
         merged = merge_by_timeframe(ticks)
         parts = await asyncio.gather(*(self._predict_tick(t, emitted_at_ms) for t in merged))
@@ -249,4 +249,5 @@ class FeatureShard:
                 "stage_seconds": {k: round(v, 3) for k, v in self._stage_s.items()},
                 "symbols": len(self._state.keys), "rejected_minutes": self._state.rejected_minutes,
                 "outcomes_pending": self._outcomes.pending,
+                "batches_given_up": self._batches.skipped,
                 **self._counters}

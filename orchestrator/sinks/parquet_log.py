@@ -7,6 +7,8 @@ log is readable by pyarrow/pandas/DuckDB while the pipeline runs. Any table with
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,18 +49,30 @@ class ParquetLog:
             return 0
         table = pa.concat_tables(self._pending)
         table = table.append_column("date", utc_dates(table["open_time"]))
+        # Written beside the log (pyarrow skips "_"-prefixed folders when reading) and then
+        # renamed into place, so a reader never opens a half-written file.
+        staging = self.root / f"_staging-{uuid.uuid4().hex}"
         ds.write_dataset(
             table,
-            self.root,
+            staging,
             format="parquet",
             partitioning=ds.partitioning(pa.schema([("date", pa.string()), ("timeframe", pa.string())]), flavor="hive"),
             basename_template=f"part-{uuid.uuid4().hex}-{{i}}.parquet",
             existing_data_behavior="overwrite_or_ignore",
         )
+        _move_into(staging, self.root)
         # Cleared only after the write succeeded: a failed flush keeps its rows for the next one.
         self._pending, self._pending_rows = [], 0
         self.rows_written += table.num_rows
         return table.num_rows
+
+
+def _move_into(staging: Path, root: Path) -> None:
+    for path in sorted(staging.rglob("*.parquet")):
+        target = root / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)  # atomic: the file appears whole or not at all
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def utc_dates(open_time: pa.ChunkedArray | pa.Array) -> pa.Array:

@@ -128,3 +128,14 @@ def test_utc_dates_equal_per_row_formatting():
     times = pa.array([0, DAY_MS - 1, DAY_MS, 1_700_000_000_000, -1, 1_700_000_000_000], pa.int64())
     expected = [time.strftime("%Y-%m-%d", time.gmtime(t // 1000)) for t in times.to_pylist()]
     assert utc_dates(times).to_pylist() == expected
+
+
+def test_a_reader_never_sees_a_file_being_written(tmp_path):
+    log = ParquetLog(tmp_path, flush_rows=10**6)
+    log.append(_predictions(60_000))
+    log.flush()
+    assert not list(tmp_path.glob("_staging-*"))  # staged files were moved into place
+    half = tmp_path / "_staging-crashed" / "date=1970-01-01" / "timeframe=1m" / "part-x-0.parquet"
+    half.parent.mkdir(parents=True)
+    half.write_bytes(b"PAR1 torn")  # what a flush killed mid-write leaves behind
+    assert read_log(tmp_path).num_rows == 2

@@ -89,7 +89,8 @@ def test_killing_every_kind_of_process_loses_and_duplicates_nothing(serve_app, t
     pipeline.flush.remote().result(timeout_s=60)
     status = _status(pipeline)
     assert status["feeds"][0]["epoch"] >= 2  # restored twice: after its own death, the supervisor's
-    assert status["sink"]["duplicates_dropped"] > 0  # replays happened, and were absorbed
+    # Not asserted: duplicates_dropped > 0. The sink's counters restart with the supervisor,
+    # and a kill just after a checkpoint replays nothing; the log check below is the guarantee.
 
     log = read_log(tmp_path / "log").to_pylist()
     keys = [(r["symbol"], r["open_time"]) for r in log]

@@ -99,7 +99,10 @@ class Registry:
 
     def manifests(self, model_type: str | None = None, timeframe: str | None = None
                   ) -> list[ModelManifest]:
-        found = [self._read(p) for p in sorted(self.root.glob(f"*/*/{MANIFEST}"))]
+        # One model's folder when the model is named (a request resolves one model; listing
+        # all thirty folders per request was its largest cost), every folder otherwise.
+        folder = model_id(model_type, timeframe) if model_type and timeframe else "*"
+        found = [self._read(p) for p in sorted(self.root.glob(f"{folder}/*/{MANIFEST}"))]
         return [
             m
             for m in found

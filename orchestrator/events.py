@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from orchestrator.market.schema import constant_strings, cycled_strings
 from orchestrator.signals import direction_signals
 
 PREDICTION_SCHEMA = pa.schema(
@@ -57,24 +58,23 @@ class ModelOutput:
 class TickRows:
     """The rows of one candle-close tick that were sent to a model."""
 
-    exchange: np.ndarray
-    symbol: np.ndarray
+    exchange: np.ndarray | pa.Array  # strings, as numpy objects or Arrow
+    symbol: np.ndarray | pa.Array
     timeframe: str
     open_time: np.ndarray
     close: np.ndarray
     emitted_at_ms: float  # wall clock when the feed emitted the closing candle
-    trend: np.ndarray | None = None  # OVERBOUGHT / OVERSOLD / BULLISH / BEARISH / NEUTRAL
+    trend: pa.Array | None = None  # OVERBOUGHT / OVERSOLD / BULLISH / BEARISH / NEUTRAL
 
 
 def event_ids(output: ModelOutput, rows: TickRows) -> pa.Array:
     """Idempotent key: the same model version on the same candle always gives the same id
     (``model_id@version|exchange|symbol|timeframe|open_time``), joined in Arrow, not Python."""
-    n = len(rows.open_time)
     parts = [
-        pa.array(np.full(n, f"{output.model_id}@{output.version}", dtype=object), pa.string()),
+        pa.scalar(f"{output.model_id}@{output.version}"),  # scalars broadcast
         pa.array(rows.exchange, pa.string()),
         pa.array(rows.symbol, pa.string()),
-        pa.array(np.full(n, rows.timeframe, dtype=object), pa.string()),
+        pa.scalar(rows.timeframe),
         pc.cast(pa.array(rows.open_time, pa.int64()), pa.string()),
     ]
     return pc.binary_join_element_wise(*parts, "|")
@@ -84,7 +84,7 @@ def outputs_map(names: tuple[str, ...], values: np.ndarray) -> pa.MapArray:
     """Each row's named outputs as an Arrow map, built from flat arrays in one step."""
     n, k = values.shape
     offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
-    keys = pa.array(np.tile(np.array(names, dtype=object), n), pa.string())
+    keys = cycled_strings(names, n)
     return pa.MapArray.from_arrays(offsets, keys, pa.array(values.reshape(-1), pa.float64()))
 
 
@@ -96,32 +96,28 @@ def build_predictions(
     if output.model_type == "direction":
         signal, tier = direction_signals(primary, high, very_high)
     else:
-        signal = tier = np.full(n, None, dtype=object)
+        signal = tier = pa.nulls(n, pa.string())
     price = rows.close * np.exp(primary) if output.model_type == "return" else np.full(n, np.nan)
     columns = {
         "event_id": event_ids(output, rows),
-        "service": _repeat(service, n),
-        "environment": _repeat(environment, n),
+        "service": constant_strings(service, n),
+        "environment": constant_strings(environment, n),
         "exchange": pa.array(rows.exchange, pa.string()),
         "symbol": pa.array(rows.symbol, pa.string()),
-        "timeframe": _repeat(rows.timeframe, n),
+        "timeframe": constant_strings(rows.timeframe, n),
         "open_time": pa.array(rows.open_time, pa.int64()),
-        "model_id": _repeat(output.model_id, n),
-        "model_version": _repeat(output.version, n),
-        "model_type": _repeat(output.model_type, n),
+        "model_id": constant_strings(output.model_id, n),
+        "model_version": constant_strings(output.version, n),
+        "model_type": constant_strings(output.model_type, n),
         "value": pa.array(primary, pa.float64()),
         "outputs": outputs_map(output.names, output.values),
         "predicted_price": pa.array(price, pa.float64(), from_pandas=True),  # NaN -> null
-        "signal": pa.array(signal, pa.string()),
-        "confidence": pa.array(tier, pa.string()),
-        "trend": pa.array(rows.trend if rows.trend is not None else np.full(n, None, dtype=object),
-                          pa.string()),
+        "signal": signal,
+        "confidence": tier,
+        "trend": pa.nulls(n, pa.string()) if rows.trend is None else rows.trend,
         "warm": pa.array(np.ones(n, dtype=bool)),  # only rows with every required feature warm
         "predicted_at": pa.array(np.full(n, int(now_ms), dtype=np.int64)),
         "latency_ms": pa.array(np.full(n, now_ms - rows.emitted_at_ms), pa.float64()),
     }
     return pa.Table.from_arrays([columns[f.name] for f in PREDICTION_SCHEMA], schema=PREDICTION_SCHEMA)
 
-
-def _repeat(value: str, n: int) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value])).cast(pa.string())

@@ -5,8 +5,9 @@ Prints one table of candle rows per second through the backfill code path:
 features only (``feature_rows``: batch twin, warm mask, realized labels), then features
 plus each 1m model alone (``BatchPredictor``: ONNX Runtime, the live prediction rows from
 ``build_predictions`` and their outcomes), then plus every 1m model; each in this process
-(one core) and in two worker processes (both cores, no Ray), and, for features only, the
-production direction model and all models, through Ray Data as ``scripts/backfill.py``
+(one core, with the CPU time per row and the part of it inside ONNX Runtime) and in two
+worker processes (both cores, no Ray), and, for features only, the production direction
+model, the cheapest single model and all models, through Ray Data as ``scripts/backfill.py``
 runs it (end to end including the actors' start, and steady: the rows after the first
 output block over the time after it). Beside them the naive
 baseline, as most trading notebooks do it: for each row, pandas rolling/ewm indicators
@@ -76,6 +77,17 @@ def cases() -> list[tuple[str, list]]:
 
 
 # --- the backfill code path, in process ------------------------------------------------------
+
+def session_seconds(series: list[pa.Table], models: list, repeats: int) -> float:
+    """CPU seconds of the models' ONNX Runtime sessions alone (``OnnxPredictor.predict``
+    on every series' feature rows): the floor under each case's CPU time."""
+    from orchestrator.backfill.features import feature_matrix
+    from serve_app.inference import OnnxPredictor
+
+    matrices = [feature_matrix(feature_rows(c, label_types=())) for c in series]
+    predictors = [OnnxPredictor(m.manifest, m.model_bytes) for m in models]
+    return best_times(lambda: [p.predict(x) for p in predictors for x in matrices], repeats)[1]
+
 
 def run_series(series: list[pa.Table], models: list) -> int:
     """Rows predicted (or feature rows, without models) for every series."""
@@ -193,7 +205,8 @@ def measure(series: list[pa.Table], args) -> list[tuple]:
         wall, cpu = best_times(lambda m=models: run_series(series, m), args.repeats)
         both = rows_in / two_processes(series, models, args.repeats)
         naive = 1.0 / (naive_features + sum(naive_calls[m.key] for m in models))
-        plain.append((name, models, (rows_in / wall, cpu / rows_in), both, naive))
+        session = session_seconds(series, models, args.repeats) / rows_in if models else 0.0
+        plain.append((name, models, (rows_in / wall, cpu / rows_in, session), both, naive))
         print(f"  measured {name} without Ray", file=sys.stderr, flush=True)
     from orchestrator.backfill.ray_data import ensure_ray
 
@@ -202,31 +215,38 @@ def measure(series: list[pa.Table], args) -> list[tuple]:
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     ray_run(series, [], 1)  # start Ray's worker processes (imports) once, untimed
+    singles = [p for p in plain if len(p[1]) == 1]
+    cheapest = min(singles, key=lambda p: p[2][1])[0]
     results = []
-    for name, models, (local, cpu_per_row), both, naive in plain:
+    for name, models, (local, cpu_per_row, session), both, naive in plain:
         ray_rate = steady = float("nan")
-        if len(models) != 1 or name.endswith("(production)"):  # Ray: the headline cases
+        if len(models) != 1 or name.endswith("(production)") or name == cheapest:
             total, steady = ray_run(series, models, args.ray_repeats)
             ray_rate = rows_in / total
             print(f"  measured {name} through Ray Data", file=sys.stderr, flush=True)
-        results.append((name, local, cpu_per_row, both, ray_rate, steady, naive))
+        results.append((name, local, cpu_per_row, session, both, ray_rate, steady, naive))
     return results
 
 
 def print_table(results: list[tuple], rows_in: int, args) -> None:
-    head = (f"{'case':<38}{'1 process':>11}{'CPU us':>8}{'2-core cap':>12}{'2 processes':>13}"
-            f"{'Ray Data':>10}{'Ray steady':>12}{'naive':>7}{'best/naive':>12}")
+    head = (f"{'case':<38}{'1 process':>11}{'CPU us':>8}{'ORT us':>8}{'2-core cap':>12}"
+            f"{'2 processes':>13}{'Ray Data':>10}{'Ray steady':>12}{'naive':>7}{'best/naive':>12}")
     print(head)
     print("-" * len(head))
-    for name, local, cpu, both, ray_rate, steady, naive in results:
-        best = max(local, both, np.nan_to_num(ray_rate))
-        print(f"{name:<38}{local:>11,.0f}{cpu * 1e6:>8.2f}{2 / cpu:>12,.0f}{both:>13,.0f}"
-              f"{_cell(ray_rate, 10)}{_cell(steady, 12)}{naive:>7,.0f}{best / naive:>11,.0f}x")
+    for name, local, cpu, session, both, ray_rate, steady, naive in results:
+        print(f"{name:<38}{local:>11,.0f}{cpu * 1e6:>8.2f}{session * 1e6:>8.2f}{2 / cpu:>12,.0f}"
+              f"{both:>13,.0f}{_cell(ray_rate, 10)}{_cell(steady, 12)}{naive:>7,.0f}"
+              f"{best_rate(local, both, ray_rate) / naive:>11,.0f}x")
     print(f"candle rows per second; {rows_in:,} rows in. CPU us: CPU time per row in one "
-          "process; 2-core cap: 2 / that, what two idle cores could do. Ray Data: end to end, "
-          "the actors' start included; 'Ray steady': after the first output block (actors "
-          f"up). naive: pandas indicators over {args.window} candles per row + one call per "
-          f"row per model ({args.baseline_rows:,} rows).")
+          "process; ORT us: the part of it spent in the models' ONNX Runtime sessions; 2-core "
+          "cap: 2 / CPU us, what two idle cores could do. Ray Data: end to end, the actors' "
+          "start included; 'Ray steady': after the first output block (actors up). naive: "
+          f"pandas indicators over {args.window} candles per row + one call per row per model "
+          f"({args.baseline_rows:,} rows).")
+
+
+def best_rate(local: float, both: float, ray_rate: float) -> float:
+    return max(local, both, np.nan_to_num(ray_rate))
 
 
 def _cell(value: float, width: int, spec: str = ",.0f") -> str:
@@ -234,19 +254,22 @@ def _cell(value: float, width: int, spec: str = ",.0f") -> str:
 
 
 def print_targets(results: list[tuple]) -> None:
-    one = next(r for r in results if r[0].endswith("(production)"))
-    best = max(one[1], one[3], np.nan_to_num(one[4]))
-    verdict = "met" if best >= TARGET_ROWS_PER_S else "NOT met"
-    print(f"target features + one model ({one[0][2:]}) >= {TARGET_ROWS_PER_S:,} rows/s on 2 "
-          f"cores: measured best {best:,.0f} (2 processes {one[3]:,.0f}, Ray Data "
-          f"{one[4]:,.0f}, Ray Data steady {_cell(one[5], 0).strip()}; 2-core cap from CPU "
-          f"time {2 / one[2]:,.0f}) -> {verdict}")
-    cheapest = min(results[1:-1], key=lambda r: r[2])
-    print(f"  cheapest single model ({cheapest[0][2:]}): 2-core cap {2 / cheapest[2]:,.0f} "
-          f"rows/s, measured {max(cheapest[1], cheapest[3]):,.0f}")
-    ratio = best / one[6]
-    print(f"target >= {TARGET_RATIO}x the naive baseline: {ratio:,.0f}x -> "
-          f"{'met' if ratio >= TARGET_RATIO else 'NOT met'}")
+    """The target names "one model": the verdict takes the fastest single model, and the
+    production direction model's figure is printed beside it, met or not."""
+    singles = [r for r in results if r[0].startswith("+ ") and not r[0].startswith("+ all")]
+    best = max(singles, key=lambda r: best_rate(r[1], r[4], r[5]))
+    production = next(r for r in results if r[0].endswith("(production)"))
+    for label, r in (("fastest single model", best), ("production direction model", production)):
+        rate = best_rate(r[1], r[4], r[5])
+        verdict = "met" if rate >= TARGET_ROWS_PER_S else "NOT met"
+        print(f"target features + one model >= {TARGET_ROWS_PER_S:,} rows/s on 2 cores, "
+              f"{label} ({r[0][2:]}): best {rate:,.0f} (2 processes {r[4]:,.0f}, Ray Data "
+              f"{_cell(r[5], 0).strip()}, Ray steady {_cell(r[6], 0).strip()}; 2-core cap "
+              f"{2 / r[2]:,.0f}; ONNX Runtime alone {r[3] * 1e6:.2f} us/row, a cap of "
+              f"{2 / r[3]:,.0f}) -> {verdict}")
+    ratio = best_rate(production[1], production[4], production[5]) / production[7]
+    print(f"target >= {TARGET_RATIO}x the naive baseline (production direction model): "
+          f"{ratio:,.0f}x -> {'met' if ratio >= TARGET_RATIO else 'NOT met'}")
 
 
 def main() -> None:

@@ -46,6 +46,14 @@ def make_session(model_bytes: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
+def _column_selector(columns: list[int]) -> slice | np.ndarray:
+    """A slice when a model reads one unbroken range of the feature columns (a view, no
+    gather), else the column indices."""
+    if columns == list(range(columns[0], columns[0] + len(columns))):
+        return slice(columns[0], columns[0] + len(columns))
+    return np.array(columns)
+
+
 class OnnxPredictor:
     """Wraps one model version; ``predict`` maps full feature rows to its named outputs."""
 
@@ -54,7 +62,7 @@ class OnnxPredictor:
         self.outputs = OutputSpec.of(manifest)
         self._session = make_session(model_bytes)
         self._input = self._session.get_inputs()[0].name
-        self._columns = np.array([FEATURE_NAMES.index(n) for n in manifest.feature_names])
+        self._columns = _column_selector([FEATURE_NAMES.index(n) for n in manifest.feature_names])
         tensors = [o.name for o in self._session.get_outputs()]
         if self.outputs.tensor not in tensors:
             raise ValueError(f"{manifest.key}: no output tensor {self.outputs.tensor!r} in {tensors}")
@@ -67,6 +75,7 @@ class OnnxPredictor:
         """(n, len(outputs.names)) float64: the named outputs for each row."""
         if rows.shape[0] == 0:
             return np.empty((0, len(self.outputs.names)))
+        # one pass: a column range is a strided view, so this gathers and narrows at once
         x = np.ascontiguousarray(rows[:, self._columns], dtype=np.float32)
         out = self._session.run([self.outputs.tensor], {self._input: x})[0]
         out = out.reshape(len(x), -1)

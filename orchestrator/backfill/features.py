@@ -110,8 +110,16 @@ def series_feature_rows(candles: pa.Table, start_ms: int | None, end_ms: int | N
     runs = contiguous_runs(open_time, step)
     features, labels = _features_and_labels(frame, runs, {*label_types, "return"})
     keep = warm_rows(features) & in_range(open_time + (step - 1), start_ms, end_ms)
-    index = np.flatnonzero(keep)
+    index = _as_slice(np.flatnonzero(keep))
     return _rows_table(candles, index, features[index], {k: v[index] for k, v in labels.items()})
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """A slice when the rows are one unbroken range (the usual: all but the warm-up), so
+    taking them is a view, not a copy of every feature."""
+    if len(index) and index[-1] - index[0] + 1 == len(index):
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
 
 
 def _candle_frame(candles: pa.Table) -> pd.DataFrame:
@@ -128,13 +136,16 @@ def _features_and_labels(frame: pd.DataFrame, runs: list[tuple[int, int]], label
                          ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Features and labels of every row, each contiguous run computed on its own."""
     n = len(frame)
-    features = np.full((n, N_FEATURES), np.nan)
     labels = {name: np.full(n, np.nan) for name in (*map(label_column, MODEL_TYPES),
                                                      HIST_VOLATILITY)}
     close, high, low = (frame[c].to_numpy() for c in ("close", "high", "low"))
+    if runs == [(0, n)]:  # one unbroken series: its features as computed, no copy
+        features = compute_features(frame).to_numpy()
+    else:
+        features = np.full((n, N_FEATURES), np.nan)
+        for a, b in runs:
+            features[a:b] = compute_features(frame.iloc[a:b].reset_index(drop=True)).to_numpy()
     for a, b in runs:
-        run = frame if (a, b) == (0, n) else frame.iloc[a:b].reset_index(drop=True)
-        features[a:b] = compute_features(run).to_numpy()
         for model_type in label_types:
             label = LABEL_FUNCTIONS[model_type]
             labels[label_column(model_type)][a:b] = label(close[a:b], high[a:b], low[a:b])
@@ -143,12 +154,12 @@ def _features_and_labels(frame: pd.DataFrame, runs: list[tuple[int, int]], label
     return features, labels
 
 
-def _rows_table(candles: pa.Table, index: np.ndarray, features: np.ndarray,
+def _rows_table(candles: pa.Table, index: slice | np.ndarray, features: np.ndarray,
                 labels: dict[str, np.ndarray]) -> pa.Table:
     flat = pa.array(np.ascontiguousarray(features).reshape(-1), pa.float64())
     columns = {
         # one series: its names repeat (cheaper than gathering strings row by row)
-        **{name: constant_strings(candles.column(name)[0].as_py(), len(index))
+        **{name: constant_strings(candles.column(name)[0].as_py(), len(features))
            for name in SERIES_KEY},
         "open_time": pa.array(candles.column("open_time").to_numpy()[index]),
         "close": pa.array(candles.column("close").to_numpy()[index]),

@@ -107,8 +107,21 @@ def constant_strings(value: str, n: int) -> pa.StringArray:
     encoded = value.encode()
     if len(encoded) * n > _INT32_MAX:  # beyond 32-bit offsets: let Arrow chunk it
         return pa.repeat(value, n)
-    offsets = (np.arange(n + 1, dtype=np.int64) * len(encoded)).astype(np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(encoded * n))
+    return cycled_strings((value,), n)
+
+
+def cycled_strings(values: tuple[str, ...], times: int) -> pa.StringArray:
+    """``values`` one after another, ``times`` times over (``len(values) * times`` strings),
+    from two buffers: e.g. the keys of ``times`` maps that all have the keys ``values``."""
+    encoded = [v.encode() for v in values]
+    pattern = b"".join(encoded)
+    if len(pattern) * times > _INT32_MAX:
+        raise ValueError(f"{times:,} copies of {values} exceed a string array's 2 GiB")
+    starts = np.cumsum([0, *map(len, encoded)])
+    offsets = (np.arange(times, dtype=np.int64)[:, None] * len(pattern) + starts[None, :-1])
+    offsets = np.append(offsets.reshape(-1), times * len(pattern)).astype(np.int32)
+    return pa.StringArray.from_buffers(len(values) * times, pa.py_buffer(offsets),
+                                       pa.py_buffer(pattern * times))
 
 
 def candles_from_columns(

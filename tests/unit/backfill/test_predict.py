@@ -68,13 +68,13 @@ def _check_model(predicted: pa.Table, rows: pa.Table, model) -> None:
                     own.column("open_time").to_numpy(), own.column("close").to_numpy(), 0.0)
     output = ModelOutput(m.model_id, m.model_type, m.version, direct.outputs.names, values)
     assert mine.column("event_id").to_pylist() == event_ids(output, tick).to_pylist()
-    assert mine.column("trend").to_pylist() == list(trend_labels(features, FEATURE_NAMES))
+    assert mine.column("trend").to_pylist() == trend_labels(features, FEATURE_NAMES).to_pylist()
     assert set(mine.column("environment").to_pylist()) == {"backfill"}
     assert set(mine.column("predicted_at").to_pylist()) == {NOW_MS}
     if m.model_type == "direction":
         signal, tier = direction_signals(values[:, 0], 0.6, 0.7)
-        assert mine.column("signal").to_pylist() == list(signal)
-        assert mine.column("confidence").to_pylist() == list(tier)
+        assert mine.column("signal").to_pylist() == signal.to_pylist()
+        assert mine.column("confidence").to_pylist() == tier.to_pylist()
 
 
 def test_outcomes_equal_what_the_live_tracker_scores(shared_data, models):

@@ -182,3 +182,13 @@ def test_websocket_snapshot_then_live_predictions_and_commands(client):
         assert socket.receive_json()["type"] == "error"
         socket.send_json({"action": "stats"})
         assert socket.receive_json()["type"] == "stats"
+
+
+def test_model_columns_are_picked_by_name_as_a_view_or_a_gather():
+    from serve_app.inference import _column_selector
+
+    rows = np.arange(40.0).reshape(4, 10)
+    for columns in ([2, 3, 4], [0], [4, 2, 7], [3, 5]):
+        selector = _column_selector(columns)
+        assert isinstance(selector, slice) == (columns in ([2, 3, 4], [0]))
+        np.testing.assert_array_equal(rows[:, selector], rows[:, columns])

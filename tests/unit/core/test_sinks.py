@@ -44,6 +44,25 @@ def test_return_model_predicts_a_price_and_swing_keeps_every_output():
     assert row["value"] == 0.7 and dict(row["outputs"]) == {"p_swing_high": 0.7, "p_swing_low": 0.1}
 
 
+def test_event_columns_built_from_buffers_hold_every_row():
+    """Map keys, constants and ids are built from raw buffers: check them row by row,
+    with multi-byte text, against what Python would write."""
+    symbols = ("Ä/USDT", "B/USDT", "ÇÇ/USDT")
+    rows = TickRows(np.array(["kraken"] * 3, dtype=object), np.array(symbols, dtype=object), "5m",
+                    np.array([0, 300_000, 600_000]), np.full(3, 10.0), emitted_at_ms=0.0)
+    values = np.array([[0.7, 0.1], [0.2, 0.6], [0.5, 0.5]])
+    swing = ModelOutput("swing-5m", "swing", "v2", ("p_swing_high", "p_swing_lów"), values)
+    table = build_predictions(swing, rows, 1.0, 0.6, 0.7, environment="ünit")
+    table.validate(full=True)
+    got = table.to_pylist()
+    assert [dict(r["outputs"]) for r in got] == [
+        {"p_swing_high": h, "p_swing_lów": low} for h, low in values.tolist()]
+    assert [r["event_id"] for r in got] == [
+        f"swing-5m@v2|kraken|{s}|5m|{t}" for s, t in zip(symbols, (0, 300_000, 600_000), strict=True)]
+    assert {(r["environment"], r["model_version"], r["timeframe"], r["signal"], r["trend"])
+            for r in got} == {("ünit", "v2", "5m", None, None)}
+
+
 def test_latest_store_keeps_the_newest_per_key():
     store = LatestStore()
     store.update(_predictions(120_000, values=(0.1, 0.2)))

@@ -88,9 +88,13 @@ class FeatureShard:
         # predictions (in parallel with the other shards) and checkpoints it with the features.
         self._outcomes = (OutcomeTracker.from_snapshot(snap["outcomes"]) if snap and "outcomes" in snap
                           else OutcomeTracker(window=outcome_window))
-        # Live feature histograms in each timeframe's model training bins (not checkpointed:
-        # drift is monitoring, and a restarted shard simply starts counting again).
+        # Live feature histograms in each timeframe's model training bins, checkpointed with
+        # the features, so a restarted shard counts every row exactly once, as outcomes do.
         self._drift = {tf: DriftMonitor(d) for tf, d in (drift_reference or {}).items()}
+        for tf, saved in (snap or {}).get("drift", {}).items():
+            if tf in self._drift and not self._drift[tf].restore(saved):
+                log.info("shard %d: %s drift bins changed since the checkpoint; counting afresh",
+                         shard_id, tf)
         self._unconfirmed: list = []  # sink calls a checkpoint must see delivered first
         self._counters = {"ticks": 0, "rows_predicted": 0, "rows_cold": 0, "model_errors": 0,
                           "restored": int(snap is not None), "checkpoints": 0, "model_retries": 0,
@@ -151,9 +155,11 @@ class FeatureShard:
         # are not replayed after a restore, so the sink must confirm them first.
         async with self._checkpointing, self._batches.paused() as seq:
             state, outcomes = self._state.snapshot(), self._outcomes.snapshot()
+            drift = {tf: m.snapshot() for tf, m in self._drift.items()}
             pending, self._unconfirmed = self._unconfirmed, []
             await asyncio.gather(*pending)
-            save_checkpoint(self._path, {"state": state, "seq": seq, "outcomes": outcomes})
+            save_checkpoint(self._path, {"state": state, "seq": seq, "outcomes": outcomes,
+                                         "drift": drift})
             self._durable = seq
             self._counters["checkpoints"] += 1
 

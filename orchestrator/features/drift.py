@@ -215,6 +215,24 @@ class DriftMonitor:
     def counts(self) -> np.ndarray:
         return self._histograms.counts
 
+    def snapshot(self) -> dict:
+        return {"feature_names": list(self.distribution["feature_names"]),
+                "histograms": self._histograms.snapshot(), "moments": self.moments.snapshot(),
+                "rows": self.rows}
+
+    def restore(self, snap: dict) -> bool:
+        """Take up a snapshot's counts if it was counted in this monitor's bins (same
+        features, same edges); False, and nothing changed, when the reference moved on
+        (another model version's training bins): those counts would mean nothing here."""
+        saved = RunningHistograms.from_snapshot(snap["histograms"])
+        if (list(snap["feature_names"]) != list(self.distribution["feature_names"])
+                or not np.array_equal(saved.edges, self._histograms.edges, equal_nan=True)):
+            return False
+        self._histograms = saved
+        self.moments = RunningMoments.from_snapshot(snap["moments"])
+        self.rows = int(snap["rows"])
+        return True
+
 
 def summarize_psi(psi: dict[str, float], worst: int = 3) -> dict:
     """The headline of a PSI table: the largest value and the features behind it."""

@@ -144,3 +144,29 @@ def test_drift_monitor_reads_its_columns_and_merges_across_shards():
     assert summarize_psi(psi)["worst"][0][0] == "rsi_14"
     a.moments.merge(b.moments)
     np.testing.assert_allclose(a.moments.mean, [full[:, FEATURE_NAMES.index(n)].mean() for n in names])
+
+
+def test_drift_monitor_resumes_from_a_snapshot_only_in_the_same_bins():
+    import pickle
+
+    from orchestrator.features import FEATURE_NAMES
+    from orchestrator.features.drift import DriftMonitor, training_distribution
+
+    rng = np.random.default_rng(1)
+    names = ("ret_1", "rsi_14")
+    distribution = training_distribution(rng.normal(size=(3000, 2)), names)
+    rows = rng.normal(size=(900, len(FEATURE_NAMES)))
+    whole, before = DriftMonitor(distribution), DriftMonitor(distribution)
+    whole.update(rows)
+    before.update(rows[:400])
+    resumed = DriftMonitor(distribution)  # a restarted shard, restored from the checkpoint
+    assert resumed.restore(pickle.loads(pickle.dumps(before.snapshot())))
+    resumed.update(rows[400:])
+    assert resumed.rows == whole.rows == 900
+    np.testing.assert_array_equal(resumed.counts, whole.counts)
+    np.testing.assert_allclose(resumed.moments.mean, whole.moments.mean)
+    np.testing.assert_allclose(resumed.moments.variance, whole.moments.variance)
+
+    retrained = DriftMonitor(training_distribution(rng.normal(size=(3000, 2)) * 3, names))
+    assert not retrained.restore(before.snapshot())  # other training bins: counts refused
+    assert retrained.rows == 0 and retrained.counts.sum() == 0

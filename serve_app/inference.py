@@ -73,6 +73,9 @@ class OnnxPredictor:
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """(n, len(outputs.names)) float64: the named outputs for each row."""
+        if rows.ndim != 2 or rows.shape[1] != len(FEATURE_NAMES):
+            raise ValueError(f"{self.manifest.key}: rows must be (n, {len(FEATURE_NAMES)}) in "
+                             f"FEATURE_NAMES order, got {rows.shape}")
         if rows.shape[0] == 0:
             return np.empty((0, len(self.outputs.names)))
         # one pass: a column range is a strided view, so this gathers and narrows at once

@@ -192,3 +192,9 @@ def test_model_columns_are_picked_by_name_as_a_view_or_a_gather():
         selector = _column_selector(columns)
         assert isinstance(selector, slice) == (columns in ([2, 3, 4], [0]))
         np.testing.assert_array_equal(rows[:, selector], rows[:, columns])
+
+
+def test_a_predictor_refuses_rows_that_are_not_full_feature_rows():
+    predictor = _predictor()
+    with pytest.raises(ValueError, match="rows must be"):
+        predictor.predict(np.zeros((3, 20)))

@@ -11,7 +11,7 @@ def test_direction_signals_thresholds_are_symmetric():
     signal, tier = direction_signals(p, high=0.6, very_high=0.7)
     assert signal.to_pylist() == ["LONG"] * 4 + ["NEUTRAL"] * 3 + ["SHORT"] * 4
     assert tier.to_pylist() == ["VERY_HIGH", "VERY_HIGH", "HIGH", "HIGH", "LOW", "LOW", "LOW",
-                          "HIGH", "HIGH", "VERY_HIGH", "VERY_HIGH"]
+                                "HIGH", "HIGH", "VERY_HIGH", "VERY_HIGH"]
 
 
 def test_sharding_is_stable_and_matches_scalar_version():
@@ -44,8 +44,8 @@ def test_trend_labels_from_indicators():
     for i, (rsi, hist, ratio) in enumerate([(75, -1, 0.9), (25, 1, 1.1), (50, 1, 1.1), (50, -1, 0.9),
                                             (50, 1, 0.9)]):
         rows[i, cols["rsi_14"]], rows[i, cols["macd_hist"]], rows[i, cols["sma_ratio_20"]] = rsi, hist, ratio
-    assert trend_labels(rows, FEATURE_NAMES).to_pylist() == ["OVERBOUGHT", "OVERSOLD", "BULLISH", "BEARISH",
-                                                       "NEUTRAL"]
+    assert trend_labels(rows, FEATURE_NAMES).to_pylist() == [
+        "OVERBOUGHT", "OVERSOLD", "BULLISH", "BEARISH", "NEUTRAL"]
 
 
 def test_the_feed_router_routes_like_shard_of_across_batches():

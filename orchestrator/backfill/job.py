@@ -39,7 +39,6 @@ from orchestrator.backfill.predict import (
 from orchestrator.backfill.record import RECORD_KIND, RunCounts, completion_record, iso_ms
 from orchestrator.backfill.sources import (
     DataSource,
-    LoadStats,
     load_series,
     plan_series,
     target_candles,
@@ -161,7 +160,7 @@ def _summary(name: str, counts: RunCounts, result) -> str:
     if name == "models":
         return f": {', '.join(m.key for m in result[0])}"
     if name == "candles":
-        return f": {counts.series} series, {counts.candles:,} candles"
+        return f": {counts.series} series, {counts.loaded.candles:,} candles"
     if name == "clear":
         return f": {result:,} stored rows of this range removed"
     if name == "write":
@@ -183,11 +182,10 @@ def load_candles(options: BackfillOptions, timeframes: tuple[str, ...],
     """One time-ordered candle table per (exchange, symbol, timeframe) over all sources."""
     counts = counts if counts is not None else RunCounts()
     parts: dict[tuple[str, str, str], list[tuple[pa.Table, str]]] = {}
-    stats = LoadStats()
     for source in options.sources:
         for plan in plan_series(source, options.symbols, timeframes):
             base, loaded = load_series(plan)
-            stats.add(loaded)
+            counts.loaded.add(loaded)
             for timeframe, candles in target_candles(base, plan.targets).items():
                 if candles.num_rows:
                     key = (candles.column("exchange")[0].as_py(),
@@ -197,8 +195,7 @@ def load_candles(options: BackfillOptions, timeframes: tuple[str, ...],
         raise ValueError(f"no candles of {timeframes} for {options.symbols or 'any symbol'} in "
                          f"{[s.describe() for s in options.sources]}")
     series = [_one_series(key, found) for key, found in sorted(parts.items())]
-    counts.series, counts.candles = len(series), stats.candles
-    counts.invalid_candles, counts.duplicate_candles = stats.invalid, stats.duplicates
+    counts.series = len(series)
     return series
 
 

@@ -21,13 +21,30 @@ def iso_ms(ms: int | None) -> str | None:
 
 
 @dataclass
+class LoadStats:
+    """Counters of what reading kept and dropped (plain data for the completion record)."""
+
+    files: int = 0
+    candles: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: LoadStats) -> None:
+        self.files += other.files
+        self.candles += other.candles
+        self.invalid += other.invalid
+        self.duplicates += other.duplicates
+        for reason, n in other.by_reason.items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + n
+
+
+@dataclass
 class RunCounts:
     """What a run saw and wrote; filled in stage by stage."""
 
     series: int = 0
-    candles: int = 0
-    invalid_candles: int = 0
-    duplicate_candles: int = 0
+    loaded: LoadStats = field(default_factory=LoadStats)  # what reading kept and dropped
     predictions: int = 0
     outcomes: int = 0
     predictions_by_model: Counter = field(default_factory=Counter)
@@ -51,9 +68,11 @@ def completion_record(*, run_id: str, started_ms: int, finished_ms: int, options
         **options,
         "counts": {
             "series": counts.series,
-            "candles": counts.candles,
-            "invalid_candles": counts.invalid_candles,
-            "duplicate_candles": counts.duplicate_candles,
+            "candles": counts.loaded.candles,
+            "invalid_candles": counts.loaded.invalid,
+            "invalid_by_reason": dict(sorted(counts.loaded.by_reason.items())),
+            "duplicate_candles": counts.loaded.duplicates,
+            "files_read": counts.loaded.files,
             "predictions": counts.predictions,
             "outcomes": counts.outcomes,
             "rows_replaced": counts.rows_replaced,

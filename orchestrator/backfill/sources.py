@@ -13,12 +13,13 @@ repeated open time keeps its last row. File I/O happens only in ``load_series``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from orchestrator.backfill.record import LoadStats
 from orchestrator.feeds.replay import candle_files
 from orchestrator.market.archives import path_safe_symbol, read_candles
 from orchestrator.market.resample import resample_table
@@ -58,25 +59,6 @@ class SeriesPlan:
     base: str
     files: tuple[Path, ...]
     targets: tuple[str, ...]
-
-
-@dataclass
-class LoadStats:
-    """Counters of what reading kept and dropped (plain data for the completion record)."""
-
-    files: int = 0
-    candles: int = 0
-    invalid: int = 0
-    duplicates: int = 0
-    by_reason: dict[str, int] = field(default_factory=dict)
-
-    def add(self, other: LoadStats) -> None:
-        self.files += other.files
-        self.candles += other.candles
-        self.invalid += other.invalid
-        self.duplicates += other.duplicates
-        for reason, n in other.by_reason.items():
-            self.by_reason[reason] = self.by_reason.get(reason, 0) + n
 
 
 def plan_series(source: DataSource, symbols: tuple[str, ...] | None,

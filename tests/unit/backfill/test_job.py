@@ -41,6 +41,9 @@ def test_a_local_run_writes_predictions_outcomes_record_and_report(shared_data, 
     counts = record["counts"]
     assert counts["predictions"] == predictions.num_rows == sum(counts["predictions_by_model"].values())
     assert counts["outcomes"] == outcomes.num_rows
+    # what reading kept and dropped reaches the record (the real files are clean)
+    assert counts["files_read"] >= 2 and counts["candles"] > 0
+    assert counts["invalid_candles"] == sum(counts["invalid_by_reason"].values()) == 0
     # 2 symbols x (600 one-minute + 120 five-minute candles) x 2 model types
     assert predictions.num_rows == 2 * (600 + 120) * 2
     assert pc.count_distinct(predictions.column("event_id")).as_py() == predictions.num_rows

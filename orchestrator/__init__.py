@@ -1,6 +1,6 @@
 """tickcast pipeline: market data, features, labels and the Ray actors that run them.
 
-Pure logic (``orchestrator.market``, ``orchestrator.features``, ``orchestrator.labels``)
+Pure logic (``orchestrator.market``, ``orchestrator.features``, ``orchestrator.models.labels``)
 imports neither Ray nor any I/O library beyond numpy/pandas/pyarrow; the Ray actors in
 ``orchestrator.actors`` are thin shells around it.
 """

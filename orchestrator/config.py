@@ -1,17 +1,21 @@
 """Typed, frozen configuration for the pipeline; unknown keys are errors naming the field.
 
-One model per component (bytewax/nautilus style). ``TickcastConfig`` is what the Serve
-application's ``args`` in ``configs/*.yaml`` must parse into.
+One section per component (bytewax/nautilus style), each field in the section of the
+component it drives. ``TickcastConfig`` is what the Serve application's ``args`` in
+``configs/*.yaml`` parse into, once, in the application builder (``parse_config``); the
+deployments get the frozen model and the actors their own settings (``FeedSettings``,
+``ShardSettings``), never a dict to validate again.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator import resolve_path
-from orchestrator.feeds.exchange_config import ExchangeConfig
+from orchestrator.feeds.ccxt.config import ExchangeConfig
 from orchestrator.market.timeframes import TIMEFRAMES
 
 
@@ -85,15 +89,11 @@ FeedConfig = Annotated[
 
 
 class FeatureConfig(StrictModel):
+    """The feature shards: how many, on which timeframes, and what they do when late."""
+
     shards: int = Field(1, ge=1, le=256)
     timeframes: tuple[str, ...] = ("1m",)
     num_cpus: float = Field(0.25, gt=0)
-    state_dir: str = Field("var/state", description="shard checkpoints; relative to the repository")
-    checkpoint_every: int = Field(100, ge=1, description=(
-        "checkpoint the shards every N minutes of candles a feed routes"))
-    in_flight: int = Field(2, ge=1, le=16, description=(
-        "batches a feed keeps in flight to each shard: the shard computes the next batch's "
-        "features while the last one waits for its models (bounded: this is the queue)"))
     log_features: bool = Field(False, description="also write every feature row to the log")
     backpressure: Literal["wait", "skip_stale"] = Field(
         "wait", description="wait: predict every tick, however late; skip_stale: update features "
@@ -104,6 +104,26 @@ class FeatureConfig(StrictModel):
     @classmethod
     def _known_timeframes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(_check_timeframe(t) for t in value)
+
+
+class StreamConfig(StrictModel):
+    """The feed -> shard stream and its checkpoints (both ends act on these)."""
+
+    state_dir: str = Field("var/state", description=(
+        "feed and shard checkpoints, one folder per environment; relative to the repository"))
+    checkpoint_every: int = Field(100, ge=1, description=(
+        "checkpoint the shards, then the feed, every N minutes of candles a feed routes"))
+    in_flight: int = Field(2, ge=1, le=16, description=(
+        "batches a feed keeps in flight to each shard: the shard computes the next batch's "
+        "features while the last one waits for its models (bounded: this is the queue)"))
+
+
+class OutcomeConfig(StrictModel):
+    """Live scoring of predictions against what the market did next (in the shards)."""
+
+    window: int = Field(500, ge=10, description=(
+        "outcomes per model and timeframe in the running metrics (each feature shard keeps its "
+        "own window; /v1/status merges them)"))
 
 
 ModelType = Literal["direction", "volatility", "return", "swing"]
@@ -166,7 +186,7 @@ class ServingConfig(StrictModel):
     ingress_max_ongoing_requests: int = Field(256, ge=1, description="HTTP requests and open streams")
     ingress_autoscaling: AutoscalingConfig | None = None
     # A handle call costs milliseconds of CPU, a row microseconds: the ingress merges HTTP
-    # predicts for one model that arrive while a call for it is out (serve_app/coalesce.py).
+    # predicts for one model that arrive while a call for it is out (serve_app/api/coalesce.py).
     coalesce_window_s: float = Field(0.01, ge=0, le=0.1,
                                      description="ingress: wait for company at most this; 0: off")
     coalesce_max_rows: int = Field(4096, ge=1, le=100_000, description="ingress: rows per merged call")
@@ -191,9 +211,6 @@ class SinkConfig(StrictModel):
     log_dir: str = "var/predictions"
     flush_rows: int = Field(5000, ge=1)
     flush_seconds: float = Field(5.0, gt=0)
-    outcome_window: int = Field(500, ge=10, description=(
-        "outcomes per model and timeframe in the running metrics (each feature shard keeps its "
-        "own window; /v1/status merges them)"))
     redis_url: str | None = Field(None, description="redis://host:port/db: publish to Redis Streams")
     redis_stream: str = "tickcast:predictions"
     redis_maxlen: int = Field(100_000, ge=100)
@@ -206,6 +223,8 @@ class TickcastConfig(StrictModel):
     models_dir: str = "models_onnx"
     feeds: tuple[FeedConfig, ...] = (SyntheticFeedConfig(),)
     features: FeatureConfig = FeatureConfig()
+    stream: StreamConfig = StreamConfig()
+    outcomes: OutcomeConfig = OutcomeConfig()
     models: tuple[ModelRef, ...] = (ModelRef(),)
     signals: SignalConfig = SignalConfig()
     serving: ServingConfig = ServingConfig()
@@ -220,6 +239,74 @@ class TickcastConfig(StrictModel):
                     f"models: {ref.key} needs timeframe {ref.timeframe!r} in features.timeframes"
                 )
         return self
+
+
+    @property
+    def run_dir(self) -> str:
+        """Checkpoints of this environment: restarted actors, a restarted supervisor and a
+        restarted application all resume from the same folder."""
+        return str(resolve_path(self.stream.state_dir) / self.environment)
+
+    def feed_settings(self) -> list[FeedSettings]:
+        return [FeedSettings(name=name, source=source, run_dir=self.run_dir,
+                             checkpoint_every=self.stream.checkpoint_every, in_flight=self.stream.in_flight)
+                for name, source in feed_actors(self.feeds)]
+
+    def shard_settings(self) -> list[ShardSettings]:
+        return [ShardSettings(shard_id=i, n_shards=self.features.shards, features=self.features,
+                              signals=self.signals, outcomes=self.outcomes, run_dir=self.run_dir,
+                              environment=self.environment)
+                for i in range(self.features.shards)]
+
+
+class FeedSettings(StrictModel):
+    """What one feed actor needs: its source, its checkpoint folder and its stream window."""
+
+    name: str
+    source: FeedConfig
+    run_dir: str
+    checkpoint_every: int = Field(100, ge=1)
+    in_flight: int = Field(1, ge=1)
+
+
+class ShardSettings(StrictModel):
+    """What one feature shard needs: which shard it is, its features, signal thresholds,
+    outcome window and checkpoint folder."""
+
+    shard_id: int = Field(ge=0)
+    n_shards: int = Field(ge=1)
+    features: FeatureConfig
+    signals: SignalConfig = SignalConfig()
+    outcomes: OutcomeConfig = OutcomeConfig()
+    run_dir: str
+    environment: str = "local"
+
+
+class ConfigError(ValueError):
+    """A config that does not parse; the message names every bad field."""
+
+
+# Fields that moved to the section of the component they drive (CHANGELOG 0.2.0).
+MOVED_FIELDS = {
+    ("features", "state_dir"): "stream.state_dir",
+    ("features", "checkpoint_every"): "stream.checkpoint_every",
+    ("features", "in_flight"): "stream.in_flight",
+    ("sink", "outcome_window"): "outcomes.window",
+}
+
+
+def parse_config(args: Mapping[str, Any] | TickcastConfig | None) -> TickcastConfig:
+    """The application's ``args`` as a ``TickcastConfig``, or a ``ConfigError`` naming
+    every bad field (and where a moved field lives now)."""
+    if isinstance(args, TickcastConfig):
+        return args
+    try:
+        return TickcastConfig.model_validate(args or {})
+    except ValidationError as exc:
+        moved = [f"{section}.{key} is now {new}" for (section, key), new in MOVED_FIELDS.items()
+                 if isinstance((args or {}).get(section), Mapping) and key in args[section]]
+        hint = "".join(f"\n  moved: {m}" for m in moved)
+        raise ConfigError(f"invalid tickcast config (application args):\n{exc}{hint}") from None
 
 
 def feed_actors(feeds: tuple[FeedConfig, ...]) -> list[tuple[str, FeedConfig]]:

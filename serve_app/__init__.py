@@ -1,2 +1,2 @@
-"""tickcast's Ray Serve application: model deployments, the HTTP ingress, and the
+"""tickcast's Ray Serve deployments (thin shells): model servers, the HTTP ingress, and the
 pipeline supervisor deployment that starts the feed and feature actors."""

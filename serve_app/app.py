@@ -6,29 +6,19 @@ a bad config fails here, before anything starts, with a message naming the field
 
 from __future__ import annotations
 
-from pydantic import ValidationError
 from ray import serve
 
 from orchestrator import resolve_path
-from orchestrator.config import TickcastConfig
+from orchestrator.config import ConfigError, TickcastConfig, parse_config
+from orchestrator.models.registry import Registry
 from serve_app.ingress import Ingress
 from serve_app.model_server import ModelServer
 from serve_app.pipeline import Pipeline
-from serve_app.registry import Registry
+
+__all__ = ["ConfigError", "build_app"]
 
 
-class ConfigError(ValueError):
-    pass
-
-
-def parse_config(args: dict | None) -> TickcastConfig:
-    try:
-        return TickcastConfig.model_validate(args or {})
-    except ValidationError as exc:
-        raise ConfigError(f"invalid tickcast config (application args):\n{exc}") from None
-
-
-def build_app(args: dict | None = None) -> serve.Application:
+def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
     config = parse_config(args)
     registry = Registry(resolve_path(config.models_dir))
     models = {}
@@ -52,13 +42,13 @@ def build_app(args: dict | None = None) -> serve.Application:
     # deployment's user_config (reconfigured in place), never the pipeline's arguments.
     unversioned = config.model_copy(update={"models": tuple(r.model_copy(update={"version": None})
                                                             for r in config.models)})
-    pipeline = Pipeline.bind(unversioned.model_dump(mode="json"), models)
+    pipeline = Pipeline.bind(unversioned, models)
     # Serve's default of 5 ongoing requests per replica would queue 32 clients behind 5, and
     # every open WebSocket holds one slot for as long as it is connected.
     ingress = Ingress.options(ray_actor_options={"num_cpus": config.serving.ingress_num_cpus},
                               max_ongoing_requests=config.serving.ingress_max_ongoing_requests,
                               **_scaling(config.serving.ingress_autoscaling))
-    return ingress.bind(unversioned.model_dump(mode="json"), pipeline, models)
+    return ingress.bind(unversioned, pipeline, models)
 
 
 def _scaling(autoscaling) -> dict:

@@ -1,4 +1,4 @@
-"""Ingress: the public API (``serve_app/api.py``) mounted in a Serve deployment, with Ray
+"""Ingress: the public API (``serve_app/api/app.py``) mounted in a Serve deployment, with Ray
 handles behind it. Handles are taken once, in ``__init__``."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from ray.serve.handle import DeploymentHandle
 
 from orchestrator import resolve_path
 from orchestrator.config import TickcastConfig
+from orchestrator.models.registry import Registry
 from orchestrator.sinks.parquet_log import HistoryQuery, query_log
-from serve_app.api import create_api
-from serve_app.backend import BackendError
-from serve_app.coalesce import Coalescer
-from serve_app.registry import Registry
+from serve_app.api.app import create_api
+from serve_app.api.backend import BackendError
+from serve_app.api.coalesce import Coalescer
 
 log = logging.getLogger("ray.serve")
 
@@ -100,10 +100,9 @@ class Ingress:
     """The API needs this replica's config and handles, so it is built after __init__
     (Serve's late-bound ingress: ``__serve_build_asgi_app__``)."""
 
-    def __init__(self, config: dict, pipeline: DeploymentHandle, models: dict):
-        parsed = TickcastConfig.model_validate(config)
-        registry = Registry(resolve_path(parsed.models_dir))
-        self._api = create_api(parsed.api, ServeBackend(parsed, pipeline, models), registry)
+    def __init__(self, config: TickcastConfig, pipeline: DeploymentHandle, models: dict):
+        registry = Registry(resolve_path(config.models_dir))
+        self._api = create_api(config.api, ServeBackend(config, pipeline, models), registry)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return self._api

@@ -15,9 +15,9 @@ import numpy as np
 from ray import serve
 
 from orchestrator import resolve_path
-from serve_app.backend import BackendError
-from serve_app.inference import OnnxPredictor
-from serve_app.registry import Registry, RegistryError
+from orchestrator.models.predictor import OnnxPredictor
+from orchestrator.models.registry import Registry, RegistryError
+from serve_app.api.backend import BackendError
 
 MAX_PINNED_VERSIONS = 4
 

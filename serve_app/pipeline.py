@@ -4,7 +4,7 @@ The actors are created by this replica, so Ray ties their lives to it: ``serve r
 the whole pipeline up with the application and ``serve shutdown`` takes it down. Ray
 restarts a dead actor; the supervisor restarts a feed's loop after that. If the supervisor
 itself dies, Serve restarts it, its actors die with it, and the new ones resume from the
-checkpoints in ``state_dir/<environment>`` (the sink drops the predictions they repeat).
+checkpoints in ``stream.state_dir/<environment>`` (the sink drops the predictions they repeat).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from orchestrator.actors.shard import FeatureShard
 from orchestrator.actors.sink import PredictionSink
 from orchestrator.config import TickcastConfig, feed_actors
 from orchestrator.features.drift import RunningMoments, drift_psi, summarize_psi
-from orchestrator.outcomes import merge_metrics
-from serve_app.registry import Registry
+from orchestrator.models.registry import Registry
+from orchestrator.stream.outcomes import merge_metrics
 
 log = logging.getLogger("ray.serve")
 
@@ -72,28 +72,19 @@ METRICS_EVERY_ROUNDS = 10
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.1})
 class Pipeline:
-    async def __init__(self, config: dict, model_handles: dict):
-        self.config = TickcastConfig.model_validate(config)
-        features = self.config.features
-        # One state folder per environment: restarted actors, a restarted supervisor and a
-        # restarted application all resume from the same checkpoints.
-        run_dir = str(resolve_path(features.state_dir) / self.config.environment)
-        self.run_id = self.config.environment
+    async def __init__(self, config: TickcastConfig, model_handles: dict):
+        self.config = config
+        self.run_id = config.environment
         self.sink = PredictionSink.options(num_cpus=0.1).remote(self.config.sink)
         by_tf = models_by_timeframe(self.config, model_handles)
         self.drift_reference = training_distributions(self.config)
         self.shards = [
-            FeatureShard.options(num_cpus=features.num_cpus).remote(
-                i, features.shards, features, run_dir, by_tf, self.sink, self.config.signals,
-                self.drift_reference, self.config.environment, self.config.sink.outcome_window,
-            )
-            for i in range(features.shards)
+            FeatureShard.options(num_cpus=config.features.num_cpus).remote(
+                settings, by_tf, self.sink, self.drift_reference)
+            for settings in config.shard_settings()
         ]
-        self.feeds = [
-            FeedActor.options(num_cpus=0.1).remote(name, feed, self.shards, run_dir, features.checkpoint_every,
-                                                   features.in_flight)
-            for name, feed in feed_actors(self.config.feeds)
-        ]
+        self.feeds = [FeedActor.options(num_cpus=0.1).remote(settings, self.shards)
+                      for settings in config.feed_settings()]
         self.feed_restarts = 0
         self.metrics = PipelineMetrics()
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())

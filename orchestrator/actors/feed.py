@@ -22,14 +22,15 @@ import ray
 from ray.exceptions import RayActorError
 
 from orchestrator.actors.metrics import FeedMetrics
-from orchestrator.checkpoint import load_checkpoint, save_checkpoint
-from orchestrator.config import ReplayFeedConfig, SyntheticFeedConfig
-from orchestrator.feeds.exchange_config import ExchangeConfig
+from orchestrator.config import FeedSettings, ReplayFeedConfig, SyntheticFeedConfig
+from orchestrator.feeds.base import FetchesRange, HasHistory, Snapshottable
+from orchestrator.feeds.ccxt.config import ExchangeConfig
 from orchestrator.market.gate import CandleGate, Gap
 from orchestrator.market.schema import CANDLE_SCHEMA
 from orchestrator.market.timeframes import MINUTE_MS
 from orchestrator.market.validate import table_to_batch
-from orchestrator.sharding import ShardRouter
+from orchestrator.stream.checkpoint import load_checkpoint, save_checkpoint
+from orchestrator.stream.routing import ShardRouter
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,10 @@ def build_source(config: SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig
 
         return ReplaySource(config, state)
     if config.mode == "websocket":
-        from orchestrator.feeds.ccxt_ws import CcxtWsSource
+        from orchestrator.feeds.ccxt.ws import CcxtWsSource
 
         return CcxtWsSource(config)
-    from orchestrator.feeds.ccxt_rest import CcxtRestSource
+    from orchestrator.feeds.ccxt.rest import CcxtRestSource
 
     return CcxtRestSource(config)
 
@@ -137,10 +138,10 @@ class FeedActor:
     resumes from its checkpoint under a new epoch, and shards skip candles they already have.
     """
 
-    def __init__(self, name: str, config, shards: list, state_dir: str, checkpoint_every: int = 100,
-                 in_flight: int = 1):
-        self.name = name
-        self._path = Path(state_dir) / f"feed-{name}.pkl"
+    def __init__(self, settings: FeedSettings, shards: list):
+        self.name = name = settings.name
+        config, in_flight = settings.source, settings.in_flight
+        self._path = Path(settings.run_dir) / f"feed-{name}.pkl"
         snap = _load_or_none(self._path)
         self._source = build_source(config, snap and snap["source"])
         self._gate = (CandleGate.from_snapshot(snap["gate"]) if snap
@@ -149,7 +150,7 @@ class FeedActor:
         self._warmed = bool(snap and snap["warmed"])
         self._links = [ShardLink(f"{name}#{self._epoch}", shard, in_flight) for shard in shards]
         self._router = ShardRouter(len(shards))
-        self._checkpoint_every, self._since_checkpoint = checkpoint_every, 0
+        self._checkpoint_every, self._since_checkpoint = settings.checkpoint_every, 0
         self._warmup_minutes = config.warmup_minutes
         self._metrics = FeedMetrics(name)
         self._metrics_due = 0.0
@@ -200,9 +201,10 @@ class FeedActor:
             log.exception("feed %s: warm-up failed; features warm up on live candles", self.name)
 
     async def _history(self, minutes: int) -> pa.RecordBatch:
-        history = getattr(self._source, "history", None)
-        if history is not None:
-            return await history(minutes)
+        if isinstance(self._source, HasHistory):
+            return await self._source.history(minutes)
+        if not isinstance(self._source, FetchesRange):
+            raise TypeError(f"{self._source!r} has neither history nor fetch_range")
         end = now_ms() // MINUTE_MS * MINUTE_MS  # the open minute is not history yet
         parts = await asyncio.gather(
             *(self._source.fetch_range(s, end - minutes * MINUTE_MS, end) for s in self._source.symbols)
@@ -244,11 +246,10 @@ class FeedActor:
         await self._links[shard_id].shard.reset_symbols.remote(gap.exchange, [gap.symbol])
 
     async def _fetch_gap(self, gap: Gap) -> pa.RecordBatch | None:
-        fetch = getattr(self._source, "fetch_range", None)
-        if fetch is None:
+        if not isinstance(self._source, FetchesRange):
             return None
         try:
-            return await fetch(gap.symbol, gap.start_ms, gap.end_ms)
+            return await self._source.fetch_range(gap.symbol, gap.start_ms, gap.end_ms)
         except Exception:
             log.exception("feed %s: gap repair failed for %s", self.name, gap)
             return None
@@ -279,8 +280,8 @@ class FeedActor:
             await asyncio.gather(*(link.shard.checkpoint.remote() for link in self._links))
         except RayActorError:  # a shard is restarting: its link replays; checkpoint next time
             return False
-        snapshot = getattr(self._source, "snapshot", None)
-        save_checkpoint(self._path, {"source": snapshot() if snapshot else None, "epoch": self._epoch,
+        source = self._source.snapshot() if isinstance(self._source, Snapshottable) else None
+        save_checkpoint(self._path, {"source": source, "epoch": self._epoch,
                                      "gate": self._gate.snapshot(), "warmed": self._warmed})
         for link in self._links:
             link.unacked.clear()

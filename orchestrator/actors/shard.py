@@ -22,15 +22,15 @@ import pyarrow as pa
 import ray
 
 from orchestrator.actors.metrics import ShardMetrics
-from orchestrator.checkpoint import load_checkpoint, save_checkpoint
-from orchestrator.config import FeatureConfig, SignalConfig
-from orchestrator.events import ModelOutput, TickRows, build_predictions
+from orchestrator.config import ShardSettings
 from orchestrator.features import FEATURE_NAMES
 from orchestrator.features.drift import DriftMonitor
-from orchestrator.outcomes import OutcomeTracker
-from orchestrator.sequencing import BatchSequencer
-from orchestrator.shard import FeatureTick, ShardState, feature_rows, merge_by_timeframe
-from orchestrator.signals import trend_labels
+from orchestrator.stream.checkpoint import load_checkpoint, save_checkpoint
+from orchestrator.stream.events import ModelOutput, TickRows, build_predictions
+from orchestrator.stream.outcomes import OutcomeTracker
+from orchestrator.stream.sequencing import BatchSequencer
+from orchestrator.stream.shard import FeatureTick, ShardState, feature_rows, merge_by_timeframe
+from orchestrator.stream.signals import trend_labels
 
 log = logging.getLogger(__name__)
 MODEL_RETRY_S = 60.0
@@ -69,13 +69,12 @@ class FeatureShard:
     per (model, timeframe) carrying every closed symbol's row, never one per symbol.
     """
 
-    def __init__(self, shard_id: int, n_shards: int, config: FeatureConfig, run_dir: str,
-                 models: dict, sink, signals: SignalConfig, drift_reference: dict | None = None,
-                 environment: str = "local", outcome_window: int = 500):
-        self.shard_id = shard_id
-        self._config, self._models, self._sink, self._signals = config, models, sink, signals
-        self._environment = environment
-        self._path = Path(run_dir) / f"shard-{shard_id}-of-{n_shards}.pkl"
+    def __init__(self, settings: ShardSettings, models: dict, sink, drift_reference: dict | None = None):
+        self.shard_id = shard_id = settings.shard_id
+        config = settings.features
+        self._config, self._models, self._sink, self._signals = config, models, sink, settings.signals
+        self._environment = settings.environment
+        self._path = Path(settings.run_dir) / f"shard-{shard_id}-of-{settings.n_shards}.pkl"
         snap = _restorable(self._path, config.timeframes)
         self._state = ShardState.from_snapshot(snap["state"]) if snap else ShardState(config.timeframes)
         # feed -> last batch processed; batches are admitted in order (feeds pipeline them)
@@ -87,7 +86,7 @@ class FeatureShard:
         # Outcome scoring lives with the candles it needs: each shard scores its own symbols'
         # predictions (in parallel with the other shards) and checkpoints it with the features.
         self._outcomes = (OutcomeTracker.from_snapshot(snap["outcomes"]) if snap and "outcomes" in snap
-                          else OutcomeTracker(window=outcome_window))
+                          else OutcomeTracker(window=settings.outcomes.window))
         # Live feature histograms in each timeframe's model training bins, checkpointed with
         # the features, so a restarted shard counts every row exactly once, as outcomes do.
         self._drift = {tf: DriftMonitor(d) for tf, d in (drift_reference or {}).items()}

@@ -19,12 +19,12 @@ import ray
 
 from orchestrator import resolve_path
 from orchestrator.config import SinkConfig
-from orchestrator.events import PREDICTION_SCHEMA
 from orchestrator.sinks.dedupe import SeenKeys, recent_event_ids
 from orchestrator.sinks.latest import LatestStore
 from orchestrator.sinks.parquet_log import ParquetLog
 from orchestrator.sinks.redis_bus import EventBusError, RedisStreamBus
 from orchestrator.sinks.wal import WriteAheadLog
+from orchestrator.stream.events import PREDICTION_SCHEMA
 
 log = logging.getLogger(__name__)
 

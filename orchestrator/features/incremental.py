@@ -245,7 +245,7 @@ def _selector(slots: np.ndarray) -> slice | np.ndarray:
 
 
 def _candle_columns(n: int, open_time_ms, open_, high, low, close, volume, taker) -> dict:
-    cols = {"open_time": np.asarray(open_time_ms, dtype=np.int64)}
+    cols: dict[str, np.ndarray | None] = {"open_time": np.asarray(open_time_ms, dtype=np.int64)}
     named = (("open", open_), ("high", high), ("low", low), ("close", close), ("volume", volume))
     for name, values in named:
         cols[name] = np.asarray(values, dtype=np.float64)

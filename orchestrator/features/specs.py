@@ -27,6 +27,7 @@ Conventions shared by every formula:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -220,4 +221,5 @@ def warm_rows(rows: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"warm_rows expects a (n, {len(FEATURE_NAMES)}) feature matrix, got {matrix.shape}"
         )
-    return np.isfinite(matrix[:, _REQUIRED_COLUMNS]).all(axis=1)
+    # numpy types .all(axis=...) as scalar-or-array; on a 2-D matrix it is a 1-D array.
+    return cast(np.ndarray, np.isfinite(matrix[:, _REQUIRED_COLUMNS]).all(axis=1))

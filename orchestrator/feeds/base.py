@@ -1,4 +1,5 @@
-"""The one interface every feed source implements."""
+"""The one interface every feed source implements, and the optional capabilities a
+source may add, each a small Protocol the feed actor checks with ``isinstance``."""
 
 from __future__ import annotations
 
@@ -29,8 +30,26 @@ class FeedSource(Protocol):
         """Plain, JSON-able status (no secrets): counters, staleness, reconnects."""
         ...
 
-    # Optional, not part of the protocol check:
-    #   async history(minutes) -> RecordBatch: the candles before the live stream, sent at
-    #     start without predictions so features are warm when the first live candle closes;
-    #   async fetch_range(symbol, start_ms, end_ms) -> RecordBatch: [start, end) by REST,
-    #     for gap repair (and, where there is no ``history``, for warm-up).
+
+@runtime_checkable
+class HasHistory(Protocol):
+    """Sends the candles before the live stream at start, without predictions, so features
+    are warm when the first live candle closes."""
+
+    async def history(self, minutes: int) -> pa.RecordBatch: ...
+
+
+@runtime_checkable
+class FetchesRange(Protocol):
+    """Fetches [start, end) for one symbol (REST): gap repair, and warm-up where the source
+    has no ``history``."""
+
+    async def fetch_range(self, symbol: str, start_ms: int, end_ms: int) -> pa.RecordBatch: ...
+
+
+@runtime_checkable
+class Snapshottable(Protocol):
+    """An offline source's position, as plain picklable data, to resume from after a restart
+    (live sources just go on)."""
+
+    def snapshot(self) -> dict: ...

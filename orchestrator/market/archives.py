@@ -67,8 +67,8 @@ def candles_from_ccxt(
     matrix, shape_ok = _ccxt_matrix(rows)
     time_ok = _usable_times(matrix[:, 0])
     rejected = [
-        RejectedRow(int(i), rows[i], _rejection_reason(shape_ok[i]))
-        for i in np.flatnonzero(~(shape_ok & time_ok))
+        RejectedRow(i, rows[i], _rejection_reason(shape_ok[i]))
+        for i in np.flatnonzero(~(shape_ok & time_ok)).tolist()  # ints index a Sequence
     ]
     kept = matrix[shape_ok & time_ok]
     candles = candles_from_columns(
@@ -94,7 +94,7 @@ def _ccxt_matrix(rows: Sequence[Sequence[object]]) -> tuple[np.ndarray, np.ndarr
         pass
     matrix = np.full((len(rows), width), np.nan)
     shape_ok = np.array([_is_row(row, width) for row in rows], dtype=bool)
-    for i in np.flatnonzero(shape_ok):
+    for i in np.flatnonzero(shape_ok).tolist():  # ints index a Sequence
         matrix[i] = [_to_float(value) for value in rows[i]]
     return matrix, shape_ok
 

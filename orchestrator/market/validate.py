@@ -251,9 +251,9 @@ def _non_finite(data, required: tuple[np.ndarray, ...]) -> np.ndarray:
     for values in required[1:]:
         mask |= ~np.isfinite(values)
     for name in OPTIONAL_FLOAT_COLUMNS:
-        values = _present_optional(data, name)
-        if values is not None:
-            mask |= ~np.isfinite(values)
+        optional = _present_optional(data, name)
+        if optional is not None:
+            mask |= ~np.isfinite(optional)
     return mask
 
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from orchestrator.events import PREDICTION_SCHEMA
+from orchestrator.stream.events import PREDICTION_SCHEMA
 
 DAY_MS = 86_400_000
 

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import redis
 
-from orchestrator.events import PREDICTION_SCHEMA
+from orchestrator.stream.events import PREDICTION_SCHEMA
 
 PREDICTION_STREAM = "tickcast:predictions"
 RECORD_STREAM = "tickcast:records"

@@ -34,7 +34,7 @@ def _local_config(tmp_path: Path, port: int, redis_url: str) -> Path:
     config["http_options"]["port"] = port
     args = config["applications"][0]["args"]
     args["sink"].update(log_dir=str(tmp_path / "predictions"), redis_url=redis_url, flush_seconds=1)
-    args["features"]["state_dir"] = str(tmp_path / "state")
+    args["stream"]["state_dir"] = str(tmp_path / "state")
     path = tmp_path / "local.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -4,17 +4,13 @@ idempotent rerun, and the completion record on the event bus."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pyarrow.compute as pc
 
-from orchestrator import PROJECT_ROOT
-from orchestrator.backfill.job import run_backfill
+from orchestrator.batch.backfill.job import run_backfill
+from orchestrator.cli import backfill as cli
 from orchestrator.sinks.parquet_log import read_log
 from orchestrator.sinks.redis_bus import RECORD_STREAM, RedisStreamBus
-
-sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
-import backfill as cli  # noqa: E402 - the script, imported as a module
 
 
 def _argv(shared_data, out, *extra: str) -> list[str]:

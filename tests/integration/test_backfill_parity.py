@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from orchestrator.backfill.job import BackfillOptions, run_backfill
-from orchestrator.backfill.models import ModelSpec
-from orchestrator.backfill.sources import DataSource
+from orchestrator.batch.backfill.job import BackfillOptions, run_backfill
+from orchestrator.batch.backfill.models import ModelSpec
+from orchestrator.batch.backfill.sources import DataSource
 from orchestrator.market.archives import read_candles
 from orchestrator.sinks.parquet_log import read_log
 from serve_app.app import build_app
@@ -32,8 +32,8 @@ def _live_log(serve_app, shared_data, tmp_path) -> pa.Table:
         "feeds": [{"kind": "replay", "path": str(shared_data / "binance-spot-1m"),
                    "symbols": list(SYMBOLS), "speed": 0, "warmup_minutes": WARMUP,
                    "max_minutes": LIVE, "batch_minutes": BATCH_MINUTES}],
-        "features": {"shards": 1, "num_cpus": 0.1, "timeframes": ["1m", "5m"],
-                     "state_dir": str(tmp_path / "state")},
+        "features": {"shards": 1, "num_cpus": 0.1, "timeframes": ["1m", "5m"]},
+        "stream": {"state_dir": str(tmp_path / "state")},
         "models": [{"model_type": t, "timeframe": tf} for t in ("direction", "volatility")
                    for tf in ("1m", "5m")],
         "serving": {"num_cpus": 0.1},

@@ -12,9 +12,9 @@ import pyarrow.ipc as ipc
 
 from orchestrator import PROJECT_ROOT
 from orchestrator.features import FEATURE_NAMES
+from orchestrator.models.predictor import OnnxPredictor
+from orchestrator.models.registry import Registry
 from serve_app.app import build_app
-from serve_app.inference import OnnxPredictor
-from serve_app.registry import Registry
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
@@ -54,7 +54,7 @@ def test_concurrent_predicts_share_model_calls_and_each_gets_its_own_rows(serve_
     args = {"feeds": [], "models": [{"model_type": "direction", "timeframe": "1m"}],
             # A wide window, so that merging does not depend on how busy the machine is.
             "serving": {"num_cpus": 0.1, "coalesce_window_s": 0.05, "coalesce_max_rows": 64},
-            "features": {"state_dir": str(tmp_path / "state")}, "sink": {"log_dir": str(tmp_path / "log")},
+            "stream": {"state_dir": str(tmp_path / "state")}, "sink": {"log_dir": str(tmp_path / "log")},
             "api": {"rate_limit_per_s": 1e6, "rate_limit_burst": 10**6}}
     serve_app.run(build_app(args), name="tickcast", route_prefix="/")
     predictor = _predictor()

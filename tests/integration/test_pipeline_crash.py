@@ -14,10 +14,10 @@ import ray
 from orchestrator import PROJECT_ROOT
 from orchestrator.market.schema import candles_from_arrays
 from orchestrator.market.synthetic import SyntheticMarket
-from orchestrator.shard import ShardState
+from orchestrator.models.registry import Registry
 from orchestrator.sinks.parquet_log import read_log
+from orchestrator.stream.shard import ShardState
 from serve_app.app import build_app
-from serve_app.registry import Registry
 
 N_SYMBOLS, MINUTES, SEED = 20, 700, 13
 
@@ -60,7 +60,8 @@ def test_killing_every_kind_of_process_loses_and_duplicates_nothing(serve_app, t
         "environment": "crash-test",
         "feeds": [{"kind": "synthetic", "n_symbols": N_SYMBOLS, "speed": 25, "max_minutes": MINUTES,
                    "seed": SEED}],
-        "features": {"shards": 2, "num_cpus": 0.1, "checkpoint_every": 25, "state_dir": str(tmp_path / "state")},
+        "features": {"shards": 2, "num_cpus": 0.1},
+        "stream": {"checkpoint_every": 25, "state_dir": str(tmp_path / "state")},
         "serving": {"num_cpus": 0.1},
         "sink": {"log_dir": str(tmp_path / "log"), "flush_rows": 500, "flush_seconds": 1.0},
     }

@@ -16,8 +16,8 @@ import pytest
 from orchestrator.features import FEATURE_NAMES
 from orchestrator.market.schema import candles_from_arrays
 from orchestrator.market.synthetic import SyntheticMarket
-from orchestrator.shard import ShardState, feature_rows
 from orchestrator.sinks.parquet_log import read_log
+from orchestrator.stream.shard import ShardState, feature_rows
 from serve_app.app import build_app
 
 N_SYMBOLS, MINUTES, SEED = 30, 420, 5
@@ -58,8 +58,8 @@ def test_killed_shards_restore_and_emit_identical_feature_rows(serve_app, tmp_pa
     args = {
         "feeds": [{"kind": "synthetic", "n_symbols": N_SYMBOLS, "speed": 30, "max_minutes": MINUTES,
                    "seed": SEED}],
-        "features": {"shards": 2, "num_cpus": 0.1, "timeframes": TIMEFRAMES, "checkpoint_every": 20,
-                     "log_features": True, "state_dir": str(tmp_path / "state")},
+        "features": {"shards": 2, "num_cpus": 0.1, "timeframes": TIMEFRAMES, "log_features": True},
+        "stream": {"checkpoint_every": 20, "state_dir": str(tmp_path / "state")},
         "serving": {"num_cpus": 0.1},
         "sink": {"log_dir": str(tmp_path / "predictions"), "flush_rows": 1000},
     }

@@ -13,8 +13,8 @@ import numpy as np
 
 from orchestrator import PROJECT_ROOT
 from orchestrator.features import REQUIRED_FEATURES
+from orchestrator.models.registry import Registry, sha256_of
 from serve_app.app import build_app
-from serve_app.registry import Registry, sha256_of
 
 
 def _publish_logistic_v2(registry_dir) -> None:
@@ -71,7 +71,7 @@ def test_switching_versions_under_load_drops_nothing(serve_app, ray_cluster, tmp
     def args(version: str) -> dict:
         return {"models_dir": str(models_dir), "feeds": [], "serving": {"num_cpus": 0.1},
                 "models": [{"model_type": "direction", "timeframe": "1m", "version": version}],
-                "features": {"state_dir": str(tmp_path / "state")},
+                "stream": {"state_dir": str(tmp_path / "state")},
                 "sink": {"log_dir": str(tmp_path / "log")}, "api": {"rate_limit_per_s": 1e6,
                                                                     "rate_limit_burst": 10**6}}
 

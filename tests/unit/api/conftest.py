@@ -7,9 +7,9 @@ from fastapi.testclient import TestClient
 
 from orchestrator import PROJECT_ROOT
 from orchestrator.config import ApiConfig
-from serve_app.api import create_api
-from serve_app.local_backend import LocalBackend
-from serve_app.registry import Registry
+from orchestrator.models.registry import Registry
+from serve_app.api.app import create_api
+from serve_app.api.local_backend import LocalBackend
 
 MODELS = PROJECT_ROOT / "models_onnx"
 

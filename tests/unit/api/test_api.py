@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.events import ModelOutput, TickRows, build_predictions
 from orchestrator.features import FEATURE_NAMES, compute_features
+from orchestrator.models.predictor import OnnxPredictor
+from orchestrator.models.registry import Registry
 from orchestrator.sinks.parquet_log import ParquetLog
-from serve_app.inference import OnnxPredictor
-from serve_app.registry import Registry
+from orchestrator.stream.events import ModelOutput, TickRows, build_predictions
 from tests.unit.api.conftest import MODELS, make_client
 
 
@@ -185,7 +185,7 @@ def test_websocket_snapshot_then_live_predictions_and_commands(client):
 
 
 def test_model_columns_are_picked_by_name_as_a_view_or_a_gather():
-    from serve_app.inference import _column_selector
+    from orchestrator.models.predictor import _column_selector
 
     rows = np.arange(40.0).reshape(4, 10)
     for columns in ([2, 3, 4], [0], [4, 2, 7], [3, 5]):

@@ -9,11 +9,11 @@ import pyarrow.ipc as ipc
 import pytest
 
 from orchestrator.features import FEATURE_NAMES
-from serve_app.api import FeatureLists
-from serve_app.backend import BackendError
-from serve_app.inference import OnnxPredictor
-from serve_app.registry import Registry, RegistryError
-from serve_app.schemas import ARROW_STREAM, PredictResponse
+from orchestrator.models.predictor import OnnxPredictor
+from orchestrator.models.registry import Registry, RegistryError
+from serve_app.api.backend import BackendError
+from serve_app.api.predict import FeatureLists
+from serve_app.api.schemas import ARROW_STREAM, PredictResponse
 from tests.unit.api.conftest import MODELS, make_client
 
 QUERY = {"model_type": "direction", "timeframe": "1m"}

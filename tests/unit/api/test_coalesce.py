@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serve_app.coalesce import Coalescer, split_result
+from serve_app.api.coalesce import Coalescer, split_result
 
 GUARD_S = 10.0  # a hang guard only: nothing here waits for time to pass
 

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 
 from orchestrator.config import ApiConfig
 from orchestrator.features import FEATURE_NAMES
-from serve_app.api import create_api
-from serve_app.local_backend import LocalBackend
-from serve_app.registry import Registry
-from serve_app.schemas import ARROW_STREAM
+from orchestrator.models.registry import Registry
+from serve_app.api.app import create_api
+from serve_app.api.local_backend import LocalBackend
+from serve_app.api.schemas import ARROW_STREAM
 from tests.unit.api.conftest import MODELS
 
 COLUMN_TYPES = {"float32": np.float32, "float64": np.float64, "int16": np.int16, "uint64": np.uint64}

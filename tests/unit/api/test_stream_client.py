@@ -1,12 +1,11 @@
-"""scripts/stream_client.py against an in-process websockets server on 127.0.0.1 that speaks
-the protocol of ``WS /v1/stream`` (serve_app/api.py): messages are built with the API's own
+"""orchestrator/cli/stream_client.py against an in-process websockets server on 127.0.0.1 that speaks
+the protocol of ``WS /v1/stream`` (serve_app/api/app.py): messages are built with the API's own
 schema (``to_prediction``), and the commands the client sends are parsed with the API's
 ``StreamCommand``. No Ray, no uvicorn."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import io
 import json
 import socket
@@ -15,12 +14,8 @@ from http import HTTPStatus
 import pytest
 from websockets.asyncio.server import serve
 
-from orchestrator import PROJECT_ROOT
-from serve_app.schemas import StreamCommand, to_prediction
-
-spec = importlib.util.spec_from_file_location("stream_client", PROJECT_ROOT / "scripts" / "stream_client.py")
-client = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(client)
+from orchestrator.cli import stream_client as client
+from serve_app.api.schemas import StreamCommand, to_prediction
 
 GREEN, RED, YELLOW = "\x1b[32m", "\x1b[31m", "\x1b[33m"
 

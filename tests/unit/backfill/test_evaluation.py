@@ -15,8 +15,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from orchestrator.evaluation.metrics import calibration, score_model
-from orchestrator.evaluation.strategy import portfolio, run_strategy, series_returns
+from orchestrator.batch.evaluation.metrics import calibration, score_model
+from orchestrator.batch.evaluation.strategy import portfolio, run_strategy, series_returns
 
 RNG = np.random.default_rng(11)
 

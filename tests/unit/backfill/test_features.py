@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from orchestrator.backfill.features import (
+from orchestrator.batch.backfill.features import (
     FEATURE_ROW_SCHEMA,
     HIST_VOLATILITY,
     feature_matrix,
@@ -15,11 +15,11 @@ from orchestrator.backfill.features import (
     label_column,
     split_series,
 )
-from orchestrator.backfill.sources import target_candles
+from orchestrator.batch.backfill.sources import target_candles
 from orchestrator.features import FEATURE_NAMES, compute_features
 from orchestrator.features.specs import MAX_WARMUP
-from orchestrator.labels import forward_volatility, next_direction, swing_points
-from orchestrator.shard import ShardState
+from orchestrator.models.labels import forward_volatility, next_direction, swing_points
+from orchestrator.stream.shard import ShardState
 from tests.unit.backfill.helpers import MINUTE, first_open_time, random_candles, real_candles
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")

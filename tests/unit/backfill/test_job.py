@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
 
-from orchestrator import PROJECT_ROOT
-from orchestrator.backfill.job import BackfillOptions, run_backfill
-from orchestrator.backfill.models import ModelSpec
-from orchestrator.backfill.sources import DataSource
+from orchestrator.batch.backfill.job import BackfillOptions, run_backfill
+from orchestrator.batch.backfill.models import ModelSpec
+from orchestrator.batch.backfill.sources import DataSource
+from orchestrator.cli import backfill as cli
 from orchestrator.sinks.parquet_log import read_log
 from tests.unit.backfill.helpers import MINUTE, first_open_time, real_candles
-
-sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
-import backfill as cli  # noqa: E402 - the script, imported as a module
 
 NOW_MS = 1_800_000_000_000
 

@@ -8,22 +8,22 @@ import pyarrow.compute as pc
 import pytest
 
 from orchestrator import PROJECT_ROOT
-from orchestrator.backfill.features import feature_matrix, feature_rows, split_series
-from orchestrator.backfill.models import ModelSpec, select_models
-from orchestrator.backfill.predict import (
+from orchestrator.batch.backfill.features import feature_matrix, feature_rows, split_series
+from orchestrator.batch.backfill.models import ModelSpec, select_models
+from orchestrator.batch.backfill.predict import (
     PREDICTED_SCHEMA,
     BatchPredictor,
     evaluation_of,
     outcomes_of,
     predictions_of,
 )
-from orchestrator.backfill.sources import target_candles
-from orchestrator.events import PREDICTION_SCHEMA, ModelOutput, TickRows, event_ids
+from orchestrator.batch.backfill.sources import target_candles
 from orchestrator.features import FEATURE_NAMES
-from orchestrator.outcomes import OUTCOME_SCHEMA, OutcomeTracker
-from orchestrator.signals import direction_signals, trend_labels
-from serve_app.inference import OnnxPredictor
-from serve_app.registry import Registry, RegistryError
+from orchestrator.models.predictor import OnnxPredictor
+from orchestrator.models.registry import Registry, RegistryError
+from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows, event_ids
+from orchestrator.stream.outcomes import OUTCOME_SCHEMA, OutcomeTracker
+from orchestrator.stream.signals import direction_signals, trend_labels
 from tests.unit.backfill.helpers import real_candles
 
 MODELS_DIR = PROJECT_ROOT / "models_onnx"

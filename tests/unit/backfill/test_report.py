@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 from sklearn.metrics import accuracy_score, mean_absolute_error
 
-from orchestrator.evaluation.report import evaluate, write_report
+from orchestrator.batch.evaluation.report import evaluate, write_report
 
 RNG = np.random.default_rng(5)
 T0 = 1_767_225_600_000

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.backfill.job import BackfillOptions, load_candles
-from orchestrator.backfill.sources import (
+from orchestrator.batch.backfill.job import BackfillOptions, load_candles
+from orchestrator.batch.backfill.sources import (
     DataSource,
     base_timeframe,
     last_per_open_time,

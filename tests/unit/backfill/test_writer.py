@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from orchestrator.backfill.writer import ModelKey, PartitionedWriter, Scope, partition_file
-from orchestrator.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
+from orchestrator.batch.backfill.writer import ModelKey, PartitionedWriter, Scope, partition_file
 from orchestrator.sinks.parquet_log import HistoryQuery, query_log, read_log
+from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
 from tests.unit.backfill.helpers import MINUTE, START
 
 DAY = 1440 * MINUTE

@@ -3,7 +3,7 @@
 import numpy as np
 import pyarrow as pa
 
-from orchestrator.keyindex import KeyIndex
+from orchestrator.stream.keyindex import KeyIndex
 
 
 def test_slots_follow_first_appearance_and_stay_stable():

@@ -1,4 +1,4 @@
-from serve_app.limits import RateLimiter, key_is_valid, load_api_keys
+from serve_app.api.auth import RateLimiter, key_is_valid, load_api_keys
 
 
 def test_api_keys_come_from_the_named_variable():

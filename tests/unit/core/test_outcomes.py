@@ -10,15 +10,15 @@ import pyarrow.compute as pc
 import pytest
 from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, mean_absolute_error
 
-from orchestrator.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
-from orchestrator.labels import (
+from orchestrator.models.labels import (
     LABEL_SPECS,
     forward_volatility,
     next_direction,
     next_log_return,
     swing_points,
 )
-from orchestrator.outcomes import OUTCOME_SCHEMA, OutcomeTracker, merge_metrics
+from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
+from orchestrator.stream.outcomes import OUTCOME_SCHEMA, OutcomeTracker, merge_metrics
 
 MINUTE = 60_000
 START = 1_700_000_040_000 - 1_700_000_040_000 % MINUTE

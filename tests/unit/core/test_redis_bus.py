@@ -10,7 +10,6 @@ import pyarrow as pa
 import pytest
 import redis
 
-from orchestrator.events import ModelOutput, TickRows, build_predictions
 from orchestrator.sinks.redis_bus import (
     EventBusError,
     RedisStreamBus,
@@ -18,6 +17,7 @@ from orchestrator.sinks.redis_bus import (
     redact,
     url_secrets,
 )
+from orchestrator.stream.events import ModelOutput, TickRows, build_predictions
 from tests.redis_server import free_port, running_redis
 
 PASSWORD = "s3cret-Pa55word"

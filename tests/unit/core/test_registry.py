@@ -1,11 +1,9 @@
-import importlib.util
 import json
 
 import pytest
 
-from orchestrator import PROJECT_ROOT
 from orchestrator.features import FEATURE_NAMES
-from serve_app.registry import Registry, RegistryError, sha256_of
+from orchestrator.models.registry import Registry, RegistryError, sha256_of
 
 
 def _publish(root, version, stage, data=b"model-bytes", features=None):
@@ -137,11 +135,9 @@ def test_malformed_outputs_are_refused(tmp_path, outputs):
 
 
 def _cli():
-    path = PROJECT_ROOT / "scripts" / "registry.py"
-    spec = importlib.util.spec_from_file_location("registry_cli", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from orchestrator.cli import registry
+
+    return registry
 
 
 def test_cli_lists_promotes_and_rolls_back(tmp_path, capsys):
@@ -164,7 +160,7 @@ def test_manifests_are_parsed_once_and_reread_when_the_file_changes(tmp_path):
     import json as json_module
     import os
 
-    from serve_app.registry import Registry as CachedRegistry
+    from orchestrator.models.registry import Registry as CachedRegistry
 
     _publish(tmp_path, "v1", "production")
     registry = CachedRegistry(tmp_path)

@@ -1,7 +1,6 @@
 """Replay of real archives in both formats, and warm-up history from the offline sources."""
 
 import asyncio
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -62,10 +61,7 @@ def test_synthetic_history_then_live_is_the_same_market_as_live_only():
 
 
 def test_replay_reads_the_dataset_fetch_history_writes(shared_data, tmp_path):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
-    import fetch_history
+    from orchestrator.cli import fetch_history
 
     zips = sorted((shared_data / "binance-usdm-1m").glob("*.zip"))[:2]
     fetch_history.main(["import-zip", *map(str, zips), "--exchange", "binance", "--out",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from orchestrator.sequencing import BatchSequencer
+from orchestrator.stream.sequencing import BatchSequencer
 
 
 async def _process(seq_of: BatchSequencer, feed: str, seq: int, log: list, predict_s: float = 0.0):

@@ -8,7 +8,7 @@ from orchestrator.features import FEATURE_NAMES, compute_features, warm_rows
 from orchestrator.market.resample import resample
 from orchestrator.market.schema import candles_from_arrays
 from orchestrator.market.synthetic import SyntheticMarket
-from orchestrator.shard import ShardState, merge_by_timeframe
+from orchestrator.stream.shard import ShardState, merge_by_timeframe
 
 SYMBOLS = ["A/USDT", "B/USDT", "C/USDT"]
 TIMEFRAMES = ("1m", "5m", "15m")

@@ -1,9 +1,9 @@
 import numpy as np
 import pyarrow as pa
 
-from orchestrator.labels import next_direction
-from orchestrator.sharding import ShardRouter, shard_indices, shard_of
-from orchestrator.signals import direction_signals
+from orchestrator.models.labels import next_direction
+from orchestrator.stream.routing import ShardRouter, shard_indices, shard_of
+from orchestrator.stream.signals import direction_signals
 
 
 def test_direction_signals_thresholds_are_symmetric():
@@ -37,7 +37,7 @@ def test_next_direction_uses_only_the_following_candle():
 
 def test_trend_labels_from_indicators():
     from orchestrator.features import FEATURE_NAMES
-    from orchestrator.signals import trend_labels
+    from orchestrator.stream.signals import trend_labels
 
     rows = np.zeros((5, len(FEATURE_NAMES)))
     cols = {n: FEATURE_NAMES.index(n) for n in ("rsi_14", "macd_hist", "sma_ratio_20")}

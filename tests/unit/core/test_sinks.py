@@ -4,9 +4,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from orchestrator.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
 from orchestrator.sinks.latest import LatestStore
 from orchestrator.sinks.parquet_log import ParquetLog, read_log, utc_dates
+from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
 
 DAY_MS = 86_400_000
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pyarrow as pa
 
-from orchestrator.feeds.exchange_config import ExchangeConfig
+from orchestrator.feeds.ccxt.config import ExchangeConfig
 from orchestrator.feeds.retry import BackoffPolicy, RetryPolicy
 from tests.fakes.candle_series import MINUTE_MS, expected_ohlcv
 

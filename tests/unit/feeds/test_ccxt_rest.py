@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from orchestrator.feeds.ccxt_rest import CcxtRestSource, rows_to_batch
+from orchestrator.feeds.ccxt.common import rows_to_batch
+from orchestrator.feeds.ccxt.rest import CcxtRestSource
 from orchestrator.feeds.errors import FatalFeedError
 from orchestrator.feeds.retry import RetryPolicy
 from orchestrator.market.gate import CandleGate

@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from orchestrator.feeds.ccxt_ws import CcxtWsSource
+from orchestrator.feeds.ccxt.ws import CcxtWsSource
 from orchestrator.feeds.errors import FatalFeedError
 from orchestrator.market.gate import CandleGate
 from tests.fakes.binance import FakeBinance

@@ -10,7 +10,7 @@ import ccxt.pro as ccxt_pro
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.feeds.exchange_config import (
+from orchestrator.feeds.ccxt.config import (
     ExchangeConfig,
     MissingCredentialError,
     build_client,

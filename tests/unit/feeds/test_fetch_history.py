@@ -1,8 +1,7 @@
-"""scripts/fetch_history.py in-process against the fake Binance REST server."""
+"""orchestrator/cli/fetch_history.py in-process against the fake Binance REST server."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import zipfile
@@ -10,20 +9,10 @@ import zipfile
 import pyarrow.dataset as ds
 import pytest
 
-from orchestrator import PROJECT_ROOT
+from orchestrator.cli import fetch_history
 from tests.fakes.binance import FakeBinanceInThread
 from tests.fakes.candle_series import MINUTE_MS, kline_row
 from tests.unit.feeds.support import SYMBOLS, T0, candle_values, expected_values, minutes
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("fetch_history", PROJECT_ROOT / "scripts" / "fetch_history.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fetch_history = _load_script()
 
 
 def _read(root, **partition):

@@ -10,10 +10,10 @@ import pytest
 
 from orchestrator import PROJECT_ROOT
 from orchestrator.features import FEATURE_NAMES, REQUIRED_FEATURES
-from orchestrator.labels import LABEL_SPECS
-from orchestrator.training.datasets import MODEL_TYPES
-from orchestrator.training.onnx_export import OUTPUTS
-from serve_app.registry import Registry, sha256_of
+from orchestrator.models.labels import LABEL_SPECS
+from orchestrator.models.registry import Registry, sha256_of
+from orchestrator.models.training.datasets import MODEL_TYPES
+from orchestrator.models.training.onnx_export import OUTPUTS
 
 REGISTRY = PROJECT_ROOT / "models_onnx"
 TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.features import REQUIRED_FEATURES, compute_features
-from orchestrator.labels import next_direction
-from orchestrator.training.datasets import (
+from orchestrator.models.labels import next_direction
+from orchestrator.models.training.datasets import (
     HIST_VOLATILITY,
     contiguous_runs,
     labelled_candles,

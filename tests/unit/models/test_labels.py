@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from orchestrator.features import REQUIRED_FEATURES, compute_features
-from orchestrator.labels import (
+from orchestrator.models.labels import (
     LABEL_SPECS,
     SWING_ORDER,
     VOLATILITY_HORIZON,
@@ -16,7 +16,7 @@ from orchestrator.labels import (
     swing_points,
     trailing_volatility,
 )
-from orchestrator.training.datasets import labelled_candles
+from orchestrator.models.training.datasets import labelled_candles
 from tests.unit.models.helpers import (
     MINUTE_MS,
     perturbed_after,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from orchestrator.training.metrics import (
+from orchestrator.models.training.metrics import (
     beats_baseline,
     binary_metrics,
     class_frequencies,

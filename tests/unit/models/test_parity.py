@@ -9,15 +9,21 @@ import onnxruntime as ort
 import pytest
 from onnx import helper
 
-from orchestrator.training.datasets import labelled_candles, model_data, pool_symbols
-from orchestrator.training.models import (
+from orchestrator.models.training.datasets import labelled_candles, model_data, pool_symbols
+from orchestrator.models.training.models import (
     GradientBoosted,
     StackedDirection,
     logits,
     round_down_to_float32,
 )
-from orchestrator.training.onnx_export import OUTPUTS, finalize, onnx_outputs, parity, to_onnx
-from orchestrator.training.pipeline import parity_tolerance
+from orchestrator.models.training.onnx_export import (
+    OUTPUTS,
+    finalize,
+    onnx_outputs,
+    parity,
+    to_onnx,
+)
+from orchestrator.models.training.pipeline import parity_tolerance
 from tests.unit.models.helpers import MINUTE_MS, random_candles, real_candles
 
 SMALL = dict(n_estimators=25, min_child_samples=20)

@@ -5,9 +5,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from orchestrator.training.datasets import labelled_candles, model_data, pool_symbols
-from orchestrator.training.onnx_export import OUTPUTS, onnx_outputs
-from orchestrator.training.pipeline import (
+from orchestrator.models.training.datasets import labelled_candles, model_data, pool_symbols
+from orchestrator.models.training.onnx_export import OUTPUTS, onnx_outputs
+from orchestrator.models.training.pipeline import (
     ModelPlan,
     assign_stages,
     baseline_output,
@@ -15,7 +15,7 @@ from orchestrator.training.pipeline import (
     plans_for,
     train_model,
 )
-from orchestrator.training.report import metrics_table
+from orchestrator.models.training.report import metrics_table
 from tests.unit.models.helpers import MINUTE_MS, random_candles
 
 

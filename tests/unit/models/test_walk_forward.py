@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from orchestrator.labels import LABEL_SPECS
-from orchestrator.training.datasets import labelled_candles, model_data, pool_symbols
-from orchestrator.training.walk_forward import time_holdout, walk_forward_folds
+from orchestrator.models.labels import LABEL_SPECS
+from orchestrator.models.training.datasets import labelled_candles, model_data, pool_symbols
+from orchestrator.models.training.walk_forward import time_holdout, walk_forward_folds
 from tests.unit.models.helpers import MINUTE_MS, random_candles
 
 

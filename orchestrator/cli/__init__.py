@@ -1,0 +1,1 @@
+"""The ``tickcast`` command: one subcommand per batch job and tool (``tickcast --help``)."""

@@ -1,0 +1,123 @@
+"""Prediction events: one stable schema for the latest store, the log and the stream (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from orchestrator.market.schema import constant_strings, cycled_strings
+from orchestrator.stream.signals import direction_signals
+
+PREDICTION_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("service", pa.string()),
+        pa.field("environment", pa.string()),
+        pa.field("exchange", pa.string(), nullable=False),
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("timeframe", pa.string(), nullable=False),
+        pa.field("open_time", pa.int64(), nullable=False),
+        pa.field("model_id", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("model_type", pa.string(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("outputs", pa.map_(pa.string(), pa.float64())),
+        pa.field("predicted_price", pa.float64()),
+        pa.field("signal", pa.string()),
+        pa.field("confidence", pa.string()),
+        pa.field("trend", pa.string()),
+        pa.field("warm", pa.bool_()),
+        pa.field("predicted_at", pa.int64(), nullable=False),
+        pa.field("latency_ms", pa.float64(), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What a model deployment returns for one request: which model, and its named outputs
+    per row (``values`` is (n, len(names)); column 0 is the primary value)."""
+
+    model_id: str
+    model_type: str
+    version: str
+    names: tuple[str, ...]
+    values: np.ndarray
+
+    @classmethod
+    def from_response(cls, response: dict) -> ModelOutput:
+        values = np.asarray(response["values"], dtype=np.float64)
+        return cls(response["model_id"], response["model_type"], response["version"],
+                   tuple(response["names"]), values.reshape(len(values), -1))
+
+
+@dataclass(frozen=True)
+class TickRows:
+    """The rows of one candle-close tick that were sent to a model."""
+
+    exchange: np.ndarray | pa.Array  # strings, as numpy objects or Arrow
+    symbol: np.ndarray | pa.Array
+    timeframe: str
+    open_time: np.ndarray
+    close: np.ndarray
+    emitted_at_ms: float  # wall clock when the feed emitted the closing candle
+    trend: pa.Array | None = None  # OVERBOUGHT / OVERSOLD / BULLISH / BEARISH / NEUTRAL
+
+
+def event_ids(output: ModelOutput, rows: TickRows) -> pa.Array:
+    """Idempotent key: the same model version on the same candle always gives the same id
+    (``model_id@version|exchange|symbol|timeframe|open_time``), joined in Arrow, not Python."""
+    parts = [
+        pa.scalar(f"{output.model_id}@{output.version}"),  # scalars broadcast
+        pa.array(rows.exchange, pa.string()),
+        pa.array(rows.symbol, pa.string()),
+        pa.scalar(rows.timeframe),
+        pc.cast(pa.array(rows.open_time, pa.int64()), pa.string()),
+    ]
+    return pc.binary_join_element_wise(*parts, "|")
+
+
+def outputs_map(names: tuple[str, ...], values: np.ndarray) -> pa.MapArray:
+    """Each row's named outputs as an Arrow map, built from flat arrays in one step."""
+    n, k = values.shape
+    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
+    keys = cycled_strings(names, n)
+    return pa.MapArray.from_arrays(offsets, keys, pa.array(values.reshape(-1), pa.float64()))
+
+
+def build_predictions(
+    output: ModelOutput, rows: TickRows, now_ms: float, high: float, very_high: float,
+    *, service: str = "tickcast", environment: str = "local",
+) -> pa.Table:
+    n, primary = len(output.values), output.values[:, 0]
+    if output.model_type == "direction":
+        signal, tier = direction_signals(primary, high, very_high)
+    else:
+        signal = tier = pa.nulls(n, pa.string())
+    price = rows.close * np.exp(primary) if output.model_type == "return" else np.full(n, np.nan)
+    columns = {
+        "event_id": event_ids(output, rows),
+        "service": constant_strings(service, n),
+        "environment": constant_strings(environment, n),
+        "exchange": pa.array(rows.exchange, pa.string()),
+        "symbol": pa.array(rows.symbol, pa.string()),
+        "timeframe": constant_strings(rows.timeframe, n),
+        "open_time": pa.array(rows.open_time, pa.int64()),
+        "model_id": constant_strings(output.model_id, n),
+        "model_version": constant_strings(output.version, n),
+        "model_type": constant_strings(output.model_type, n),
+        "value": pa.array(primary, pa.float64()),
+        "outputs": outputs_map(output.names, output.values),
+        "predicted_price": pa.array(price, pa.float64(), from_pandas=True),  # NaN -> null
+        "signal": signal,
+        "confidence": tier,
+        "trend": pa.nulls(n, pa.string()) if rows.trend is None else rows.trend,
+        "warm": pa.array(np.ones(n, dtype=bool)),  # only rows with every required feature warm
+        "predicted_at": pa.array(np.full(n, int(now_ms), dtype=np.int64)),
+        "latency_ms": pa.array(np.full(n, now_ms - rows.emitted_at_ms), pa.float64()),
+    }
+    return pa.Table.from_arrays([columns[f.name] for f in PREDICTION_SCHEMA], schema=PREDICTION_SCHEMA)
+

@@ -1,0 +1,414 @@
+"""Outcome scoring: every prediction's realized label once later candles close, and rolling
+metrics per (model_id, timeframe) (pure: no Ray, no I/O).
+
+A prediction for candle t of a series (exchange, symbol, timeframe) reads candles
+t - lookback .. t + horizon (``LABEL_SPECS``) and is settled by candle t + horizon. The
+tracker keeps a short ring of recent candles per series; once every candle of a window is
+there it computes the label by calling the training label function on that window, so a
+live outcome means exactly what the model was trained on. Training splits series at gaps,
+so a window must be contiguous: a prediction whose window has a gap, or whose symbol stops
+trading, can never be scored. It expires once its timeframe's newest candle is
+``expire_after`` candles past its settling candle, and is counted.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from orchestrator.market.timeframes import TIMEFRAME_MS, timeframe_ms
+from orchestrator.models.labels import LABEL_SPECS
+from orchestrator.models.scoring import CLASSIFIERS, score, window_labels
+from orchestrator.stream.keyindex import KeyIndex
+
+SNAPSHOT_VERSION = 1
+KEY_COLUMNS = ("exchange", "symbol", "timeframe")
+KEY_SEPARATOR = "\x1f"  # never in an exchange, symbol or timeframe name
+
+OUTCOME_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("model_id", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("model_type", pa.string(), nullable=False),
+        pa.field("exchange", pa.string(), nullable=False),
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("timeframe", pa.string(), nullable=False),
+        pa.field("open_time", pa.int64(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),  # the prediction's primary value
+        pa.field("realized", pa.float64(), nullable=False),  # label (class) or value
+        pa.field("correct", pa.bool_()),  # null for regressors
+        pa.field("error", pa.float64(), nullable=False),  # |error| or the Brier term
+        pa.field("log_loss", pa.float64()),  # null for regressors
+        pa.field("scored_at_open_time", pa.int64(), nullable=False),
+    ]
+)
+
+PENDING_DTYPES = {
+    "event_id": object, "model_id": object, "model_version": object, "model_type": object,
+    "slot": np.int64, "open_time": np.int64, "value": np.float64,
+    "p_low": np.float64,  # swing models' P(swing low); NaN for other types
+    "settle": np.int64,  # open time of the candle that settles the prediction
+}
+
+
+# --- state ---------------------------------------------------------------------------------
+
+class CandleRing:
+    """The last ``size`` candles of every series, at column (open_time / step) mod size, so
+    any candle is found, or found missing, by one gather."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._index = KeyIndex(KEY_SEPARATOR)  # exchange, symbol, timeframe per slot
+        self.columns = {name: np.empty(0, dtype=object) for name in KEY_COLUMNS}  # per slot
+        self.step = np.empty(0, dtype=np.int64)
+        self.time = np.empty((0, size), dtype=np.int64)
+        self.ohlc = {name: np.empty((0, size)) for name in ("close", "high", "low")}
+
+    @property
+    def keys(self) -> list[tuple[str, ...]]:
+        return [tuple(k.split(KEY_SEPARATOR)) for k in self._index.keys]
+
+    @property
+    def n_slots(self) -> int:
+        return len(self._index)
+
+    def slots_for(self, exchange, symbol, timeframe) -> np.ndarray:
+        """Each row's slot (new series are registered)."""
+        known = len(self._index)
+        slots = self._index.slots(exchange, symbol, timeframe)
+        if len(self._index) > known:
+            self._register(known)
+        return slots
+
+    def _register(self, first_new: int) -> None:
+        self.columns = dict(zip(KEY_COLUMNS, self._index.split(len(KEY_COLUMNS)), strict=True))
+        new = len(self._index) - first_new
+        self.step = np.concatenate([self.step, [timeframe_ms(t) for t in self.columns["timeframe"][first_new:]]])
+        self.time = np.vstack([self.time, np.full((new, self.size), -1, dtype=np.int64)])
+        for name, values in self.ohlc.items():
+            self.ohlc[name] = np.vstack([values, np.full((new, self.size), np.nan)])
+
+    def write(self, slots, open_time, close, high, low) -> None:
+        column = (open_time // self.step[slots]) % self.size
+        newer = open_time >= self.time[slots, column]  # a replayed old candle never clobbers
+        slots, column = slots[newer], column[newer]
+        self.time[slots, column] = open_time[newer]
+        for name, values in (("close", close), ("high", high), ("low", low)):
+            self.ohlc[name][slots, column] = np.asarray(values, dtype=np.float64)[newer]
+
+    def gather(self, slots: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, dict]:
+        """(m, k) presence of the candles at ``times`` of each row's slot, and their OHLC."""
+        rows = slots[:, None]
+        column = (times // self.step[rows]) % self.size
+        present = self.time[rows, column] == times
+        return present, {name: values[rows, column] for name, values in self.ohlc.items()}
+
+    def timeframes(self, slots: np.ndarray) -> np.ndarray:
+        return self.columns["timeframe"][slots]
+
+    def snapshot(self) -> dict:
+        return {"size": self.size, "keys": list(self.keys), "step": self.step.copy(),
+                "time": self.time.copy(), "ohlc": {k: v.copy() for k, v in self.ohlc.items()}}
+
+    @classmethod
+    def from_snapshot(cls, snap: dict) -> CandleRing:
+        ring = cls(snap["size"])
+        ring._index = KeyIndex(KEY_SEPARATOR, [KEY_SEPARATOR.join(k) for k in snap["keys"]])
+        ring.columns = dict(zip(KEY_COLUMNS, ring._index.split(len(KEY_COLUMNS)), strict=True))
+        ring.step, ring.time = snap["step"].copy(), snap["time"].copy()
+        ring.ohlc = {k: v.copy() for k, v in snap["ohlc"].items()}
+        return ring
+
+
+class RollingOutcomes:
+    """The last ``size`` outcomes of one (model_id, timeframe): hit, error, log loss."""
+
+    def __init__(self, size: int):
+        self.values = np.full((size, 3), np.nan)
+        self.filled = 0
+        self.next = 0
+
+    def extend(self, rows: np.ndarray) -> None:
+        size = len(self.values)
+        rows = rows[-size:]
+        self.values[(self.next + np.arange(len(rows))) % size] = rows
+        self.next = (self.next + len(rows)) % size
+        self.filled = min(size, self.filled + len(rows))
+
+    def summary(self, classifier: bool) -> dict:
+        hit, error, log_loss = self.values[: self.filled].T
+        if not self.filled:
+            stats = ("accuracy", "brier", "log_loss") if classifier else ("mae", "rmse")
+            return {"count": 0, **dict.fromkeys(stats)}
+        if classifier:
+            return {"count": self.filled, "accuracy": float(hit.mean()),
+                    "brier": float(error.mean()), "log_loss": float(log_loss.mean())}
+        return {"count": self.filled, "mae": float(error.mean()),
+                "rmse": float(np.sqrt((error**2).mean()))}
+
+
+def merge_metrics(parts: list[dict]) -> dict:
+    """Several trackers' ``metrics()`` (one per feature shard) as one: counts add up, each
+    window statistic is the mean of the shards' weighted by their window counts (RMSE via
+    its square)."""
+    merged: dict[str, dict] = {}
+    for part in parts:
+        for model_id, by_tf in part.get("models", {}).items():
+            for timeframe, stats in by_tf.items():
+                merged.setdefault(model_id, {}).setdefault(timeframe, []).append(stats)
+    return {"window": max((p.get("window", 0) for p in parts), default=0),
+            "pending": sum(p.get("pending", 0) for p in parts),
+            "unscorable": sum(p.get("unscorable", 0) for p in parts),
+            "models": {m: {tf: _merge_stats(s) for tf, s in by_tf.items()} for m, by_tf in merged.items()}}
+
+
+def _merge_stats(stats: list[dict]) -> dict:
+    out = {"model_type": stats[0]["model_type"],
+           **{k: sum(s[k] for s in stats) for k in ("scored", "expired", "dropped", "count")}}
+    for name in ("accuracy", "brier", "log_loss", "mae", "rmse"):
+        weighted = [(s["count"], s[name]) for s in stats if s.get(name) is not None and s["count"]]
+        if name in stats[0]:
+            out[name] = _weighted_mean(weighted, squared=name == "rmse")
+    return out
+
+
+def _weighted_mean(pairs: list[tuple[int, float]], squared: bool) -> float | None:
+    if not pairs:
+        return None
+    counts = np.array([c for c, _ in pairs], dtype=np.float64)
+    values = np.array([v for _, v in pairs], dtype=np.float64)
+    if squared:
+        return float(np.sqrt((counts * values**2).sum() / counts.sum()))
+    return float((counts * values).sum() / counts.sum())
+
+
+def _take(columns: dict, index) -> dict:
+    return {k: v[index] for k, v in columns.items()}
+
+
+def _concat(a: dict, b: dict) -> dict:
+    return {k: np.concatenate([a[k], b[k]]) for k in a}
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Small integer codes of string values (equal strings, equal codes), hashed in Arrow."""
+    return pa.array(values, pa.string()).dictionary_encode().indices.to_numpy().astype(np.int64)
+
+
+def _per_value(values: np.ndarray, of) -> np.ndarray:
+    """``of(v)`` for each row, computed once per distinct value."""
+    encoded = pa.array(values, pa.string()).dictionary_encode()
+    table = np.array([of(v) for v in encoded.dictionary.to_pylist()])
+    return table[encoded.indices.to_numpy()] if len(table) else np.empty(0)
+
+
+def _unseen(ids: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """Rows whose id is not in ``seen`` and not an earlier row's (replays are no-ops)."""
+    arrow = pa.array(ids, pa.string())
+    fresh = ~pc.is_in(arrow, value_set=pa.array(seen, pa.string())).to_numpy(zero_copy_only=False)
+    first = np.zeros(len(ids), dtype=bool)
+    first[np.unique(_codes(ids), return_index=True)[1]] = True
+    return fresh & first
+
+
+def _rank_within_groups(group: np.ndarray, newest_first: np.ndarray) -> np.ndarray:
+    """0 for the newest row of each group, 1 for the next, ..."""
+    n = len(group)
+    order = np.lexsort((-newest_first, group))
+    starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
+    sizes = np.diff(np.r_[starts, n])
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - np.repeat(starts, sizes)
+    return rank
+
+
+class OutcomeTracker:
+    """Pending predictions, recent candles and rolling metrics (see module doc).
+
+    Calls may come in either order: a prediction is scored at the first ``observe_candles``
+    of its timeframe at or after its settling candle that finds its whole window in the ring.
+    """
+
+    def __init__(self, window: int = 500, max_pending: int = 64, expire_after: int = 10,
+                 history: int = 32):
+        span = max(s.lookback + s.horizon + 1 for s in LABEL_SPECS.values())
+        if history < span + expire_after:
+            raise ValueError(f"history={history} must be >= the longest label window ({span})"
+                             f" + expire_after ({expire_after})")
+        self.window, self.max_pending, self.expire_after = window, max_pending, expire_after
+        self._ring = CandleRing(history)
+        self._pending = {k: np.empty(0, dtype=t) for k, t in PENDING_DTYPES.items()}
+        self._windows: dict[tuple[str, str], RollingOutcomes] = {}
+        self._totals: dict[tuple[str, str], dict] = {}
+        self.unscorable = 0  # predictions of an unknown model type or timeframe
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending["event_id"])
+
+    # --- predictions ---------------------------------------------------------------------
+    def add_predictions(self, table: pa.Table) -> None:
+        new = self._pending_rows(table)
+        merged = _concat(self._pending, _take(new, _unseen(new["event_id"], self._pending["event_id"])))
+        keep = self._within_bound(merged)
+        self._count(_take(merged, ~keep), "dropped")
+        self._pending = _take(merged, keep)
+
+    def _pending_rows(self, table: pa.Table) -> dict:
+        known = (pc.is_in(table.column("model_type"), value_set=pa.array(list(LABEL_SPECS)))
+                 .to_numpy(zero_copy_only=False)
+                 & pc.is_in(table.column("timeframe"), value_set=pa.array(list(TIMEFRAME_MS)))
+                 .to_numpy(zero_copy_only=False))
+        self.unscorable += int((~known).sum())
+        if not known.all():
+            table = table.filter(pa.array(known))
+        cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in (
+            "event_id", "model_id", "model_version", "model_type", "open_time", "value")}
+        cols["p_low"] = pc.map_lookup(table.column("outputs"), "p_swing_low", "first").to_numpy(
+            zero_copy_only=False)
+        slot = self._ring.slots_for(*(table.column(k) for k in KEY_COLUMNS))  # Arrow in, no copies
+        horizon = _per_value(cols["model_type"], lambda t: LABEL_SPECS[t].horizon).astype(np.int64)
+        rows = {**cols, "slot": slot, "settle": cols["open_time"] + horizon * self._ring.step[slot]}
+        return {k: np.asarray(rows[k], dtype=t) for k, t in PENDING_DTYPES.items()}
+
+    def _within_bound(self, pending: dict) -> np.ndarray:
+        """Keep the newest ``max_pending`` of each (model_id, series)."""
+        if not len(pending["slot"]):
+            return np.ones(0, dtype=bool)
+        model_code = _codes(pending["model_id"])
+        group = model_code * self._ring.n_slots + pending["slot"]
+        return _rank_within_groups(group, pending["open_time"]) < self.max_pending
+
+    # --- candles -------------------------------------------------------------------------
+    def observe_candles(self, exchange, symbol, timeframe: str, open_time, close, high, low
+                        ) -> pa.Table:
+        """Record one tick's closed ``timeframe`` candles; return the outcomes they settle."""
+        open_time = np.asarray(open_time, dtype=np.int64)
+        n = len(open_time)
+        if n == 0:
+            return OUTCOME_SCHEMA.empty_table()
+        exchange, symbol = np.broadcast_to(exchange, n), np.broadcast_to(symbol, n)
+        slots = self._ring.slots_for(exchange, symbol, np.full(n, timeframe, dtype=object))
+        self._ring.write(slots, open_time, close, high, low)
+        step, now = timeframe_ms(timeframe), int(open_time.max())
+        same_timeframe = self._ring.step[self._pending["slot"]] == step
+        due = np.flatnonzero(same_timeframe & (self._pending["settle"] <= now))
+        scored, outcomes = self._score(due)
+        late = self._pending["settle"] + self.expire_after * step < now
+        expired = same_timeframe & late & ~scored
+        self._count(_take(self._pending, expired), "expired")
+        self._pending = _take(self._pending, ~(scored | expired))
+        if outcomes is None:
+            return OUTCOME_SCHEMA.empty_table()
+        self._record(outcomes)
+        return self._outcome_table(outcomes)
+
+    def _score(self, due: np.ndarray) -> tuple[np.ndarray, dict | None]:
+        """(which pending rows are settled now, their outcome columns)."""
+        scored = np.zeros(self.pending, dtype=bool)
+        parts = []
+        for model_type in np.unique(self._pending["model_type"][due]).tolist():
+            index = due[self._pending["model_type"][due] == model_type]
+            complete, columns = self._score_type(model_type, _take(self._pending, index))
+            scored[index[complete]] = True
+            parts.append(columns)
+        if not parts:
+            return scored, None
+        return scored, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _score_type(self, model_type: str, rows: dict) -> tuple[np.ndarray, dict]:
+        spec = LABEL_SPECS[model_type]
+        offsets = np.arange(-spec.lookback, spec.horizon + 1)
+        times = rows["open_time"][:, None] + offsets * self._ring.step[rows["slot"]][:, None]
+        present, ohlc = self._ring.gather(rows["slot"], times)
+        # numpy types .all(axis=...) as scalar-or-array; ``present`` is 2-D, so an array.
+        complete = cast(np.ndarray, present.all(axis=1))
+        rows = _take(rows, complete)
+        y = window_labels(model_type, *(ohlc[k][complete] for k in ("close", "high", "low")))
+        hit, error, log_loss = score(model_type, rows["value"], rows["p_low"], y)
+        return complete, {**rows, "realized": y, "hit": hit, "error": error, "log_loss": log_loss}
+
+    def _outcome_table(self, c: dict) -> pa.Table:
+        columns = {
+            **{k: c[k] for k in ("event_id", "model_id", "model_version", "model_type")},
+            **{k: self._ring.columns[k][c["slot"]] for k in KEY_COLUMNS},
+            "open_time": c["open_time"], "value": c["value"],
+            "realized": c["realized"],
+            "correct": pa.array(c["hit"] == 1.0, mask=np.isnan(c["hit"])),
+            "error": c["error"],
+            "log_loss": pa.array(c["log_loss"], pa.float64(), mask=np.isnan(c["log_loss"])),
+            "scored_at_open_time": c["settle"],
+        }
+        return pa.table({k: pa.array(v, OUTCOME_SCHEMA.field(k).type) for k, v in columns.items()},
+                        schema=OUTCOME_SCHEMA)
+
+    # --- metrics -------------------------------------------------------------------------
+    def _totals_of(self, model_id: str, timeframe: str, model_type: str) -> dict:
+        key = (model_id, timeframe)
+        if key not in self._totals:
+            self._totals[key] = {"model_type": model_type, "scored": 0, "expired": 0,
+                                 "dropped": 0}
+            self._windows[key] = RollingOutcomes(self.window)
+        return self._totals[key]
+
+    def _groups(self, rows: dict) -> list[tuple[str, str, str, np.ndarray]]:
+        """(model_id, timeframe, model_type, row indices in order) of each group of rows."""
+        if not len(rows["slot"]):
+            return []
+        timeframes = self._ring.timeframes(rows["slot"])
+        key = _codes(rows["model_id"]) * (1 << 32) + _codes(timeframes)
+        firsts, inverse = np.unique(key, return_index=True, return_inverse=True)[1:]
+        return [(rows["model_id"][i], timeframes[i], rows["model_type"][i], np.flatnonzero(inverse == g))
+                for g, i in enumerate(firsts)]
+
+    def _count(self, rows: dict, kind: str) -> None:
+        for model_id, timeframe, model_type, index in self._groups(rows):
+            self._totals_of(model_id, timeframe, model_type)[kind] += len(index)
+
+    def _record(self, c: dict) -> None:
+        self._count(c, "scored")
+        values = np.column_stack([c["hit"], c["error"], c["log_loss"]])
+        for model_id, timeframe, _, index in self._groups(c):
+            self._windows[(model_id, timeframe)].extend(values[index])  # in outcome order
+
+    def metrics(self) -> dict:
+        """{"window", "pending", "unscorable", "models": {model_id: {timeframe: stats}}}."""
+        models: dict[str, dict] = {}
+        for (model_id, timeframe), totals in sorted(self._totals.items()):
+            classifier = totals["model_type"] in CLASSIFIERS
+            stats = self._windows[(model_id, timeframe)].summary(classifier)
+            models.setdefault(model_id, {})[timeframe] = {**totals, **stats}
+        return {"window": self.window, "pending": self.pending, "unscorable": self.unscorable,
+                "models": models}
+
+    # --- snapshots -----------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {
+            "version": SNAPSHOT_VERSION,
+            "config": {"window": self.window, "max_pending": self.max_pending,
+                       "expire_after": self.expire_after, "history": self._ring.size},
+            "ring": self._ring.snapshot(),
+            "pending": {k: v.copy() for k, v in self._pending.items()},
+            "totals": {k: dict(v) for k, v in self._totals.items()},
+            "windows": {k: (w.values.copy(), w.filled, w.next) for k, w in self._windows.items()},
+            "unscorable": self.unscorable,
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: dict) -> OutcomeTracker:
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"outcome snapshot version {snap.get('version')!r} is not supported")
+        tracker = cls(**snap["config"])
+        tracker._ring = CandleRing.from_snapshot(snap["ring"])
+        tracker._pending = {k: v.copy() for k, v in snap["pending"].items()}
+        tracker._totals = {tuple(k): dict(v) for k, v in snap["totals"].items()}
+        for key, (values, filled, nxt) in snap["windows"].items():
+            window = tracker._windows[tuple(key)] = RollingOutcomes(len(values))
+            window.values, window.filled, window.next = values.copy(), filled, nxt
+        tracker.unscorable = snap["unscorable"]
+        return tracker

@@ -1,0 +1,209 @@
+"""The state of one feature shard: candles in, one feature matrix per timeframe tick out.
+
+1m candles update the 1m features directly and feed a multi-timeframe aggregator; every
+higher-timeframe candle it completes updates that timeframe's features. All state lives
+in numpy arrays indexed by one slot per symbol, identical across timeframes, and the whole
+shard snapshots to plain data so a restarted shard continues bit for bit.
+Pure (no Ray): the FeatureShard actor is a thin shell around this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from orchestrator.features import IncrementalFeatures, warm_rows
+from orchestrator.market.aggregate import CompletedCandles, TimeframeAggregator
+from orchestrator.market.timeframes import run_bounds
+from orchestrator.stream.keyindex import KeyIndex
+
+SNAPSHOT_VERSION = 1
+OHLCV = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True)
+class FeatureTick:
+    """Warm feature rows of every symbol whose ``timeframe`` candle closed at ``open_time``."""
+
+    timeframe: str
+    exchange: np.ndarray
+    symbol: np.ndarray
+    open_time: np.ndarray
+    close: np.ndarray  # the closing price of each row's candle (a return becomes a price)
+    high: np.ndarray
+    low: np.ndarray
+    features: np.ndarray  # (n, len(FEATURE_NAMES)), every required feature finite
+    cold: int  # rows that closed but were still warming up
+
+
+class ShardState:
+    def __init__(self, timeframes: tuple[str, ...] = ("1m",)):
+        self.timeframes = tuple(timeframes)
+        self.engines = {tf: IncrementalFeatures() for tf in self.timeframes}
+        higher = tuple(tf for tf in self.timeframes if tf != "1m")
+        self.aggregator = TimeframeAggregator(0, higher) if higher else None
+        self._index = KeyIndex(":")  # "exchange:symbol" per slot
+        self.exchange = np.empty(0, dtype=object)
+        self.symbol = np.empty(0, dtype=object)
+        self.last_time = np.empty(0, dtype=np.int64)  # per slot: newest 1m open time processed
+        self.candles_in = 0
+        self.rejected_minutes = 0
+        self.last_error = ""
+
+    # --- symbols -----------------------------------------------------------------------
+    @property
+    def keys(self) -> list[str]:
+        return self._index.keys
+
+    def slots_for(self, exchange, symbol) -> np.ndarray:
+        known = len(self._index)
+        slots = self._index.slots(exchange, symbol)
+        if len(self._index) > known:
+            self._register()
+        return slots
+
+    def _register(self) -> None:
+        self._index_keys()
+        self.last_time = np.concatenate([self.last_time, np.full(len(self.keys) - len(self.last_time), -1)])
+        for engine in self.engines.values():
+            engine.add_symbols(self.keys)  # idempotent: slots stay equal across timeframes
+        if self.aggregator is not None:
+            self.aggregator.resize(len(self.keys))
+
+    def _index_keys(self) -> None:
+        self.exchange, self.symbol = self._index.split(2)
+
+    def reset(self, exchange: str, symbols: list[str]) -> None:
+        """Forget history of ``symbols`` (an unrepairable gap): they warm up again."""
+        slot_of = {k: i for i, k in enumerate(self.keys)}
+        slots = [slot_of[k] for k in (f"{exchange}:{s}" for s in symbols) if k in slot_of]
+        for engine in self.engines.values():
+            engine.reset_symbols(slots)
+        if self.aggregator is not None:
+            self.aggregator.reset_symbols(slots)
+
+    # --- processing --------------------------------------------------------------------
+    def process(self, batch: pa.RecordBatch | pa.Table) -> list[FeatureTick]:
+        """Update features with ``batch`` (final 1m candles, time-ordered) and return its ticks.
+
+        A symbol's candle at or before the last one it processed was seen already (a replay
+        after a restore) and is skipped, so replaying overlapping batches is harmless.
+        """
+        cols = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
+        slots = self.slots_for(batch.column("exchange"), batch.column("symbol"))
+        ticks: list[FeatureTick] = []
+        bounds = run_bounds(cols["open_time"]).tolist()
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            ticks.extend(self._minute({k: v[start:stop] for k, v in cols.items()}, slots[start:stop]))
+        return ticks
+
+    def _minute(self, cols: dict[str, np.ndarray], slots: np.ndarray) -> list[FeatureTick]:
+        fresh = cols["open_time"] > self.last_time[slots]
+        if not fresh.all():
+            cols, slots = {k: v[fresh] for k, v in cols.items()}, slots[fresh]
+        if len(slots) == 0:
+            return []
+        self.candles_in += len(slots)
+        self.last_time[slots] = cols["open_time"]
+        ticks = []
+        try:
+            if "1m" in self.engines:
+                ticks.append(self._features("1m", slots, cols["open_time"], cols))
+            if self.aggregator is not None:
+                ticks.extend(self._higher_timeframes(slots, cols))
+        except ValueError as exc:
+            # The gate validated these candles, so this is a bug, not bad data: count it and
+            # keep the shard alive rather than stop every symbol's predictions.
+            self.rejected_minutes += 1
+            self.last_error = str(exc)
+        return [t for t in ticks if len(t.features) or t.cold]
+
+    def _higher_timeframes(self, slots: np.ndarray, cols: dict[str, np.ndarray]) -> list[FeatureTick]:
+        assert self.aggregator is not None  # only called when there are higher timeframes
+        n = self.aggregator.n_slots
+        present = np.zeros(n, dtype=bool)
+        present[slots] = True
+        full = {}
+        for name in (*OHLCV, "taker_buy_base"):
+            column = np.full(n, np.nan)
+            if name in cols:
+                column[slots] = cols[name].astype(np.float64)
+            full[name] = column
+        completed = self.aggregator.update(int(cols["open_time"][0]), full, present)
+        return [self._completed_tick(c) for c in completed.values() if len(c)]
+
+    def _completed_tick(self, done: CompletedCandles) -> FeatureTick:
+        return self._features(done.timeframe, done.slots, done.open_time, done.values)
+
+    def _features(self, timeframe: str, slots: np.ndarray, open_time: np.ndarray, c: dict) -> FeatureTick:
+        rows = self.engines[timeframe].update(
+            slots, open_time, c["open"], c["high"], c["low"], c["close"], c["volume"],
+            taker_buy_base=c.get("taker_buy_base"),
+        )
+        warm = warm_rows(rows)
+        # Unpacked by name: mypy cannot count the fields a starred generator fills.
+        close, high, low = (np.asarray(c[k], dtype=np.float64)[warm] for k in ("close", "high", "low"))
+        return FeatureTick(
+            timeframe, self.exchange[slots][warm], self.symbol[slots][warm],
+            np.asarray(open_time)[warm], close, high, low,
+            rows[warm], int((~warm).sum()),
+        )
+
+    # --- snapshots ---------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {
+            "version": SNAPSHOT_VERSION,
+            "timeframes": list(self.timeframes),
+            "keys": list(self.keys),
+            "engines": {tf: e.snapshot() for tf, e in self.engines.items()},
+            "aggregator": None if self.aggregator is None else self.aggregator.snapshot(),
+            "last_time": self.last_time.copy(),
+            "candles_in": self.candles_in,
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: dict) -> ShardState:
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"shard snapshot version {snap.get('version')!r} is not supported")
+        state = cls(tuple(snap["timeframes"]))
+        state._index = KeyIndex(":", snap["keys"])
+        state._index_keys()
+        state.engines = {tf: IncrementalFeatures.from_snapshot(s) for tf, s in snap["engines"].items()}
+        if snap["aggregator"] is not None:
+            state.aggregator = TimeframeAggregator.from_snapshot(snap["aggregator"])
+        state.last_time = np.array(snap["last_time"], dtype=np.int64)
+        state.candles_in = snap["candles_in"]
+        return state
+
+
+def merge_by_timeframe(ticks: list[FeatureTick]) -> list[FeatureTick]:
+    """A batch's ticks as one tick per timeframe, rows in time order: a multi-minute batch
+    (a fast replay) then costs one model call per (model, timeframe), not one per minute."""
+    groups: dict[str, list[FeatureTick]] = {}
+    for tick in ticks:
+        groups.setdefault(tick.timeframe, []).append(tick)
+    return [group[0] if len(group) == 1 else _concat_ticks(group) for group in groups.values()]
+
+
+def _concat_ticks(ticks: list[FeatureTick]) -> FeatureTick:
+    columns = ("exchange", "symbol", "open_time", "close", "high", "low", "features")
+    arrays = {name: np.concatenate([getattr(t, name) for t in ticks]) for name in columns}
+    return FeatureTick(ticks[0].timeframe, **arrays, cold=sum(t.cold for t in ticks))
+
+
+def feature_rows(tick: FeatureTick) -> pa.Table:
+    """A tick's warm feature rows as a table: key columns, then one column per feature."""
+    from orchestrator.features import FEATURE_NAMES
+
+    n = len(tick.open_time)
+    columns = {
+        "exchange": pa.array(tick.exchange, pa.string()),
+        "symbol": pa.array(tick.symbol, pa.string()),
+        "timeframe": pa.array([tick.timeframe] * n, pa.string()),
+        "open_time": pa.array(tick.open_time, pa.int64()),
+    }
+    for i, name in enumerate(FEATURE_NAMES):
+        columns[name] = pa.array(tick.features[:, i], pa.float64())
+    return pa.table(columns)

@@ -1,0 +1,104 @@
+"""WS /v1/stream: a subscription per socket, a snapshot, then every new prediction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from fastapi import WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from serve_app.api.auth import caller_of
+from serve_app.api.backend import Backend
+from serve_app.api.schemas import ApiError, StreamCommand, to_prediction
+
+
+async def serve_stream(socket: WebSocket) -> None:
+    """Subscribe, get the latest snapshot at once, then every new prediction; a client that
+    falls ``stream_queue`` messages behind is dropped rather than allowed to slow others."""
+    state = socket.app.state
+    try:
+        caller_of(socket, state.keys, state.config.require_api_key)
+    except ApiError as exc:
+        await socket.close(code=1008, reason=exc.message)
+        return
+    await socket.accept()
+    state.stream_clients += 1
+    session = StreamSession(socket, state.backend, state.config.stream_queue)
+    try:
+        await session.run()
+    finally:
+        state.stream_clients -= 1
+
+
+class StreamSession:
+    def __init__(self, socket: WebSocket, backend: Backend, queue_size: int):
+        self.socket, self.backend = socket, backend
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=queue_size)
+        self.symbols: set[str] | None = None
+        self.timeframes: set[str] | None = None
+        self.sent = self.dropped_for_lag = 0
+        self.started = time.monotonic()
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(t) for t in (self._read(), self._pump(), self._write())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await self.socket.close()
+
+    async def _read(self) -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await self._command(await self.socket.receive_text())
+
+    async def _command(self, text: str) -> None:
+        try:
+            command = StreamCommand.model_validate_json(text)
+        except ValidationError as exc:
+            self._offer({"type": "error", "detail": exc.errors(include_url=False, include_context=False)})
+            return
+        if command.action == "subscribe":
+            self.symbols = set(command.symbols) if command.symbols else None
+            self.timeframes = set(command.timeframes) if command.timeframes else None
+            rows = await self.backend.latest(None, None)
+            self._offer({"type": "snapshot", "predictions": [to_prediction(r).model_dump() for r in rows
+                                                               if self._wanted(r)]})
+        elif command.action == "status":
+            self._offer({"type": "status", "status": await self.backend.status()})
+        else:
+            self._offer({"type": "stats", "sent": self.sent, "queued": self.queue.qsize(),
+                         "connected_s": round(time.monotonic() - self.started, 1)})
+
+    async def _pump(self) -> None:
+        cursor, _, _ = await self.backend.since(1 << 62, 0)  # start from now
+        while True:
+            cursor, rows, lost = await self.backend.since(cursor, 1.0)
+            if lost:
+                self._offer({"type": "gap", "detail": "some predictions were not streamed"})
+            for row in rows:
+                if self._wanted(row):
+                    self._offer({"type": "prediction", **to_prediction(row).model_dump()})
+
+    def _offer(self, message: dict) -> None:
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            raise SlowClient from None
+
+    async def _write(self) -> None:
+        while True:
+            await self.socket.send_json(await self.queue.get())
+            self.sent += 1
+
+    def _wanted(self, row: dict) -> bool:
+        return (self.symbols is None or row["symbol"] in self.symbols) and (
+            self.timeframes is None or row["timeframe"] in self.timeframes)
+
+
+class SlowClient(Exception):
+    """The client let its queue fill up: it is disconnected."""

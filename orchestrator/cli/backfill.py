@@ -6,15 +6,15 @@ through Ray Data (feature tasks, then an actor pool holding ONNX Runtime session
 from the live event builder: a backfilled prediction is the one the live pipeline makes
 for that candle. Re-running a range replaces it. Examples::
 
-    python orchestrator/cli/backfill.py --data ../shared/data/binance-spot-1m \\
+    tickcast backfill --data ../shared/data/binance-spot-1m \\
         --data binanceusdm=../shared/data/binance-usdm-1m --data ../shared/data/binance-spot-1h \\
         --timeframes 1m,5m,1h --models all --out /tmp/tickcast-backfill
-    python orchestrator/cli/backfill.py --data data/history --symbols BTC/USDT,ETH/USDT \\
+    tickcast backfill --data data/history --symbols BTC/USDT,ETH/USDT \\
         --start 2024-03-01 --end 2024-04-01 --timeframes 1h --models direction@v2
-    ray job submit --working-dir . -- python orchestrator/cli/backfill.py --data ...   # on a cluster
+    ray job submit --working-dir . -- python -m orchestrator.cli.main backfill --data ...   # on a cluster
 
 ``--data`` is ``PATH`` or ``EXCHANGE=PATH``: a folder of candle files (Parquet, Binance
-kline zips) or the dataset ``orchestrator/cli/fetch_history.py`` writes; the label names the rows'
+kline zips) or the dataset ``tickcast fetch-history`` writes; the label names the rows'
 exchange (default: binance, or what a dataset stores). Output (``--out``):
 ``predictions/`` and ``outcomes/`` (the live logs' layout and schemas: ``read_log`` and
 ``query_log`` read them) and ``completion.json``, the record printed at the end and

@@ -17,9 +17,9 @@ limiter and the feeds' retry decorator.
 
 Examples::
 
-    python orchestrator/cli/fetch_history.py download --exchange binance --symbols BTC/USDT ETH/USDT \\
+    tickcast fetch-history download --exchange binance --symbols BTC/USDT ETH/USDT \\
         --timeframe 1m --since 2024-01-01 --out data/history
-    python orchestrator/cli/fetch_history.py import-zip --exchange binance --out data/history \\
+    tickcast fetch-history import-zip --exchange binance --out data/history \\
         BTCUSDT-1m-2024-01.zip BTCUSDT-1m-2024-02.zip
 """
 

@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """List, promote and roll back model versions in the registry (models_onnx/).
 
-    python orchestrator/cli/registry.py list [--type direction] [--timeframe 1h]
-    python orchestrator/cli/registry.py promote direction-1h v1
-    python orchestrator/cli/registry.py rollback direction-1h
+    tickcast registry list [--type direction] [--timeframe 1h]
+    tickcast registry promote direction-1h v1
+    tickcast registry rollback direction-1h
 
 promote makes one version production and archives the production version it replaces;
 rollback restores the version the current production one replaced (repeatable: each
 rollback steps one promotion further back). A running app picks a new version up when its
-deployment is reconfigured (see README, "Models").
+deployment is reconfigured (see docs/models.md).
 """
 
 from __future__ import annotations

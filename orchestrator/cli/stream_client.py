@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Terminal client for tickcast's live stream, ``WS /v1/stream``.
 
-    python orchestrator/cli/stream_client.py [--url ws://127.0.0.1:8000/v1/stream] [--api-key KEY]
+    tickcast stream [--url ws://127.0.0.1:8000/v1/stream] [--api-key KEY]
         [--symbols BTC/USDT,ETH/USDT] [--timeframes 1m,5m] [--count N] [--no-color]
 
 Subscribes, prints the latest snapshot, then one coloured line per prediction (green

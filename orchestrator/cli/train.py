@@ -2,7 +2,7 @@
 """Train every model in models_onnx/ from real candles, export them to ONNX, and print their
 out-of-sample metrics beside naive baselines.
 
-    python orchestrator/cli/train.py --data ../shared/data
+    tickcast train --data ../shared/data
 
 Model types direction (LightGBM v1, stacked ensemble v2), volatility, return and swing, for
 1m, 5m, 15m (1m spot + USD-M futures, resampled), 1h (a sample of the 136 hourly pairs),

@@ -25,7 +25,7 @@ def replay_files(directory: Path, symbols: tuple[str, ...] | None) -> list[tuple
     """(file, symbol) of every 1m candle file to replay, optionally only ``symbols``.
 
     Two layouts: a flat folder of ``BTC_USDT-1m.parquet`` / ``LINKUSDT-1m-2026-02.zip`` files,
-    or the hive dataset ``orchestrator/cli/fetch_history.py`` writes
+    or the hive dataset ``tickcast fetch-history`` writes
     (``exchange=…/symbol=BTC_USDT/timeframe=1m/*.parquet``).
     """
     found = [(path, symbol) for path, symbol, tf in candle_files(directory) if tf == "1m"]

@@ -119,7 +119,7 @@ class Registry:
             candidates = [m for m in candidates if m.stage == "production"]
         if not candidates:
             wanted = f"{model_id(model_type, timeframe)}@{version or 'production'}"
-            raise RegistryError(f"no model {wanted} in {self.root}; run orchestrator/cli/train.py")
+            raise RegistryError(f"no model {wanted} in {self.root}; run `tickcast train`")
         return max(candidates, key=lambda m: _version_sort_key(m.version))
 
     def load_bytes(self, manifest: ModelManifest) -> bytes:

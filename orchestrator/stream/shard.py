@@ -144,7 +144,9 @@ class ShardState:
         )
         warm = warm_rows(rows)
         # Unpacked by name: mypy cannot count the fields a starred generator fills.
-        close, high, low = (np.asarray(c[k], dtype=np.float64)[warm] for k in ("close", "high", "low"))
+        close, high, low = (
+            np.asarray(c[k], dtype=np.float64)[warm] for k in ("close", "high", "low")
+        )
         return FeatureTick(
             timeframe, self.exchange[slots][warm], self.symbol[slots][warm],
             np.asarray(open_time)[warm], close, high, low,

@@ -1,6 +1,6 @@
 """One backfill run, stage by stage: models, candles, predictions, files, report, record.
 
-``run_backfill(options)`` is what ``orchestrator/cli/backfill.py`` calls. The predictions stage runs
+``run_backfill(options)`` is what ``tickcast backfill`` calls. The predictions stage runs
 through Ray Data (``executor="ray"``: an actor pool computing each series' features and
 predicting them with ONNX sessions; see ``orchestrator.batch.backfill.ray_data``) or in this
 process (``executor="local"``: the same pure functions, one series after another). Both

@@ -1,6 +1,6 @@
 """The completion record a backfill announces: what ran, over what, what it wrote (pure).
 
-Plain JSON-able data: printed by ``orchestrator/cli/backfill.py``, written as
+Plain JSON-able data: printed by ``tickcast backfill``, written as
 ``<out>/completion.json`` and published as a ``backfill_complete`` record on the event
 bus (``RedisStreamBus.publish_record``) when one is configured.
 """

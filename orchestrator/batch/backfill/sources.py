@@ -1,7 +1,7 @@
 """Where a backfill's candles come from: data folders, the series in them, and reading them.
 
 A source is a folder in either layout the replay feed reads (a flat folder of candle files
-or the hive dataset ``orchestrator/cli/fetch_history.py`` writes), optionally labelled with the
+or the hive dataset ``tickcast fetch-history`` writes), optionally labelled with the
 exchange name its rows get (``binanceusdm=../shared/data/binance-usdm-1m``). Each symbol
 of a source is read at one *base* timeframe per requested timeframe: the files of exactly
 that timeframe when the source has them (an exchange's own 5m candles), otherwise the

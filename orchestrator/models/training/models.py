@@ -10,9 +10,14 @@ base learner centres features on float32 means.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import numpy as np
 
 from orchestrator.models.training.walk_forward import time_holdout
+
+if TYPE_CHECKING:  # imported lazily at runtime
+    from lightgbm import LGBMClassifier, LGBMRegressor
 
 SEED = 20260321
 TASKS = {"direction": "binary", "swing": "multiclass", "volatility": "regression",
@@ -77,7 +82,7 @@ class GradientBoosted:
     def __init__(self, model_type: str, **overrides):
         self.model_type = model_type
         self.params = {**LGBM_PARAMS[model_type], **_LGBM_COMMON, **overrides}
-        self.model = None
+        self.model: LGBMRegressor | LGBMClassifier | None = None  # set by fit()
 
     def fit(self, x: np.ndarray, y: np.ndarray, open_time=None, purge_ms: int = 0
             ) -> GradientBoosted:
@@ -92,10 +97,14 @@ class GradientBoosted:
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        assert self.model is not None, "fit() before predict()"
         x = np.asarray(x, dtype=np.float32)
+        # lightgbm types predictions as dense, sparse or a list (sparse inputs give those);
+        # a dense input always gives an ndarray.
         if TASKS[self.model_type] == "regression":
-            return self.model.predict(x).reshape(-1, 1)
-        return self.model.predict_proba(x)
+            return cast(np.ndarray, self.model.predict(x)).reshape(-1, 1)
+        classifier = cast("LGBMClassifier", self.model)  # every other task is a classifier
+        return cast(np.ndarray, classifier.predict_proba(x))
 
     def describe(self) -> dict:
         return {"learner": "lightgbm", "params": _plain(self.params)}

@@ -2,8 +2,13 @@ import pytest
 import yaml
 
 from orchestrator import PROJECT_ROOT
-from orchestrator.config import ReplayFeedConfig, SyntheticFeedConfig, TickcastConfig
-from serve_app.app import ConfigError, parse_config
+from orchestrator.config import (
+    ConfigError,
+    ReplayFeedConfig,
+    SyntheticFeedConfig,
+    TickcastConfig,
+    parse_config,
+)
 
 
 def test_defaults_are_the_embedded_synthetic_market():
@@ -120,3 +125,42 @@ def test_a_replay_without_its_files_falls_back_to_the_synthetic_market_when_aske
     assert isinstance(feed, SyntheticFeedConfig) and feed.speed == 3 and feed.warmup_minutes == 5
     (_, kept), = feed_actors(parse_config({"feeds": [missing]}).feeds)
     assert isinstance(kept, ReplayFeedConfig)  # no fallback: the feed fails loudly at start
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "moved_to"),
+    [
+        ("features", "state_dir", "stream.state_dir"),
+        ("features", "checkpoint_every", "stream.checkpoint_every"),
+        ("features", "in_flight", "stream.in_flight"),
+        ("sink", "outcome_window", "outcomes.window"),
+    ],
+)
+def test_a_moved_field_says_where_it_lives_now(section, key, moved_to):
+    with pytest.raises(ConfigError, match=rf"{section}\.{key} is now {moved_to}"):
+        parse_config({section: {key: 3}})
+
+
+def test_parse_config_takes_a_parsed_config_as_it_is():
+    config = parse_config({"environment": "x"})
+    assert parse_config(config) is config
+
+
+def test_each_actor_gets_its_own_typed_settings():
+    config = parse_config({
+        "environment": "prod",
+        "feeds": [{"kind": "synthetic"}, {"kind": "ccxt", "exchange": "binance",
+                                          "symbols": ["BTC/USDT", "ETH/USDT", "SOL/USDT"],
+                                          "symbols_per_actor": 2}],
+        "features": {"shards": 3, "timeframes": ["1m", "5m"]},
+        "stream": {"state_dir": "/tmp/state", "checkpoint_every": 7, "in_flight": 3},
+        "outcomes": {"window": 50},
+        "models": [{"model_type": "direction", "timeframe": "5m"}],
+    })
+    feeds, shards = config.feed_settings(), config.shard_settings()
+    assert [f.name for f in feeds] == ["synthetic-0", "ccxt-binance-1-0", "ccxt-binance-1-1"]
+    assert {(f.run_dir, f.checkpoint_every, f.in_flight) for f in feeds} == {("/tmp/state/prod", 7, 3)}
+    assert feeds[2].source.symbols == ("SOL/USDT",)
+    assert [(s.shard_id, s.n_shards) for s in shards] == [(0, 3), (1, 3), (2, 3)]
+    assert {(s.outcomes.window, s.run_dir, s.environment) for s in shards} == {(50, "/tmp/state/prod", "prod")}
+    assert shards[0].features.timeframes == ("1m", "5m")

@@ -32,9 +32,15 @@ def _check_timeframe(value: str) -> str:
 class OfflineFeedConfig(StrictModel):
     """What the offline sources (synthetic, replay) share."""
 
-    batch_minutes: int = Field(1, ge=1, le=1440, description=(
-        "at speed 0 (as fast as possible), minutes sent per batch: per-call costs are shared "
-        "across them; a paced feed always sends one minute at a time"))
+    batch_minutes: int = Field(
+        1,
+        ge=1,
+        le=1440,
+        description=(
+            "at speed 0 (as fast as possible), minutes sent per batch: per-call costs are shared "
+            "across them; a paced feed always sends one minute at a time"
+        ),
+    )
 
     speed: float  # defined by each source, with its own default
 
@@ -49,10 +55,16 @@ class SyntheticFeedConfig(OfflineFeedConfig):
     kind: Literal["synthetic"] = "synthetic"
     exchange: str = "synthetic"
     symbols: tuple[str, ...] = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
-    n_symbols: int | None = Field(None, ge=1, description="generate SYN0000/USDT.. instead of `symbols`")
+    n_symbols: int | None = Field(
+        None, ge=1, description="generate SYN0000/USDT.. instead of `symbols`"
+    )
     seed: int = 7
-    speed: float = Field(10.0, ge=0, description="candles per second per symbol; 0 = as fast as possible")
-    max_minutes: int | None = Field(None, ge=1, description="stop after this many candles per symbol")
+    speed: float = Field(
+        10.0, ge=0, description="candles per second per symbol; 0 = as fast as possible"
+    )
+    max_minutes: int | None = Field(
+        None, ge=1, description="stop after this many candles per symbol"
+    )
     warmup_minutes: int = Field(0, ge=0, description="history sent at start to warm features up")
 
     def symbol_list(self) -> tuple[str, ...]:
@@ -66,21 +78,35 @@ class ReplayFeedConfig(OfflineFeedConfig):
 
     kind: Literal["replay"] = "replay"
     exchange: str = "binance"
-    path: str = Field(description="directory of *.parquet / *.zip files; relative to the repository")
+    path: str = Field(
+        description="directory of *.parquet / *.zip files; relative to the repository"
+    )
     symbols: tuple[str, ...] | None = Field(None, description="default: every file in `path`")
-    speed: float = Field(0.0, ge=0, description="candles per second per symbol; 0 = as fast as possible")
-    max_minutes: int | None = Field(None, ge=1, description="live (after warm-up) minutes to replay")
-    warmup_minutes: int = Field(0, ge=0, description="first minutes sent at once to warm features up")
+    speed: float = Field(
+        0.0, ge=0, description="candles per second per symbol; 0 = as fast as possible"
+    )
+    max_minutes: int | None = Field(
+        None, ge=1, description="live (after warm-up) minutes to replay"
+    )
+    warmup_minutes: int = Field(
+        0, ge=0, description="first minutes sent at once to warm features up"
+    )
     fallback: Literal["none", "synthetic"] = Field(
-        "none", description="synthetic: run the synthetic market instead when `path` is absent")
+        "none", description="synthetic: run the synthetic market instead when `path` is absent"
+    )
 
     def resolved_or_fallback(self) -> ReplayFeedConfig | SyntheticFeedConfig:
         """This feed, or the synthetic market standing in for it when its files are absent."""
         if self.fallback == "none" or resolve_path(self.path).is_dir():
             return self
-        return SyntheticFeedConfig(exchange="synthetic", symbols=self.symbols or SyntheticFeedConfig().symbols,
-                                   speed=self.speed, max_minutes=self.max_minutes,
-                                   warmup_minutes=self.warmup_minutes, batch_minutes=self.batch_minutes)
+        return SyntheticFeedConfig(
+            exchange="synthetic",
+            symbols=self.symbols or SyntheticFeedConfig().symbols,
+            speed=self.speed,
+            max_minutes=self.max_minutes,
+            warmup_minutes=self.warmup_minutes,
+            batch_minutes=self.batch_minutes,
+        )
 
 
 FeedConfig = Annotated[
@@ -96,8 +122,10 @@ class FeatureConfig(StrictModel):
     num_cpus: float = Field(0.25, gt=0)
     log_features: bool = Field(False, description="also write every feature row to the log")
     backpressure: Literal["wait", "skip_stale"] = Field(
-        "wait", description="wait: predict every tick, however late; skip_stale: update features "
-        "but skip predicting ticks older than max_lag_s (counted)")
+        "wait",
+        description="wait: predict every tick, however late; skip_stale: update features "
+        "but skip predicting ticks older than max_lag_s (counted)",
+    )
     max_lag_s: float = Field(30.0, gt=0)
 
     @field_validator("timeframes")
@@ -109,21 +137,41 @@ class FeatureConfig(StrictModel):
 class StreamConfig(StrictModel):
     """The feed -> shard stream and its checkpoints (both ends act on these)."""
 
-    state_dir: str = Field("var/state", description=(
-        "feed and shard checkpoints, one folder per environment; relative to the repository"))
-    checkpoint_every: int = Field(100, ge=1, description=(
-        "checkpoint the shards, then the feed, every N minutes of candles a feed routes"))
-    in_flight: int = Field(2, ge=1, le=16, description=(
-        "batches a feed keeps in flight to each shard: the shard computes the next batch's "
-        "features while the last one waits for its models (bounded: this is the queue)"))
+    state_dir: str = Field(
+        "var/state",
+        description=(
+            "feed and shard checkpoints, one folder per environment; relative to the repository"
+        ),
+    )
+    checkpoint_every: int = Field(
+        100,
+        ge=1,
+        description=(
+            "checkpoint the shards, then the feed, every N minutes of candles a feed routes"
+        ),
+    )
+    in_flight: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description=(
+            "batches a feed keeps in flight to each shard: the shard computes the next batch's "
+            "features while the last one waits for its models (bounded: this is the queue)"
+        ),
+    )
 
 
 class OutcomeConfig(StrictModel):
     """Live scoring of predictions against what the market did next (in the shards)."""
 
-    window: int = Field(500, ge=10, description=(
-        "outcomes per model and timeframe in the running metrics (each feature shard keeps its "
-        "own window; /v1/status merges them)"))
+    window: int = Field(
+        500,
+        ge=10,
+        description=(
+            "outcomes per model and timeframe in the running metrics (each feature shard keeps its "
+            "own window; /v1/status merges them)"
+        ),
+    )
 
 
 ModelType = Literal["direction", "volatility", "return", "swing"]
@@ -181,15 +229,22 @@ class ServingConfig(StrictModel):
     # still merges calls that queue while the model is busy.
     batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
     num_cpus: float = Field(0.25, gt=0)
-    autoscaling: AutoscalingConfig | None = Field(None, description="model deployments; none: 1 replica")
+    autoscaling: AutoscalingConfig | None = Field(
+        None, description="model deployments; none: 1 replica"
+    )
     ingress_num_cpus: float = Field(0.1, gt=0)
-    ingress_max_ongoing_requests: int = Field(256, ge=1, description="HTTP requests and open streams")
+    ingress_max_ongoing_requests: int = Field(
+        256, ge=1, description="HTTP requests and open streams"
+    )
     ingress_autoscaling: AutoscalingConfig | None = None
     # A handle call costs milliseconds of CPU, a row microseconds: the ingress merges HTTP
     # predicts for one model that arrive while a call for it is out (serve_app/api/coalesce.py).
-    coalesce_window_s: float = Field(0.01, ge=0, le=0.1,
-                                     description="ingress: wait for company at most this; 0: off")
-    coalesce_max_rows: int = Field(4096, ge=1, le=100_000, description="ingress: rows per merged call")
+    coalesce_window_s: float = Field(
+        0.01, ge=0, le=0.1, description="ingress: wait for company at most this; 0: off"
+    )
+    coalesce_max_rows: int = Field(
+        4096, ge=1, le=100_000, description="ingress: rows per merged call"
+    )
 
 
 class ApiConfig(StrictModel):
@@ -197,7 +252,9 @@ class ApiConfig(StrictModel):
 
     require_api_key: bool = Field(False, description="production: true")
     api_keys_env: str = Field("TICKCAST_API_KEYS", description="env variable: comma-separated keys")
-    rate_limit_per_s: float = Field(50.0, gt=0, description="requests per second per key (or client)")
+    rate_limit_per_s: float = Field(
+        50.0, gt=0, description="requests per second per key (or client)"
+    )
     rate_limit_burst: int = Field(100, ge=1)
     max_rows: int = Field(1024, ge=1, le=100_000, description="rows per POST /v1/predict")
     max_body_bytes: int = Field(2_000_000, ge=1024)
@@ -211,7 +268,9 @@ class SinkConfig(StrictModel):
     log_dir: str = "var/predictions"
     flush_rows: int = Field(5000, ge=1)
     flush_seconds: float = Field(5.0, gt=0)
-    redis_url: str | None = Field(None, description="redis://host:port/db: publish to Redis Streams")
+    redis_url: str | None = Field(
+        None, description="redis://host:port/db: publish to Redis Streams"
+    )
     redis_stream: str = "tickcast:predictions"
     redis_maxlen: int = Field(100_000, ge=100)
 
@@ -240,7 +299,6 @@ class TickcastConfig(StrictModel):
                 )
         return self
 
-
     @property
     def run_dir(self) -> str:
         """Checkpoints of this environment: restarted actors, a restarted supervisor and a
@@ -248,15 +306,30 @@ class TickcastConfig(StrictModel):
         return str(resolve_path(self.stream.state_dir) / self.environment)
 
     def feed_settings(self) -> list[FeedSettings]:
-        return [FeedSettings(name=name, source=source, run_dir=self.run_dir,
-                             checkpoint_every=self.stream.checkpoint_every, in_flight=self.stream.in_flight)
-                for name, source in feed_actors(self.feeds)]
+        return [
+            FeedSettings(
+                name=name,
+                source=source,
+                run_dir=self.run_dir,
+                checkpoint_every=self.stream.checkpoint_every,
+                in_flight=self.stream.in_flight,
+            )
+            for name, source in feed_actors(self.feeds)
+        ]
 
     def shard_settings(self) -> list[ShardSettings]:
-        return [ShardSettings(shard_id=i, n_shards=self.features.shards, features=self.features,
-                              signals=self.signals, outcomes=self.outcomes, run_dir=self.run_dir,
-                              environment=self.environment)
-                for i in range(self.features.shards)]
+        return [
+            ShardSettings(
+                shard_id=i,
+                n_shards=self.features.shards,
+                features=self.features,
+                signals=self.signals,
+                outcomes=self.outcomes,
+                run_dir=self.run_dir,
+                environment=self.environment,
+            )
+            for i in range(self.features.shards)
+        ]
 
 
 class FeedSettings(StrictModel):
@@ -303,8 +376,11 @@ def parse_config(args: Mapping[str, Any] | TickcastConfig | None) -> TickcastCon
     try:
         return TickcastConfig.model_validate(args or {})
     except ValidationError as exc:
-        moved = [f"{section}.{key} is now {new}" for (section, key), new in MOVED_FIELDS.items()
-                 if isinstance((args or {}).get(section), Mapping) and key in args[section]]
+        moved = [
+            f"{section}.{key} is now {new}"
+            for (section, key), new in MOVED_FIELDS.items()
+            if isinstance((args or {}).get(section), Mapping) and key in args[section]
+        ]
         hint = "".join(f"\n  moved: {m}" for m in moved)
         raise ConfigError(f"invalid tickcast config (application args):\n{exc}{hint}") from None
 

@@ -40,14 +40,17 @@ def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
         ).bind(ref.model_type, ref.timeframe, config.models_dir)
     # The pipeline's config names no model versions: a version switch changes only the model
     # deployment's user_config (reconfigured in place), never the pipeline's arguments.
-    unversioned = config.model_copy(update={"models": tuple(r.model_copy(update={"version": None})
-                                                            for r in config.models)})
+    unversioned = config.model_copy(
+        update={"models": tuple(r.model_copy(update={"version": None}) for r in config.models)}
+    )
     pipeline = Pipeline.bind(unversioned, models)
     # Serve's default of 5 ongoing requests per replica would queue 32 clients behind 5, and
     # every open WebSocket holds one slot for as long as it is connected.
-    ingress = Ingress.options(ray_actor_options={"num_cpus": config.serving.ingress_num_cpus},
-                              max_ongoing_requests=config.serving.ingress_max_ongoing_requests,
-                              **_scaling(config.serving.ingress_autoscaling))
+    ingress = Ingress.options(
+        ray_actor_options={"num_cpus": config.serving.ingress_num_cpus},
+        max_ongoing_requests=config.serving.ingress_max_ongoing_requests,
+        **_scaling(config.serving.ingress_autoscaling),
+    )
     return ingress.bind(unversioned, pipeline, models)
 
 

@@ -30,18 +30,26 @@ class ServeBackend:
         self._log_dir = resolve_path(config.sink.log_dir)
         self._sink = None
         serving = config.serving
-        self._coalescer = Coalescer(self._call_model, serving.coalesce_window_s, serving.coalesce_max_rows)
+        self._coalescer = Coalescer(
+            self._call_model, serving.coalesce_window_s, serving.coalesce_max_rows
+        )
 
-    async def predict(self, model_type: str, timeframe: str, version: str | None, rows: np.ndarray) -> dict:
+    async def predict(
+        self, model_type: str, timeframe: str, version: str | None, rows: np.ndarray
+    ) -> dict:
         if f"{model_type}-{timeframe}" not in self._models:
-            raise BackendError(404, f"model {model_type}-{timeframe} is not served here; see GET /v1/models")
+            raise BackendError(
+                404, f"model {model_type}-{timeframe} is not served here; see GET /v1/models"
+            )
         return await self._coalescer.predict((model_type, timeframe, version), rows)
 
     async def _call_model(self, key: tuple[str, str, str | None], rows: np.ndarray) -> dict:
         model_type, timeframe, version = key
         served, named = self._model_methods(f"{model_type}-{timeframe}")
         rows = rows.astype(np.float32)  # what the model reads anyway (inference.py): half the bytes
-        return await _answer(served.remote(rows) if version is None else named.remote(rows, version))
+        return await _answer(
+            served.remote(rows) if version is None else named.remote(rows, version)
+        )
 
     def _model_methods(self, model_id: str) -> tuple[DeploymentHandle, DeploymentHandle]:
         """``predict`` and ``predict_version`` handles, made on first use (in the request

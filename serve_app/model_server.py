@@ -57,8 +57,13 @@ class ModelServer:
         m = predictor.manifest
         names = list(predictor.outputs.names)
         return [
-            {"model_id": m.model_id, "model_type": m.model_type, "version": m.version,
-             "names": names, "values": part}
+            {
+                "model_id": m.model_id,
+                "model_type": m.model_type,
+                "version": m.version,
+                "names": names,
+                "values": part,
+            }
             for part in split_rows(values, [len(x) for x in matrices])
         ]
 
@@ -68,8 +73,13 @@ class ModelServer:
         if version != predictor.manifest.version:
             predictor = self._pinned.get(version) or self._pin(version)
         m = predictor.manifest
-        return {"model_id": m.model_id, "model_type": m.model_type, "version": m.version,
-                "names": list(predictor.outputs.names), "values": predictor.predict(rows)}
+        return {
+            "model_id": m.model_id,
+            "model_type": m.model_type,
+            "version": m.version,
+            "names": list(predictor.outputs.names),
+            "values": predictor.predict(rows),
+        }
 
     def _pin(self, version: str) -> OnnxPredictor:
         try:
@@ -86,5 +96,10 @@ class ModelServer:
 
     def describe(self) -> dict:
         m = self._predictor.manifest
-        return {"model_id": m.model_id, "version": m.version, "stage": m.stage,
-                "features": list(m.feature_names), "outputs": list(self._predictor.outputs.names)}
+        return {
+            "model_id": m.model_id,
+            "version": m.version,
+            "stage": m.stage,
+            "features": list(m.feature_names),
+            "outputs": list(self._predictor.outputs.names),
+        }

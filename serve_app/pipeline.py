@@ -80,11 +80,14 @@ class Pipeline:
         self.drift_reference = training_distributions(self.config)
         self.shards = [
             FeatureShard.options(num_cpus=config.features.num_cpus).remote(
-                settings, by_tf, self.sink, self.drift_reference)
+                settings, by_tf, self.sink, self.drift_reference
+            )
             for settings in config.shard_settings()
         ]
-        self.feeds = [FeedActor.options(num_cpus=0.1).remote(settings, self.shards)
-                      for settings in config.feed_settings()]
+        self.feeds = [
+            FeedActor.options(num_cpus=0.1).remote(settings, self.shards)
+            for settings in config.feed_settings()
+        ]
         self.feed_restarts = 0
         self.metrics = PipelineMetrics()
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
@@ -98,7 +101,9 @@ class Pipeline:
             rounds += 1
             if rounds % METRICS_EVERY_ROUNDS == 0:
                 await self._publish_metrics()
-            results = await asyncio.gather(*(f.status.remote() for f in self.feeds), return_exceptions=True)
+            results = await asyncio.gather(
+                *(f.status.remote() for f in self.feeds), return_exceptions=True
+            )
             for feed, status in zip(self.feeds, results, strict=True):
                 if isinstance(status, dict) and not status["running"] and not status["done"]:
                     self.feed_restarts += status["epoch"] > 0
@@ -120,10 +125,16 @@ class Pipeline:
         feeds, shards, (sink,) = await asyncio.gather(
             _statuses(self.feeds), _statuses(self.shards), _statuses([self.sink])
         )
-        return {"environment": self.config.environment, "run_id": self.run_id,
-                "feeds": feeds, "shards": shards, "sink": sink, "drift": await self.drift(),
-                "outcomes": await self.outcome_metrics(),
-                "supervisor": {"feed_restarts": self.feed_restarts}}
+        return {
+            "environment": self.config.environment,
+            "run_id": self.run_id,
+            "feeds": feeds,
+            "shards": shards,
+            "sink": sink,
+            "drift": await self.drift(),
+            "outcomes": await self.outcome_metrics(),
+            "supervisor": {"feed_restarts": self.feed_restarts},
+        }
 
     async def outcome_metrics(self) -> dict:
         """Outcome quality per model and timeframe, merged over the shards that score it."""
@@ -132,11 +143,14 @@ class Pipeline:
     async def drift(self) -> dict:
         """Per timeframe: PSI of live features against the model's training distribution,
         and their live mean and std beside the training ones."""
-        per_shard = await asyncio.gather(*(s.drift_counts.remote() for s in self.shards),
-                                         return_exceptions=True)
+        per_shard = await asyncio.gather(
+            *(s.drift_counts.remote() for s in self.shards), return_exceptions=True
+        )
         per_shard = [c for c in per_shard if isinstance(c, dict)]  # a restarting shard is skipped
-        return {tf: drift_report(d, [c[tf] for c in per_shard if tf in c])
-                for tf, d in self.drift_reference.items()}
+        return {
+            tf: drift_report(d, [c[tf] for c in per_shard if tf in c])
+            for tf, d in self.drift_reference.items()
+        }
 
     async def flush(self) -> int:
         return await self.sink.flush.remote()
@@ -146,11 +160,14 @@ class Pipeline:
 
     async def quarantine(self, limit: int = 100) -> dict[str, list[dict] | str]:
         """Recent rejected candles per feed (reason and raw payload)."""
-        results = await asyncio.gather(*(f.quarantine.remote(limit) for f in self.feeds),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(f.quarantine.remote(limit) for f in self.feeds), return_exceptions=True
+        )
         names = [name for name, _ in feed_actors(self.config.feeds)]
-        return {n: r if isinstance(r, list) else f"unavailable: {type(r).__name__}"
-                for n, r in zip(names, results, strict=True)}
+        return {
+            n: r if isinstance(r, list) else f"unavailable: {type(r).__name__}"
+            for n, r in zip(names, results, strict=True)
+        }
 
     def __del__(self):
         # Serve calls this when the application shuts down: checkpoint every shard once
@@ -162,7 +179,12 @@ class Pipeline:
 
     def actors(self) -> dict:
         """Actor handles of the pipeline (operators and crash tests use them)."""
-        return {"feeds": self.feeds, "shards": self.shards, "sink": self.sink, "run_id": self.run_id}
+        return {
+            "feeds": self.feeds,
+            "shards": self.shards,
+            "sink": self.sink,
+            "run_id": self.run_id,
+        }
 
 
 async def _statuses(actors: list) -> list[dict]:

@@ -63,11 +63,26 @@ def redis_binary() -> str:
     return binary
 
 
-def _command(binary: str, port: int, workdir: Path, password: str | None,
-             extra: tuple[str, ...]) -> list[str]:
-    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-               "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no",
-               "--logfile", str(workdir / "redis.log")]
+def _command(
+    binary: str, port: int, workdir: Path, password: str | None, extra: tuple[str, ...]
+) -> list[str]:
+    command = [
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(workdir / "redis.log"),
+    ]
     return command + (["--requirepass", password] if password else []) + list(extra)
 
 
@@ -94,12 +109,16 @@ def _wait_ready(server: RedisServer, workdir: Path) -> None:
 
 
 @contextmanager
-def running_redis(workdir: Path, password: str | None = None,
-                  extra: tuple[str, ...] = ()) -> Iterator[RedisServer]:
+def running_redis(
+    workdir: Path, password: str | None = None, extra: tuple[str, ...] = ()
+) -> Iterator[RedisServer]:
     """A started server, stopped on exit (also when the test fails)."""
     binary, port = redis_binary(), free_port()
-    process = subprocess.Popen(_command(binary, port, Path(workdir), password, extra),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _command(binary, port, Path(workdir), password, extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     server = RedisServer(process, port, password)
     try:
         _wait_ready(server, Path(workdir))

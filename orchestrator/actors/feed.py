@@ -35,7 +35,9 @@ from orchestrator.stream.routing import ShardRouter
 log = logging.getLogger(__name__)
 
 
-def build_source(config: SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig, state: dict | None = None):
+def build_source(
+    config: SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig, state: dict | None = None
+):
     """The source for a feed config (imported lazily: a replay never loads ccxt.pro).
     ``state`` is a source snapshot to resume from (offline sources; live ones just go on)."""
     if isinstance(config, SyntheticFeedConfig):
@@ -79,7 +81,9 @@ class ShardLink:
     def __init__(self, feed: str, shard, in_flight: int = 1):
         self.feed, self.shard = feed, shard
         self.next_seq = 0
-        self.unacked: deque[tuple[int, pa.RecordBatch, float, bool]] = deque()  # seq, batch, emitted, warm-up
+        self.unacked: deque[tuple[int, pa.RecordBatch, float, bool]] = (
+            deque()
+        )  # seq, batch, emitted, warm-up
         self.recoveries = 0
         self.errors = 0
         self._window = asyncio.Semaphore(in_flight)
@@ -144,8 +148,11 @@ class FeedActor:
         self._path = Path(settings.run_dir) / f"feed-{name}.pkl"
         snap = _load_or_none(self._path)
         self._source = build_source(config, snap and snap["source"])
-        self._gate = (CandleGate.from_snapshot(snap["gate"]) if snap
-                      else CandleGate(self._source.exchange, "1m", symbols=self._source.symbols))
+        self._gate = (
+            CandleGate.from_snapshot(snap["gate"])
+            if snap
+            else CandleGate(self._source.exchange, "1m", symbols=self._source.symbols)
+        )
         self._epoch = snap["epoch"] + 1 if snap else 0
         self._warmed = bool(snap and snap["warmed"])
         self._links = [ShardLink(f"{name}#{self._epoch}", shard, in_flight) for shard in shards]
@@ -154,8 +161,15 @@ class FeedActor:
         self._warmup_minutes = config.warmup_minutes
         self._metrics = FeedMetrics(name)
         self._metrics_due = 0.0
-        self._counters = {"batches": 0, "candles": 0, "source_errors": 0, "step_errors": 0,
-                          "warmup_candles": 0, "unrepairable_gaps": 0, "checkpoints": 0}
+        self._counters = {
+            "batches": 0,
+            "candles": 0,
+            "source_errors": 0,
+            "step_errors": 0,
+            "warmup_candles": 0,
+            "unrepairable_gaps": 0,
+            "checkpoints": 0,
+        }
         self._last_open_time: int | None = None
         self._done = False
         self._times: dict[str, float] = {}  # wall clock: live_since (after warm-up), done_at
@@ -207,9 +221,14 @@ class FeedActor:
             raise TypeError(f"{self._source!r} has neither history nor fetch_range")
         end = now_ms() // MINUTE_MS * MINUTE_MS  # the open minute is not history yet
         parts = await asyncio.gather(
-            *(self._source.fetch_range(s, end - minutes * MINUTE_MS, end) for s in self._source.symbols)
+            *(
+                self._source.fetch_range(s, end - minutes * MINUTE_MS, end)
+                for s in self._source.symbols
+            )
         )
-        return table_to_batch(pa.Table.from_batches([p for p in parts if p.num_rows], CANDLE_SCHEMA))
+        return table_to_batch(
+            pa.Table.from_batches([p for p in parts if p.num_rows], CANDLE_SCHEMA)
+        )
 
     async def _step(self, batch: pa.RecordBatch) -> None:
         try:
@@ -233,7 +252,9 @@ class FeedActor:
                 await self._route(resolution.candles)
                 continue
             # Indicators must not bridge a hole: the candles after the last hole follow a reset.
-            after = pc.greater_equal(resolution.candles.column("open_time"), resolution.unrepairable[-1].end_ms)
+            after = pc.greater_equal(
+                resolution.candles.column("open_time"), resolution.unrepairable[-1].end_ms
+            )
             await self._route(resolution.candles.filter(pc.invert(after)))
             await self._reset_after_gap(gap)
             await self._route(resolution.candles.filter(after))
@@ -281,8 +302,15 @@ class FeedActor:
         except RayActorError:  # a shard is restarting: its link replays; checkpoint next time
             return False
         source = self._source.snapshot() if isinstance(self._source, Snapshottable) else None
-        save_checkpoint(self._path, {"source": source, "epoch": self._epoch,
-                                     "gate": self._gate.snapshot(), "warmed": self._warmed})
+        save_checkpoint(
+            self._path,
+            {
+                "source": source,
+                "epoch": self._epoch,
+                "gate": self._gate.snapshot(),
+                "warmed": self._warmed,
+            },
+        )
         for link in self._links:
             link.unacked.clear()
         self._since_checkpoint = 0

@@ -11,14 +11,22 @@ class FeedMetrics:
 
     def __init__(self, feed: str):
         self._tags = {"feed": feed}
-        self._candles = Counter("tickcast_feed_candles_total", "final candles routed to shards",
-                                tag_keys=("feed",))
-        self._rejects = Counter("tickcast_feed_rejected_total", "candles quarantined, by reason",
-                                tag_keys=("feed", "reason"))
-        self._duplicates = Counter("tickcast_feed_duplicates_total", "late duplicates dropped",
-                                   tag_keys=("feed",))
-        self._stale = Gauge("tickcast_feed_stale_symbols", "symbols with no candle for N periods",
-                            tag_keys=("feed",))
+        self._candles = Counter(
+            "tickcast_feed_candles_total", "final candles routed to shards", tag_keys=("feed",)
+        )
+        self._rejects = Counter(
+            "tickcast_feed_rejected_total",
+            "candles quarantined, by reason",
+            tag_keys=("feed", "reason"),
+        )
+        self._duplicates = Counter(
+            "tickcast_feed_duplicates_total", "late duplicates dropped", tag_keys=("feed",)
+        )
+        self._stale = Gauge(
+            "tickcast_feed_stale_symbols",
+            "symbols with no candle for N periods",
+            tag_keys=("feed",),
+        )
         self._seen: dict[str, int] = {}
 
     def candles(self, n: int) -> None:
@@ -28,7 +36,9 @@ class FeedMetrics:
     def gate(self, gate_status: dict, source_status: dict) -> None:
         counters = gate_status
         for reason, total in counters.get("quarantined", {}).items():
-            self._inc_delta(self._rejects, f"reject:{reason}", total, {**self._tags, "reason": reason})
+            self._inc_delta(
+                self._rejects, f"reject:{reason}", total, {**self._tags, "reason": reason}
+            )
         self._inc_delta(self._duplicates, "duplicates", counters.get("duplicates", 0), self._tags)
         self._stale.set(source_status.get("stale_count", 0), tags=self._tags)
 
@@ -49,15 +59,29 @@ class ShardMetrics:
 
     def __init__(self, shard: int):
         self._tags = {"shard": str(shard)}
-        self._latency = Histogram("tickcast_tick_latency_ms", "feed emit -> predictions recorded, per tick",
-                                  boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("timeframe",))
-        self._rows = Histogram("tickcast_model_batch_rows", "rows per model call (one call per tick)",
-                               boundaries=BATCH_BOUNDARIES, tag_keys=("timeframe",))
-        self._predictions = Counter("tickcast_predictions_total", "predictions made",
-                                    tag_keys=("model_id",))
-        self._lag = Gauge("tickcast_shard_lag_ms", "age of the batch a shard starts on", tag_keys=("shard",))
-        self._skipped = Counter("tickcast_stale_ticks_skipped_total", "ticks not predicted: too late",
-                                tag_keys=("shard",))
+        self._latency = Histogram(
+            "tickcast_tick_latency_ms",
+            "feed emit -> predictions recorded, per tick",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=("timeframe",),
+        )
+        self._rows = Histogram(
+            "tickcast_model_batch_rows",
+            "rows per model call (one call per tick)",
+            boundaries=BATCH_BOUNDARIES,
+            tag_keys=("timeframe",),
+        )
+        self._predictions = Counter(
+            "tickcast_predictions_total", "predictions made", tag_keys=("model_id",)
+        )
+        self._lag = Gauge(
+            "tickcast_shard_lag_ms", "age of the batch a shard starts on", tag_keys=("shard",)
+        )
+        self._skipped = Counter(
+            "tickcast_stale_ticks_skipped_total",
+            "ticks not predicted: too late",
+            tag_keys=("shard",),
+        )
 
     def tick(self, timeframe: str, rows: int, latency_ms: float) -> None:
         tags = {"timeframe": timeframe}
@@ -78,20 +102,35 @@ class PipelineMetrics:
     """Pipeline-wide gauges the supervisor refreshes: outcome quality and feature drift."""
 
     def __init__(self):
-        self._accuracy = Gauge("tickcast_outcome_accuracy", "running accuracy of classifiers",
-                               tag_keys=("model_id", "timeframe"))
-        self._brier = Gauge("tickcast_outcome_brier", "running Brier score of classifiers",
-                            tag_keys=("model_id", "timeframe"))
-        self._mae = Gauge("tickcast_outcome_mae", "running MAE of regressors", tag_keys=("model_id", "timeframe"))
-        self._psi = Gauge("tickcast_feature_drift_psi_max", "largest PSI of live features vs training",
-                          tag_keys=("timeframe",))
+        self._accuracy = Gauge(
+            "tickcast_outcome_accuracy",
+            "running accuracy of classifiers",
+            tag_keys=("model_id", "timeframe"),
+        )
+        self._brier = Gauge(
+            "tickcast_outcome_brier",
+            "running Brier score of classifiers",
+            tag_keys=("model_id", "timeframe"),
+        )
+        self._mae = Gauge(
+            "tickcast_outcome_mae", "running MAE of regressors", tag_keys=("model_id", "timeframe")
+        )
+        self._psi = Gauge(
+            "tickcast_feature_drift_psi_max",
+            "largest PSI of live features vs training",
+            tag_keys=("timeframe",),
+        )
         self._duplicates = Gauge("tickcast_sink_duplicates_dropped", "replayed predictions dropped")
 
     def outcomes(self, metrics: dict) -> None:
         for model_id, per_tf in metrics.get("models", {}).items():
             for timeframe, m in per_tf.items():
                 tags = {"model_id": model_id, "timeframe": timeframe}
-                for gauge, key in ((self._accuracy, "accuracy"), (self._brier, "brier"), (self._mae, "mae")):
+                for gauge, key in (
+                    (self._accuracy, "accuracy"),
+                    (self._brier, "brier"),
+                    (self._mae, "mae"),
+                ):
                     if m.get(key) is not None:
                         gauge.set(float(m[key]), tags=tags)
 

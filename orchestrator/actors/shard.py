@@ -44,8 +44,13 @@ def latency_summary(samples: list[float]) -> dict:
     if not samples:
         return {"ticks": 0}
     p50, p99 = np.percentile(samples, [50, 99])
-    return {"ticks": len(samples), "p50": round(float(p50), 2), "p99": round(float(p99), 2),
-            "max": round(float(np.max(samples)), 2), "worst_tick": int(np.argmax(samples))}
+    return {
+        "ticks": len(samples),
+        "p50": round(float(p50), 2),
+        "p99": round(float(p99), 2),
+        "max": round(float(np.max(samples)), 2),
+        "worst_tick": int(np.argmax(samples)),
+    }
 
 
 def _restorable(path: Path, timeframes: tuple[str, ...]) -> dict | None:
@@ -69,40 +74,65 @@ class FeatureShard:
     per (model, timeframe) carrying every closed symbol's row, never one per symbol.
     """
 
-    def __init__(self, settings: ShardSettings, models: dict, sink, drift_reference: dict | None = None):
+    def __init__(
+        self, settings: ShardSettings, models: dict, sink, drift_reference: dict | None = None
+    ):
         self.shard_id = shard_id = settings.shard_id
         config = settings.features
-        self._config, self._models, self._sink, self._signals = config, models, sink, settings.signals
+        self._config, self._models, self._sink, self._signals = (
+            config,
+            models,
+            sink,
+            settings.signals,
+        )
         self._environment = settings.environment
         self._path = Path(settings.run_dir) / f"shard-{shard_id}-of-{settings.n_shards}.pkl"
         snap = _restorable(self._path, config.timeframes)
-        self._state = ShardState.from_snapshot(snap["state"]) if snap else ShardState(config.timeframes)
+        self._state = (
+            ShardState.from_snapshot(snap["state"]) if snap else ShardState(config.timeframes)
+        )
         # feed -> last batch processed; batches are admitted in order (feeds pipeline them)
         self._batches = BatchSequencer(snap["seq"] if snap else {})
-        self._durable: dict[str, int] = dict(self._batches.last)  # feed -> last batch in a checkpoint
+        self._durable: dict[str, int] = dict(
+            self._batches.last
+        )  # feed -> last batch in a checkpoint
         self._checkpointing = asyncio.Lock()
         self._routers_ready = False
         self._stage_s: dict[str, float] = {}
         # Outcome scoring lives with the candles it needs: each shard scores its own symbols'
         # predictions (in parallel with the other shards) and checkpoints it with the features.
-        self._outcomes = (OutcomeTracker.from_snapshot(snap["outcomes"]) if snap and "outcomes" in snap
-                          else OutcomeTracker(window=settings.outcomes.window))
+        self._outcomes = (
+            OutcomeTracker.from_snapshot(snap["outcomes"])
+            if snap and "outcomes" in snap
+            else OutcomeTracker(window=settings.outcomes.window)
+        )
         # Live feature histograms in each timeframe's model training bins, checkpointed with
         # the features, so a restarted shard counts every row exactly once, as outcomes do.
         self._drift = {tf: DriftMonitor(d) for tf, d in (drift_reference or {}).items()}
         for tf, saved in (snap or {}).get("drift", {}).items():
             if tf in self._drift and not self._drift[tf].restore(saved):
-                log.info("shard %d: %s drift bins changed since the checkpoint; counting afresh",
-                         shard_id, tf)
+                log.info(
+                    "shard %d: %s drift bins changed since the checkpoint; counting afresh",
+                    shard_id,
+                    tf,
+                )
         self._unconfirmed: list = []  # sink calls a checkpoint must see delivered first
-        self._counters = {"ticks": 0, "rows_predicted": 0, "rows_cold": 0, "model_errors": 0,
-                          "restored": int(snap is not None), "checkpoints": 0, "model_retries": 0,
-                          "stale_ticks_skipped": 0}
+        self._counters = {
+            "ticks": 0,
+            "rows_predicted": 0,
+            "rows_cold": 0,
+            "model_errors": 0,
+            "restored": int(snap is not None),
+            "checkpoints": 0,
+            "model_retries": 0,
+            "stale_ticks_skipped": 0,
+        }
         self._metrics = ShardMetrics(shard_id)
         self._latency: dict[str, deque] = {}  # recent tick latencies per timeframe (status p50/p99)
 
-    async def on_candles(self, feed: str, seq: int, batch: pa.RecordBatch, emitted_at_ms: float,
-                         warmup: bool = False) -> int:
+    async def on_candles(
+        self, feed: str, seq: int, batch: pa.RecordBatch, emitted_at_ms: float, warmup: bool = False
+    ) -> int:
         """Process batch ``seq`` of ``feed``; returns the feed's last checkpointed batch seq.
 
         A warm-up batch (history sent at start) only advances the features' state. The next
@@ -143,7 +173,9 @@ class FeatureShard:
             self._unconfirmed.append(self._sink.deliver.remote(parts))
 
     def _too_late(self, lag_ms: float) -> bool:
-        return self._config.backpressure == "skip_stale" and lag_ms > self._config.max_lag_s * 1000.0
+        return (
+            self._config.backpressure == "skip_stale" and lag_ms > self._config.max_lag_s * 1000.0
+        )
 
     def checkpointed_seq(self, feed: str) -> int:
         return self._durable.get(feed, -1)
@@ -157,8 +189,9 @@ class FeatureShard:
             drift = {tf: m.snapshot() for tf, m in self._drift.items()}
             pending, self._unconfirmed = self._unconfirmed, []
             await asyncio.gather(*pending)
-            save_checkpoint(self._path, {"state": state, "seq": seq, "outcomes": outcomes,
-                                         "drift": drift})
+            save_checkpoint(
+                self._path, {"state": state, "seq": seq, "outcomes": outcomes, "drift": drift}
+            )
             self._durable = seq
             self._counters["checkpoints"] += 1
 
@@ -172,7 +205,9 @@ class FeatureShard:
         if len(tick.features) == 0:
             return None
         if tick.timeframe in self._drift:
-            stride = -(-len(tick.features) // DRIFT_ROWS_PER_TICK)  # a systematic sample of big ticks
+            stride = -(
+                -len(tick.features) // DRIFT_ROWS_PER_TICK
+            )  # a systematic sample of big ticks
             self._drift[tick.timeframe].update(tick.features[::stride])
         if self._config.log_features:
             self._unconfirmed.append(self._sink.record_features.remote(feature_rows(tick)))
@@ -184,8 +219,15 @@ class FeatureShard:
                 *(self._call_model(h, tick.features) for h in handles), return_exceptions=True
             )
         with self._timed("events"):
-            rows = TickRows(tick.exchange, tick.symbol, tick.timeframe, tick.open_time, tick.close,
-                            emitted_at_ms, trend_labels(tick.features, FEATURE_NAMES))
+            rows = TickRows(
+                tick.exchange,
+                tick.symbol,
+                tick.timeframe,
+                tick.open_time,
+                tick.close,
+                emitted_at_ms,
+                trend_labels(tick.features, FEATURE_NAMES),
+            )
             tables = [t for t in (self._to_events(r, rows) for r in results) if t is not None]
         latency_ms = time.time() * 1000.0 - emitted_at_ms
         self._latency.setdefault(tick.timeframe, deque(maxlen=LATENCY_SAMPLES)).append(latency_ms)
@@ -196,8 +238,15 @@ class FeatureShard:
                 self._outcomes.add_predictions(predictions)
             # The candles settle earlier predictions (in a multi-minute batch, also the
             # batch's own), even if no model answered this time.
-            outcomes = self._outcomes.observe_candles(tick.exchange, tick.symbol, tick.timeframe,
-                                                      tick.open_time, tick.close, tick.high, tick.low)
+            outcomes = self._outcomes.observe_candles(
+                tick.exchange,
+                tick.symbol,
+                tick.timeframe,
+                tick.open_time,
+                tick.close,
+                tick.high,
+                tick.low,
+            )
         return predictions, outcomes
 
     @contextlib.contextmanager
@@ -220,7 +269,9 @@ class FeatureShard:
             except Exception as exc:  # a dying replica surfaces as several error types
                 if time.monotonic() >= deadline:
                     raise
-                log.warning("shard %d: model call failed (%s); retrying", self.shard_id, type(exc).__name__)
+                log.warning(
+                    "shard %d: model call failed (%s); retrying", self.shard_id, type(exc).__name__
+                )
                 self._counters["model_retries"] += 1
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
@@ -234,8 +285,14 @@ class FeatureShard:
         self._counters["rows_predicted"] += len(output.values)
         self._metrics.predictions(output.model_id, len(output.values))
         now_ms = time.time() * 1000.0
-        return build_predictions(output, rows, now_ms, self._signals.high, self._signals.very_high,
-                                 environment=self._environment)
+        return build_predictions(
+            output,
+            rows,
+            now_ms,
+            self._signals.high,
+            self._signals.very_high,
+            environment=self._environment,
+        )
 
     def outcome_metrics(self) -> dict:
         return self._outcomes.metrics()
@@ -250,9 +307,14 @@ class FeatureShard:
 
     def status(self) -> dict:
         latency = {tf: latency_summary(list(v)) for tf, v in self._latency.items()}
-        return {"shard": self.shard_id, "candles_in": self._state.candles_in, "latency_ms": latency,
-                "stage_seconds": {k: round(v, 3) for k, v in self._stage_s.items()},
-                "symbols": len(self._state.keys), "rejected_minutes": self._state.rejected_minutes,
-                "outcomes_pending": self._outcomes.pending,
-                "batches_given_up": self._batches.skipped,
-                **self._counters}
+        return {
+            "shard": self.shard_id,
+            "candles_in": self._state.candles_in,
+            "latency_ms": latency,
+            "stage_seconds": {k: round(v, 3) for k, v in self._stage_s.items()},
+            "symbols": len(self._state.keys),
+            "rejected_minutes": self._state.rejected_minutes,
+            "outcomes_pending": self._outcomes.pending,
+            "batches_given_up": self._batches.skipped,
+            **self._counters,
+        }

@@ -11,7 +11,8 @@ for that candle. Re-running a range replaces it. Examples::
         --timeframes 1m,5m,1h --models all --out /tmp/tickcast-backfill
     tickcast backfill --data data/history --symbols BTC/USDT,ETH/USDT \\
         --start 2024-03-01 --end 2024-04-01 --timeframes 1h --models direction@v2
-    ray job submit --working-dir . -- python -m orchestrator.cli.main backfill --data ...   # on a cluster
+    # on a cluster:
+    ray job submit --working-dir . -- python -m orchestrator.cli.main backfill --data ...
 
 ``--data`` is ``PATH`` or ``EXCHANGE=PATH``: a folder of candle files (Parquet, Binance
 kline zips) or the dataset ``tickcast fetch-history`` writes; the label names the rows'
@@ -66,33 +67,62 @@ def model_specs(text: str) -> tuple[ModelSpec, ...]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", action="append", required=True, type=DataSource.parse,
-                   metavar="[EXCHANGE=]PATH", help="candle folder (repeatable)")
-    p.add_argument("--symbols", type=lambda t: tuple(s for s in t.split(",") if s),
-                   help="comma-separated, e.g. BTC/USDT,ETH/USDT (default: every symbol)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        type=DataSource.parse,
+        metavar="[EXCHANGE=]PATH",
+        help="candle folder (repeatable)",
+    )
+    p.add_argument(
+        "--symbols",
+        type=lambda t: tuple(s for s in t.split(",") if s),
+        help="comma-separated, e.g. BTC/USDT,ETH/USDT (default: every symbol)",
+    )
     p.add_argument("--start", type=epoch_ms, help="first instant (UTC); candles closing from it")
     p.add_argument("--end", type=epoch_ms, help="end instant, exclusive (UTC)")
-    p.add_argument("--timeframes", type=timeframe_list, default=MODEL_TIMEFRAMES,
-                   help=f"comma-separated (default: {','.join(MODEL_TIMEFRAMES)})")
-    p.add_argument("--models", type=model_specs, default=DEFAULT_SPECS,
-                   help="type[@version|@all] list or 'all' (default: production version of "
-                        "each type)")
-    p.add_argument("--out", type=Path, default=Path("var/backfill"),
-                   help="output folder, apart from the live log (default: var/backfill)")
+    p.add_argument(
+        "--timeframes",
+        type=timeframe_list,
+        default=MODEL_TIMEFRAMES,
+        help=f"comma-separated (default: {','.join(MODEL_TIMEFRAMES)})",
+    )
+    p.add_argument(
+        "--models",
+        type=model_specs,
+        default=DEFAULT_SPECS,
+        help="type[@version|@all] list or 'all' (default: production version of each type)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("var/backfill"),
+        help="output folder, apart from the live log (default: var/backfill)",
+    )
     p.add_argument("--report", type=Path, help="report folder (default: OUT/report)")
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--redis-url", help="publish the completion record to this Redis")
-    p.add_argument("--executor", choices=("ray", "local"), default="ray",
-                   help="ray: Ray Data (default); local: this process only")
+    p.add_argument(
+        "--executor",
+        choices=("ray", "local"),
+        default="ray",
+        help="ray: Ray Data (default); local: this process only",
+    )
     p.add_argument("--num-actors", type=int, default=2, help="ONNX actor pool size")
     p.add_argument("--actor-cpus", type=float, default=0.5, help="CPUs per ONNX actor")
     p.add_argument("--feature-cpus", type=float, default=0.5, help="CPUs per feature task")
     p.add_argument("--batch-size", type=int, default=65_536, help="rows per model batch")
-    p.add_argument("--flush-rows", type=int, default=DEFAULT_FLUSH_ROWS,
-                   help="prediction rows held in memory (~200 B each) before files are "
-                        "written; each write rewrites the partitions it touches")
+    p.add_argument(
+        "--flush-rows",
+        type=int,
+        default=DEFAULT_FLUSH_ROWS,
+        help="prediction rows held in memory (~200 B each) before files are "
+        "written; each write rewrites the partitions it touches",
+    )
     p.add_argument("--models-dir", type=Path, default=None, help="default: models_onnx/")
     p.add_argument("--no-progress", action="store_true", help="no Ray Data progress bars")
     args = p.parse_args(argv)
@@ -105,11 +135,23 @@ def options_from(args: argparse.Namespace) -> BackfillOptions:
     report = None if args.no_report else (args.report or args.out / "report")
     extra = {"models_dir": args.models_dir} if args.models_dir else {}
     return BackfillOptions(
-        sources=tuple(args.data), out=args.out, timeframes=args.timeframes, models=args.models,
-        symbols=args.symbols, start_ms=args.start, end_ms=args.end, report_dir=report,
-        redis_url=args.redis_url, executor=args.executor, num_actors=args.num_actors,
-        actor_cpus=args.actor_cpus, feature_cpus=args.feature_cpus,
-        batch_size=args.batch_size, flush_rows=args.flush_rows, **extra)
+        sources=tuple(args.data),
+        out=args.out,
+        timeframes=args.timeframes,
+        models=args.models,
+        symbols=args.symbols,
+        start_ms=args.start,
+        end_ms=args.end,
+        report_dir=report,
+        redis_url=args.redis_url,
+        executor=args.executor,
+        num_actors=args.num_actors,
+        actor_cpus=args.actor_cpus,
+        feature_cpus=args.feature_cpus,
+        batch_size=args.batch_size,
+        flush_rows=args.flush_rows,
+        **extra,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

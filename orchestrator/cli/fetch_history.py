@@ -52,7 +52,12 @@ from orchestrator.market.validate import validate_candles
 
 
 def series_dir(root: Path, exchange: str, symbol: str, timeframe: str) -> Path:
-    return root / f"exchange={exchange}" / f"symbol={path_safe_symbol(symbol)}" / f"timeframe={timeframe}"
+    return (
+        root
+        / f"exchange={exchange}"
+        / f"symbol={path_safe_symbol(symbol)}"
+        / f"timeframe={timeframe}"
+    )
 
 
 def stored_open_times(directory: Path) -> np.ndarray:
@@ -126,7 +131,9 @@ async def download(args: argparse.Namespace) -> dict:
     return {"written": written, **counters.as_dict()}
 
 
-async def download_series(fetcher: OhlcvFetcher, args: argparse.Namespace, symbol: str, until: int) -> int:
+async def download_series(
+    fetcher: OhlcvFetcher, args: argparse.Namespace, symbol: str, until: int
+) -> int:
     """Fetch ``symbol`` from after its newest stored candle to the last closed one."""
     step = timeframe_ms(args.timeframe)
     directory = series_dir(args.out, args.exchange, symbol, args.timeframe)
@@ -135,7 +142,9 @@ async def download_series(fetcher: OhlcvFetcher, args: argparse.Namespace, symbo
     start = -(-start // step) * step
     end = until - until % step  # open times before this are closed by `until`
     written, pending = 0, []
-    with tqdm(total=max(0, (end - start) // step), unit="candle", desc=symbol, disable=args.no_progress) as bar:
+    with tqdm(
+        total=max(0, (end - start) // step), unit="candle", desc=symbol, disable=args.no_progress
+    ) as bar:
         async for page in fetcher.pages(symbol, start, end):
             pending.extend(page)
             bar.update(len(page))
@@ -145,14 +154,19 @@ async def download_series(fetcher: OhlcvFetcher, args: argparse.Namespace, symbo
     return written + _flush(directory, args, symbol, pending, stored)
 
 
-def _flush(directory: Path, args: argparse.Namespace, symbol: str, rows: list, stored: np.ndarray) -> int:
+def _flush(
+    directory: Path, args: argparse.Namespace, symbol: str, rows: list, stored: np.ndarray
+) -> int:
     if not rows:
         return 0
     batch, rejected = rows_to_batch(args.exchange, {symbol: rows}, args.timeframe)
     valid, rejects = validate_candles(batch, timeframe=args.timeframe)
     if rejected or len(rejects):
-        print(f"{symbol}: skipped {rejected} unusable rows, {len(rejects)} invalid candles "
-              f"{rejects.counts}", file=sys.stderr)
+        print(
+            f"{symbol}: skipped {rejected} unusable rows, {len(rejects)} invalid candles "
+            f"{rejects.counts}",
+            file=sys.stderr,
+        )
     return write_new_candles(directory, pa.Table.from_batches([valid]), stored)
 
 
@@ -162,14 +176,18 @@ def _flush(directory: Path, args: argparse.Namespace, symbol: str, rows: list, s
 def import_zips(args: argparse.Namespace) -> dict:
     written: dict[str, int] = {}
     for path in args.zips:
-        table = read_binance_zip(path, exchange=args.exchange, symbol=args.symbol, timeframe=args.timeframe)
+        table = read_binance_zip(
+            path, exchange=args.exchange, symbol=args.symbol, timeframe=args.timeframe
+        )
         if table.num_rows == 0:
             continue
         symbol = table.column("symbol")[0].as_py()
         timeframe = table.column("timeframe")[0].as_py()
         valid, rejects = validate_candles(table, timeframe=timeframe)
         if len(rejects):
-            print(f"{path}: skipped {len(rejects)} invalid candles {rejects.counts}", file=sys.stderr)
+            print(
+                f"{path}: skipped {len(rejects)} invalid candles {rejects.counts}", file=sys.stderr
+            )
         directory = series_dir(args.out, args.exchange, symbol, timeframe)
         count = write_new_candles(directory, _sorted(valid), stored_open_times(directory))
         written[str(path)] = count
@@ -196,9 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     get = commands.add_parser("download", help="download candles with ccxt (resumable)")
     get.add_argument("--exchange", required=True, help="ccxt exchange id")
-    get.add_argument("--symbols", nargs="+", required=True, help="ccxt unified symbols, e.g. BTC/USDT")
+    get.add_argument(
+        "--symbols", nargs="+", required=True, help="ccxt unified symbols, e.g. BTC/USDT"
+    )
     get.add_argument("--timeframe", default="1m", choices=TIMEFRAMES)
-    get.add_argument("--since", required=True, type=parse_time_ms, help="epoch ms or ISO date (UTC)")
+    get.add_argument(
+        "--since", required=True, type=parse_time_ms, help="epoch ms or ISO date (UTC)"
+    )
     get.add_argument("--until", help="epoch ms or ISO date (default: the exchange's clock now)")
     get.add_argument("--page-limit", type=int, default=1000, help="candles per request")
     get.add_argument("--rate-limit-ms", type=float, help="override ccxt's rateLimit")
@@ -206,12 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--retry-base-delay-s", type=float, default=0.5, help="first backoff ceiling")
     get.add_argument("--rows-per-file", type=int, default=100_000, help="flush a file every N rows")
     get.add_argument("--urls", type=_json_object, default={}, help="JSON merged into ccxt's urls")
-    get.add_argument("--ccxt-options", type=_json_object, default={}, help="JSON merged into options")
+    get.add_argument(
+        "--ccxt-options", type=_json_object, default={}, help="JSON merged into options"
+    )
 
     imp = commands.add_parser("import-zip", help="import Binance public-data kline zips")
     imp.add_argument("zips", nargs="+", type=Path)
     imp.add_argument("--exchange", default="binance")
-    imp.add_argument("--symbol", help="default: read from the file name (BTCUSDT-1m-... -> BTC/USDT)")
+    imp.add_argument(
+        "--symbol", help="default: read from the file name (BTCUSDT-1m-... -> BTC/USDT)"
+    )
     imp.add_argument("--timeframe", help="default: read from the file name")
 
     for sub in (get, imp):

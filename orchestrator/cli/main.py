@@ -12,22 +12,43 @@ from collections.abc import Sequence
 
 # name -> (module, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "fetch-history": ("orchestrator.cli.fetch_history", "download candles with ccxt, or import Binance zips, into Parquet"),
-    "train": ("orchestrator.cli.train", "train every model from candle files and export it to ONNX"),
-    "backfill": ("orchestrator.cli.backfill", "predict over history with the live code; outcomes and a report"),
+    "fetch-history": (
+        "orchestrator.cli.fetch_history",
+        "download candles with ccxt, or import Binance zips, into Parquet",
+    ),
+    "train": (
+        "orchestrator.cli.train",
+        "train every model from candle files and export it to ONNX",
+    ),
+    "backfill": (
+        "orchestrator.cli.backfill",
+        "predict over history with the live code; outcomes and a report",
+    ),
     "registry": ("orchestrator.cli.registry", "list, promote and roll back model versions"),
-    "stream": ("orchestrator.cli.stream_client", "print the live prediction stream (WS /v1/stream)"),
+    "stream": (
+        "orchestrator.cli.stream_client",
+        "print the live prediction stream (WS /v1/stream)",
+    ),
     "bench": ("orchestrator.cli.main", "run a benchmark: tickcast bench NAME --help"),
 }
 # name -> (module, one line of help); each prints a table beside a baseline from the same run
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "pipeline": ("orchestrator.bench.pipeline", "live pipeline: symbol-candles/s and tick latency vs one process"),
-    "features": ("orchestrator.bench.features", "incremental and batch features vs pandas rolling windows"),
+    "pipeline": (
+        "orchestrator.bench.pipeline",
+        "live pipeline: symbol-candles/s and tick latency vs one process",
+    ),
+    "features": (
+        "orchestrator.bench.features",
+        "incremental and batch features vs pandas rolling windows",
+    ),
     "feeds": ("orchestrator.bench.feeds", "candle intake: archives, aggregation, replay vs pandas"),
     "models": ("orchestrator.bench.models", "ONNX Runtime vs the native libraries, per row"),
     "backfill": ("orchestrator.bench.backfill", "backfill rows/s vs a trading-notebook loop"),
     "http": ("orchestrator.bench.http", "POST /v1/predict through Serve vs plain uvicorn"),
-    "stack": ("orchestrator.bench.stack", "serve run: time to first prediction and memory per process"),
+    "stack": (
+        "orchestrator.bench.stack",
+        "serve run: time to first prediction and memory per process",
+    ),
 }
 
 

@@ -34,12 +34,21 @@ def format_rows(manifests: list[ModelManifest]) -> list[str]:
     for m in manifests:
         learner = (getattr(m, "learner", None) or {}).get("learner", "-")
         beats = m.metrics.get("beats_baseline")
-        rows.append((m.model_id, m.version, m.stage, learner,
-                     "-" if beats is None else ("yes" if beats else "no"),
-                     primary_metric(m), m.sha256[:12]))
+        rows.append(
+            (
+                m.model_id,
+                m.version,
+                m.stage,
+                learner,
+                "-" if beats is None else ("yes" if beats else "no"),
+                primary_metric(m),
+                m.sha256[:12],
+            )
+        )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
-    return ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows]
+    return [
+        "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
 
 
 def describe(manifest: ModelManifest) -> str:

@@ -44,9 +44,11 @@ def format_prediction(p: dict, color: bool = True, label: str = "") -> str:
     if p.get("predicted_price") is not None:
         value += f" price={p['predicted_price']:.6g}"
     signal = p.get("signal") or "-"
-    line = (f"{label}{p.get('open_time_iso', p.get('open_time'))}  {p.get('symbol', '?'):<12} "
-            f"{p.get('timeframe', '?'):>3}  {p.get('model_id', '?')}@{p.get('model_version', '?')}  "
-            f"{value}  {signal:<7} {p.get('confidence') or '-':<9} {p.get('latency_ms', 0):.1f} ms")
+    line = (
+        f"{label}{p.get('open_time_iso', p.get('open_time'))}  {p.get('symbol', '?'):<12} "
+        f"{p.get('timeframe', '?'):>3}  {p.get('model_id', '?')}@{p.get('model_version', '?')}  "
+        f"{value}  {signal:<7} {p.get('confidence') or '-':<9} {p.get('latency_ms', 0):.1f} ms"
+    )
     return f"{SIGNAL_COLORS.get(signal, OTHER_COLOR)}{line}{RESET}" if color else line
 
 
@@ -69,12 +71,15 @@ def format_message(message: dict, color: bool = True) -> list[str]:
     if kind == "snapshot":
         rows = message.get("predictions") or []
         return [f"snapshot: {len(rows)} latest predictions"] + [
-            format_prediction(p, color, label="[snapshot] ") for p in rows]
+            format_prediction(p, color, label="[snapshot] ") for p in rows
+        ]
     if kind == "status":
         return [format_status(message.get("status") or {})]
     if kind == "stats":
-        return [f"stats: sent={message.get('sent')} queued={message.get('queued')} "
-                f"connected={message.get('connected_s')} s"]
+        return [
+            f"stats: sent={message.get('sent')} queued={message.get('queued')} "
+            f"connected={message.get('connected_s')} s"
+        ]
     if kind == "gap":
         return [f"gap: {message.get('detail')}"]
     if kind == "error":
@@ -122,7 +127,8 @@ class Session:
             pass
         code = self.socket.close_code
         reason = self.socket.close_reason
-        self.say(f"disconnected: the server closed the stream (code {code}{f', {reason}' if reason else ''})")
+        because = f", {reason}" if reason else ""
+        self.say(f"disconnected: the server closed the stream (code {code}{because})")
         return 1
 
     async def commands(self, lines: AsyncIterator[str]) -> int | None:
@@ -159,16 +165,27 @@ async def first_result(*coroutines) -> int:
             task.cancel()
 
 
-async def stream(url: str, lines: AsyncIterator[str], out: TextIO, *, api_key: str | None = None,
-                 symbols: list[str] | None = None, timeframes: list[str] | None = None,
-                 count: int | None = None, color: bool = True) -> int:
+async def stream(
+    url: str,
+    lines: AsyncIterator[str],
+    out: TextIO,
+    *,
+    api_key: str | None = None,
+    symbols: list[str] | None = None,
+    timeframes: list[str] | None = None,
+    count: int | None = None,
+    color: bool = True,
+) -> int:
     headers = {API_KEY_HEADER: api_key} if api_key else None
     try:
         socket = await connect(url, additional_headers=headers, open_timeout=10)
     except InvalidStatus as exc:
         hint = " (missing or unknown API key?)" if exc.response.status_code in (401, 403) else ""
-        print(f"cannot connect to {url}: the server answered HTTP {exc.response.status_code}{hint}",
-              file=out, flush=True)
+        print(
+            f"cannot connect to {url}: the server answered HTTP {exc.response.status_code}{hint}",
+            file=out,
+            flush=True,
+        )
         return 2
     except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
         print(f"cannot connect to {url}: {exc}", file=out, flush=True)
@@ -207,9 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-color", action="store_true")
     args = parser.parse_args(argv)
     try:
-        return asyncio.run(stream(args.url, stdin_lines(), sys.stdout, api_key=args.api_key,
-                                  symbols=args.symbols, timeframes=args.timeframes,
-                                  count=args.count, color=not args.no_color))
+        return asyncio.run(
+            stream(
+                args.url,
+                stdin_lines(),
+                sys.stdout,
+                api_key=args.api_key,
+                symbols=args.symbols,
+                timeframes=args.timeframes,
+                count=args.count,
+                color=not args.no_color,
+            )
+        )
     except KeyboardInterrupt:
         return 0
 

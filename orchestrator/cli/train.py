@@ -92,8 +92,13 @@ def candle_sets(root: Path, hourly_pairs: int, futures: bool) -> dict[str, tuple
         "1m": (minute, {"data": minute_sources}),
         "5m": (resample(minute, "5m"), from_minute),
         "15m": (resample(minute, "15m"), from_minute),
-        "1h": (sampled, {"data": [SPOT_1H], "sample": f"{len(pairs)} of the pairs, evenly "
-                         "spaced in alphabetical order"}),
+        "1h": (
+            sampled,
+            {
+                "data": [SPOT_1H],
+                "sample": f"{len(pairs)} of the pairs, evenly spaced in alphabetical order",
+            },
+        ),
         "4h": (resample(hourly, "4h"), from_hour),
         "1d": (resample(hourly, "1d"), from_hour),
     }
@@ -206,9 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     done = time.perf_counter()
     print("\n" + metrics_table([t.manifest for t in trained]))
     print("\n" + cost_summary(trained))
-    print(f"\n{len(trained)} models written to {out}; data {loaded - started:.1f} s, "
-          f"training {done - loaded:.1f} s, total {done - started:.1f} s wall "
-          f"({args.jobs} jobs; {time.process_time():.0f} s CPU in this process)")
+    print(
+        f"\n{len(trained)} models written to {out}; data {loaded - started:.1f} s, "
+        f"training {done - loaded:.1f} s, total {done - started:.1f} s wall "
+        f"({args.jobs} jobs; {time.process_time():.0f} s CPU in this process)"
+    )
     return 0
 
 

@@ -55,8 +55,7 @@ def compute_features(frame: pd.DataFrame) -> pd.DataFrame:
             k.assemble(values, out=by_feature[:, start:stop])
     for i, warmup in enumerate(s.WARMUPS):
         by_feature[i, : min(int(warmup), n)] = np.nan
-    return pd.DataFrame(by_feature.T, index=frame.index, columns=list(s.FEATURE_NAMES),
-                        copy=False)
+    return pd.DataFrame(by_feature.T, index=frame.index, columns=list(s.FEATURE_NAMES), copy=False)
 
 
 def _columns(frame: pd.DataFrame) -> dict:
@@ -83,12 +82,15 @@ def _open_time_ms(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _check_rows(frame: pd.DataFrame, c: dict) -> None:
-    bad = k.invalid_candles(c["open"], c["high"], c["low"], c["close"], c["volume"],
-                            c["taker_buy_base"])
+    bad = k.invalid_candles(
+        c["open"], c["high"], c["low"], c["close"], c["volume"], c["taker_buy_base"]
+    )
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"invalid candle at row {frame.index[i]!r}: "
-                         f"{frame.iloc[i][list(_PRICE_VOLUME)].to_dict()}")
+        raise ValueError(
+            f"invalid candle at row {frame.index[i]!r}: "
+            f"{frame.iloc[i][list(_PRICE_VOLUME)].to_dict()}"
+        )
     steps = np.diff(c["open_time"])
     if (steps <= 0).any():
         i = int(np.argmax(steps <= 0)) + 1
@@ -99,8 +101,9 @@ def _block_values(columns: dict, start: int, stop: int) -> dict:
     """Candle and window values of rows start..stop-1, computed from the _LEAD_ROWS candles
     before ``start`` on (what those rows read), then trimmed to the block."""
     lead = min(start, _LEAD_ROWS)
-    piece = {name: None if col is None else col[start - lead: stop]
-             for name, col in columns.items()}
+    piece = {
+        name: None if col is None else col[start - lead : stop] for name, col in columns.items()
+    }
     values = _window_values(piece)
     return {name: None if v is None else v[lead:] for name, v in values.items()}
 
@@ -123,7 +126,8 @@ def _window_values(c: dict) -> dict:
     tp = k.typical_price(high, low, close)
     values = {**c, "tp": tp, "true_range": k.true_range(high, low, prev_close)}
     values["plus_dm"], values["minus_dm"] = k.directional_movement(
-        high, low, _lag(high, 1), _lag(low, 1))
+        high, low, _lag(high, 1), _lag(low, 1)
+    )
     values["gain"], values["loss"] = k.gains_losses(close, prev_close)
     pos, neg = k.money_flows(tp, _lag(tp, 1), volume)
     logret = k.log_return(close, prev_close)
@@ -140,7 +144,7 @@ def _rolling_flat(x: np.ndarray, n: int) -> np.ndarray:
     count = np.cumsum(changed)
     flat = np.zeros(len(x), dtype=bool)
     if len(x) >= n:
-        flat[n - 1:] = count[n - 1:] == count[: len(x) - n + 1]
+        flat[n - 1 :] = count[n - 1 :] == count[: len(x) - n + 1]
     return flat
 
 
@@ -160,8 +164,11 @@ def _stochastic(close: np.ndarray, high: np.ndarray, low: np.ndarray) -> dict:
 
 def _window_stats(close, volume, logret, tp, pos, neg) -> dict:
     out = {}
-    periods = (("close", close, s.BB_PERIOD), ("volume", volume, s.VOLUME_Z_PERIOD),
-               ("logret", logret, s.VOL_PERIOD))
+    periods = (
+        ("close", close, s.BB_PERIOD),
+        ("volume", volume, s.VOLUME_Z_PERIOD),
+        ("logret", logret, s.VOL_PERIOD),
+    )
     for name, x, period in periods:
         w = _windows(x, period)
         out[f"{name}_mean"] = mean = k.window_mean(w)
@@ -186,13 +193,15 @@ def _add_recursions(values: dict, carry: dict[str, float]) -> None:
         values[r.name] = _block_recursion(values[r.input], r, carry)
     values["macd_line"] = values["macd_fast"] - values["macd_slow"]
     values["dx"], values["dx_valid"] = k.directional_index(
-        values["plus_dm"], values["minus_dm"], values["tr_sum"])
+        values["plus_dm"], values["minus_dm"], values["tr_sum"]
+    )
     for r in k.STAGE2:
         values[r.name] = _block_recursion(values[r.input], r, carry, values.get(r.valid))
 
 
-def _block_recursion(x: np.ndarray, r: k.Recursion, carry: dict[str, float],
-                     valid: np.ndarray | None = None) -> np.ndarray:
+def _block_recursion(
+    x: np.ndarray, r: k.Recursion, carry: dict[str, float], valid: np.ndarray | None = None
+) -> np.ndarray:
     if r.name in carry:
         y = continued_recursion(x, r, carry[r.name], valid)
     else:
@@ -207,18 +216,19 @@ def seeded_recursion(x: np.ndarray, r: k.Recursion, valid: np.ndarray | None = N
     seed_at = r.seed_index
     if len(x) <= seed_at:
         return out
-    seed_inputs = x[r.first: seed_at + 1]
+    seed_inputs = x[r.first : seed_at + 1]
     if valid is not None:
-        seed_inputs = np.where(valid[r.first: seed_at + 1], seed_inputs, 0.0)
+        seed_inputs = np.where(valid[r.first : seed_at + 1], seed_inputs, 0.0)
     total = np.cumsum(seed_inputs)[-1]  # sequential, like the incremental accumulator
     out[seed_at] = seed = total / r.length if r.average else total
-    rest_valid = None if valid is None else valid[seed_at + 1:]
-    out[seed_at + 1:] = continued_recursion(x[seed_at + 1:], r, seed, rest_valid)
+    rest_valid = None if valid is None else valid[seed_at + 1 :]
+    out[seed_at + 1 :] = continued_recursion(x[seed_at + 1 :], r, seed, rest_valid)
     return out
 
 
-def continued_recursion(x: np.ndarray, r: k.Recursion, last: float,
-                        valid: np.ndarray | None = None) -> np.ndarray:
+def continued_recursion(
+    x: np.ndarray, r: k.Recursion, last: float, valid: np.ndarray | None = None
+) -> np.ndarray:
     """Values of the seeded recursion ``r`` over ``x``, given its value ``last`` before x[0]."""
     steps = x if valid is None else x[valid]
     # lfilter's state is decay * y, so passing decay * last continues the run bit for bit.

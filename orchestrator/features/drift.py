@@ -105,8 +105,9 @@ def histogram_counts(rows: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts
 
 
-def population_stability_index(expected_hist: np.ndarray, actual_hist: np.ndarray,
-                               floor: float = PSI_FLOOR) -> np.ndarray | float:
+def population_stability_index(
+    expected_hist: np.ndarray, actual_hist: np.ndarray, floor: float = PSI_FLOOR
+) -> np.ndarray | float:
     """PSI = sum((a - e) * ln(a / e)) over bins of the two histograms' shares.
 
     Works on one histogram (returns a float) or a stack (last axis = bins). Shares below
@@ -152,8 +153,9 @@ class RunningHistograms:
         return out
 
 
-def training_distribution(rows: np.ndarray, feature_names: Sequence[str] = FEATURE_NAMES,
-                          n_bins: int = 10) -> dict:
+def training_distribution(
+    rows: np.ndarray, feature_names: Sequence[str] = FEATURE_NAMES, n_bins: int = 10
+) -> dict:
     """A model's training distribution as plain JSON-able data (lists, floats, ints)."""
     x = np.asarray(rows, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != len(feature_names):
@@ -216,17 +218,21 @@ class DriftMonitor:
         return self._histograms.counts
 
     def snapshot(self) -> dict:
-        return {"feature_names": list(self.distribution["feature_names"]),
-                "histograms": self._histograms.snapshot(), "moments": self.moments.snapshot(),
-                "rows": self.rows}
+        return {
+            "feature_names": list(self.distribution["feature_names"]),
+            "histograms": self._histograms.snapshot(),
+            "moments": self.moments.snapshot(),
+            "rows": self.rows,
+        }
 
     def restore(self, snap: dict) -> bool:
         """Take up a snapshot's counts if it was counted in this monitor's bins (same
         features, same edges); False, and nothing changed, when the reference moved on
         (another model version's training bins): those counts would mean nothing here."""
         saved = RunningHistograms.from_snapshot(snap["histograms"])
-        if (list(snap["feature_names"]) != list(self.distribution["feature_names"])
-                or not np.array_equal(saved.edges, self._histograms.edges, equal_nan=True)):
+        if list(snap["feature_names"]) != list(
+            self.distribution["feature_names"]
+        ) or not np.array_equal(saved.edges, self._histograms.edges, equal_nan=True):
             return False
         self._histograms = saved
         self.moments = RunningMoments.from_snapshot(snap["moments"])

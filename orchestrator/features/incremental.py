@@ -23,16 +23,26 @@ import numpy as np
 from orchestrator.features import kernels as k
 from orchestrator.features import specs as s
 
-_SERIES = ("close", "volume", "logret", "tp", "high", "low", "pos_flow", "neg_flow",
-           "fast_k", "slow_k")
+_SERIES = (
+    "close",
+    "volume",
+    "logret",
+    "tp",
+    "high",
+    "low",
+    "pos_flow",
+    "neg_flow",
+    "fast_k",
+    "slow_k",
+)
 _CLOSE, _VOLUME, _LOGRET, _TP, _HIGH, _LOW, _POS, _NEG, _FAST_K, _SLOW_K = range(len(_SERIES))
 # Close, volume, log-return and typical-price statistics share one window length, so one
 # pass over a (slots, series, period) block serves them all; refuse to import otherwise.
 _STATS_PERIOD = s.BB_PERIOD
-if not (s.BB_PERIOD == s.SMA_SLOW == s.VOL_PERIOD == s.VOLUME_Z_PERIOD == s.CCI_PERIOD
-        <= s.WINDOW):
-    raise ImportError("incremental twin assumes BB, SMA_SLOW, VOL, VOLUME_Z and CCI periods "
-                      "are equal")
+if not (s.BB_PERIOD == s.SMA_SLOW == s.VOL_PERIOD == s.VOLUME_Z_PERIOD == s.CCI_PERIOD <= s.WINDOW):
+    raise ImportError(
+        "incremental twin assumes BB, SMA_SLOW, VOL, VOLUME_Z and CCI periods are equal"
+    )
 
 SNAPSHOT_FORMAT = "tickcast.features.incremental/1"
 _NO_TIME = np.iinfo(np.int64).min
@@ -51,8 +61,9 @@ class _Stage:
         self.average = np.array([r.average for r in recursions])
         self.seed_index = self.first + self.length - 1
 
-    def advance(self, y: np.ndarray, x: np.ndarray, index: np.ndarray,
-                valid: np.ndarray | None) -> np.ndarray:
+    def advance(
+        self, y: np.ndarray, x: np.ndarray, index: np.ndarray, valid: np.ndarray | None
+    ) -> np.ndarray:
         """New state given this candle's inputs ``x`` (slots, recursions) at ``index``."""
         k_in = index[:, None] - self.first
         if valid is not None:
@@ -154,8 +165,9 @@ class IncrementalFeatures:
         input raises ValueError naming the symbol, before any state changes.
         """
         slots = self._checked_slots(slots)
-        candle = _candle_columns(len(slots), open_time_ms, open, high, low, close, volume,
-                                 taker_buy_base)
+        candle = _candle_columns(
+            len(slots), open_time_ms, open, high, low, close, volume, taker_buy_base
+        )
         sel = _selector(slots)
         self._reject_bad_candles(slots, sel, candle)
         index = self._count[sel].copy()
@@ -182,8 +194,14 @@ class IncrementalFeatures:
         return arr.astype(np.int64, copy=False)
 
     def _reject_bad_candles(self, slots: np.ndarray, sel, candle: dict) -> None:
-        bad = k.invalid_candles(candle["open"], candle["high"], candle["low"], candle["close"],
-                                candle["volume"], candle["taker_buy_base"])
+        bad = k.invalid_candles(
+            candle["open"],
+            candle["high"],
+            candle["low"],
+            candle["close"],
+            candle["volume"],
+            candle["taker_buy_base"],
+        )
         if bad.any():
             i = int(np.argmax(bad))
             fields = {f: float(candle[f][i]) for f in ("open", "high", "low", "close", "volume")}
@@ -218,12 +236,17 @@ class IncrementalFeatures:
         if tuple(snap["feature_names"]) != s.FEATURE_NAMES:
             raise ValueError("snapshot was taken with a different feature set; rebuild it")
         n = len(snap["keys"])
-        expected = {"count": (n,), "last_open_time": (n,),
-                    "history": (n, len(_SERIES), s.WINDOW), "state": (n, _N_STATE)}
+        expected = {
+            "count": (n,),
+            "last_open_time": (n,),
+            "history": (n, len(_SERIES), s.WINDOW),
+            "state": (n, _N_STATE),
+        }
         for name, shape in expected.items():
             if np.shape(snap[name]) != shape:
-                raise ValueError(f"snapshot field {name!r} has shape {np.shape(snap[name])}, "
-                                 f"expected {shape}")
+                raise ValueError(
+                    f"snapshot field {name!r} has shape {np.shape(snap[name])}, expected {shape}"
+                )
         eng = cls()
         eng._keys = [str(key) for key in snap["keys"]]
         eng._slot_of = {key: i for i, key in enumerate(eng._keys)}
@@ -264,7 +287,8 @@ def _advance_windows(h: np.ndarray, c: dict) -> dict:
     pos, neg = k.money_flows(tp, h[:, _TP, -1], volume)
     values = {**c, "tp": tp, "true_range": k.true_range(high, low, prev_close)}
     values["plus_dm"], values["minus_dm"] = k.directional_movement(
-        high, low, h[:, _HIGH, -1], h[:, _LOW, -1])
+        high, low, h[:, _HIGH, -1], h[:, _LOW, -1]
+    )
     values["gain"], values["loss"] = k.gains_losses(close, prev_close)
     logret = k.log_return(close, prev_close)
     h[:, :, :-1] = h[:, :, 1:]
@@ -276,36 +300,45 @@ def _advance_windows(h: np.ndarray, c: dict) -> dict:
 
 
 def _stochastic(h: np.ndarray, close: np.ndarray) -> dict:
-    hh = k.seq_max(h[:, _HIGH, -s.STOCH_FASTK:])
-    ll = k.seq_min(h[:, _LOW, -s.STOCH_FASTK:])
+    hh = k.seq_max(h[:, _HIGH, -s.STOCH_FASTK :])
+    ll = k.seq_min(h[:, _LOW, -s.STOCH_FASTK :])
     h[:, _FAST_K, -1] = k.stoch_fast_k(close, hh, ll)
-    slow_k = k.window_mean(h[:, _FAST_K, -s.STOCH_SLOWK:])
+    slow_k = k.window_mean(h[:, _FAST_K, -s.STOCH_SLOWK :])
     h[:, _SLOW_K, -1] = slow_k
     return {
         "slow_k": slow_k,
-        "slow_d": k.window_mean(h[:, _SLOW_K, -s.STOCH_SLOWD:]),
-        "willr_hh": hh if s.WILLR_PERIOD == s.STOCH_FASTK else k.seq_max(
-            h[:, _HIGH, -s.WILLR_PERIOD:]),
-        "willr_ll": ll if s.WILLR_PERIOD == s.STOCH_FASTK else k.seq_min(
-            h[:, _LOW, -s.WILLR_PERIOD:]),
+        "slow_d": k.window_mean(h[:, _SLOW_K, -s.STOCH_SLOWD :]),
+        "willr_hh": hh
+        if s.WILLR_PERIOD == s.STOCH_FASTK
+        else k.seq_max(h[:, _HIGH, -s.WILLR_PERIOD :]),
+        "willr_ll": ll
+        if s.WILLR_PERIOD == s.STOCH_FASTK
+        else k.seq_min(h[:, _LOW, -s.WILLR_PERIOD :]),
     }
 
 
 def _window_stats(h: np.ndarray) -> dict:
-    block = h[:, _CLOSE:_TP + 1, -_STATS_PERIOD:]  # close, volume, logret, tp
+    block = h[:, _CLOSE : _TP + 1, -_STATS_PERIOD:]  # close, volume, logret, tp
     mean = k.window_mean(block)
     std = k.window_std(block[:, :3], mean[:, :3])
     flat = k.window_flat(block)
     tp_window, tp_mean = block[:, 3], mean[:, 3]
-    flows = k.seq_sum(h[:, _POS:_FAST_K, -s.MFI_PERIOD:])
+    flows = k.seq_sum(h[:, _POS:_FAST_K, -s.MFI_PERIOD :])
     out = {
-        "close_mean": mean[:, 0], "close_std": std[:, 0], "close_flat": flat[:, 0],
-        "volume_mean": mean[:, 1], "volume_std": std[:, 1], "volume_flat": flat[:, 1],
-        "logret_std": std[:, 2], "logret_flat": flat[:, 2],
-        "tp_mean": tp_mean, "tp_mad": k.window_mean_abs_dev(tp_window, tp_mean),
+        "close_mean": mean[:, 0],
+        "close_std": std[:, 0],
+        "close_flat": flat[:, 0],
+        "volume_mean": mean[:, 1],
+        "volume_std": std[:, 1],
+        "volume_flat": flat[:, 1],
+        "logret_std": std[:, 2],
+        "logret_flat": flat[:, 2],
+        "tp_mean": tp_mean,
+        "tp_mad": k.window_mean_abs_dev(tp_window, tp_mean),
         "tp_flat": flat[:, 3],
-        "pos_flow_sum": flows[:, 0], "neg_flow_sum": flows[:, 1],
-        "sma_5": k.window_mean(h[:, _CLOSE, -s.SMA_FAST:]),
+        "pos_flow_sum": flows[:, 0],
+        "neg_flow_sum": flows[:, 1],
+        "sma_5": k.window_mean(h[:, _CLOSE, -s.SMA_FAST :]),
     }
     for lag in k.CLOSE_LAGS:
         out[f"close_lag_{lag}"] = h[:, _CLOSE, -1 - lag].copy()
@@ -319,9 +352,15 @@ def _advance_recursions(state: np.ndarray, index: np.ndarray, values: dict) -> N
     values.update(_STAGE1.values(state[:, :_N1], index))
     values["macd_line"] = values["macd_fast"] - values["macd_slow"]
     values["dx"], values["dx_valid"] = k.directional_index(
-        values["plus_dm"], values["minus_dm"], values["tr_sum"])
+        values["plus_dm"], values["minus_dm"], values["tr_sum"]
+    )
     x2 = np.stack([values[r.input] for r in _STAGE2.recursions], axis=1)
-    valid = np.stack([values[r.valid] if r.valid else np.ones(len(index), dtype=bool)
-                      for r in _STAGE2.recursions], axis=1)
+    valid = np.stack(
+        [
+            values[r.valid] if r.valid else np.ones(len(index), dtype=bool)
+            for r in _STAGE2.recursions
+        ],
+        axis=1,
+    )
     state[:, _N1:] = _STAGE2.advance(state[:, _N1:], x2, index, valid)
     values.update(_STAGE2.values(state[:, _N1:], index))

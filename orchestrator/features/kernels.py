@@ -89,8 +89,14 @@ STAGE1: tuple[Recursion, ...] = (
 STAGE2: tuple[Recursion, ...] = (
     _ema("macd_signal", "macd_line", s.MACD_SLOW - 1, s.MACD_SIGNAL),
     Recursion(
-        "adx", "dx", s.ADX_PERIOD, s.ADX_PERIOD, (s.ADX_PERIOD - 1) / s.ADX_PERIOD,
-        1.0 / s.ADX_PERIOD, True, valid="dx_valid",
+        "adx",
+        "dx",
+        s.ADX_PERIOD,
+        s.ADX_PERIOD,
+        (s.ADX_PERIOD - 1) / s.ADX_PERIOD,
+        1.0 / s.ADX_PERIOD,
+        True,
+        valid="dx_valid",
     ),
 )
 
@@ -208,8 +214,12 @@ def directional_index(
 
 
 def invalid_candles(
-    open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
-    volume: np.ndarray, taker_buy_base: np.ndarray | None,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    taker_buy_base: np.ndarray | None,
 ) -> np.ndarray:
     """Rows the engine refuses: non-finite or non-positive prices, high < low, negative or
     non-finite volume, negative or infinite taker volume (NaN taker volume means missing)."""
@@ -271,7 +281,8 @@ def _volatility_features(v: dict) -> dict[str, np.ndarray]:
         "ema_ratio_12": c / v["ema_12"],
         "vol_20": np.where(v["logret_flat"], 0.0, v["logret_std"]),
         "volume_z_20": np.where(
-            v["volume_flat"], 0.0,
+            v["volume_flat"],
+            0.0,
             _neutral_ratio(v["volume"] - v["volume_mean"], v["volume_std"], 0.0),
         ),
         "hl_range": (h - low) / c,

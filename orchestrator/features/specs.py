@@ -48,8 +48,19 @@ VOLUME_Z_PERIOD = 20
 RETURN_LAGS = (1, 5, 15)
 
 # Longest rolling window any feature reads; the incremental twin keeps this many candles.
-WINDOW = max(BB_PERIOD, CCI_PERIOD, VOL_PERIOD, VOLUME_Z_PERIOD, SMA_FAST, SMA_SLOW, MFI_PERIOD,
-             STOCH_FASTK, WILLR_PERIOD, max(RETURN_LAGS) + 1, ROC_PERIOD + 1)
+WINDOW = max(
+    BB_PERIOD,
+    CCI_PERIOD,
+    VOL_PERIOD,
+    VOLUME_Z_PERIOD,
+    SMA_FAST,
+    SMA_SLOW,
+    MFI_PERIOD,
+    STOCH_FASTK,
+    WILLR_PERIOD,
+    max(RETURN_LAGS) + 1,
+    ROC_PERIOD + 1,
+)
 
 
 @dataclass(frozen=True)
@@ -68,9 +79,7 @@ _C, _HLC, _HLCV = ("close",), ("high", "low", "close"), ("high", "low", "close",
 
 
 def _returns() -> tuple[FeatureSpec, ...]:
-    return tuple(
-        FeatureSpec(f"ret_{k}", f"ln(c / c[t-{k}])", k, _C) for k in RETURN_LAGS
-    )
+    return tuple(FeatureSpec(f"ret_{k}", f"ln(c / c[t-{k}])", k, _C) for k in RETURN_LAGS)
 
 
 def _momentum() -> tuple[FeatureSpec, ...]:
@@ -80,58 +89,69 @@ def _momentum() -> tuple[FeatureSpec, ...]:
             "rsi_14",
             "TA-Lib RSI(14): 100 * G / (G + L), G and L Wilder averages of gains and losses "
             "of close, seeded with the mean of the first 14; 50 when G + L == 0",
-            RSI_PERIOD, _C, seeded=True,
+            RSI_PERIOD,
+            _C,
+            seeded=True,
         ),
         FeatureSpec(
             "macd",
             "TA-Lib MACD(12, 26, 9) line / c: (EMA12 - EMA26) / c; EMA26 seeded with the mean "
             "of closes 0..25, EMA12 with the mean of closes 14..25 (TA-Lib's alignment)",
-            macd_warm, _C, seeded=True,
+            macd_warm,
+            _C,
+            seeded=True,
         ),
         FeatureSpec(
             "macd_signal",
             "TA-Lib MACD signal / c: EMA9 of the MACD line (seeded with the mean of its first 9 "
             "values), divided by c",
-            macd_warm, _C, seeded=True,
+            macd_warm,
+            _C,
+            seeded=True,
         ),
         FeatureSpec("macd_hist", "(MACD line - signal) / c", macd_warm, _C, seeded=True),
-        FeatureSpec(
-            "roc_10", "TA-Lib ROC(10): 100 * (c / c[t-10] - 1)", ROC_PERIOD, _C
-        ),
+        FeatureSpec("roc_10", "TA-Lib ROC(10): 100 * (c / c[t-10] - 1)", ROC_PERIOD, _C),
         FeatureSpec(
             "stoch_k",
             "TA-Lib STOCH(14, 3 SMA, 3 SMA) slow %K: SMA3 of fast %K = 100 * (c - LL14) / "
             "(HH14 - LL14); fast %K = 50 when HH14 == LL14",
-            STOCH_FASTK - 1 + STOCH_SLOWK - 1 + STOCH_SLOWD - 1, _HLC,
+            STOCH_FASTK - 1 + STOCH_SLOWK - 1 + STOCH_SLOWD - 1,
+            _HLC,
         ),
         FeatureSpec(
             "stoch_d",
             "TA-Lib STOCH slow %D: SMA3 of slow %K (TA-Lib emits %K and %D from the same index)",
-            STOCH_FASTK - 1 + STOCH_SLOWK - 1 + STOCH_SLOWD - 1, _HLC,
+            STOCH_FASTK - 1 + STOCH_SLOWK - 1 + STOCH_SLOWD - 1,
+            _HLC,
         ),
         FeatureSpec(
             "willr_14",
             "TA-Lib WILLR(14): -100 * (HH14 - c) / (HH14 - LL14); -50 when HH14 == LL14",
-            WILLR_PERIOD - 1, _HLC,
+            WILLR_PERIOD - 1,
+            _HLC,
         ),
         FeatureSpec(
             "cci_20",
             "TA-Lib CCI(20): (tp - SMA20(tp)) / (0.015 * mean |tp - SMA20(tp)|), "
             "tp = (h + l + c) / 3; 0 when tp is flat over the window",
-            CCI_PERIOD - 1, _HLC,
+            CCI_PERIOD - 1,
+            _HLC,
         ),
         FeatureSpec(
             "adx_14",
             "TA-Lib ADX(14): Wilder average of DX = 100 |+DI - -DI| / (+DI + -DI) over Wilder "
             "sums of +DM, -DM and true range; first ADX = mean of the first 14 DX; a candle "
             "whose TR sum or DI sum is 0 leaves ADX unchanged (counts as DX 0 while seeding)",
-            2 * ADX_PERIOD - 1, _HLC, seeded=True,
+            2 * ADX_PERIOD - 1,
+            _HLC,
+            seeded=True,
         ),
         FeatureSpec(
             "mfi_14",
             "TA-Lib MFI(14): 100 * P / (P + N), P and N sums over 14 candles of tp * v where tp "
             "rose / fell (a move within 1e-14 relative counts as no move); 50 when P + N == 0",
-            MFI_PERIOD, _HLCV,
+            MFI_PERIOD,
+            _HLCV,
         ),
     )
 
@@ -142,51 +162,57 @@ def _volatility_and_trend() -> tuple[FeatureSpec, ...]:
             "bb_pctb_20",
             "TA-Lib BBANDS(20, 2, 2, SMA) %B: (c - lower) / (upper - lower), bands = SMA20(c) "
             "+- 2 population std; 0.5 when close is flat over the window",
-            BB_PERIOD - 1, _C,
+            BB_PERIOD - 1,
+            _C,
         ),
         FeatureSpec(
             "bb_width_20",
             "(upper - lower) / SMA20(c) of the same bands; 0 when flat",
-            BB_PERIOD - 1, _C,
+            BB_PERIOD - 1,
+            _C,
         ),
         FeatureSpec(
             "atr_14",
             "TA-Lib ATR(14) / c: Wilder average of true range (seeded with the mean of TR "
             "1..14) as a fraction of close (natr_14 / 100; ATR itself is price-scaled)",
-            ATR_PERIOD, _HLC, seeded=True,
+            ATR_PERIOD,
+            _HLC,
+            seeded=True,
         ),
-        FeatureSpec(
-            "natr_14", "TA-Lib NATR(14): 100 * ATR14 / c", ATR_PERIOD, _HLC, seeded=True
-        ),
+        FeatureSpec("natr_14", "TA-Lib NATR(14): 100 * ATR14 / c", ATR_PERIOD, _HLC, seeded=True),
         FeatureSpec("sma_ratio_5", "c / SMA5(c)", SMA_FAST - 1, _C),
         FeatureSpec("sma_ratio_20", "c / SMA20(c)", SMA_SLOW - 1, _C),
         FeatureSpec(
             "ema_ratio_12",
             "c / EMA12(c), TA-Lib EMA seeded with the mean of the first 12 closes",
-            EMA_PERIOD - 1, _C, seeded=True,
+            EMA_PERIOD - 1,
+            _C,
+            seeded=True,
         ),
         FeatureSpec(
             "vol_20",
             "population std of the last 20 one-candle log returns ln(c / c[t-1]); 0 when flat",
-            VOL_PERIOD, _C,
+            VOL_PERIOD,
+            _C,
         ),
         FeatureSpec(
             "volume_z_20",
             "(v - mean20(v)) / std20(v), population std over the last 20 volumes including "
             "this one; 0 when volume is flat over the window (e.g. all zero)",
-            VOLUME_Z_PERIOD - 1, ("volume",),
+            VOLUME_Z_PERIOD - 1,
+            ("volume",),
         ),
         FeatureSpec("hl_range", "(h - l) / c", 0, _HLC),
-        FeatureSpec(
-            "close_pos", "(c - l) / (h - l); 0.5 when h == l", 0, _HLC
-        ),
+        FeatureSpec("close_pos", "(c - l) / (h - l); 0.5 when h == l", 0, _HLC),
     )
 
 
 def _calendar_and_flow() -> tuple[FeatureSpec, ...]:
     return (
         FeatureSpec(
-            "hour_sin", "sin(2 pi H / 24), H = UTC hour (0..23) of the candle's open time", 0,
+            "hour_sin",
+            "sin(2 pi H / 24), H = UTC hour (0..23) of the candle's open time",
+            0,
             ("open_time",),
         ),
         FeatureSpec("hour_cos", "cos(2 pi H / 24)", 0, ("open_time",)),
@@ -194,7 +220,9 @@ def _calendar_and_flow() -> tuple[FeatureSpec, ...]:
             "taker_buy_ratio",
             "taker_buy_base / v; 0.5 when v == 0; NaN when the source has no taker volume "
             "(never invented)",
-            0, ("taker_buy_base", "volume"), optional=True,
+            0,
+            ("taker_buy_base", "volume"),
+            optional=True,
         ),
     )
 

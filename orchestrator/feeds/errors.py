@@ -61,7 +61,8 @@ class FatalFeedError(FeedError):
 
 
 ERROR_CLASS_BY_KIND: Mapping[ErrorKind, type[FeedError]] = {
-    cls.kind: cls for cls in (TransientFeedError, RateLimitedFeedError, InvalidFeedError, FatalFeedError)
+    cls.kind: cls
+    for cls in (TransientFeedError, RateLimitedFeedError, InvalidFeedError, FatalFeedError)
 }
 
 # Looked up along type(exc).__mro__, so the most specific listed class wins (for example
@@ -115,19 +116,29 @@ class ErrorQuirk:
 
 QUIRKS: tuple[ErrorQuirk, ...] = (
     ErrorQuirk(
-        ccxt.DDoSProtection, ErrorKind.RATE_LIMITED, message_pattern=r"\b429\b",
+        ccxt.DDoSProtection,
+        ErrorKind.RATE_LIMITED,
+        message_pattern=r"\b429\b",
         why="binance.handle_errors raises DDoSProtection (not RateLimitExceeded) for HTTP 429",
     ),
     ErrorQuirk(
-        ccxt.DDoSProtection, ErrorKind.RATE_LIMITED, message_pattern=r"\b418\b",
+        ccxt.DDoSProtection,
+        ErrorKind.RATE_LIMITED,
+        message_pattern=r"\b418\b",
         why="binance answers 418 (IP auto-ban) after ignored 429s: back off like a 429, longer",
     ),
     ErrorQuirk(
-        ccxt.ExchangeError, ErrorKind.TRANSIENT, cause=aiohttp.ClientError, exact_type=True,
+        ccxt.ExchangeError,
+        ErrorKind.TRANSIENT,
+        cause=aiohttp.ClientError,
+        exact_type=True,
         why="ccxt wraps aiohttp payload errors (connection cut mid-body) in a bare ExchangeError",
     ),
     ErrorQuirk(
-        ccxt.ExchangeError, ErrorKind.TRANSIENT, cause=OSError, exact_type=True,
+        ccxt.ExchangeError,
+        ErrorKind.TRANSIENT,
+        cause=OSError,
+        exact_type=True,
         why="socket errors surfacing through ccxt as ExchangeError are network failures",
     ),
 )

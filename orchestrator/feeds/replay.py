@@ -56,15 +56,23 @@ def _hive_files(directory: Path) -> list[tuple[Path, str, str]]:
     """Files of the hive layout; the symbol here is the folder's path-safe name (the files
     themselves hold the unified symbol, which is what gets replayed)."""
     paths = sorted(directory.glob("exchange=*/symbol=*/timeframe=*/*.parquet"))
-    return [(path, path.parent.parent.name.removeprefix("symbol="),
-             path.parent.name.removeprefix("timeframe=")) for path in paths]
+    return [
+        (
+            path,
+            path.parent.parent.name.removeprefix("symbol="),
+            path.parent.name.removeprefix("timeframe="),
+        )
+        for path in paths
+    ]
 
 
 def load_timeline(files: list[tuple[Path, str]], exchange: str) -> pa.Table:
     """Every file's candles on one time line, labelled with the configured exchange name."""
     tables = [read_candles(path, exchange, symbol, "1m") for path, symbol in files]
     table = pa.concat_tables(tables)
-    table = table.set_column(0, CANDLE_SCHEMA.field("exchange"), pa.array([exchange] * table.num_rows, pa.string()))
+    table = table.set_column(
+        0, CANDLE_SCHEMA.field("exchange"), pa.array([exchange] * table.num_rows, pa.string())
+    )
     return table.sort_by([("open_time", "ascending"), ("symbol", "ascending")])
 
 
@@ -105,6 +113,9 @@ class ReplaySource:
 
     def status(self) -> dict:
         total = len(self._bounds) - 1
-        return {"kind": "replay", "symbols": len(self.symbols), "minutes_emitted": self._position,
-                "minutes_total": total}
-
+        return {
+            "kind": "replay",
+            "symbols": len(self.symbols),
+            "minutes_emitted": self._position,
+            "minutes_total": total,
+        }

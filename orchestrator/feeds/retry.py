@@ -31,8 +31,12 @@ class BackoffPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     base_delay_s: float = Field(0.5, gt=0, description="ceiling of the first wait")
-    max_delay_s: float = Field(30.0, gt=0, description="cap of the ceiling (before rate_limit_factor)")
-    rate_limit_factor: float = Field(4.0, ge=1, description="rate-limited waits are this much longer")
+    max_delay_s: float = Field(
+        30.0, gt=0, description="cap of the ceiling (before rate_limit_factor)"
+    )
+    rate_limit_factor: float = Field(
+        4.0, ge=1, description="rate-limited waits are this much longer"
+    )
 
 
 class RetryPolicy(BackoffPolicy):
@@ -69,9 +73,13 @@ class Backoff:
         self.failures = 0
         self._rand = rand
 
-    def next_delay(self, kind: ErrorKind = ErrorKind.TRANSIENT, retry_after_s: float | None = None) -> float:
+    def next_delay(
+        self, kind: ErrorKind = ErrorKind.TRANSIENT, retry_after_s: float | None = None
+    ) -> float:
         self.failures += 1
-        return backoff_delay(self.failures, self.policy, kind=kind, retry_after_s=retry_after_s, rand=self._rand)
+        return backoff_delay(
+            self.failures, self.policy, kind=kind, retry_after_s=retry_after_s, rand=self._rand
+        )
 
     def reset(self) -> None:
         self.failures = 0
@@ -111,7 +119,11 @@ def with_retries(
                         raise error from exc
                     await sleep(
                         backoff_delay(
-                            attempt, policy, kind=error.kind, retry_after_s=error.retry_after_s, rand=rand
+                            attempt,
+                            policy,
+                            kind=error.kind,
+                            retry_after_s=error.retry_after_s,
+                            rand=rand,
                         )
                     )
                     attempt += 1

@@ -58,17 +58,23 @@ def candles_from_arrays(
     # Through the columnar builder; numpy columns become Arrow arrays here as given, so a
     # NaN in an optional column stays NaN (validation rejects it) rather than turning null.
     columns = {
-        name: pa.array(np.asarray(values, dtype=np.float64) if name != "trade_count" else values,
-                       CANDLE_SCHEMA.field(name).type)
+        name: pa.array(
+            np.asarray(values, dtype=np.float64) if name != "trade_count" else values,
+            CANDLE_SCHEMA.field(name).type,
+        )
         for name, values in ohlcv.items()
         if values is not None and name in CANDLE_SCHEMA.names
     }
     table = candles_from_columns(
         exchange=exchange if isinstance(exchange, str) else _string_column(exchange),
         symbol=symbol if isinstance(symbol, str) else _string_column(symbol),
-        timeframe=timeframe, open_time=np.asarray(open_time, dtype=np.int64), columns=columns,
+        timeframe=timeframe,
+        open_time=np.asarray(open_time, dtype=np.int64),
+        columns=columns,
     )
-    return pa.RecordBatch.from_arrays([c.combine_chunks() for c in table.columns], schema=CANDLE_SCHEMA)
+    return pa.RecordBatch.from_arrays(
+        [c.combine_chunks() for c in table.columns], schema=CANDLE_SCHEMA
+    )
 
 
 def candles_from_frame(
@@ -79,7 +85,9 @@ def candles_from_frame(
         open_time = _to_epoch_ms(frame["date"])
     else:
         open_time = frame["open_time"].to_numpy(np.int64)
-    ohlcv = {c: frame[c].to_numpy() for c in (*PRICE_COLUMNS, "volume", *OPTIONAL_COLUMNS) if c in frame}
+    ohlcv = {
+        c: frame[c].to_numpy() for c in (*PRICE_COLUMNS, "volume", *OPTIONAL_COLUMNS) if c in frame
+    }
     return candles_from_arrays(exchange, symbol, timeframe, open_time, ohlcv)
 
 
@@ -118,10 +126,11 @@ def cycled_strings(values: tuple[str, ...], times: int) -> pa.StringArray:
     if len(pattern) * times > _INT32_MAX:
         raise ValueError(f"{times:,} copies of {values} exceed a string array's 2 GiB")
     starts = np.cumsum([0, *map(len, encoded)])
-    offsets = (np.arange(times, dtype=np.int64)[:, None] * len(pattern) + starts[None, :-1])
+    offsets = np.arange(times, dtype=np.int64)[:, None] * len(pattern) + starts[None, :-1]
     offsets = np.append(offsets.reshape(-1), times * len(pattern)).astype(np.int32)
-    return pa.StringArray.from_buffers(len(values) * times, pa.py_buffer(offsets),
-                                       pa.py_buffer(pattern * times))
+    return pa.StringArray.from_buffers(
+        len(values) * times, pa.py_buffer(offsets), pa.py_buffer(pattern * times)
+    )
 
 
 def candles_from_columns(

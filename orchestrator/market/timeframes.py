@@ -39,4 +39,6 @@ def run_bounds(open_time: np.ndarray) -> np.ndarray:
     """Start offsets of each run of equal open times in a time-ordered array, then its length:
     rows ``bounds[i]:bounds[i + 1]`` share one minute (``[0]`` for an empty array)."""
     edges = np.flatnonzero(np.diff(open_time)) + 1
-    return np.concatenate([[0], edges, [len(open_time)]]) if len(open_time) else np.zeros(1, np.int64)
+    return (
+        np.concatenate([[0], edges, [len(open_time)]]) if len(open_time) else np.zeros(1, np.int64)
+    )

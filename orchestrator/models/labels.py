@@ -43,8 +43,12 @@ class LabelSpec:
     lookback: int = 0  # candles before t the label reads (all known at t)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "definition": self.definition, "horizon": self.horizon,
-                "lookback": self.lookback}
+        return {
+            "name": self.name,
+            "definition": self.definition,
+            "horizon": self.horizon,
+            "lookback": self.lookback,
+        }
 
 
 LABEL_SPECS: dict[str, LabelSpec] = {
@@ -59,7 +63,8 @@ LABEL_SPECS: dict[str, LabelSpec] = {
         "swing_point",
         f"0 none, 1 swing high, 2 swing low: high[t] > the {SWING_ORDER} highs before and >= "
         f"the {SWING_ORDER} after (lows mirrored); both at once counts as none",
-        SWING_ORDER, SWING_ORDER,
+        SWING_ORDER,
+        SWING_ORDER,
     ),
 }
 

@@ -67,7 +67,9 @@ class OnnxPredictor:
         self._columns = _column_selector([FEATURE_NAMES.index(n) for n in manifest.feature_names])
         tensors = [o.name for o in self._session.get_outputs()]
         if self.outputs.tensor not in tensors:
-            raise ValueError(f"{manifest.key}: no output tensor {self.outputs.tensor!r} in {tensors}")
+            raise ValueError(
+                f"{manifest.key}: no output tensor {self.outputs.tensor!r} in {tensors}"
+            )
 
     def warm_up(self) -> None:
         """Run once before serving, so the first real request does not pay session set-up."""
@@ -76,8 +78,10 @@ class OnnxPredictor:
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """(n, len(outputs.names)) float64: the named outputs for each row."""
         if rows.ndim != 2 or rows.shape[1] != len(FEATURE_NAMES):
-            raise ValueError(f"{self.manifest.key}: rows must be (n, {len(FEATURE_NAMES)}) in "
-                             f"FEATURE_NAMES order, got {rows.shape}")
+            raise ValueError(
+                f"{self.manifest.key}: rows must be (n, {len(FEATURE_NAMES)}) in "
+                f"FEATURE_NAMES order, got {rows.shape}"
+            )
         if rows.shape[0] == 0:
             return np.empty((0, len(self.outputs.names)))
         # one pass: a column range is a strided view, so this gathers and narrows at once

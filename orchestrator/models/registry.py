@@ -97,8 +97,9 @@ class Registry:
         # request path resolves models often, and re-parsing 30 manifests cost ~10 ms each time.
         self._parsed: dict[Path, tuple[tuple[int, int], ModelManifest]] = {}
 
-    def manifests(self, model_type: str | None = None, timeframe: str | None = None
-                  ) -> list[ModelManifest]:
+    def manifests(
+        self, model_type: str | None = None, timeframe: str | None = None
+    ) -> list[ModelManifest]:
         # One model's folder when the model is named (a request resolves one model; listing
         # all thirty folders per request was its largest cost), every folder otherwise.
         folder = model_id(model_type, timeframe) if model_type and timeframe else "*"
@@ -132,8 +133,9 @@ class Registry:
 
     def versions(self, model_id_: str) -> list[ModelManifest]:
         """Every version of one model, oldest first."""
-        return sorted(self.manifests(*split_model_id(model_id_)),
-                      key=lambda m: _version_sort_key(m.version))
+        return sorted(
+            self.manifests(*split_model_id(model_id_)), key=lambda m: _version_sort_key(m.version)
+        )
 
     def manifest(self, model_id_: str, version: str) -> ModelManifest:
         split_model_id(model_id_)
@@ -173,7 +175,8 @@ class Registry:
             raise RegistryError(f"{model_id_} has no production version to roll back")
         if current.previous_production is None:
             raise RegistryError(
-                f"{current.key} replaced no earlier version: nothing to roll back to")
+                f"{current.key} replaced no earlier version: nothing to roll back to"
+            )
         target = self.manifest(model_id_, current.previous_production)
         self.load_bytes(target)
         restored = self._update(target, stage="production")

@@ -67,8 +67,9 @@ def score(model_type: str, value: np.ndarray, p_low: np.ndarray, y: np.ndarray):
     return regression_scores(value, y)
 
 
-def window_labels(model_type: str, close: np.ndarray, high: np.ndarray, low: np.ndarray
-                  ) -> np.ndarray:
+def window_labels(
+    model_type: str, close: np.ndarray, high: np.ndarray, low: np.ndarray
+) -> np.ndarray:
     """Label of each (m, span) window's candle t = column ``lookback``.
 
     The windows are laid end to end and labelled as one series: a label reads only its own

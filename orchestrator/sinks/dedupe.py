@@ -33,7 +33,11 @@ class SeenKeys:
     def keep_new(self, table: pa.Table) -> pa.Table:
         """The rows of ``table`` whose event id was never seen (also new within the table)."""
         ids = table.column("event_id").to_pylist()
-        if len(set(ids)) == len(ids) and self._current.isdisjoint(ids) and self._previous.isdisjoint(ids):
+        if (
+            len(set(ids)) == len(ids)
+            and self._current.isdisjoint(ids)
+            and self._previous.isdisjoint(ids)
+        ):
             self._remember(ids)  # the usual case: every row new, checked in C
             return table
         fresh = np.zeros(len(ids), dtype=bool)

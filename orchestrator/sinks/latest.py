@@ -19,7 +19,8 @@ def newest_row_per_key(predictions: pa.Table) -> np.ndarray:
     """Per (exchange, symbol, timeframe, model_id), the row with the newest open time (the
     later row on a tie): a multi-minute batch repeats every key once per minute."""
     keys = pc.binary_join_element_wise(
-        *(predictions.column(c) for c in ("exchange", "symbol", "timeframe", "model_id")), "\x1f")
+        *(predictions.column(c) for c in ("exchange", "symbol", "timeframe", "model_id")), "\x1f"
+    )
     codes = pa.chunked_array(keys).combine_chunks().dictionary_encode().indices.to_numpy()
     open_time = predictions.column("open_time").to_numpy()
     order = np.lexsort((np.arange(len(codes)), open_time, codes))
@@ -41,8 +42,10 @@ class LatestStore:
         table_id, self._next_table = self._next_table, self._next_table + 1
         self._tables[table_id] = predictions
         rows = newest_row_per_key(predictions)
-        columns = [predictions.column(c).take(rows).to_numpy(zero_copy_only=False)
-                   for c in ("exchange", "symbol", "timeframe", "model_id", "open_time")]
+        columns = [
+            predictions.column(c).take(rows).to_numpy(zero_copy_only=False)
+            for c in ("exchange", "symbol", "timeframe", "model_id", "open_time")
+        ]
         for row, *key, open_time in zip(rows.tolist(), *columns, strict=True):
             current = self._where.get(tuple(key))
             if current is None or open_time >= current[0]:
@@ -65,7 +68,9 @@ class LatestStore:
             if (symbol is None or key[1] == symbol) and (timeframe is None or key[2] == timeframe):
                 wanted.setdefault(table_id, []).append(row)
         selected = [r for t, rows in wanted.items() for r in _pylist(self._tables[t].take(rows))]
-        return sorted(selected, key=lambda r: (r["exchange"], r["symbol"], r["timeframe"], r["model_id"]))
+        return sorted(
+            selected, key=lambda r: (r["exchange"], r["symbol"], r["timeframe"], r["model_id"])
+        )
 
     def since(self, cursor: int, limit: int = 5000) -> tuple[int, list[dict], bool]:
         """(new cursor, rows after ``cursor``, whether rows were lost to the tail's bound)."""
@@ -97,4 +102,3 @@ def _pylist(table: pa.Table) -> list[dict]:
     for row in rows:
         row["outputs"] = dict(row.get("outputs") or [])
     return rows
-

@@ -56,7 +56,9 @@ class ParquetLog:
             table,
             staging,
             format="parquet",
-            partitioning=ds.partitioning(pa.schema([("date", pa.string()), ("timeframe", pa.string())]), flavor="hive"),
+            partitioning=ds.partitioning(
+                pa.schema([("date", pa.string()), ("timeframe", pa.string())]), flavor="hive"
+            ),
             basename_template=f"part-{uuid.uuid4().hex}-{{i}}.parquet",
             existing_data_behavior="overwrite_or_ignore",
         )
@@ -113,7 +115,9 @@ def query_log(root: Path, query: HistoryQuery) -> tuple[list[dict], int]:
     schema = PREDICTION_SCHEMA.append(pa.field("date", pa.string()))
     dataset = ds.dataset(root, schema=schema, format="parquet", partitioning="hive")
     table = dataset.to_table(filter=_filter(query))
-    table = table.sort_by([("open_time", "ascending"), ("symbol", "ascending"), ("model_id", "ascending")])
+    table = table.sort_by(
+        [("open_time", "ascending"), ("symbol", "ascending"), ("model_id", "ascending")]
+    )
     page = table.slice(query.offset, query.limit).drop_columns(["date"])
     rows = page.to_pylist()
     for row in rows:

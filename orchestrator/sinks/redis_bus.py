@@ -94,15 +94,24 @@ def _json_default(value):
 
 
 class RedisStreamBus:
-    def __init__(self, url: str, stream: str = PREDICTION_STREAM, maxlen: int = 100_000,
-                 record_stream: str = RECORD_STREAM, timeout_s: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        stream: str = PREDICTION_STREAM,
+        maxlen: int = 100_000,
+        record_stream: str = RECORD_STREAM,
+        timeout_s: float = 5.0,
+    ):
         self._secrets = url_secrets(url)
         self.url = redact(url, self._secrets)  # safe to log
         self.stream, self.record_stream, self.maxlen = stream, record_stream, maxlen
         with self._errors("connect"):
             self._client = redis.Redis.from_url(
-                url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                decode_responses=True)
+                url,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                decode_responses=True,
+            )
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -112,7 +121,9 @@ class RedisStreamBus:
         except (redis.RedisError, OSError, ValueError) as exc:
             detail = redact(f"{type(exc).__name__}: {exc}", self._secrets)
             # ``from None``: the original exception and its arguments stay out of tracebacks.
-            raise EventBusError(f"redis event bus {self.url} failed to {action}: {detail}") from None
+            raise EventBusError(
+                f"redis event bus {self.url} failed to {action}: {detail}"
+            ) from None
 
     # --- publishing ----------------------------------------------------------------------
     def publish(self, table: pa.Table) -> list[str]:
@@ -131,12 +142,14 @@ class RedisStreamBus:
         """XADD one non-prediction event (``kind``, JSON ``data``) to the record stream."""
         fields = {"kind": kind, "data": json.dumps(record, default=_json_default)}
         with self._errors(f"publish to {self.record_stream}"):
-            return self._client.xadd(self.record_stream, fields, maxlen=self.maxlen,
-                                     approximate=True)
+            return self._client.xadd(
+                self.record_stream, fields, maxlen=self.maxlen, approximate=True
+            )
 
     # --- consuming -----------------------------------------------------------------------
-    def read(self, count: int = 100, start: str = "-", stream: str | None = None
-             ) -> list[tuple[str, dict[str, str]]]:
+    def read(
+        self, count: int = 100, start: str = "-", stream: str | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
         """Up to ``count`` entries from ``start`` (inclusive entry id, "-" = the oldest)."""
         with self._errors("read"):
             return self._client.xrange(stream or self.stream, min=start, count=count)
@@ -155,14 +168,20 @@ class RedisStreamBus:
                 raise
         return True
 
-    def read_group(self, group: str, consumer: str, count: int = 100,
-                   block_ms: int | None = None, stream: str | None = None
-                   ) -> list[tuple[str, dict[str, str]]]:
+    def read_group(
+        self,
+        group: str,
+        consumer: str,
+        count: int = 100,
+        block_ms: int | None = None,
+        stream: str | None = None,
+    ) -> list[tuple[str, dict[str, str]]]:
         """Entries never delivered to ``group`` before, now owed by ``consumer`` until acked."""
         name = stream or self.stream
         with self._errors("read group"):
-            answer = self._client.xreadgroup(group, consumer, {name: ">"}, count=count,
-                                             block=block_ms)
+            answer = self._client.xreadgroup(
+                group, consumer, {name: ">"}, count=count, block=block_ms
+            )
         # RESP2 answers [[stream, entries]], RESP3 {stream: entries}.
         per_stream = answer.values() if isinstance(answer, dict) else [e for _, e in answer or []]
         return [entry for entries in per_stream for entry in entries]

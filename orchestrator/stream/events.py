@@ -50,8 +50,13 @@ class ModelOutput:
     @classmethod
     def from_response(cls, response: dict) -> ModelOutput:
         values = np.asarray(response["values"], dtype=np.float64)
-        return cls(response["model_id"], response["model_type"], response["version"],
-                   tuple(response["names"]), values.reshape(len(values), -1))
+        return cls(
+            response["model_id"],
+            response["model_type"],
+            response["version"],
+            tuple(response["names"]),
+            values.reshape(len(values), -1),
+        )
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,14 @@ def outputs_map(names: tuple[str, ...], values: np.ndarray) -> pa.MapArray:
 
 
 def build_predictions(
-    output: ModelOutput, rows: TickRows, now_ms: float, high: float, very_high: float,
-    *, service: str = "tickcast", environment: str = "local",
+    output: ModelOutput,
+    rows: TickRows,
+    now_ms: float,
+    high: float,
+    very_high: float,
+    *,
+    service: str = "tickcast",
+    environment: str = "local",
 ) -> pa.Table:
     n, primary = len(output.values), output.values[:, 0]
     if output.model_type == "direction":
@@ -119,5 +130,6 @@ def build_predictions(
         "predicted_at": pa.array(np.full(n, int(now_ms), dtype=np.int64)),
         "latency_ms": pa.array(np.full(n, now_ms - rows.emitted_at_ms), pa.float64()),
     }
-    return pa.Table.from_arrays([columns[f.name] for f in PREDICTION_SCHEMA], schema=PREDICTION_SCHEMA)
-
+    return pa.Table.from_arrays(
+        [columns[f.name] for f in PREDICTION_SCHEMA], schema=PREDICTION_SCHEMA
+    )

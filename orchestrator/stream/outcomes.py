@@ -48,14 +48,20 @@ OUTCOME_SCHEMA = pa.schema(
 )
 
 PENDING_DTYPES = {
-    "event_id": object, "model_id": object, "model_version": object, "model_type": object,
-    "slot": np.int64, "open_time": np.int64, "value": np.float64,
+    "event_id": object,
+    "model_id": object,
+    "model_version": object,
+    "model_type": object,
+    "slot": np.int64,
+    "open_time": np.int64,
+    "value": np.float64,
     "p_low": np.float64,  # swing models' P(swing low); NaN for other types
     "settle": np.int64,  # open time of the candle that settles the prediction
 }
 
 
 # --- state ---------------------------------------------------------------------------------
+
 
 class CandleRing:
     """The last ``size`` candles of every series, at column (open_time / step) mod size, so
@@ -88,7 +94,9 @@ class CandleRing:
     def _register(self, first_new: int) -> None:
         self.columns = dict(zip(KEY_COLUMNS, self._index.split(len(KEY_COLUMNS)), strict=True))
         new = len(self._index) - first_new
-        self.step = np.concatenate([self.step, [timeframe_ms(t) for t in self.columns["timeframe"][first_new:]]])
+        self.step = np.concatenate(
+            [self.step, [timeframe_ms(t) for t in self.columns["timeframe"][first_new:]]]
+        )
         self.time = np.vstack([self.time, np.full((new, self.size), -1, dtype=np.int64)])
         for name, values in self.ohlc.items():
             self.ohlc[name] = np.vstack([values, np.full((new, self.size), np.nan)])
@@ -112,8 +120,13 @@ class CandleRing:
         return self.columns["timeframe"][slots]
 
     def snapshot(self) -> dict:
-        return {"size": self.size, "keys": list(self.keys), "step": self.step.copy(),
-                "time": self.time.copy(), "ohlc": {k: v.copy() for k, v in self.ohlc.items()}}
+        return {
+            "size": self.size,
+            "keys": list(self.keys),
+            "step": self.step.copy(),
+            "time": self.time.copy(),
+            "ohlc": {k: v.copy() for k, v in self.ohlc.items()},
+        }
 
     @classmethod
     def from_snapshot(cls, snap: dict) -> CandleRing:
@@ -146,10 +159,17 @@ class RollingOutcomes:
             stats = ("accuracy", "brier", "log_loss") if classifier else ("mae", "rmse")
             return {"count": 0, **dict.fromkeys(stats)}
         if classifier:
-            return {"count": self.filled, "accuracy": float(hit.mean()),
-                    "brier": float(error.mean()), "log_loss": float(log_loss.mean())}
-        return {"count": self.filled, "mae": float(error.mean()),
-                "rmse": float(np.sqrt((error**2).mean()))}
+            return {
+                "count": self.filled,
+                "accuracy": float(hit.mean()),
+                "brier": float(error.mean()),
+                "log_loss": float(log_loss.mean()),
+            }
+        return {
+            "count": self.filled,
+            "mae": float(error.mean()),
+            "rmse": float(np.sqrt((error**2).mean())),
+        }
 
 
 def merge_metrics(parts: list[dict]) -> dict:
@@ -161,15 +181,21 @@ def merge_metrics(parts: list[dict]) -> dict:
         for model_id, by_tf in part.get("models", {}).items():
             for timeframe, stats in by_tf.items():
                 merged.setdefault(model_id, {}).setdefault(timeframe, []).append(stats)
-    return {"window": max((p.get("window", 0) for p in parts), default=0),
-            "pending": sum(p.get("pending", 0) for p in parts),
-            "unscorable": sum(p.get("unscorable", 0) for p in parts),
-            "models": {m: {tf: _merge_stats(s) for tf, s in by_tf.items()} for m, by_tf in merged.items()}}
+    return {
+        "window": max((p.get("window", 0) for p in parts), default=0),
+        "pending": sum(p.get("pending", 0) for p in parts),
+        "unscorable": sum(p.get("unscorable", 0) for p in parts),
+        "models": {
+            m: {tf: _merge_stats(s) for tf, s in by_tf.items()} for m, by_tf in merged.items()
+        },
+    }
 
 
 def _merge_stats(stats: list[dict]) -> dict:
-    out = {"model_type": stats[0]["model_type"],
-           **{k: sum(s[k] for s in stats) for k in ("scored", "expired", "dropped", "count")}}
+    out = {
+        "model_type": stats[0]["model_type"],
+        **{k: sum(s[k] for s in stats) for k in ("scored", "expired", "dropped", "count")},
+    }
     for name in ("accuracy", "brier", "log_loss", "mae", "rmse"):
         weighted = [(s["count"], s[name]) for s in stats if s.get(name) is not None and s["count"]]
         if name in stats[0]:
@@ -234,12 +260,15 @@ class OutcomeTracker:
     of its timeframe at or after its settling candle that finds its whole window in the ring.
     """
 
-    def __init__(self, window: int = 500, max_pending: int = 64, expire_after: int = 10,
-                 history: int = 32):
+    def __init__(
+        self, window: int = 500, max_pending: int = 64, expire_after: int = 10, history: int = 32
+    ):
         span = max(s.lookback + s.horizon + 1 for s in LABEL_SPECS.values())
         if history < span + expire_after:
-            raise ValueError(f"history={history} must be >= the longest label window ({span})"
-                             f" + expire_after ({expire_after})")
+            raise ValueError(
+                f"history={history} must be >= the longest label window ({span})"
+                f" + expire_after ({expire_after})"
+            )
         self.window, self.max_pending, self.expire_after = window, max_pending, expire_after
         self._ring = CandleRing(history)
         self._pending = {k: np.empty(0, dtype=t) for k, t in PENDING_DTYPES.items()}
@@ -254,23 +283,36 @@ class OutcomeTracker:
     # --- predictions ---------------------------------------------------------------------
     def add_predictions(self, table: pa.Table) -> None:
         new = self._pending_rows(table)
-        merged = _concat(self._pending, _take(new, _unseen(new["event_id"], self._pending["event_id"])))
+        merged = _concat(
+            self._pending, _take(new, _unseen(new["event_id"], self._pending["event_id"]))
+        )
         keep = self._within_bound(merged)
         self._count(_take(merged, ~keep), "dropped")
         self._pending = _take(merged, keep)
 
     def _pending_rows(self, table: pa.Table) -> dict:
-        known = (pc.is_in(table.column("model_type"), value_set=pa.array(list(LABEL_SPECS)))
-                 .to_numpy(zero_copy_only=False)
-                 & pc.is_in(table.column("timeframe"), value_set=pa.array(list(TIMEFRAME_MS)))
-                 .to_numpy(zero_copy_only=False))
+        known = pc.is_in(
+            table.column("model_type"), value_set=pa.array(list(LABEL_SPECS))
+        ).to_numpy(zero_copy_only=False) & pc.is_in(
+            table.column("timeframe"), value_set=pa.array(list(TIMEFRAME_MS))
+        ).to_numpy(zero_copy_only=False)
         self.unscorable += int((~known).sum())
         if not known.all():
             table = table.filter(pa.array(known))
-        cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in (
-            "event_id", "model_id", "model_version", "model_type", "open_time", "value")}
+        cols = {
+            name: table.column(name).to_numpy(zero_copy_only=False)
+            for name in (
+                "event_id",
+                "model_id",
+                "model_version",
+                "model_type",
+                "open_time",
+                "value",
+            )
+        }
         cols["p_low"] = pc.map_lookup(table.column("outputs"), "p_swing_low", "first").to_numpy(
-            zero_copy_only=False)
+            zero_copy_only=False
+        )
         slot = self._ring.slots_for(*(table.column(k) for k in KEY_COLUMNS))  # Arrow in, no copies
         horizon = _per_value(cols["model_type"], lambda t: LABEL_SPECS[t].horizon).astype(np.int64)
         rows = {**cols, "slot": slot, "settle": cols["open_time"] + horizon * self._ring.step[slot]}
@@ -285,8 +327,9 @@ class OutcomeTracker:
         return _rank_within_groups(group, pending["open_time"]) < self.max_pending
 
     # --- candles -------------------------------------------------------------------------
-    def observe_candles(self, exchange, symbol, timeframe: str, open_time, close, high, low
-                        ) -> pa.Table:
+    def observe_candles(
+        self, exchange, symbol, timeframe: str, open_time, close, high, low
+    ) -> pa.Table:
         """Record one tick's closed ``timeframe`` candles; return the outcomes they settle."""
         open_time = np.asarray(open_time, dtype=np.int64)
         n = len(open_time)
@@ -337,22 +380,24 @@ class OutcomeTracker:
         columns = {
             **{k: c[k] for k in ("event_id", "model_id", "model_version", "model_type")},
             **{k: self._ring.columns[k][c["slot"]] for k in KEY_COLUMNS},
-            "open_time": c["open_time"], "value": c["value"],
+            "open_time": c["open_time"],
+            "value": c["value"],
             "realized": c["realized"],
             "correct": pa.array(c["hit"] == 1.0, mask=np.isnan(c["hit"])),
             "error": c["error"],
             "log_loss": pa.array(c["log_loss"], pa.float64(), mask=np.isnan(c["log_loss"])),
             "scored_at_open_time": c["settle"],
         }
-        return pa.table({k: pa.array(v, OUTCOME_SCHEMA.field(k).type) for k, v in columns.items()},
-                        schema=OUTCOME_SCHEMA)
+        return pa.table(
+            {k: pa.array(v, OUTCOME_SCHEMA.field(k).type) for k, v in columns.items()},
+            schema=OUTCOME_SCHEMA,
+        )
 
     # --- metrics -------------------------------------------------------------------------
     def _totals_of(self, model_id: str, timeframe: str, model_type: str) -> dict:
         key = (model_id, timeframe)
         if key not in self._totals:
-            self._totals[key] = {"model_type": model_type, "scored": 0, "expired": 0,
-                                 "dropped": 0}
+            self._totals[key] = {"model_type": model_type, "scored": 0, "expired": 0, "dropped": 0}
             self._windows[key] = RollingOutcomes(self.window)
         return self._totals[key]
 
@@ -363,8 +408,15 @@ class OutcomeTracker:
         timeframes = self._ring.timeframes(rows["slot"])
         key = _codes(rows["model_id"]) * (1 << 32) + _codes(timeframes)
         firsts, inverse = np.unique(key, return_index=True, return_inverse=True)[1:]
-        return [(rows["model_id"][i], timeframes[i], rows["model_type"][i], np.flatnonzero(inverse == g))
-                for g, i in enumerate(firsts)]
+        return [
+            (
+                rows["model_id"][i],
+                timeframes[i],
+                rows["model_type"][i],
+                np.flatnonzero(inverse == g),
+            )
+            for g, i in enumerate(firsts)
+        ]
 
     def _count(self, rows: dict, kind: str) -> None:
         for model_id, timeframe, model_type, index in self._groups(rows):
@@ -383,15 +435,23 @@ class OutcomeTracker:
             classifier = totals["model_type"] in CLASSIFIERS
             stats = self._windows[(model_id, timeframe)].summary(classifier)
             models.setdefault(model_id, {})[timeframe] = {**totals, **stats}
-        return {"window": self.window, "pending": self.pending, "unscorable": self.unscorable,
-                "models": models}
+        return {
+            "window": self.window,
+            "pending": self.pending,
+            "unscorable": self.unscorable,
+            "models": models,
+        }
 
     # --- snapshots -----------------------------------------------------------------------
     def snapshot(self) -> dict:
         return {
             "version": SNAPSHOT_VERSION,
-            "config": {"window": self.window, "max_pending": self.max_pending,
-                       "expire_after": self.expire_after, "history": self._ring.size},
+            "config": {
+                "window": self.window,
+                "max_pending": self.max_pending,
+                "expire_after": self.expire_after,
+                "history": self._ring.size,
+            },
             "ring": self._ring.snapshot(),
             "pending": {k: v.copy() for k, v in self._pending.items()},
             "totals": {k: dict(v) for k, v in self._totals.items()},

@@ -34,7 +34,7 @@ class ShardRouter:
 
     def shards(self, exchange, symbol) -> np.ndarray:
         slots = self._index.slots(exchange, symbol)
-        new = self._index.keys[len(self._shard):]
+        new = self._index.keys[len(self._shard) :]
         if new:
             hashed = [zlib.crc32(k.encode()) % self.n_shards for k in new]
             self._shard = np.concatenate([self._shard, np.array(hashed, dtype=np.int64)])

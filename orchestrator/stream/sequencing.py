@@ -32,7 +32,9 @@ class BatchSequencer:
         ``skipped``): a call lost on the way must not stop the stream for good."""
         async with self._changed:
             try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self._admits(feed, seq)), self._wait_s)
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._admits(feed, seq)), self._wait_s
+                )
             except TimeoutError:
                 await self._changed.wait_for(lambda: not self._paused)
                 self.skipped += max(0, seq - 1 - self.last.get(feed, -1))

@@ -66,7 +66,9 @@ class ShardState:
 
     def _register(self) -> None:
         self._index_keys()
-        self.last_time = np.concatenate([self.last_time, np.full(len(self.keys) - len(self.last_time), -1)])
+        self.last_time = np.concatenate(
+            [self.last_time, np.full(len(self.keys) - len(self.last_time), -1)]
+        )
         for engine in self.engines.values():
             engine.add_symbols(self.keys)  # idempotent: slots stay equal across timeframes
         if self.aggregator is not None:
@@ -91,12 +93,16 @@ class ShardState:
         A symbol's candle at or before the last one it processed was seen already (a replay
         after a restore) and is skipped, so replaying overlapping batches is harmless.
         """
-        cols = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
+        cols = {
+            name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names
+        }
         slots = self.slots_for(batch.column("exchange"), batch.column("symbol"))
         ticks: list[FeatureTick] = []
         bounds = run_bounds(cols["open_time"]).tolist()
         for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-            ticks.extend(self._minute({k: v[start:stop] for k, v in cols.items()}, slots[start:stop]))
+            ticks.extend(
+                self._minute({k: v[start:stop] for k, v in cols.items()}, slots[start:stop])
+            )
         return ticks
 
     def _minute(self, cols: dict[str, np.ndarray], slots: np.ndarray) -> list[FeatureTick]:
@@ -120,7 +126,9 @@ class ShardState:
             self.last_error = str(exc)
         return [t for t in ticks if len(t.features) or t.cold]
 
-    def _higher_timeframes(self, slots: np.ndarray, cols: dict[str, np.ndarray]) -> list[FeatureTick]:
+    def _higher_timeframes(
+        self, slots: np.ndarray, cols: dict[str, np.ndarray]
+    ) -> list[FeatureTick]:
         assert self.aggregator is not None  # only called when there are higher timeframes
         n = self.aggregator.n_slots
         present = np.zeros(n, dtype=bool)
@@ -137,9 +145,17 @@ class ShardState:
     def _completed_tick(self, done: CompletedCandles) -> FeatureTick:
         return self._features(done.timeframe, done.slots, done.open_time, done.values)
 
-    def _features(self, timeframe: str, slots: np.ndarray, open_time: np.ndarray, c: dict) -> FeatureTick:
+    def _features(
+        self, timeframe: str, slots: np.ndarray, open_time: np.ndarray, c: dict
+    ) -> FeatureTick:
         rows = self.engines[timeframe].update(
-            slots, open_time, c["open"], c["high"], c["low"], c["close"], c["volume"],
+            slots,
+            open_time,
+            c["open"],
+            c["high"],
+            c["low"],
+            c["close"],
+            c["volume"],
             taker_buy_base=c.get("taker_buy_base"),
         )
         warm = warm_rows(rows)
@@ -148,9 +164,15 @@ class ShardState:
             np.asarray(c[k], dtype=np.float64)[warm] for k in ("close", "high", "low")
         )
         return FeatureTick(
-            timeframe, self.exchange[slots][warm], self.symbol[slots][warm],
-            np.asarray(open_time)[warm], close, high, low,
-            rows[warm], int((~warm).sum()),
+            timeframe,
+            self.exchange[slots][warm],
+            self.symbol[slots][warm],
+            np.asarray(open_time)[warm],
+            close,
+            high,
+            low,
+            rows[warm],
+            int((~warm).sum()),
         )
 
     # --- snapshots ---------------------------------------------------------------------
@@ -172,7 +194,9 @@ class ShardState:
         state = cls(tuple(snap["timeframes"]))
         state._index = KeyIndex(":", snap["keys"])
         state._index_keys()
-        state.engines = {tf: IncrementalFeatures.from_snapshot(s) for tf, s in snap["engines"].items()}
+        state.engines = {
+            tf: IncrementalFeatures.from_snapshot(s) for tf, s in snap["engines"].items()
+        }
         if snap["aggregator"] is not None:
             state.aggregator = TimeframeAggregator.from_snapshot(snap["aggregator"])
         state.last_time = np.array(snap["last_time"], dtype=np.int64)

@@ -10,8 +10,9 @@ VERY_HIGH, HIGH, LOW = "VERY_HIGH", "HIGH", "LOW"
 SIGNALS, TIERS = (LONG, SHORT, NEUTRAL), (VERY_HIGH, HIGH, LOW)  # the words by code
 
 
-def direction_signals(prob_up: np.ndarray, high: float, very_high: float
-                      ) -> tuple[pa.StringArray, pa.StringArray]:
+def direction_signals(
+    prob_up: np.ndarray, high: float, very_high: float
+) -> tuple[pa.StringArray, pa.StringArray]:
     """LONG at p >= high, SHORT at p <= 1 - high, else NEUTRAL; tier by distance from 0.5.
 
     Thresholds are symmetric: ``very_high=0.7`` means VERY_HIGH at p >= 0.7 or p <= 0.3.

@@ -22,16 +22,23 @@ from serve_app.api.schemas import ApiError
 
 
 def create_api(config: ApiConfig, backend: Backend, registry: Registry) -> FastAPI:
-    api = FastAPI(title="tickcast", version="1.0.0",
-                  description="Real-time market predictions served by Ray Serve.")
+    api = FastAPI(
+        title="tickcast",
+        version="1.0.0",
+        description="Real-time market predictions served by Ray Serve.",
+    )
     api.state.backend, api.state.registry, api.state.config = backend, registry, config
     api.state.keys = load_api_keys(config.api_keys_env)
     api.state.limiter = RateLimiter(config.rate_limit_per_s, config.rate_limit_burst)
     api.state.stream_clients = 0
     api.state.feature_lists = FeatureLists(registry)
     if config.cors_origins:
-        api.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
-                           allow_methods=["GET", "POST"], allow_headers=[API_KEY_HEADER, "Content-Type"])
+        api.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=[API_KEY_HEADER, "Content-Type"],
+        )
     api.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     _add_error_handlers(api)
     add_routes(api)
@@ -49,8 +56,7 @@ def _add_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         detail = [{"loc": exc.field.split("."), "msg": exc.message, "type": "value_error"}]
-        return JSONResponse({"detail": detail},
-                            status_code=exc.status, headers=_retry_after(exc))
+        return JSONResponse({"detail": detail}, status_code=exc.status, headers=_retry_after(exc))
 
     @api.exception_handler(BackendError)
     async def _backend_error(_: Request, exc: BackendError) -> JSONResponse:

@@ -35,8 +35,13 @@ def key_is_valid(candidate: str | None, keys: frozenset[str]) -> bool:
 class RateLimiter:
     """Token buckets keyed by caller; ``allow`` returns 0 when allowed, else seconds to wait."""
 
-    def __init__(self, rate_per_s: float, burst: int, max_callers: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        rate_per_s: float,
+        burst: int,
+        max_callers: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.rate, self.burst, self._clock = rate_per_s, float(burst), clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._max_callers = max_callers
@@ -86,15 +91,24 @@ class _BodyTooLarge(Exception):
 
 async def _too_large(send, limit: int) -> None:
     message = f"body larger than {limit} bytes"
-    body = f'{{"detail": [{{"loc": ["body"], "msg": "{message}", "type": "value_error"}}]}}'.encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json")]})
+    body = (
+        f'{{"detail": [{{"loc": ["body"], "msg": "{message}", "type": "value_error"}}]}}'.encode()
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 def caller_of(request_or_socket, keys: frozenset[str], required: bool) -> str:
     """The caller's identity for rate limiting; raises 401 without a valid key when required."""
-    key = request_or_socket.headers.get(API_KEY_HEADER) or request_or_socket.query_params.get("api_key")
+    key = request_or_socket.headers.get(API_KEY_HEADER) or request_or_socket.query_params.get(
+        "api_key"
+    )
     if required and not key_is_valid(key, keys):
         raise ApiError(401, f"header.{API_KEY_HEADER}", "missing or unknown API key")
     if key and key_is_valid(key, keys):

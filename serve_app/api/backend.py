@@ -23,8 +23,9 @@ class BackendError(RuntimeError):
 
 
 class Backend(Protocol):
-    async def predict(self, model_type: str, timeframe: str, version: str | None,
-                      rows: np.ndarray) -> dict:
+    async def predict(
+        self, model_type: str, timeframe: str, version: str | None, rows: np.ndarray
+    ) -> dict:
         """{model_id, model_type, version, names, values (n, len(names))}."""
         ...
 

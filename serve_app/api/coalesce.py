@@ -106,8 +106,9 @@ class Coalescer:
                 self._send(key)  # the model is idle: what gathered meanwhile goes now
 
 
-def _settle(waiters: list[asyncio.Future], results: list[dict] | None = None,
-            exc: Exception | None = None) -> None:
+def _settle(
+    waiters: list[asyncio.Future], results: list[dict] | None = None, exc: Exception | None = None
+) -> None:
     for i, waiter in enumerate(waiters):
         if waiter.done():  # its request was cancelled (the client went away)
             continue

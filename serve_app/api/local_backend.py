@@ -17,7 +17,9 @@ from serve_app.api.backend import BackendError
 
 
 class LocalBackend:
-    def __init__(self, models_dir: Path, log_dir: Path, served: dict[str, str | None] | None = None):
+    def __init__(
+        self, models_dir: Path, log_dir: Path, served: dict[str, str | None] | None = None
+    ):
         self.registry = Registry(models_dir)
         self.log_dir = Path(log_dir)
         self.store = LatestStore()
@@ -43,14 +45,21 @@ class LocalBackend:
         except RegistryError as exc:
             raise BackendError(404, str(exc)) from None
 
-    async def predict(self, model_type: str, timeframe: str, version: str | None, rows: np.ndarray) -> dict:
+    async def predict(
+        self, model_type: str, timeframe: str, version: str | None, rows: np.ndarray
+    ) -> dict:
         model_id = f"{model_type}-{timeframe}"
         if model_id not in self._served:
             raise BackendError(404, f"model {model_id} is not served here")
         predictor = self._predictor(model_type, timeframe, version or self._served[model_id])
         m = predictor.manifest
-        return {"model_id": m.model_id, "model_type": m.model_type, "version": m.version,
-                "names": list(predictor.outputs.names), "values": predictor.predict(rows)}
+        return {
+            "model_id": m.model_id,
+            "model_type": m.model_type,
+            "version": m.version,
+            "names": list(predictor.outputs.names),
+            "values": predictor.predict(rows),
+        }
 
     async def latest(self, symbol: str | None, timeframe: str | None) -> list[dict]:
         return self.store.rows(symbol, timeframe)

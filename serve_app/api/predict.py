@@ -32,9 +32,19 @@ class FeatureLists:
     manifest folder of the registry (about 1 ms: the largest per-request cost measured), so
     an answer, a 404 too, is reused for ``ttl_s``: a promotion is seen within that time."""
 
-    def __init__(self, registry: Registry, ttl_s: float = 1.0, max_entries: int = 256,
-                 clock: Callable[[], float] = time.monotonic):
-        self._registry, self._ttl_s, self._max_entries, self._clock = registry, ttl_s, max_entries, clock
+    def __init__(
+        self,
+        registry: Registry,
+        ttl_s: float = 1.0,
+        max_entries: int = 256,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._registry, self._ttl_s, self._max_entries, self._clock = (
+            registry,
+            ttl_s,
+            max_entries,
+            clock,
+        )
         self._known: dict[tuple, tuple[float, tuple[str, ...] | str]] = {}
 
     def needed(self, model_type: str, timeframe: str, version: str | None) -> tuple[str, ...]:
@@ -50,7 +60,9 @@ class FeatureLists:
             raise BackendError(404, found[1])
         return found[1]
 
-    def _resolve(self, model_type: str, timeframe: str, version: str | None) -> tuple[str, ...] | str:
+    def _resolve(
+        self, model_type: str, timeframe: str, version: str | None
+    ) -> tuple[str, ...] | str:
         try:
             return self._registry.resolve(model_type, timeframe, version).feature_names
         except RegistryError as exc:
@@ -64,7 +76,10 @@ async def predict_response(request: Request) -> Response:
     if kind == "arrow":
         model = _model_from_query(request)
         columns, values = read_arrow_columns(body, state.config.max_rows)
-        matrix, open_time = _columns_matrix(columns, values, state.feature_lists.needed(*model)), None
+        matrix, open_time = (
+            _columns_matrix(columns, values, state.feature_lists.needed(*model)),
+            None,
+        )
     else:
         _refuse_query_with_json(request)
         parsed = _parse_json(body)
@@ -85,7 +100,9 @@ def _model_from_query(request: Request) -> tuple[str, str, str | None]:
 def _refuse_query_with_json(request: Request) -> None:
     given = [name for name in ArrowQuery.model_fields if name in request.query_params]
     if given:
-        raise ApiError(422, f"query.{given[0]}", "goes in the JSON body (the query is for Arrow bodies)")
+        raise ApiError(
+            422, f"query.{given[0]}", "goes in the JSON body (the query is for Arrow bodies)"
+        )
 
 
 def _parse_json(body: bytes) -> PredictRequest:
@@ -97,8 +114,12 @@ def _parse_json(body: bytes) -> PredictRequest:
 
 
 def _located(where: str, exc: ValidationError) -> RequestValidationError:
-    return RequestValidationError([{"loc": (where, *e["loc"]), "msg": e["msg"], "type": e["type"]}
-                                   for e in exc.errors(include_url=False)])
+    return RequestValidationError(
+        [
+            {"loc": (where, *e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False)
+        ]
+    )
 
 
 def _json_matrix(state, body: PredictRequest) -> tuple[np.ndarray, int | None]:
@@ -109,8 +130,11 @@ def _json_matrix(state, body: PredictRequest) -> tuple[np.ndarray, int | None]:
         return _window_features(body.candles)
     n = len(body.rows if body.rows is not None else body.features)
     if n > config.max_rows:
-        raise ApiError(413, "body.rows" if body.rows is not None else "body.features",
-                       f"at most {config.max_rows} rows per request, got {n}")
+        raise ApiError(
+            413,
+            "body.rows" if body.rows is not None else "body.features",
+            f"at most {config.max_rows} rows per request, got {n}",
+        )
     needed = state.feature_lists.needed(body.model_type, body.timeframe, body.version)
     if body.features is not None:
         return _features_matrix(body, needed), None
@@ -147,7 +171,9 @@ def _features_matrix(body: PredictRequest, needed: tuple[str, ...]) -> np.ndarra
         unknown = [k for k in row if k not in FEATURE_INDEX]
         missing = [k for k in needed if k not in row]
         if unknown or missing:
-            what = f"unknown features {unknown[:5]}" if unknown else f"missing features {missing[:5]}"
+            what = (
+                f"unknown features {unknown[:5]}" if unknown else f"missing features {missing[:5]}"
+            )
             raise ApiError(422, f"body.features.{i}", what)
         for name, value in row.items():
             matrix[i, FEATURE_INDEX[name]] = value
@@ -160,12 +186,17 @@ def _window_features(candles: list) -> tuple[np.ndarray, int]:
     if np.any(np.diff(times) <= 0):
         raise ApiError(422, "body.candles", "open_time must increase strictly, oldest first")
     bad = (frame["high"] < frame[["open", "close", "low"]].max(axis=1)) | (
-        frame["low"] > frame[["open", "close"]].min(axis=1))
+        frame["low"] > frame[["open", "close"]].min(axis=1)
+    )
     if bad.any():
-        raise ApiError(422, f"body.candles.{int(np.flatnonzero(bad)[0])}", "high/low do not bound the candle")
+        raise ApiError(
+            422, f"body.candles.{int(np.flatnonzero(bad)[0])}", "high/low do not bound the candle"
+        )
     if frame["taker_buy_base"].isna().all():
         frame = frame.drop(columns="taker_buy_base")
     last = compute_features(frame).to_numpy(copy=True)[-1:]
     if not warm_rows(last)[0]:
-        raise ApiError(422, "body.candles", f"{len(candles)} candles are not enough to warm every feature up")
+        raise ApiError(
+            422, "body.candles", f"{len(candles)} candles are not enough to warm every feature up"
+        )
     return last, int(times[-1])

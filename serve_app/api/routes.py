@@ -34,8 +34,12 @@ def add_routes(api: FastAPI) -> None:
         ready, detail = await request.app.state.backend.ready()
         return JSONResponse({"ready": ready, **detail}, status_code=200 if ready else 503)
 
-    @api.get("/v1/predictions/latest", response_model=LatestPredictions, tags=["predictions"],
-             dependencies=[Depends(guard)])
+    @api.get(
+        "/v1/predictions/latest",
+        response_model=LatestPredictions,
+        tags=["predictions"],
+        dependencies=[Depends(guard)],
+    )
     async def latest(
         request: Request,
         symbol: str | None = Query(None, pattern=SYMBOL_PATTERN, description="e.g. BTC/USDT"),
@@ -44,14 +48,22 @@ def add_routes(api: FastAPI) -> None:
         rows = await request.app.state.backend.latest(symbol, timeframe)
         return LatestPredictions(count=len(rows), predictions=[to_prediction(r) for r in rows])
 
-    @api.get("/v1/predictions", response_model=PredictionPage, tags=["predictions"],
-             dependencies=[Depends(guard)])
+    @api.get(
+        "/v1/predictions",
+        response_model=PredictionPage,
+        tags=["predictions"],
+        dependencies=[Depends(guard)],
+    )
     async def history(
         request: Request,
         symbol: str | None = Query(None, pattern=SYMBOL_PATTERN),
         timeframe: str | None = Query(None, pattern=TIMEFRAME_PATTERN),
-        model_id: str | None = Query(None, pattern=r"^[a-z]{1,16}-(" + TIMEFRAME_PATTERN[2:-2] + ")$"),
-        start: int | None = Query(None, ge=0, lt=10**14, description="open time >= start (epoch ms)"),
+        model_id: str | None = Query(
+            None, pattern=r"^[a-z]{1,16}-(" + TIMEFRAME_PATTERN[2:-2] + ")$"
+        ),
+        start: int | None = Query(
+            None, ge=0, lt=10**14, description="open time >= start (epoch ms)"
+        ),
         end: int | None = Query(None, ge=0, lt=10**14, description="open time < end (epoch ms)"),
         limit: int | None = Query(None, ge=1, le=10_000),
         offset: int = Query(0, ge=0, le=10**9),
@@ -60,14 +72,22 @@ def add_routes(api: FastAPI) -> None:
         query = HistoryQuery(symbol, timeframe, model_id, start, end, limit, offset)
         rows, total = await request.app.state.backend.history(query)
         following = offset + len(rows)
-        return PredictionPage(total=total, offset=offset, limit=limit,
-                              next_offset=following if following < total else None,
-                              predictions=[to_prediction(r) for r in rows])
+        return PredictionPage(
+            total=total,
+            offset=offset,
+            limit=limit,
+            next_offset=following if following < total else None,
+            predictions=[to_prediction(r) for r in rows],
+        )
 
     # The guard, the query and the body are read by hand (documented by PREDICT_DOC): FastAPI's
     # dependency and parameter solving was a fifth of a single-row request's cost.
-    @api.post("/v1/predict", response_model=PredictResponse, tags=["predictions"],
-              openapi_extra=PREDICT_DOC)
+    @api.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        tags=["predictions"],
+        openapi_extra=PREDICT_DOC,
+    )
     async def predict(request: Request) -> Response:
         await guard(request)
         return await predict_response(request)
@@ -81,8 +101,10 @@ def add_routes(api: FastAPI) -> None:
     async def status(request: Request) -> dict:
         state = request.app.state
         served = await state.backend.served_models()
-        return {**await state.backend.status(),
-                "api": {"stream_clients": state.stream_clients, "served_models": served}}
+        return {
+            **await state.backend.status(),
+            "api": {"stream_clients": state.stream_clients, "served_models": served},
+        }
 
     @api.websocket("/v1/stream")
     async def stream(socket: WebSocket) -> None:
@@ -91,10 +113,17 @@ def add_routes(api: FastAPI) -> None:
 
 def _model_catalog(registry: Registry, served: dict[str, str]) -> list[dict]:
     return [
-        {"model_id": m.model_id, "model_type": m.model_type, "timeframe": m.timeframe,
-         "version": m.version, "stage": m.stage, "serving": served.get(m.model_id) == m.version,
-         "feature_names": list(m.feature_names), "outputs": (getattr(m, "outputs", None) or {}).get("names"),
-         "metrics": m.metrics}
+        {
+            "model_id": m.model_id,
+            "model_type": m.model_type,
+            "timeframe": m.timeframe,
+            "version": m.version,
+            "stage": m.stage,
+            "serving": served.get(m.model_id) == m.version,
+            "feature_names": list(m.feature_names),
+            "outputs": (getattr(m, "outputs", None) or {}).get("names"),
+            "metrics": m.metrics,
+        }
         for m in registry.manifests()
     ]
 
@@ -106,10 +135,12 @@ PREDICT_DOC = {
     "requestBody": {
         "required": True,
         "description": "JSON (the default), or an Arrow IPC stream with one float32/float64 column "
-                       "per feature (column names are feature names) and model_type, timeframe and "
-                       "version in the query.",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
-                    ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        "per feature (column names are feature names) and model_type, timeframe and "
+        "version in the query.",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+            ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
+        },
     },
 }
 

@@ -61,7 +61,9 @@ class PredictRequest(Strict):
 
     @model_validator(mode="after")
     def _exactly_one_input(self) -> PredictRequest:
-        given = [name for name in ("rows", "features", "candles") if getattr(self, name) is not None]
+        given = [
+            name for name in ("rows", "features", "candles") if getattr(self, name) is not None
+        ]
         if len(given) != 1:
             raise ValueError(f"give exactly one of rows, features, candles (got {given or 'none'})")
         if self.columns is not None and self.rows is None:
@@ -75,16 +77,25 @@ class ArrowQuery(BaseModel):
 
     model_type: ModelType = Field(description="required with an Arrow body")
     timeframe: str = Field(pattern=TIMEFRAME_PATTERN, description="required with an Arrow body")
-    version: str | None = Field(None, pattern=VERSION_PATTERN, description="default: the served one")
+    version: str | None = Field(
+        None, pattern=VERSION_PATTERN, description="default: the served one"
+    )
 
 
 def query_parameters(model: type[BaseModel]) -> list[dict]:
     """OpenAPI ``parameters`` for a model read from the query by hand: each optional, since
     only Arrow requests carry them."""
     schema = model.model_json_schema()
-    return [{"name": name, "in": "query", "required": False, "schema": prop,
-             "description": prop.get("description", "")}
-            for name, prop in schema["properties"].items()]
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": prop,
+            "description": prop.get("description", ""),
+        }
+        for name, prop in schema["properties"].items()
+    ]
 
 
 class PredictResponse(BaseModel):
@@ -138,25 +149,39 @@ def to_prediction(row: dict) -> Prediction:
     iso = datetime.fromtimestamp(row["open_time"] / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
     prob_up = row["value"] if row["model_type"] == "direction" else None
     fields = {k: row[k] for k in Prediction.model_fields if k in row and k != "outputs"}
-    return Prediction(**fields, open_time_iso=iso, prob_up=prob_up, outputs=dict(row.get("outputs") or {}))
+    return Prediction(
+        **fields, open_time_iso=iso, prob_up=prob_up, outputs=dict(row.get("outputs") or {})
+    )
 
 
 # --- POST /v1/predict bodies: JSON in and out, or Arrow IPC streams ------------------------
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 # What pyarrow and the flatbuffer peek raise on a malformed stream (StopIteration: no schema).
-_ARROW_READ_ERRORS = (pa.ArrowException, ValueError, TypeError, OSError, NotImplementedError,
-                      IndexError, StopIteration, struct.error)
+_ARROW_READ_ERRORS = (
+    pa.ArrowException,
+    ValueError,
+    TypeError,
+    OSError,
+    NotImplementedError,
+    IndexError,
+    StopIteration,
+    struct.error,
+)
 
 
 def body_media_type(content_type: str | None) -> str:
     """``json`` or ``arrow`` for a Content-Type header; no header means JSON (as FastAPI)."""
     media = (content_type or "application/json").split(";", 1)[0].strip().lower()
-    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
         return "json"
     if media == ARROW_STREAM:
         return "arrow"
-    raise ApiError(415, "header.Content-Type", f"send application/json or {ARROW_STREAM}, not {media!r}")
+    raise ApiError(
+        415, "header.Content-Type", f"send application/json or {ARROW_STREAM}, not {media!r}"
+    )
 
 
 def read_arrow_columns(body: bytes, max_rows: int) -> tuple[list[str], np.ndarray]:
@@ -168,13 +193,17 @@ def read_arrow_columns(body: bytes, max_rows: int) -> tuple[list[str], np.ndarra
         batch = _read_bounded_stream(body, max_rows)
         matrix = _numeric_matrix(batch)
     except _ARROW_READ_ERRORS as exc:
-        raise ApiError(422, "body", f"not a readable Arrow IPC stream ({type(exc).__name__}: "
-                                    f"{str(exc)[:200]})") from None
+        raise ApiError(
+            422, "body", f"not a readable Arrow IPC stream ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     bad = ~np.isfinite(matrix)
     if bad.any():
         row, col = (int(v[0]) for v in np.nonzero(bad))
-        raise ApiError(422, "body.columns", f"column {batch.schema.names[col]!r}, row {row}: "
-                                            "null or not a finite number")
+        raise ApiError(
+            422,
+            "body.columns",
+            f"column {batch.schema.names[col]!r}, row {row}: null or not a finite number",
+        )
     return batch.schema.names, matrix
 
 
@@ -222,9 +251,14 @@ def _numeric_matrix(batch: pa.RecordBatch) -> np.ndarray:
 def _check_types(schema: pa.Schema) -> None:
     for field in schema:
         kind = field.type
-        if not (pa.types.is_float32(kind) or pa.types.is_float64(kind) or pa.types.is_integer(kind)):
-            raise ApiError(422, "body.columns", f"column {field.name!r} is {kind}: "
-                                                "send float32 or float64 columns")
+        if not (
+            pa.types.is_float32(kind) or pa.types.is_float64(kind) or pa.types.is_integer(kind)
+        ):
+            raise ApiError(
+                422,
+                "body.columns",
+                f"column {field.name!r} is {kind}: send float32 or float64 columns",
+            )
 
 
 def _record_batch_header(metadata: bytes) -> tuple[bool, int]:
@@ -263,6 +297,14 @@ def predict_json(result: dict, timeframe: str, open_time: int | None) -> bytes:
         rows = [{names[0]: x} for x in values[:, 0].tolist()]
     else:
         rows = [dict(zip(names, row)) for row in values.tolist()]  # noqa: B905 - (n, len(names))
-    return orjson.dumps({"model_id": result["model_id"], "model_type": result["model_type"],
-                         "timeframe": timeframe, "version": result["version"], "outputs": names,
-                         "predictions": rows, "open_time": open_time})
+    return orjson.dumps(
+        {
+            "model_id": result["model_id"],
+            "model_type": result["model_type"],
+            "timeframe": timeframe,
+            "version": result["version"],
+            "outputs": names,
+            "predictions": rows,
+            "open_time": open_time,
+        }
+    )

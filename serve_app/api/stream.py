@@ -60,19 +60,31 @@ class StreamSession:
         try:
             command = StreamCommand.model_validate_json(text)
         except ValidationError as exc:
-            self._offer({"type": "error", "detail": exc.errors(include_url=False, include_context=False)})
+            self._offer(
+                {"type": "error", "detail": exc.errors(include_url=False, include_context=False)}
+            )
             return
         if command.action == "subscribe":
             self.symbols = set(command.symbols) if command.symbols else None
             self.timeframes = set(command.timeframes) if command.timeframes else None
             rows = await self.backend.latest(None, None)
-            self._offer({"type": "snapshot", "predictions": [to_prediction(r).model_dump() for r in rows
-                                                               if self._wanted(r)]})
+            self._offer(
+                {
+                    "type": "snapshot",
+                    "predictions": [to_prediction(r).model_dump() for r in rows if self._wanted(r)],
+                }
+            )
         elif command.action == "status":
             self._offer({"type": "status", "status": await self.backend.status()})
         else:
-            self._offer({"type": "stats", "sent": self.sent, "queued": self.queue.qsize(),
-                         "connected_s": round(time.monotonic() - self.started, 1)})
+            self._offer(
+                {
+                    "type": "stats",
+                    "sent": self.sent,
+                    "queued": self.queue.qsize(),
+                    "connected_s": round(time.monotonic() - self.started, 1),
+                }
+            )
 
     async def _pump(self) -> None:
         cursor, _, _ = await self.backend.since(1 << 62, 0)  # start from now
@@ -97,7 +109,8 @@ class StreamSession:
 
     def _wanted(self, row: dict) -> bool:
         return (self.symbols is None or row["symbol"] in self.symbols) and (
-            self.timeframes is None or row["timeframe"] in self.timeframes)
+            self.timeframes is None or row["timeframe"] in self.timeframes
+        )
 
 
 class SlowClient(Exception):

@@ -48,7 +48,11 @@ def served(tmp_path, redis_server):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
         [str(serve_bin), "run", str(_local_config(tmp_path, port, redis_server.url))],
-        cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        cwd=PROJECT_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
     try:
         yield f"http://127.0.0.1:{port}", proc, tmp_path, redis_server
@@ -75,9 +79,20 @@ def _poll_latest(base: str, proc, deadline: float) -> dict:
     pytest.fail("no prediction within the start-up budget")
 
 
-REAL_SYMBOLS = {"BTC/USDT", "ETH/USDT", "SOL/USDT", "ALGO/USDT", "AVAX/USDT", "DOT/USDT", "FIL/USDT",
-                "LINK/USDT", "LTC/USDT"}
-MODELS = {f"{kind}-{tf}" for kind in ("direction", "volatility") for tf in ("1m", "5m", "15m", "1h")}
+REAL_SYMBOLS = {
+    "BTC/USDT",
+    "ETH/USDT",
+    "SOL/USDT",
+    "ALGO/USDT",
+    "AVAX/USDT",
+    "DOT/USDT",
+    "FIL/USDT",
+    "LINK/USDT",
+    "LTC/USDT",
+}
+MODELS = {
+    f"{kind}-{tf}" for kind in ("direction", "volatility") for tf in ("1m", "5m", "15m", "1h")
+}
 
 
 def _keys(body: dict) -> set[tuple[str, str]]:
@@ -88,7 +103,9 @@ def test_serve_run_local_serves_real_predictions(served, shared_data):
     base, proc, tmp_path, redis = served
     started = time.monotonic()
     first = _poll_latest(base, proc, started + STARTUP_BUDGET_S)
-    expected = {(s, m) for s in REAL_SYMBOLS for m in MODELS}  # 9 real symbols x 4 timeframes x 2 types
+    expected = {
+        (s, m) for s in REAL_SYMBOLS for m in MODELS
+    }  # 9 real symbols x 4 timeframes x 2 types
     deadline = time.monotonic() + 60
     while _keys(first) != expected and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -117,7 +134,12 @@ def _check_log_and_redis(base: str, tmp_path: Path, redis) -> None:
 
     time.sleep(2)  # flush_seconds=1: the log catches up
     logged = read_log(tmp_path / "predictions")
-    assert logged.num_rows > 0 and set(logged.column("timeframe").to_pylist()) == {"1m", "5m", "15m", "1h"}
+    assert logged.num_rows > 0 and set(logged.column("timeframe").to_pylist()) == {
+        "1m",
+        "5m",
+        "15m",
+        "1h",
+    }
     assert RedisStreamBus(redis.url).length() > 0
 
 
@@ -126,11 +148,17 @@ def _check_api_over_http(base: str) -> None:
     models = httpx.get(f"{base}/v1/models", timeout=10).json()["models"]
     served = next(m for m in models if m["serving"] and m["model_id"] == "direction-1m")
     rows = [[0.0] * len(served["feature_names"])] * 3
-    answer = httpx.post(f"{base}/v1/predict", timeout=10,
-                        json={"model_type": "direction", "timeframe": "1m", "rows": rows})
+    answer = httpx.post(
+        f"{base}/v1/predict",
+        timeout=10,
+        json={"model_type": "direction", "timeframe": "1m", "rows": rows},
+    )
     assert answer.status_code == 200, answer.text
     assert len(answer.json()["predictions"]) == 3 and answer.json()["version"] == served["version"]
-    assert httpx.post(f"{base}/v1/predict", timeout=10, json={"model_type": "direction"}).status_code == 422
+    assert (
+        httpx.post(f"{base}/v1/predict", timeout=10, json={"model_type": "direction"}).status_code
+        == 422
+    )
     status = httpx.get(f"{base}/v1/status", timeout=10).json()
     assert status["feeds"][0]["candles"] > 0 and status["sink"]["received"] > 0
     assert "/v1/predict" in httpx.get(f"{base}/openapi.json", timeout=10).json()["paths"]
@@ -144,8 +172,9 @@ def _check_websocket(base: str) -> None:
 
     async def session():
         async with websockets.connect(base.replace("http", "ws") + "/v1/stream") as socket:
-            await socket.send(json.dumps({"action": "subscribe", "symbols": ["BTC/USDT"],
-                                          "timeframes": ["1m"]}))
+            await socket.send(
+                json.dumps({"action": "subscribe", "symbols": ["BTC/USDT"], "timeframes": ["1m"]})
+            )
             snapshot = json.loads(await asyncio.wait_for(socket.recv(), 10))
             live = json.loads(await asyncio.wait_for(socket.recv(), 10))
             return snapshot, live
@@ -154,7 +183,10 @@ def _check_websocket(base: str) -> None:
     assert snapshot["type"] == "snapshot"
     assert {(p["symbol"], p["timeframe"]) for p in snapshot["predictions"]} == {("BTC/USDT", "1m")}
     assert {p["model_id"] for p in snapshot["predictions"]} == {"direction-1m", "volatility-1m"}
-    assert live["type"] == "prediction" and (live["symbol"], live["timeframe"]) == ("BTC/USDT", "1m")
+    assert live["type"] == "prediction" and (live["symbol"], live["timeframe"]) == (
+        "BTC/USDT",
+        "1m",
+    )
     # Live means new: not a prediction the snapshot already held (another model on the same
     # candle may arrive just after the snapshot, so compare keys, not only times).
     seen = {(p["model_id"], p["open_time"]) for p in snapshot["predictions"]}

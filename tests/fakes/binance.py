@@ -28,8 +28,16 @@ from aiohttp import WSMsgType, web
 from tests.fakes.candle_series import MINUTE_MS, kline_event, kline_row, market_id
 
 FaultKind = Literal[
-    "drop", "http_429", "http_418", "http_5xx", "auth", "malformed", "garbage_rows", "duplicate",
-    "shuffle", "gap",
+    "drop",
+    "http_429",
+    "http_418",
+    "http_5xx",
+    "auth",
+    "malformed",
+    "garbage_rows",
+    "duplicate",
+    "shuffle",
+    "gap",
 ]
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 500
@@ -81,12 +89,24 @@ def _all_leaves(tree: dict, url: str) -> dict:
 def _symbol_info(symbol: str) -> dict:
     base, quote = symbol.split("/")
     return {
-        "symbol": market_id(symbol), "status": "TRADING", "baseAsset": base,
-        "baseAssetPrecision": 8, "quoteAsset": quote, "quotePrecision": 8,
-        "quoteAssetPrecision": 8, "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": True,
-        "isMarginTradingAllowed": False, "permissions": ["SPOT"],
+        "symbol": market_id(symbol),
+        "status": "TRADING",
+        "baseAsset": base,
+        "baseAssetPrecision": 8,
+        "quoteAsset": quote,
+        "quotePrecision": 8,
+        "quoteAssetPrecision": 8,
+        "orderTypes": ["LIMIT", "MARKET"],
+        "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": False,
+        "permissions": ["SPOT"],
         "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": "0.01", "maxPrice": "1000000", "tickSize": "0.01"},
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": "0.01",
+                "maxPrice": "1000000",
+                "tickSize": "0.01",
+            },
             {"filterType": "LOT_SIZE", "minQty": "0.0001", "maxQty": "9000", "stepSize": "0.0001"},
         ],
     }
@@ -180,8 +200,13 @@ class FakeBinance:
     # REST ------------------------------------------------------------------------------
     async def _exchange_info(self, request: web.Request) -> web.Response:
         self.requests["exchangeInfo"] += 1
-        body = {"timezone": "UTC", "serverTime": self.now_ms, "rateLimits": [],
-                "exchangeFilters": [], "symbols": [_symbol_info(s) for s in self.symbols]}
+        body = {
+            "timezone": "UTC",
+            "serverTime": self.now_ms,
+            "rateLimits": [],
+            "exchangeFilters": [],
+            "symbols": [_symbol_info(s) for s in self.symbols],
+        }
         return web.json_response(body)
 
     async def _time(self, request: web.Request) -> web.Response:
@@ -206,8 +231,10 @@ class FakeBinance:
             return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
         if query.get("interval") != "1m":
             return web.json_response({"code": -1120, "msg": "Invalid interval."}, status=400)
-        rows = [kline_row(symbol, t, self.now_ms)
-                for t in kline_open_times(self.first_open_ms, self.now_ms, query)]
+        rows = [
+            kline_row(symbol, t, self.now_ms)
+            for t in kline_open_times(self.first_open_ms, self.now_ms, query)
+        ]
         fault = self._take_fault(symbol)
         if fault is None:
             return web.json_response(rows)
@@ -262,7 +289,8 @@ class FakeBinance:
             )
 
     async def push_kline(self, symbol: str, open_time: int) -> int:
-        """Send ``symbol``'s kline at ``open_time`` (as of ``now_ms``); returns connections reached."""
+        """Send ``symbol``'s kline at ``open_time`` (as of ``now_ms``); returns the connections
+        reached."""
         stream = f"{market_id(symbol).lower()}@kline_1m"
         event = kline_event(symbol, open_time, self.now_ms)
         targets = [c for c in self._ws if stream in c.streams and not c.response.closed]
@@ -293,20 +321,25 @@ async def _drop(request: web.Request, fault: Fault, rows: list) -> web.StreamRes
 
 
 async def _too_many_requests(request: web.Request, fault: Fault, rows: list) -> web.Response:
-    body = {"code": -1003, "msg": "Too many requests; current limit is 1200 request weight per 1 MINUTE."}
+    body = {
+        "code": -1003,
+        "msg": "Too many requests; current limit is 1200 request weight per 1 MINUTE.",
+    }
     headers = {"Retry-After": str(fault.retry_after_s)}
     return web.json_response(body, status=429, headers=headers)
 
 
 async def _ip_banned(request: web.Request, fault: Fault, rows: list) -> web.Response:
     headers = {"Retry-After": str(fault.retry_after_s)}
-    return web.json_response({"code": -1003, "msg": "Way too many requests; IP banned."},
-                             status=418, headers=headers)
+    return web.json_response(
+        {"code": -1003, "msg": "Way too many requests; IP banned."}, status=418, headers=headers
+    )
 
 
 async def _server_error(request: web.Request, fault: Fault, rows: list) -> web.Response:
-    return web.Response(status=fault.status, text="<html>upstream unavailable</html>",
-                        content_type="text/html")
+    return web.Response(
+        status=fault.status, text="<html>upstream unavailable</html>", content_type="text/html"
+    )
 
 
 async def _unauthorized(request: web.Request, fault: Fault, rows: list) -> web.Response:
@@ -316,7 +349,9 @@ async def _unauthorized(request: web.Request, fault: Fault, rows: list) -> web.R
 
 async def _malformed(request: web.Request, fault: Fault, rows: list) -> web.Response:
     text = json.dumps(rows)
-    return web.Response(status=200, text=text[: max(1, len(text) // 2)], content_type="application/json")
+    return web.Response(
+        status=200, text=text[: max(1, len(text) // 2)], content_type="application/json"
+    )
 
 
 async def _garbage_rows(request: web.Request, fault: Fault, rows: list) -> web.Response:
@@ -339,10 +374,16 @@ async def _gap(request: web.Request, fault: Fault, rows: list) -> web.Response:
 
 
 _FAULT_RESPONSES = {
-    "drop": _drop, "http_429": _too_many_requests, "http_418": _ip_banned,
-    "http_5xx": _server_error, "auth": _unauthorized, "malformed": _malformed,
-    "garbage_rows": _garbage_rows, "duplicate": _duplicate,
-    "shuffle": _shuffle, "gap": _gap,
+    "drop": _drop,
+    "http_429": _too_many_requests,
+    "http_418": _ip_banned,
+    "http_5xx": _server_error,
+    "auth": _unauthorized,
+    "malformed": _malformed,
+    "garbage_rows": _garbage_rows,
+    "duplicate": _duplicate,
+    "shuffle": _shuffle,
+    "gap": _gap,
 }
 
 
@@ -356,7 +397,9 @@ class FakeBinanceInThread:
         self._args = (symbols,)
         self._kwargs = {"now_ms": now_ms, "first_open_ms": first_open_ms}
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-binance", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="fake-binance", daemon=True
+        )
         self.fake: FakeBinance | None = None
 
     def __enter__(self) -> FakeBinance:

@@ -51,8 +51,20 @@ def kline_row(symbol: str, open_time: int, now_ms: int) -> list:
         fields = provisional_fields(symbol, open_time, now_ms)
     open_, high, low, close, volume = fields
     quote = _fmt(float(volume) * float(close))
-    return [open_time, open_, high, low, close, volume, open_time + MINUTE_MS - 1, quote, 42,
-            _fmt(float(volume) / 2), _fmt(float(quote) / 2), "0"]
+    return [
+        open_time,
+        open_,
+        high,
+        low,
+        close,
+        volume,
+        open_time + MINUTE_MS - 1,
+        quote,
+        42,
+        _fmt(float(volume) / 2),
+        _fmt(float(quote) / 2),
+        "0",
+    ]
 
 
 def expected_ohlcv(symbol: str, open_time: int) -> tuple[float, float, float, float, float]:
@@ -65,8 +77,22 @@ def kline_event(symbol: str, open_time: int, now_ms: int) -> dict:
     row = kline_row(symbol, open_time, now_ms)
     sym = market_id(symbol)
     kline = {
-        "t": open_time, "T": open_time + MINUTE_MS - 1, "s": sym, "i": "1m", "f": 1, "L": 42,
-        "o": row[1], "c": row[4], "h": row[2], "l": row[3], "v": row[5], "n": 42,
-        "x": is_closed(open_time, now_ms), "q": row[7], "V": row[9], "Q": row[10], "B": "0",
+        "t": open_time,
+        "T": open_time + MINUTE_MS - 1,
+        "s": sym,
+        "i": "1m",
+        "f": 1,
+        "L": 42,
+        "o": row[1],
+        "c": row[4],
+        "h": row[2],
+        "l": row[3],
+        "v": row[5],
+        "n": 42,
+        "x": is_closed(open_time, now_ms),
+        "q": row[7],
+        "V": row[9],
+        "Q": row[10],
+        "B": "0",
     }
     return {"e": "kline", "E": now_ms, "s": sym, "k": kline}

@@ -28,9 +28,15 @@ def _wait_for(predicate, timeout_s: float = 60.0, every_s: float = 0.5):
 
 
 def test_pipeline_predicts_every_symbol_once_per_closed_candle(serve_app, tmp_path, redis_server):
-    args = {**FAST_SYNTHETIC, "sink": {"log_dir": str(tmp_path / "log"), "flush_rows": 100,
-                                       "redis_url": redis_server.url},
-            "stream": {"state_dir": str(tmp_path / "state")}}
+    args = {
+        **FAST_SYNTHETIC,
+        "sink": {
+            "log_dir": str(tmp_path / "log"),
+            "flush_rows": 100,
+            "redis_url": redis_server.url,
+        },
+        "stream": {"state_dir": str(tmp_path / "state")},
+    }
     ingress = serve_app.run(build_app(args), name="tickcast", route_prefix="/")
     pipeline = serve_app.get_deployment_handle("Pipeline", app_name="tickcast")
 
@@ -75,8 +81,11 @@ def test_pipeline_predicts_every_symbol_once_per_closed_candle(serve_app, tmp_pa
 
 
 def test_model_server_batches_concurrent_matrices(serve_app, tmp_path):
-    args = FAST_SYNTHETIC | {"feeds": [], "stream": {"state_dir": str(tmp_path / "state")},
-                             "sink": {"log_dir": str(tmp_path / "log")}}
+    args = FAST_SYNTHETIC | {
+        "feeds": [],
+        "stream": {"state_dir": str(tmp_path / "state")},
+        "sink": {"log_dir": str(tmp_path / "log")},
+    }
     serve_app.run(build_app(args), name="tickcast", route_prefix="/")
     model = serve_app.get_deployment_handle("model-direction-1m", app_name="tickcast")
     rng = np.random.default_rng(0)
@@ -92,12 +101,22 @@ def test_model_server_batches_concurrent_matrices(serve_app, tmp_path):
 def test_replay_of_both_archive_formats_predicts_every_symbol(serve_app, shared_data, tmp_path):
     args = {
         "feeds": [
-            {"kind": "replay", "path": str(shared_data / "binance-spot-1m"), "max_minutes": 30,
-             "warmup_minutes": 40},
-            {"kind": "replay", "exchange": "binance-usdm", "path": str(shared_data / "binance-usdm-1m"),
-             "max_minutes": 30, "warmup_minutes": 40},
+            {
+                "kind": "replay",
+                "path": str(shared_data / "binance-spot-1m"),
+                "max_minutes": 30,
+                "warmup_minutes": 40,
+            },
+            {
+                "kind": "replay",
+                "exchange": "binance-usdm",
+                "path": str(shared_data / "binance-usdm-1m"),
+                "max_minutes": 30,
+                "warmup_minutes": 40,
+            },
         ],
-        "features": {"shards": 2, "num_cpus": 0.1}, "stream": {"state_dir": str(tmp_path / "state")},
+        "features": {"shards": 2, "num_cpus": 0.1},
+        "stream": {"state_dir": str(tmp_path / "state")},
         "serving": {"num_cpus": 0.1},
         "sink": {"log_dir": str(tmp_path / "log")},
     }
@@ -117,8 +136,10 @@ def test_replay_of_both_archive_formats_predicts_every_symbol(serve_app, shared_
     latest = pipeline.latest.remote().result()
     assert {(r["exchange"], r["symbol"]) for r in latest} == {
         ("binance", s) for s in ("BTC/USDT", "ETH/USDT", "SOL/USDT")
-    } | {("binance-usdm", s) for s in ("ALGO/USDT", "AVAX/USDT", "DOT/USDT", "FIL/USDT",
-                                        "LINK/USDT", "LTC/USDT")}
+    } | {
+        ("binance-usdm", s)
+        for s in ("ALGO/USDT", "AVAX/USDT", "DOT/USDT", "FIL/USDT", "LINK/USDT", "LTC/USDT")
+    }
     # Warm-up candles made no predictions: every shard predicted exactly the 30 live minutes.
     assert sum(s["rows_predicted"] for s in status["shards"]) == 30 * 9
     assert pipeline.quarantine.remote().result() == {"replay-0": [], "replay-1": []}

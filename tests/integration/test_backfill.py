@@ -14,20 +14,39 @@ from orchestrator.sinks.redis_bus import RECORD_STREAM, RedisStreamBus
 
 
 def _argv(shared_data, out, *extra: str) -> list[str]:
-    return ["--data", str(shared_data / "binance-spot-1m"),
-            "--data", f"binanceusdm={shared_data / 'binance-usdm-1m'}",
-            "--symbols", "BTC/USDT,LINK/USDT", "--timeframes", "5m,1h",
-            "--models", "direction@all,volatility", "--out", str(out),
-            "--num-actors", "2", "--actor-cpus", "0.25", "--feature-cpus", "0.25",
-            "--batch-size", "4096", "--no-progress", *extra]
+    return [
+        "--data",
+        str(shared_data / "binance-spot-1m"),
+        "--data",
+        f"binanceusdm={shared_data / 'binance-usdm-1m'}",
+        "--symbols",
+        "BTC/USDT,LINK/USDT",
+        "--timeframes",
+        "5m,1h",
+        "--models",
+        "direction@all,volatility",
+        "--out",
+        str(out),
+        "--num-actors",
+        "2",
+        "--actor-cpus",
+        "0.25",
+        "--feature-cpus",
+        "0.25",
+        "--batch-size",
+        "4096",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _rows(root):
     return read_log(root).drop_columns(["predicted_at"]).sort_by("event_id")
 
 
-def test_ray_data_backfill_is_idempotent_and_announced(ray_cluster, shared_data, tmp_path,
-                                                       redis_server):
+def test_ray_data_backfill_is_idempotent_and_announced(
+    ray_cluster, shared_data, tmp_path, redis_server
+):
     out = tmp_path / "ray"
     record = cli.main(_argv(shared_data, out, "--redis-url", redis_server.url))
     first = _rows(out / "predictions")
@@ -36,10 +55,11 @@ def test_ray_data_backfill_is_idempotent_and_announced(ray_cluster, shared_data,
     assert set(first.column("exchange").to_pylist()) == {"binance", "binanceusdm"}
     assert set(first.column("timeframe").to_pylist()) == {"5m", "1h"}
     assert set(first.column("model_id").to_pylist()) == {
-        f"{t}-{tf}" for t in ("direction", "volatility") for tf in ("5m", "1h")}
+        f"{t}-{tf}" for t in ("direction", "volatility") for tf in ("5m", "1h")
+    }
 
     bus = RedisStreamBus(redis_server.url)
-    (entry_id, fields), = bus.read(stream=RECORD_STREAM)
+    ((entry_id, fields),) = bus.read(stream=RECORD_STREAM)
     assert fields["kind"] == "backfill_complete"
     assert json.loads(fields["data"]) == record
 
@@ -50,7 +70,8 @@ def test_ray_data_backfill_is_idempotent_and_announced(ray_cluster, shared_data,
     assert again["counts"]["rows_replaced"] == first.num_rows
     assert read_log(out / "outcomes").num_rows == again["counts"]["outcomes"]
 
-    local = cli.options_from(cli.parse_args(_argv(shared_data, tmp_path / "local", "--executor",
-                                                  "local", "--no-report")))
+    local = cli.options_from(
+        cli.parse_args(_argv(shared_data, tmp_path / "local", "--executor", "local", "--no-report"))
+    )
     run_backfill(local, say=lambda _: None)
     assert _rows(tmp_path / "local" / "predictions").equals(first)  # same rows either way

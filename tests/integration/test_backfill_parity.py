@@ -29,13 +29,24 @@ TOLERANCE = 1e-6
 def _live_log(serve_app, shared_data, tmp_path) -> pa.Table:
     args = {
         "environment": "parity",
-        "feeds": [{"kind": "replay", "path": str(shared_data / "binance-spot-1m"),
-                   "symbols": list(SYMBOLS), "speed": 0, "warmup_minutes": WARMUP,
-                   "max_minutes": LIVE, "batch_minutes": BATCH_MINUTES}],
+        "feeds": [
+            {
+                "kind": "replay",
+                "path": str(shared_data / "binance-spot-1m"),
+                "symbols": list(SYMBOLS),
+                "speed": 0,
+                "warmup_minutes": WARMUP,
+                "max_minutes": LIVE,
+                "batch_minutes": BATCH_MINUTES,
+            }
+        ],
         "features": {"shards": 1, "num_cpus": 0.1, "timeframes": ["1m", "5m"]},
         "stream": {"state_dir": str(tmp_path / "state")},
-        "models": [{"model_type": t, "timeframe": tf} for t in ("direction", "volatility")
-                   for tf in ("1m", "5m")],
+        "models": [
+            {"model_type": t, "timeframe": tf}
+            for t in ("direction", "volatility")
+            for tf in ("1m", "5m")
+        ],
         "serving": {"num_cpus": 0.1},
         "sink": {"log_dir": str(tmp_path / "live"), "flush_rows": 1000, "flush_seconds": 1.0},
     }
@@ -54,12 +65,19 @@ def _backfill_log(shared_data, tmp_path) -> pa.Table:
     first = read_candles(shared_data / "binance-spot-1m" / "BTC_USDT-1m.parquet", "binance")
     t0 = first.column("open_time")[0].as_py()  # every spot file starts at the same minute
     options = BackfillOptions(
-        sources=(DataSource(shared_data / "binance-spot-1m", "binance"),), symbols=SYMBOLS,
-        out=tmp_path / "backfill", timeframes=("1m", "5m"),
+        sources=(DataSource(shared_data / "binance-spot-1m", "binance"),),
+        symbols=SYMBOLS,
+        out=tmp_path / "backfill",
+        timeframes=("1m", "5m"),
         models=(ModelSpec("direction"), ModelSpec("volatility")),
         # the live minutes: candles closing after the warm-up history, until the replay ends
-        start_ms=t0 + WARMUP * MINUTE, end_ms=t0 + (WARMUP + LIVE) * MINUTE,
-        executor="ray", num_actors=1, actor_cpus=0.25, feature_cpus=0.25)
+        start_ms=t0 + WARMUP * MINUTE,
+        end_ms=t0 + (WARMUP + LIVE) * MINUTE,
+        executor="ray",
+        num_actors=1,
+        actor_cpus=0.25,
+        feature_cpus=0.25,
+    )
     run_backfill(options, say=lambda _: None)
     return read_log(tmp_path / "backfill" / "predictions")
 
@@ -78,8 +96,9 @@ def test_backfill_predicts_what_the_live_pipeline_predicted(serve_app, shared_da
     assert set(backfill) == set(live)
     keys = sorted(live)
     for name in ("value",):
-        diff = np.abs(np.array([live[k][name] for k in keys])
-                      - np.array([backfill[k][name] for k in keys]))
+        diff = np.abs(
+            np.array([live[k][name] for k in keys]) - np.array([backfill[k][name] for k in keys])
+        )
         assert diff.max() <= TOLERANCE
     for k in keys:
         live_out, back_out = dict(live[k]["outputs"]), dict(backfill[k]["outputs"])

@@ -38,30 +38,42 @@ async def _post_all(url: str, names: list[str], parts: list[np.ndarray]) -> list
 
         async def post(i: int, rows: np.ndarray) -> list[float]:
             if i % 2:
-                answer = await client.post(url, params={"model_type": "direction", "timeframe": "1m"},
-                                           content=_arrow(names, rows),
-                                           headers={"content-type": ARROW_STREAM})
+                answer = await client.post(
+                    url,
+                    params={"model_type": "direction", "timeframe": "1m"},
+                    content=_arrow(names, rows),
+                    headers={"content-type": ARROW_STREAM},
+                )
             else:
-                answer = await client.post(url, json={"model_type": "direction", "timeframe": "1m",
-                                                      "rows": rows.tolist()})
+                answer = await client.post(
+                    url, json={"model_type": "direction", "timeframe": "1m", "rows": rows.tolist()}
+                )
             assert answer.status_code == 200, answer.text
             return [p["prob_up"] for p in answer.json()["predictions"]]
 
         return await asyncio.gather(*(post(i, rows) for i, rows in enumerate(parts)))
 
 
-def test_concurrent_predicts_share_model_calls_and_each_gets_its_own_rows(serve_app, ray_cluster, tmp_path):
-    args = {"feeds": [], "models": [{"model_type": "direction", "timeframe": "1m"}],
-            # A wide window, so that merging does not depend on how busy the machine is.
-            "serving": {"num_cpus": 0.1, "coalesce_window_s": 0.05, "coalesce_max_rows": 64},
-            "stream": {"state_dir": str(tmp_path / "state")}, "sink": {"log_dir": str(tmp_path / "log")},
-            "api": {"rate_limit_per_s": 1e6, "rate_limit_burst": 10**6}}
+def test_concurrent_predicts_share_model_calls_and_each_gets_its_own_rows(
+    serve_app, ray_cluster, tmp_path
+):
+    args = {
+        "feeds": [],
+        "models": [{"model_type": "direction", "timeframe": "1m"}],
+        # A wide window, so that merging does not depend on how busy the machine is.
+        "serving": {"num_cpus": 0.1, "coalesce_window_s": 0.05, "coalesce_max_rows": 64},
+        "stream": {"state_dir": str(tmp_path / "state")},
+        "sink": {"log_dir": str(tmp_path / "log")},
+        "api": {"rate_limit_per_s": 1e6, "rate_limit_burst": 10**6},
+    }
     serve_app.run(build_app(args), name="tickcast", route_prefix="/")
     predictor = _predictor()
     names = list(predictor.manifest.feature_names)
     rng = np.random.default_rng(5)
-    parts = [np.round(rng.normal(size=(n, len(names))), 6).astype(np.float32)
-             for n in rng.integers(1, 20, size=40)]
+    parts = [
+        np.round(rng.normal(size=(n, len(names))), 6).astype(np.float32)
+        for n in rng.integers(1, 20, size=40)
+    ]
     answers = asyncio.run(_post_all(f"{ray_cluster.tickcast_http}/v1/predict", names, parts))
 
     for rows, answer in zip(parts, answers, strict=True):

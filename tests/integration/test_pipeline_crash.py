@@ -29,7 +29,9 @@ def _expected_keys() -> set[tuple[str, int]]:
     for _ in range(MINUTES):
         m = market.next_minute()
         ohlcv = {k: getattr(m, k) for k in ("open", "high", "low", "close", "volume")}
-        for tick in state.process(candles_from_arrays("synthetic", symbols, "1m", [m.open_time] * N_SYMBOLS, ohlcv)):
+        for tick in state.process(
+            candles_from_arrays("synthetic", symbols, "1m", [m.open_time] * N_SYMBOLS, ohlcv)
+        ):
             keys |= {(s, int(t)) for s, t in zip(tick.symbol, tick.open_time, strict=True)}
     return keys
 
@@ -58,8 +60,15 @@ def _actors(pipeline) -> dict:
 def test_killing_every_kind_of_process_loses_and_duplicates_nothing(serve_app, tmp_path):
     args = {
         "environment": "crash-test",
-        "feeds": [{"kind": "synthetic", "n_symbols": N_SYMBOLS, "speed": 25, "max_minutes": MINUTES,
-                   "seed": SEED}],
+        "feeds": [
+            {
+                "kind": "synthetic",
+                "n_symbols": N_SYMBOLS,
+                "speed": 25,
+                "max_minutes": MINUTES,
+                "seed": SEED,
+            }
+        ],
         "features": {"shards": 2, "num_cpus": 0.1},
         "stream": {"checkpoint_every": 25, "state_dir": str(tmp_path / "state")},
         "serving": {"num_cpus": 0.1},
@@ -72,7 +81,9 @@ def test_killing_every_kind_of_process_loses_and_duplicates_nothing(serve_app, t
     _wait_minutes(pipeline, 100)
     ray.kill(_actors(pipeline)["feeds"][0], no_restart=False)  # feed actor, Ray-level
     _wait_minutes(pipeline, 200)
-    os.kill(ray.get(_actors(pipeline)["shards"][1].pid.remote()), signal.SIGKILL)  # a shard, OS-level
+    os.kill(
+        ray.get(_actors(pipeline)["shards"][1].pid.remote()), signal.SIGKILL
+    )  # a shard, OS-level
     _wait_minutes(pipeline, 300)
     os.kill(model.pid.remote().result(timeout_s=30), signal.SIGKILL)  # a model replica
     _wait_minutes(pipeline, 420)

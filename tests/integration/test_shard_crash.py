@@ -38,8 +38,12 @@ def _reference_rows() -> dict:
 
 
 def _add_rows(rows: dict, table: pa.Table) -> None:
-    keys = zip(table["timeframe"].to_pylist(), table["symbol"].to_pylist(), table["open_time"].to_pylist(),
-               strict=True)
+    keys = zip(
+        table["timeframe"].to_pylist(),
+        table["symbol"].to_pylist(),
+        table["open_time"].to_pylist(),
+        strict=True,
+    )
     values = np.column_stack([table[name].to_numpy() for name in FEATURE_NAMES])
     for key, value in zip(keys, values, strict=True):
         rows.setdefault(key, []).append(value)
@@ -56,8 +60,15 @@ def _wait(predicate, timeout_s=120.0):
 
 def test_killed_shards_restore_and_emit_identical_feature_rows(serve_app, tmp_path):
     args = {
-        "feeds": [{"kind": "synthetic", "n_symbols": N_SYMBOLS, "speed": 30, "max_minutes": MINUTES,
-                   "seed": SEED}],
+        "feeds": [
+            {
+                "kind": "synthetic",
+                "n_symbols": N_SYMBOLS,
+                "speed": 30,
+                "max_minutes": MINUTES,
+                "seed": SEED,
+            }
+        ],
         "features": {"shards": 2, "num_cpus": 0.1, "timeframes": TIMEFRAMES, "log_features": True},
         "stream": {"checkpoint_every": 20, "state_dir": str(tmp_path / "state")},
         "serving": {"num_cpus": 0.1},
@@ -69,7 +80,9 @@ def test_killed_shards_restore_and_emit_identical_feature_rows(serve_app, tmp_pa
     shards = actors["shards"]
 
     def feed_done(minutes: int):
-        return lambda: pipeline.status.remote().result()["feeds"][0]["candles"] >= minutes * N_SYMBOLS
+        return lambda: (
+            pipeline.status.remote().result()["feeds"][0]["candles"] >= minutes * N_SYMBOLS
+        )
 
     _wait(feed_done(120))
     import ray

@@ -29,18 +29,25 @@ def _publish_logistic_v2(registry_dir) -> None:
     folder = registry_dir / "direction-1m" / "v2"
     folder.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(onnx_bytes)
-    manifest = {"model_id": "direction-1m", "model_type": "direction", "timeframe": "1m",
-                "version": "v2", "stage": "staging", "sha256": sha256_of(onnx_bytes),
-                "feature_names": list(REQUIRED_FEATURES),
-                "outputs": {"tensor": "probabilities", "columns": [1], "names": ["prob_up"]}}
+    manifest = {
+        "model_id": "direction-1m",
+        "model_type": "direction",
+        "timeframe": "1m",
+        "version": "v2",
+        "stage": "staging",
+        "sha256": sha256_of(onnx_bytes),
+        "feature_names": list(REQUIRED_FEATURES),
+        "outputs": {"tensor": "probabilities", "columns": [1], "names": ["prob_up"]},
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 def _registry_with_two_versions(tmp_path):
     source = Registry(PROJECT_ROOT / "models_onnx").resolve("direction", "1m")
     root = tmp_path / "models"
-    shutil.copytree(PROJECT_ROOT / "models_onnx" / "direction-1m" / source.version,
-                    root / "direction-1m" / "v1")
+    shutil.copytree(
+        PROJECT_ROOT / "models_onnx" / "direction-1m" / source.version, root / "direction-1m" / "v1"
+    )
     manifest = json.loads((root / "direction-1m" / "v1" / "manifest.json").read_text())
     manifest["version"], manifest["stage"] = "v1", "production"
     (root / "direction-1m" / "v1" / "manifest.json").write_text(json.dumps(manifest))
@@ -69,17 +76,29 @@ def test_switching_versions_under_load_drops_nothing(serve_app, ray_cluster, tmp
     models_dir = _registry_with_two_versions(tmp_path)
 
     def args(version: str) -> dict:
-        return {"models_dir": str(models_dir), "feeds": [], "serving": {"num_cpus": 0.1},
-                "models": [{"model_type": "direction", "timeframe": "1m", "version": version}],
-                "stream": {"state_dir": str(tmp_path / "state")},
-                "sink": {"log_dir": str(tmp_path / "log")}, "api": {"rate_limit_per_s": 1e6,
-                                                                    "rate_limit_burst": 10**6}}
+        return {
+            "models_dir": str(models_dir),
+            "feeds": [],
+            "serving": {"num_cpus": 0.1},
+            "models": [{"model_type": "direction", "timeframe": "1m", "version": version}],
+            "stream": {"state_dir": str(tmp_path / "state")},
+            "sink": {"log_dir": str(tmp_path / "log")},
+            "api": {"rate_limit_per_s": 1e6, "rate_limit_burst": 10**6},
+        }
 
     serve_app.run(build_app(args("v1")), name="tickcast", route_prefix="/")
-    body = {"model_type": "direction", "timeframe": "1m", "rows": [[0.1] * len(REQUIRED_FEATURES)] * 4}
+    body = {
+        "model_type": "direction",
+        "timeframe": "1m",
+        "rows": [[0.1] * len(REQUIRED_FEATURES)] * 4,
+    }
     stop, results = threading.Event(), []
-    workers = [threading.Thread(target=_load, args=(f"{ray_cluster.tickcast_http}/v1/predict", body,
-                                                    stop, results)) for _ in range(4)]
+    workers = [
+        threading.Thread(
+            target=_load, args=(f"{ray_cluster.tickcast_http}/v1/predict", body, stop, results)
+        )
+        for _ in range(4)
+    ]
     for worker in workers:
         worker.start()
     _until(lambda: len(results) >= 30)  # load is flowing before the switch

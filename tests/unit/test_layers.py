@@ -18,8 +18,9 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 def _copy_code(dest: Path) -> Path:
     for package in ("orchestrator", "serve_app"):
-        shutil.copytree(PROJECT_ROOT / package, dest / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            PROJECT_ROOT / package, dest / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     shutil.copy(PROJECT_ROOT / "pyproject.toml", dest / "pyproject.toml")
     return dest
 
@@ -27,8 +28,14 @@ def _copy_code(dest: Path) -> Path:
 def _lint(root: Path) -> subprocess.CompletedProcess:
     # The copy comes first on the path, ahead of the editable install's finder.
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--config", str(root / "pyproject.toml")],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--config", str(root / "pyproject.toml")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_contract_holds_on_the_code_as_it_is(tmp_path):

@@ -70,14 +70,20 @@ def in_range(close_time: np.ndarray, start_ms: int | None, end_ms: int | None) -
     return keep
 
 
-def feature_rows(candles: pa.Table, start_ms: int | None = None, end_ms: int | None = None,
-                 label_types: tuple[str, ...] = MODEL_TYPES) -> pa.Table:
+def feature_rows(
+    candles: pa.Table,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    label_types: tuple[str, ...] = MODEL_TYPES,
+) -> pa.Table:
     """``FEATURE_ROW_SCHEMA`` rows of every series in ``candles`` (each series whole).
 
     Labels are computed for ``label_types`` only (the others stay NaN) and the return label
     always (a strategy's next-candle return)."""
-    parts = [series_feature_rows(series, start_ms, end_ms, label_types)
-             for series in split_series(candles)]
+    parts = [
+        series_feature_rows(series, start_ms, end_ms, label_types)
+        for series in split_series(candles)
+    ]
     parts = [p for p in parts if p.num_rows]
     return pa.concat_tables(parts) if parts else FEATURE_ROW_SCHEMA.empty_table()
 
@@ -101,8 +107,12 @@ def _one_key(candles: pa.Table) -> bool:
     return all(e["min"] == e["max"] for e in extremes)
 
 
-def series_feature_rows(candles: pa.Table, start_ms: int | None, end_ms: int | None,
-                        label_types: tuple[str, ...] = MODEL_TYPES) -> pa.Table:
+def series_feature_rows(
+    candles: pa.Table,
+    start_ms: int | None,
+    end_ms: int | None,
+    label_types: tuple[str, ...] = MODEL_TYPES,
+) -> pa.Table:
     """Warm, in-range rows of ONE time-ordered series, features and labels attached."""
     step = timeframe_ms(candles.column("timeframe")[0].as_py())
     frame = _candle_frame(candles)
@@ -132,12 +142,14 @@ def _candle_frame(candles: pa.Table) -> pd.DataFrame:
     return pd.DataFrame(columns, copy=False)
 
 
-def _features_and_labels(frame: pd.DataFrame, runs: list[tuple[int, int]], label_types: set
-                         ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _features_and_labels(
+    frame: pd.DataFrame, runs: list[tuple[int, int]], label_types: set
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Features and labels of every row, each contiguous run computed on its own."""
     n = len(frame)
-    labels = {name: np.full(n, np.nan) for name in (*map(label_column, MODEL_TYPES),
-                                                     HIST_VOLATILITY)}
+    labels = {
+        name: np.full(n, np.nan) for name in (*map(label_column, MODEL_TYPES), HIST_VOLATILITY)
+    }
     close, high, low = (frame[c].to_numpy() for c in ("close", "high", "low"))
     if runs == [(0, n)]:  # one unbroken series: its features as computed, no copy
         features = compute_features(frame).to_numpy()
@@ -154,20 +166,27 @@ def _features_and_labels(frame: pd.DataFrame, runs: list[tuple[int, int]], label
     return features, labels
 
 
-def _rows_table(candles: pa.Table, index: slice | np.ndarray, features: np.ndarray,
-                labels: dict[str, np.ndarray]) -> pa.Table:
+def _rows_table(
+    candles: pa.Table,
+    index: slice | np.ndarray,
+    features: np.ndarray,
+    labels: dict[str, np.ndarray],
+) -> pa.Table:
     flat = pa.array(np.ascontiguousarray(features).reshape(-1), pa.float64())
     columns = {
         # one series: its names repeat (cheaper than gathering strings row by row)
-        **{name: constant_strings(candles.column(name)[0].as_py(), len(features))
-           for name in SERIES_KEY},
+        **{
+            name: constant_strings(candles.column(name)[0].as_py(), len(features))
+            for name in SERIES_KEY
+        },
         "open_time": pa.array(candles.column("open_time").to_numpy()[index]),
         "close": pa.array(candles.column("close").to_numpy()[index]),
         "features": pa.FixedSizeListArray.from_arrays(flat, N_FEATURES),
         **labels,
     }
-    return pa.Table.from_arrays([columns[f.name] for f in FEATURE_ROW_SCHEMA],
-                                schema=FEATURE_ROW_SCHEMA)
+    return pa.Table.from_arrays(
+        [columns[f.name] for f in FEATURE_ROW_SCHEMA], schema=FEATURE_ROW_SCHEMA
+    )
 
 
 def feature_matrix(rows: pa.Table) -> np.ndarray:

@@ -82,10 +82,12 @@ class BackfillOptions:
         return {
             "sources": [s.describe() for s in self.sources],
             "symbols": list(self.symbols) if self.symbols else None,
-            "start": iso_ms(self.start_ms), "end": iso_ms(self.end_ms),
+            "start": iso_ms(self.start_ms),
+            "end": iso_ms(self.end_ms),
             "timeframes": list(self.timeframes),
             "models": [f"{m.model_type}@{m.version or 'production'}" for m in self.models],
-            "executor": self.executor, "environment": self.environment,
+            "executor": self.executor,
+            "environment": self.environment,
         }
 
 
@@ -112,8 +114,11 @@ class _Sink:
             self.evaluation.append(evaluation_of(predicted))
         self.counts.predictions += predicted.num_rows
         self.counts.outcomes += outcomes.num_rows
-        per_model = predicted.group_by(["model_id", "model_version"]).aggregate(
-            [("event_id", "count")]).to_pylist()
+        per_model = (
+            predicted.group_by(["model_id", "model_version"])
+            .aggregate([("event_id", "count")])
+            .to_pylist()
+        )
         for row in per_model:
             key = f"{row['model_id']}@{row['model_version']}"
             self.counts.predictions_by_model[key] += row["event_id_count"]
@@ -122,7 +127,9 @@ class _Sink:
         self.predictions.flush()
         self.outcomes.flush()
         self.counts.rows_replaced = self.predictions.rows_removed
-        self.counts.files_written = len(self.predictions.files_touched | self.outcomes.files_touched)
+        self.counts.files_written = len(
+            self.predictions.files_touched | self.outcomes.files_touched
+        )
 
 
 def run_backfill(options: BackfillOptions, say: Say = print) -> dict:
@@ -130,24 +137,37 @@ def run_backfill(options: BackfillOptions, say: Say = print) -> dict:
     started_ms, clock = int(time.time() * 1000), time.perf_counter()
     counts = RunCounts()
     models, skipped = _stage(counts, "models", say, lambda: _models(options))
-    timeframes = tuple(tf for tf in options.timeframes if any(m.manifest.timeframe == tf
-                                                              for m in models))
+    timeframes = tuple(
+        tf for tf in options.timeframes if any(m.manifest.timeframe == tf for m in models)
+    )
     series = _stage(counts, "candles", say, lambda: load_candles(options, timeframes, counts))
     sink = _open_sink(options, counts)
     _stage(counts, "clear", say, lambda: _clear(sink, options, models, series))
     now_ms = options.now_ms if options.now_ms is not None else started_ms
-    _stage(counts, "predict", say, lambda: _consume(predict_stream(series, models, options,
-                                                                   now_ms), sink))
+    _stage(
+        counts,
+        "predict",
+        say,
+        lambda: _consume(predict_stream(series, models, options, now_ms), sink),
+    )
     _stage(counts, "write", say, sink.finish)
     report = None
     if options.report_dir is not None:
         report = _stage(counts, "report", say, lambda: _report(options, sink, models))
     finished_ms = started_ms + int((time.perf_counter() - clock) * 1000)
     record = completion_record(
-        run_id=uuid.uuid4().hex, started_ms=started_ms, finished_ms=finished_ms,
-        options=options.describe(), counts=counts, skipped_models=skipped,
-        outputs={"predictions": str(sink.predictions.root), "outcomes": str(sink.outcomes.root),
-                 "report": None if report is None else str(report)})
+        run_id=uuid.uuid4().hex,
+        started_ms=started_ms,
+        finished_ms=finished_ms,
+        options=options.describe(),
+        counts=counts,
+        skipped_models=skipped,
+        outputs={
+            "predictions": str(sink.predictions.root),
+            "outcomes": str(sink.outcomes.root),
+            "report": None if report is None else str(report),
+        },
+    )
     _announce(options, record, say)
     return record
 
@@ -182,8 +202,9 @@ def _models(options: BackfillOptions) -> tuple[list[LoadedModel], list[str]]:
     return models, skipped
 
 
-def load_candles(options: BackfillOptions, timeframes: tuple[str, ...],
-                 counts: RunCounts | None = None) -> list[pa.Table]:
+def load_candles(
+    options: BackfillOptions, timeframes: tuple[str, ...], counts: RunCounts | None = None
+) -> list[pa.Table]:
     """One time-ordered candle table per (exchange, symbol, timeframe) over all sources."""
     counts = counts if counts is not None else RunCounts()
     parts: dict[tuple[str, str, str], list[tuple[pa.Table, str]]] = {}
@@ -193,12 +214,17 @@ def load_candles(options: BackfillOptions, timeframes: tuple[str, ...],
             counts.loaded.add(loaded)
             for timeframe, candles in target_candles(base, plan.targets).items():
                 if candles.num_rows:
-                    key = (candles.column("exchange")[0].as_py(),
-                           candles.column("symbol")[0].as_py(), timeframe)
+                    key = (
+                        candles.column("exchange")[0].as_py(),
+                        candles.column("symbol")[0].as_py(),
+                        timeframe,
+                    )
                     parts.setdefault(key, []).append((candles, source.describe()))
     if not parts:
-        raise ValueError(f"no candles of {timeframes} for {options.symbols or 'any symbol'} in "
-                         f"{[s.describe() for s in options.sources]}")
+        raise ValueError(
+            f"no candles of {timeframes} for {options.symbols or 'any symbol'} in "
+            f"{[s.describe() for s in options.sources]}"
+        )
     series = [_one_series(key, found) for key, found in sorted(parts.items())]
     counts.series = len(series)
     return series
@@ -211,25 +237,36 @@ def _one_series(key: tuple[str, str, str], found: list[tuple[pa.Table, str]]) ->
     table = pa.concat_tables([t for t, _ in found]).sort_by("open_time")
     open_time = table.column("open_time").to_numpy()
     if (open_time[1:] == open_time[:-1]).any():
-        raise ValueError(f"series {key} is in more than one source with overlapping times "
-                         f"({[s for _, s in found]}); label one source with another "
-                         "exchange name (EXCHANGE=PATH)")
+        raise ValueError(
+            f"series {key} is in more than one source with overlapping times "
+            f"({[s for _, s in found]}); label one source with another "
+            "exchange name (EXCHANGE=PATH)"
+        )
     return table
 
 
 def _open_sink(options: BackfillOptions, counts: RunCounts) -> _Sink:
     out = Path(options.out)
-    return _Sink(PartitionedWriter(out / "predictions", PREDICTION_SCHEMA, options.flush_rows),
-                 PartitionedWriter(out / "outcomes", OUTCOME_SCHEMA, options.flush_rows), counts,
-                 keep_evaluation=options.report_dir is not None)
+    return _Sink(
+        PartitionedWriter(out / "predictions", PREDICTION_SCHEMA, options.flush_rows),
+        PartitionedWriter(out / "outcomes", OUTCOME_SCHEMA, options.flush_rows),
+        counts,
+        keep_evaluation=options.report_dir is not None,
+    )
 
 
-def run_scope(options: BackfillOptions, models: list[LoadedModel], series: list[pa.Table]
-              ) -> Scope:
-    keys = tuple(ModelKey(m.manifest.model_id, m.manifest.version, m.manifest.timeframe)
-                 for m in models)
-    names = tuple((t.column("exchange")[0].as_py(), t.column("symbol")[0].as_py(),
-                   t.column("timeframe")[0].as_py()) for t in series)
+def run_scope(options: BackfillOptions, models: list[LoadedModel], series: list[pa.Table]) -> Scope:
+    keys = tuple(
+        ModelKey(m.manifest.model_id, m.manifest.version, m.manifest.timeframe) for m in models
+    )
+    names = tuple(
+        (
+            t.column("exchange")[0].as_py(),
+            t.column("symbol")[0].as_py(),
+            t.column("timeframe")[0].as_py(),
+        )
+        for t in series
+    )
     return Scope(keys, names, options.start_ms, options.end_ms)
 
 
@@ -239,16 +276,18 @@ def _clear(sink: _Sink, options: BackfillOptions, models, series) -> int:
     return sink.predictions.clear(scope)
 
 
-def predict_stream(series: list[pa.Table], models: list[LoadedModel], options: BackfillOptions,
-                   now_ms: int) -> Iterator[pa.Table]:
+def predict_stream(
+    series: list[pa.Table], models: list[LoadedModel], options: BackfillOptions, now_ms: int
+) -> Iterator[pa.Table]:
     """Predicted rows (``PREDICTED_SCHEMA``) of every series, in pieces."""
     if options.executor == "ray":
         from orchestrator.batch.backfill.ray_data import predict_with_ray_data
 
         yield from predict_with_ray_data(series, models, options, now_ms)
         return
-    predictor = BatchPredictor(models, options.signals.high, options.signals.very_high, now_ms,
-                               options.environment)
+    predictor = BatchPredictor(
+        models, options.signals.high, options.signals.very_high, now_ms, options.environment
+    )
     for candles in series:
         rows = feature_rows(candles, options.start_ms, options.end_ms, label_types(models))
         for start in range(0, rows.num_rows, options.batch_size):
@@ -270,8 +309,9 @@ def _report(options: BackfillOptions, sink: _Sink, models: list[LoadedModel]) ->
 
     evaluation = pa.concat_tables(sink.evaluation) if sink.evaluation else None
     sink.evaluation = []
-    return write_report(evaluation, Path(options.report_dir), options.describe(),
-                        training_ranges(models))
+    return write_report(
+        evaluation, Path(options.report_dir), options.describe(), training_ranges(models)
+    )
 
 
 def training_ranges(models: list[LoadedModel]) -> dict[str, tuple[int, int]]:
@@ -280,8 +320,9 @@ def training_ranges(models: list[LoadedModel]) -> dict[str, tuple[int, int]]:
     for model in models:
         span = (getattr(model.manifest, "training", None) or {}).get("range")
         if span and len(span) == 2:
-            ranges[model.key] = tuple(int(datetime.fromisoformat(t).timestamp() * 1000)
-                                      for t in span)
+            ranges[model.key] = tuple(
+                int(datetime.fromisoformat(t).timestamp() * 1000) for t in span
+            )
     return ranges
 
 

@@ -36,8 +36,10 @@ class ModelSpec:
                 continue
             model_type, _, version = item.partition("@")
             if model_type not in MODEL_TYPES:
-                raise ValueError(f"unknown model type {model_type!r} in --models; "
-                                 f"expected one of {MODEL_TYPES} or 'all'")
+                raise ValueError(
+                    f"unknown model type {model_type!r} in --models; "
+                    f"expected one of {MODEL_TYPES} or 'all'"
+                )
             specs.append(cls(model_type, version or None))
         return specs
 
@@ -45,8 +47,9 @@ class ModelSpec:
 DEFAULT_SPECS = tuple(ModelSpec(t) for t in MODEL_TYPES)
 
 
-def select_models(models_dir: Path, specs: tuple[ModelSpec, ...], timeframes: tuple[str, ...]
-                  ) -> tuple[list[LoadedModel], list[str]]:
+def select_models(
+    models_dir: Path, specs: tuple[ModelSpec, ...], timeframes: tuple[str, ...]
+) -> tuple[list[LoadedModel], list[str]]:
     """Checked models for every (spec, timeframe), and the (type, timeframe) pairs skipped."""
     registry = Registry(models_dir)
     chosen: dict[str, LoadedModel] = {}
@@ -57,7 +60,9 @@ def select_models(models_dir: Path, specs: tuple[ModelSpec, ...], timeframes: tu
             if not manifests:
                 skipped.append(f"{spec.model_type}-{timeframe}")
             for manifest in manifests:
-                chosen.setdefault(manifest.key, LoadedModel(manifest, registry.load_bytes(manifest)))
+                chosen.setdefault(
+                    manifest.key, LoadedModel(manifest, registry.load_bytes(manifest))
+                )
     return list(chosen.values()), skipped
 
 

@@ -60,8 +60,14 @@ class BatchPredictor:
     """Callable: ``FEATURE_ROW_SCHEMA`` rows -> ``PREDICTED_SCHEMA`` rows, one per (row,
     model of the row's timeframe)."""
 
-    def __init__(self, models: list[LoadedModel], high: float, very_high: float,
-                 now_ms: int, environment: str = ENVIRONMENT):
+    def __init__(
+        self,
+        models: list[LoadedModel],
+        high: float,
+        very_high: float,
+        now_ms: int,
+        environment: str = ENVIRONMENT,
+    ):
         self._by_timeframe: dict[str, list[OnnxPredictor]] = {}
         for model in models:
             predictor = OnnxPredictor(model.manifest, model.model_bytes)
@@ -77,8 +83,9 @@ class BatchPredictor:
                 parts.extend(self._predict(timeframe, group, models))
         return pa.concat_tables(parts) if parts else PREDICTED_SCHEMA.empty_table()
 
-    def _predict(self, timeframe: str, rows: pa.Table, models: list[OnnxPredictor]
-                 ) -> list[pa.Table]:
+    def _predict(
+        self, timeframe: str, rows: pa.Table, models: list[OnnxPredictor]
+    ) -> list[pa.Table]:
         features = feature_matrix(rows)
         tick = TickRows(
             # Arrow strings, not numpy objects: build_predictions only passes them to
@@ -93,16 +100,25 @@ class BatchPredictor:
         )
         return [self._model_rows(model, features, tick, rows) for model in models]
 
-    def _model_rows(self, model: OnnxPredictor, features: np.ndarray, tick: TickRows,
-                    rows: pa.Table) -> pa.Table:
+    def _model_rows(
+        self, model: OnnxPredictor, features: np.ndarray, tick: TickRows, rows: pa.Table
+    ) -> pa.Table:
         m = model.manifest
-        output = ModelOutput(m.model_id, m.model_type, m.version, model.outputs.names,
-                             model.predict(features))
-        predictions = build_predictions(output, tick, float(self._now_ms), self._high,
-                                        self._very_high, environment=self._environment)
+        output = ModelOutput(
+            m.model_id, m.model_type, m.version, model.outputs.names, model.predict(features)
+        )
+        predictions = build_predictions(
+            output,
+            tick,
+            float(self._now_ms),
+            self._high,
+            self._very_high,
+            environment=self._environment,
+        )
         extras = outcome_columns(output, tick, rows)
-        return pa.Table.from_arrays([*predictions.columns, *(extras[f.name] for f in EXTRA_FIELDS)],
-                                    schema=PREDICTED_SCHEMA)
+        return pa.Table.from_arrays(
+            [*predictions.columns, *(extras[f.name] for f in EXTRA_FIELDS)], schema=PREDICTED_SCHEMA
+        )
 
 
 def _by_timeframe(rows: pa.Table) -> list[tuple[str, pa.Table]]:
@@ -163,16 +179,35 @@ def outcomes_of(predicted: pa.Table) -> pa.Table:
     return settled.select(OUTCOME_SCHEMA.names).cast(OUTCOME_SCHEMA)
 
 
-EVALUATION_COLUMNS = ("model_id", "model_version", "model_type", "exchange", "symbol",
-                      "timeframe", "open_time", "value", "p_low", "realized", "baseline",
-                      "next_return", "signal")
+EVALUATION_COLUMNS = (
+    "model_id",
+    "model_version",
+    "model_type",
+    "exchange",
+    "symbol",
+    "timeframe",
+    "open_time",
+    "value",
+    "p_low",
+    "realized",
+    "baseline",
+    "next_return",
+    "signal",
+)
 
 
 def evaluation_of(predicted: pa.Table) -> pa.Table:
     """What the evaluation report reads, strings dictionary-encoded to keep it small."""
     table = predicted.select(EVALUATION_COLUMNS)
-    for name in ("model_id", "model_version", "model_type", "exchange", "symbol", "timeframe",
-                 "signal"):
+    for name in (
+        "model_id",
+        "model_version",
+        "model_type",
+        "exchange",
+        "symbol",
+        "timeframe",
+        "signal",
+    ):
         index = table.schema.get_field_index(name)
         table = table.set_column(index, name, pc.dictionary_encode(table.column(name)))
     return table

@@ -38,15 +38,19 @@ def ensure_ray() -> None:
         ray.init(include_dashboard=False)
 
 
-def predict_with_ray_data(series: list[pa.Table], models: list[LoadedModel], options,
-                          now_ms: int) -> Iterator[pa.Table]:
+def predict_with_ray_data(
+    series: list[pa.Table], models: list[LoadedModel], options, now_ms: int
+) -> Iterator[pa.Table]:
     """Predicted rows of every series, as the pipeline's output blocks arrive."""
     ensure_ray()
     dataset = ray.data.from_arrow(series)
     dataset = dataset.map_batches(
         feature_rows,
-        fn_kwargs={"start_ms": options.start_ms, "end_ms": options.end_ms,
-                   "label_types": tuple(sorted({m.manifest.model_type for m in models}))},
+        fn_kwargs={
+            "start_ms": options.start_ms,
+            "end_ms": options.end_ms,
+            "label_types": tuple(sorted({m.manifest.model_type for m in models})),
+        },
         batch_size=None,
         batch_format="pyarrow",
         num_cpus=options.feature_cpus,
@@ -54,8 +58,10 @@ def predict_with_ray_data(series: list[pa.Table], models: list[LoadedModel], opt
     dataset = dataset.map_batches(
         BatchPredictor,
         fn_constructor_kwargs={
-            "models": models, "high": options.signals.high,
-            "very_high": options.signals.very_high, "now_ms": now_ms,
+            "models": models,
+            "high": options.signals.high,
+            "very_high": options.signals.very_high,
+            "now_ms": now_ms,
             "environment": options.environment,
         },
         batch_size=options.batch_size,

@@ -53,9 +53,16 @@ class RunCounts:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def completion_record(*, run_id: str, started_ms: int, finished_ms: int, options: dict,
-                      counts: RunCounts, outputs: dict[str, str | None],
-                      skipped_models: list[str]) -> dict:
+def completion_record(
+    *,
+    run_id: str,
+    started_ms: int,
+    finished_ms: int,
+    options: dict,
+    counts: RunCounts,
+    outputs: dict[str, str | None],
+    skipped_models: list[str],
+) -> dict:
     """The record: ``options`` says what was asked (sources, range, timeframes, models,
     executor), ``outputs`` where the results are."""
     return {

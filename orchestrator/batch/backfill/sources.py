@@ -61,8 +61,9 @@ class SeriesPlan:
     targets: tuple[str, ...]
 
 
-def plan_series(source: DataSource, symbols: tuple[str, ...] | None,
-                timeframes: tuple[str, ...]) -> list[SeriesPlan]:
+def plan_series(
+    source: DataSource, symbols: tuple[str, ...] | None, timeframes: tuple[str, ...]
+) -> list[SeriesPlan]:
     """Every (symbol, base timeframe) of ``source`` needed for ``timeframes``."""
     by_symbol = _files_by_symbol(source.path, symbols)
     plans = []
@@ -103,11 +104,15 @@ def load_series(plan: SeriesPlan) -> tuple[pa.Table, LoadStats]:
     tables = [read_candles(path, exchange, plan.symbol, plan.base) for path in plan.files]
     table = pa.concat_tables(tables)
     if source.exchange is not None:  # a label wins over what a hive file stores
-        table = table.set_column(0, CANDLE_SCHEMA.field("exchange"),
-                                 pa.repeat(source.exchange, table.num_rows))
+        table = table.set_column(
+            0, CANDLE_SCHEMA.field("exchange"), pa.repeat(source.exchange, table.num_rows)
+        )
     checked = validate_candles(table, timeframe=plan.base)
-    stats = LoadStats(files=len(plan.files), invalid=checked.rejects.rows.num_rows,
-                      by_reason=dict(checked.rejects.counts()))
+    stats = LoadStats(
+        files=len(plan.files),
+        invalid=checked.rejects.rows.num_rows,
+        by_reason=dict(checked.rejects.counts()),
+    )
     candles, stats.duplicates = last_per_open_time(checked.valid)
     stats.candles = candles.num_rows
     return candles, stats

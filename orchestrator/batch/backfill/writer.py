@@ -60,8 +60,9 @@ class Scope:
     end_ms: int | None = None
 
     def series_keys(self, timeframe: str) -> pa.Array:
-        return pa.array([series_key(e, s) for e, s, tf in self.series if tf == timeframe],
-                        pa.string())
+        return pa.array(
+            [series_key(e, s) for e, s, tf in self.series if tf == timeframe], pa.string()
+        )
 
 
 def series_key(exchange: str, symbol: str) -> str:
@@ -69,7 +70,9 @@ def series_key(exchange: str, symbol: str) -> str:
 
 
 def partition_file(root: Path, date: str, timeframe: str, model_key: str) -> Path:
-    return Path(root) / f"date={date}" / f"timeframe={timeframe}" / f"{FILE_PREFIX}{model_key}.parquet"
+    return (
+        Path(root) / f"date={date}" / f"timeframe={timeframe}" / f"{FILE_PREFIX}{model_key}.parquet"
+    )
 
 
 def utc_date(ms: int) -> str:
@@ -97,8 +100,11 @@ class PartitionedWriter:
     # --- removing a range ----------------------------------------------------------------
     def clear(self, scope: Scope) -> int:
         """Remove the scope's stored rows; returns how many were removed."""
-        jobs = [(path, scope.series_keys(model.timeframe), model.timeframe, scope)
-                for model in scope.models for path in self._stored_files(model, scope)]
+        jobs = [
+            (path, scope.series_keys(model.timeframe), model.timeframe, scope)
+            for model in scope.models
+            for path in self._stored_files(model, scope)
+        ]
         removed = sum(_in_threads(lambda job: self._remove_rows(*job), jobs))
         self.rows_removed += removed
         return removed
@@ -106,16 +112,21 @@ class PartitionedWriter:
     def _stored_files(self, model: ModelKey, scope: Scope) -> list[Path]:
         pattern = f"date=*/timeframe={model.timeframe}/{FILE_PREFIX}{model.key}.parquet"
         first, last = _date_bounds(scope, model.timeframe)
-        return [p for p in sorted(self.root.glob(pattern))
-                if first <= p.parent.parent.name.removeprefix("date=") <= last]
+        return [
+            p
+            for p in sorted(self.root.glob(pattern))
+            if first <= p.parent.parent.name.removeprefix("date=") <= last
+        ]
 
     def _remove_rows(self, path: Path, keys: pa.Array, timeframe: str, scope: Scope) -> int:
         stored = pq.read_table(path)
         close_time = stored.column("open_time").to_numpy() + (timeframe_ms(timeframe) - 1)
-        series = pc.binary_join_element_wise(stored.column("exchange"), stored.column("symbol"),
-                                             "\x1f")
+        series = pc.binary_join_element_wise(
+            stored.column("exchange"), stored.column("symbol"), "\x1f"
+        )
         doomed = pc.is_in(series, keys).to_numpy(zero_copy_only=False) & in_range(
-            close_time, scope.start_ms, scope.end_ms)
+            close_time, scope.start_ms, scope.end_ms
+        )
         if doomed.any():
             self._replace(path, stored.filter(pa.array(~doomed)))
         return int(doomed.sum())
@@ -145,8 +156,9 @@ class PartitionedWriter:
         replaced = 0
         if path.exists():
             stored = pq.read_table(path).cast(self.file_schema)
-            kept = stored.filter(pc.invert(pc.is_in(stored.column("event_id"),
-                                                    rows.column("event_id"))))
+            kept = stored.filter(
+                pc.invert(pc.is_in(stored.column("event_id"), rows.column("event_id")))
+            )
             replaced = stored.num_rows - kept.num_rows
             rows = pa.concat_tables([kept, rows])
         order = [("exchange", "ascending"), ("symbol", "ascending"), ("open_time", "ascending")]
@@ -192,8 +204,10 @@ def partitions(table: pa.Table) -> list[tuple[tuple[str, str, str], pa.Table]]:
     if table.num_rows == 0:
         return []
     day = table.column("open_time").to_numpy() // DAY_MS
-    names = [table.column(c).combine_chunks().dictionary_encode()
-             for c in ("model_id", "model_version", "timeframe")]
+    names = [
+        table.column(c).combine_chunks().dictionary_encode()
+        for c in ("model_id", "model_version", "timeframe")
+    ]
     codes = day
     for encoded in names:  # one integer per (day, model, version, timeframe)
         codes = codes * len(encoded.dictionary) + encoded.indices.to_numpy()
@@ -204,8 +218,9 @@ def partitions(table: pa.Table) -> list[tuple[tuple[str, str, str], pa.Table]]:
     groups = []
     for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
         first = order[start]
-        model_id, version, timeframe = (n.dictionary[n.indices[first].as_py()].as_py()
-                                        for n in names)
+        model_id, version, timeframe = (
+            n.dictionary[n.indices[first].as_py()].as_py() for n in names
+        )
         key = (utc_date(int(day[first]) * DAY_MS), timeframe, f"{model_id}@{version}")
         groups.append((key, ordered.slice(start, size)))
     return groups

@@ -44,8 +44,9 @@ class Calibration:
         return float((weights * np.abs(self.observed - self.predicted)).sum())
 
 
-def calibration(name: str, y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS
-                ) -> Calibration:
+def calibration(
+    name: str, y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS
+) -> Calibration:
     """Reliability curve of probabilities ``p`` for the 0/1 outcomes ``y`` (quantile bins;
     a value on an inner edge belongs to the lower bin)."""
     y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
@@ -75,8 +76,13 @@ class ModelScores:
         return m.beats_baseline(self.model, self.baseline)
 
 
-def score_model(model_type: str, realized: np.ndarray, value: np.ndarray, p_low: np.ndarray,
-                baseline: np.ndarray) -> ModelScores:
+def score_model(
+    model_type: str,
+    realized: np.ndarray,
+    value: np.ndarray,
+    p_low: np.ndarray,
+    baseline: np.ndarray,
+) -> ModelScores:
     """Scores of the rows whose label (and, for regressors, baseline) is known."""
     known = np.isfinite(realized)
     if model_type not in CLASSIFIERS:
@@ -88,8 +94,9 @@ def score_model(model_type: str, realized: np.ndarray, value: np.ndarray, p_low:
         return _direction(y, value)
     if model_type == "swing":
         return _swing(y, value, p_low)
-    return ModelScores(model_type, len(y), m.regression_metrics(y, value),
-                       m.regression_metrics(y, baseline))
+    return ModelScores(
+        model_type, len(y), m.regression_metrics(y, value), m.regression_metrics(y, baseline)
+    )
 
 
 def _direction(y: np.ndarray, p_up: np.ndarray) -> ModelScores:
@@ -108,8 +115,10 @@ def swing_probabilities(p_high: np.ndarray, p_low: np.ndarray) -> np.ndarray:
 
 def _swing(y: np.ndarray, p_high: np.ndarray, p_low: np.ndarray) -> ModelScores:
     proba = swing_probabilities(p_high, p_low)
-    curves = (calibration("P(swing high)", y == 1, proba[:, 1]),
-              calibration("P(swing low)", y == 2, proba[:, 2]))
+    curves = (
+        calibration("P(swing high)", y == 1, proba[:, 1]),
+        calibration("P(swing low)", y == 2, proba[:, 2]),
+    )
     shares = m.class_frequencies(y, 3)
     constant = np.tile(shares, (len(y), 1))
     model = {**_headline(m.multiclass_metrics(y, proba)), "ece": _mean_ece(curves)}

@@ -41,8 +41,9 @@ class ModelResult:
         return f"{self.model_id}@{self.version}"
 
 
-def evaluate(evaluation: pa.Table | None,
-             training_ranges: dict[str, tuple[int, int]] | None = None) -> list[ModelResult]:
+def evaluate(
+    evaluation: pa.Table | None, training_ranges: dict[str, tuple[int, int]] | None = None
+) -> list[ModelResult]:
     """One result per model version in the rows, ordered by type, timeframe, version.
 
     ``training_ranges`` maps a model key to the (first, last) open time it was trained on."""
@@ -61,25 +62,40 @@ def _order(result: ModelResult) -> tuple:
 
 
 def _result(group: pd.DataFrame, training_ranges: dict[str, tuple[int, int]]) -> ModelResult:
-    column = {name: group[name].to_numpy() for name in ("open_time", "value", "p_low",
-                                                         "realized", "baseline", "next_return")}
+    column = {
+        name: group[name].to_numpy()
+        for name in ("open_time", "value", "p_low", "realized", "baseline", "next_return")
+    }
     model_type = str(group["model_type"].iloc[0])
     series = _series_codes(group)
     strategy = None
     if model_type == "direction":
-        strategy = run_strategy(series, column["open_time"],
-                                group["signal"].astype(object).to_numpy(), column["next_return"])
+        strategy = run_strategy(
+            series,
+            column["open_time"],
+            group["signal"].astype(object).to_numpy(),
+            column["next_return"],
+        )
     model_id, version = str(group["model_id"].iloc[0]), str(group["model_version"].iloc[0])
     span = training_ranges.get(f"{model_id}@{version}")
-    in_training = None if span is None else float(
-        np.mean((column["open_time"] >= span[0]) & (column["open_time"] <= span[1])))
+    in_training = (
+        None
+        if span is None
+        else float(np.mean((column["open_time"] >= span[0]) & (column["open_time"] <= span[1])))
+    )
     return ModelResult(
-        model_id=model_id, version=version, in_training=in_training,
-        model_type=model_type, timeframe=str(group["timeframe"].iloc[0]), rows=len(group),
+        model_id=model_id,
+        version=version,
+        in_training=in_training,
+        model_type=model_type,
+        timeframe=str(group["timeframe"].iloc[0]),
+        rows=len(group),
         series=len(np.unique(series)),
-        scores=score_model(model_type, column["realized"], column["value"], column["p_low"],
-                           column["baseline"]),
-        strategy=strategy)
+        scores=score_model(
+            model_type, column["realized"], column["value"], column["p_low"], column["baseline"]
+        ),
+        strategy=strategy,
+    )
 
 
 def _series_codes(group: pd.DataFrame) -> np.ndarray:
@@ -91,8 +107,13 @@ def _series_codes(group: pd.DataFrame) -> np.ndarray:
 
 # --- writing -------------------------------------------------------------------------------
 
-def write_report(evaluation: pa.Table | None, out_dir: Path, run: dict,
-                 training_ranges: dict[str, tuple[int, int]] | None = None) -> Path:
+
+def write_report(
+    evaluation: pa.Table | None,
+    out_dir: Path,
+    run: dict,
+    training_ranges: dict[str, tuple[int, int]] | None = None,
+) -> Path:
     """Write ``report.md`` and its plots into ``out_dir``; returns the report's path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,12 +129,24 @@ def render_markdown(results: list[ModelResult], run: dict, plots: dict[str, list
     classifiers = [r for r in results if r.scores.rows and "log_loss" in r.scores.model]
     regressors = [r for r in results if r.scores.rows and "rmse" in r.scores.model]
     if classifiers:
-        parts.append("## Classifiers (model / baseline)\n\n" + _metric_table(
-            classifiers, (("accuracy", "accuracy"), ("roc_auc", "ROC AUC"), ("brier", "Brier"),
-                          ("log_loss", "log loss"), ("ece", "ECE"))))
+        parts.append(
+            "## Classifiers (model / baseline)\n\n"
+            + _metric_table(
+                classifiers,
+                (
+                    ("accuracy", "accuracy"),
+                    ("roc_auc", "ROC AUC"),
+                    ("brier", "Brier"),
+                    ("log_loss", "log loss"),
+                    ("ece", "ECE"),
+                ),
+            )
+        )
     if regressors:
-        parts.append("## Regressors (model / baseline)\n\n" + _metric_table(
-            regressors, (("mae", "MAE"), ("rmse", "RMSE"), ("corr", "corr"))))
+        parts.append(
+            "## Regressors (model / baseline)\n\n"
+            + _metric_table(regressors, (("mae", "MAE"), ("rmse", "RMSE"), ("corr", "corr")))
+        )
     strategies = [r for r in results if r.strategy is not None]
     if strategies:
         parts.append(_strategy_table(strategies))
@@ -126,9 +159,13 @@ def _heading(run: dict, results: list[ModelResult]) -> str:
     for key in ("sources", "symbols", "start", "end", "timeframes", "models", "executor"):
         if run.get(key) is not None:
             value = run[key]
-            lines.append(f"- {key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
-    lines.append(f"- model versions evaluated: {len(results)}; prediction rows: "
-                 f"{sum(r.rows for r in results):,}")
+            lines.append(
+                f"- {key}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+            )
+    lines.append(
+        f"- model versions evaluated: {len(results)}; prediction rows: "
+        f"{sum(r.rows for r in results):,}"
+    )
     return "\n".join(lines)
 
 
@@ -145,16 +182,23 @@ def _definitions() -> str:
         "inside the model's training range (from its manifest); those candles may have been "
         "trained on (all of them, or some symbols' at that time), so scores and strategy "
         "returns over them are optimistic. The out-of-sample (walk-forward) figures are in "
-        "each model's manifest.")
+        "each model's manifest."
+    )
 
 
 def _metric_table(results: list[ModelResult], columns: tuple) -> str:
-    head = ["model", "version", "rows", "series", "in training period",
-            *(label for _, label in columns), "beats"]
+    head = [
+        "model",
+        "version",
+        "rows",
+        "series",
+        "in training period",
+        *(label for _, label in columns),
+        "beats",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        cells = [r.model_id, r.version, f"{r.scores.rows:,}", str(r.series),
-                 _share(r.in_training)]
+        cells = [r.model_id, r.version, f"{r.scores.rows:,}", str(r.series), _share(r.in_training)]
         for key, _ in columns:
             cells.append(f"{_fmt(r.scores.model.get(key))} / {_fmt(r.scores.baseline.get(key))}")
         cells.append("yes" if r.scores.beats_baseline else "**no**")
@@ -167,21 +211,48 @@ def _share(value: float | None) -> str:
 
 
 def _strategy_table(results: list[ModelResult]) -> str:
-    head = ["model", "version", "rows", "series", "in training period", "time in market",
-            "position units traded",
-            "strategy", f"strategy, {FEE_PER_TRADE:.1%} fee per trade", "buy and hold"]
-    lines = ["## Strategy following the direction signal (equal-weight portfolio)", "",
-             "Long on LONG, short on SHORT, flat on NEUTRAL (signal thresholds from the "
-             "signals config), one candle at a time; buy-and-hold holds every series "
-             "throughout, without fees.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = [
+        "model",
+        "version",
+        "rows",
+        "series",
+        "in training period",
+        "time in market",
+        "position units traded",
+        "strategy",
+        f"strategy, {FEE_PER_TRADE:.1%} fee per trade",
+        "buy and hold",
+    ]
+    lines = [
+        "## Strategy following the direction signal (equal-weight portfolio)",
+        "",
+        "Long on LONG, short on SHORT, flat on NEUTRAL (signal thresholds from the "
+        "signals config), one candle at a time; buy-and-hold holds every series "
+        "throughout, without fees.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for r in results:
         s = r.strategy.summary()
-        lines.append("| " + " | ".join([
-            r.model_id, r.version, f"{s['rows']:,}", str(s["series"]), _share(r.in_training),
-            f"{s['exposure']:.1%}",
-            f"{s['trades']:,.0f}", _pct(s["gross_return"]), _pct(s["net_return"]),
-            _pct(s["hold_return"])]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r.model_id,
+                    r.version,
+                    f"{s['rows']:,}",
+                    str(s["series"]),
+                    _share(r.in_training),
+                    f"{s['exposure']:.1%}",
+                    f"{s['trades']:,.0f}",
+                    _pct(s["gross_return"]),
+                    _pct(s["net_return"]),
+                    _pct(s["hold_return"]),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -203,6 +274,7 @@ def _pct(value: float) -> str:
 
 
 # --- plots ----------------------------------------------------------------------------------
+
 
 def _pyplot():
     import matplotlib
@@ -227,13 +299,17 @@ def _calibration_plot(result: ModelResult, out_dir: Path) -> str:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     for curve in result.scores.calibrations:
-        ax.plot(curve.predicted, curve.observed, marker="o", label=f"{curve.name}, "
-                f"ECE {curve.ece:.3f}")
+        ax.plot(
+            curve.predicted, curve.observed, marker="o", label=f"{curve.name}, ECE {curve.ece:.3f}"
+        )
     low = min(min(c.predicted.min(), c.observed.min()) for c in result.scores.calibrations)
     high = max(max(c.predicted.max(), c.observed.max()) for c in result.scores.calibrations)
     ax.plot([low, high], [low, high], color="grey", linestyle="--", label="perfect")
-    ax.set(title=f"Calibration {result.key}", xlabel="mean predicted probability",
-           ylabel="observed frequency")
+    ax.set(
+        title=f"Calibration {result.key}",
+        xlabel="mean predicted probability",
+        ylabel="observed frequency",
+    )
     ax.legend(loc="upper left")
     return _save(fig, out_dir / f"calibration-{result.key}.png", plt)
 

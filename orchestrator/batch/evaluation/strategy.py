@@ -42,8 +42,9 @@ class SeriesReturns:
     trades: np.ndarray  # |position change| at each candle (2 for a reversal)
 
 
-def series_returns(position: np.ndarray, next_log_return: np.ndarray,
-                   fee: float = FEE_PER_TRADE) -> SeriesReturns:
+def series_returns(
+    position: np.ndarray, next_log_return: np.ndarray, fee: float = FEE_PER_TRADE
+) -> SeriesReturns:
     """Returns of one time-ordered series (see the module doc for the rules)."""
     hold = np.expm1(np.nan_to_num(next_log_return, nan=0.0))
     gross = position * hold
@@ -74,8 +75,9 @@ def portfolio(times: np.ndarray, returns: SeriesReturns) -> EquityCurves:
     def compounded(r: np.ndarray) -> np.ndarray:
         return np.cumprod(1.0 + np.bincount(slot, weights=r, minlength=len(unique)) / counts)
 
-    return EquityCurves(unique, compounded(returns.gross), compounded(returns.net),
-                        compounded(returns.hold))
+    return EquityCurves(
+        unique, compounded(returns.gross), compounded(returns.net), compounded(returns.hold)
+    )
 
 
 @dataclass(frozen=True)
@@ -87,23 +89,42 @@ class StrategyResult:
     curves: EquityCurves
 
     def summary(self) -> dict:
-        return {"rows": self.rows, "series": self.series, "trades": self.trades,
-                "exposure": self.exposure, "gross_return": self.curves.total("gross"),
-                "net_return": self.curves.total("net"),
-                "hold_return": self.curves.total("hold")}
+        return {
+            "rows": self.rows,
+            "series": self.series,
+            "trades": self.trades,
+            "exposure": self.exposure,
+            "gross_return": self.curves.total("gross"),
+            "net_return": self.curves.total("net"),
+            "hold_return": self.curves.total("hold"),
+        }
 
 
-def run_strategy(series_code: np.ndarray, open_time: np.ndarray, signal: np.ndarray,
-                 next_log_return: np.ndarray, fee: float = FEE_PER_TRADE) -> StrategyResult:
+def run_strategy(
+    series_code: np.ndarray,
+    open_time: np.ndarray,
+    signal: np.ndarray,
+    next_log_return: np.ndarray,
+    fee: float = FEE_PER_TRADE,
+) -> StrategyResult:
     """The strategy over rows of many series (sorted by series, then time)."""
     position = positions(signal)
-    parts = [series_returns(position[a:b], next_log_return[a:b], fee)
-             for a, b in _runs(series_code)]
-    joined = SeriesReturns(*(np.concatenate([getattr(p, f) for p in parts]) if parts
-                             else np.empty(0) for f in ("gross", "net", "hold", "trades")))
-    return StrategyResult(len(position), len(parts), float(joined.trades.sum()),
-                          float(np.mean(position != 0)) if len(position) else 0.0,
-                          portfolio(open_time, joined))
+    parts = [
+        series_returns(position[a:b], next_log_return[a:b], fee) for a, b in _runs(series_code)
+    ]
+    joined = SeriesReturns(
+        *(
+            np.concatenate([getattr(p, f) for p in parts]) if parts else np.empty(0)
+            for f in ("gross", "net", "hold", "trades")
+        )
+    )
+    return StrategyResult(
+        len(position),
+        len(parts),
+        float(joined.trades.sum()),
+        float(np.mean(position != 0)) if len(position) else 0.0,
+        portfolio(open_time, joined),
+    )
 
 
 def _runs(codes: np.ndarray) -> list[tuple[int, int]]:

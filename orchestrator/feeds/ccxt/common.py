@@ -52,7 +52,9 @@ def rows_to_batch(
     tables, rejected = [], 0
     for symbol, rows in rows_by_symbol.items():
         if len(rows):
-            converted = candles_from_ccxt(rows, exchange=exchange, symbol=symbol, timeframe=timeframe)
+            converted = candles_from_ccxt(
+                rows, exchange=exchange, symbol=symbol, timeframe=timeframe
+            )
             tables.append(converted.candles)
             rejected += len(converted.rejected)
     if not tables:
@@ -135,14 +137,18 @@ def observe_batch(staleness: Staleness, batch: pa.RecordBatch, now_ms: int) -> N
     """Feed each symbol's newest open time in ``batch`` to ``staleness`` (one pass, vectorised)."""
     if batch.num_rows == 0:
         return
-    names, symbol_ids = np.unique(batch.column("symbol").to_numpy(zero_copy_only=False), return_inverse=True)
+    names, symbol_ids = np.unique(
+        batch.column("symbol").to_numpy(zero_copy_only=False), return_inverse=True
+    )
     newest = np.full(len(names), np.iinfo(np.int64).min)
     np.maximum.at(newest, symbol_ids, batch.column("open_time").to_numpy())
     for name, open_time in zip(names, newest, strict=True):
         staleness.observe(str(name), int(open_time), now_ms)
 
 
-def count_batch(counters: FeedCounters, batch: pa.RecordBatch, rejected: int, exchange: str) -> None:
+def count_batch(
+    counters: FeedCounters, batch: pa.RecordBatch, rejected: int, exchange: str
+) -> None:
     counters.batches += 1
     counters.candles += batch.num_rows
     counters.rejected_rows += rejected
@@ -183,7 +189,9 @@ class OhlcvFetcher:
             sleep=sleep,
             rand=rand,
             on_error=self._on_error,
-            retry_after_hint=lambda: retry_after_seconds(getattr(self.client, "last_response_headers", None)),
+            retry_after_hint=lambda: retry_after_seconds(
+                getattr(self.client, "last_response_headers", None)
+            ),
             secrets=self._secrets,
         )(call)
 
@@ -200,7 +208,9 @@ class OhlcvFetcher:
         self.counters.requests += 1
         rows = await self.client.fetch_ohlcv(symbol, self.timeframe, since=since, limit=limit)
         if not isinstance(rows, list):
-            raise InvalidFeedError(f"fetch_ohlcv({symbol}) answered {type(rows).__name__}, not a list")
+            raise InvalidFeedError(
+                f"fetch_ohlcv({symbol}) answered {type(rows).__name__}, not a list"
+            )
         return rows
 
     async def load_markets(self) -> None:
@@ -295,4 +305,6 @@ class CcxtSourceBase:
         self._client = client
         self._fetcher = OhlcvFetcher(self._client, config, self.counters, sleep=sleep, rand=rand)
         self._clock, self._sleep, self._rand = clock_ms, sleep, rand
-        self._staleness = Staleness(config.symbols, clock_ms(), config.stale_after_periods * MINUTE_MS)
+        self._staleness = Staleness(
+            config.symbols, clock_ms(), config.stale_after_periods * MINUTE_MS
+        )

@@ -23,7 +23,9 @@ from orchestrator.feeds.errors import mask_secrets
 from orchestrator.feeds.retry import BackoffPolicy, RetryPolicy
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SECRET_PARAMS = frozenset({"apiKey", "secret", "password", "uid", "privateKey", "walletAddress", "token"})
+SECRET_PARAMS = frozenset(
+    {"apiKey", "secret", "password", "uid", "privateKey", "walletAddress", "token"}
+)
 
 # Exchange quirks as data: ccxt options our feeds want by default, per exchange id.
 # ``config.ccxt_options`` is deep-merged over them.
@@ -46,8 +48,12 @@ class ExchangeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["ccxt"] = "ccxt"
-    exchange: str = Field(description="ccxt exchange id, e.g. 'binance'; also the candles' exchange")
-    symbols: tuple[str, ...] = Field(min_length=1, description="ccxt unified symbols, e.g. 'BTC/USDT'")
+    exchange: str = Field(
+        description="ccxt exchange id, e.g. 'binance'; also the candles' exchange"
+    )
+    symbols: tuple[str, ...] = Field(
+        min_length=1, description="ccxt unified symbols, e.g. 'BTC/USDT'"
+    )
     mode: Literal["rest", "websocket"] = "rest"
     warmup_minutes: int = Field(
         0, ge=0, le=20_000, description="REST history fetched at start to warm features up"
@@ -55,24 +61,38 @@ class ExchangeConfig(BaseModel):
     symbols_per_actor: int = Field(
         250, ge=1, description="symbols one feed actor carries; more symbols start more actors"
     )
-    poll_interval_s: float = Field(2.0, ge=0, description="REST: time between polls; ws: longest wait")
+    poll_interval_s: float = Field(
+        2.0, ge=0, description="REST: time between polls; ws: longest wait"
+    )
     sandbox: bool = Field(False, description="use the exchange's testnet (ccxt set_sandbox_mode)")
     urls: dict[str, Any] = Field(default_factory=dict, description="deep-merged into ccxt's `urls`")
     enable_rate_limit: bool = Field(True, description="ccxt's built-in request throttling")
     rate_limit_ms: float | None = Field(None, gt=0, description="override ccxt's `rateLimit`")
     timeout_ms: int = Field(10_000, gt=0, description="ccxt request timeout")
-    api_key_env: str | None = Field(None, description="NAME of the env variable holding the API key")
-    api_secret_env: str | None = Field(None, description="NAME of the env variable holding the secret")
-    password_env: str | None = Field(None, description="NAME of the env variable holding a passphrase")
-    ccxt_options: dict[str, Any] = Field(default_factory=dict, description="merged into ccxt `options`")
-    ccxt_params: dict[str, Any] = Field(default_factory=dict, description="extra ccxt constructor params")
+    api_key_env: str | None = Field(
+        None, description="NAME of the env variable holding the API key"
+    )
+    api_secret_env: str | None = Field(
+        None, description="NAME of the env variable holding the secret"
+    )
+    password_env: str | None = Field(
+        None, description="NAME of the env variable holding a passphrase"
+    )
+    ccxt_options: dict[str, Any] = Field(
+        default_factory=dict, description="merged into ccxt `options`"
+    )
+    ccxt_params: dict[str, Any] = Field(
+        default_factory=dict, description="extra ccxt constructor params"
+    )
     max_concurrency: int = Field(8, ge=1, le=1024, description="REST requests in flight at once")
     ws_symbols_per_subscription: int = Field(100, ge=1, le=1024)
     ws_rest_fallback: bool = Field(
         True, description="poll REST while the socket is down or silent, and once after a reconnect"
     )
     ws_silence_s: float = Field(
-        30.0, gt=0, description="no message for this long counts as down (ccxt's ping takes minutes)"
+        30.0,
+        gt=0,
+        description="no message for this long counts as down (ccxt's ping takes minutes)",
     )
     page_limit: int = Field(1000, ge=1, le=10_000, description="candles per REST page")
     start_lookback_minutes: int = Field(5, ge=1, description="history the first poll asks for")
@@ -112,7 +132,9 @@ class ExchangeConfig(BaseModel):
     def _no_inline_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
         found = sorted(SECRET_PARAMS & set(value))
         if found:
-            raise ValueError(f"secrets {found} must come from *_env variables, never from the config")
+            raise ValueError(
+                f"secrets {found} must come from *_env variables, never from the config"
+            )
         return value
 
     @model_validator(mode="after")
@@ -122,7 +144,9 @@ class ExchangeConfig(BaseModel):
         if self.exchange not in ccxt_pro.exchanges:
             raise ValueError(f"mode 'websocket': ccxt.pro has no exchange {self.exchange!r}")
         if self.poll_interval_s <= 0:
-            raise ValueError("poll_interval_s must be > 0 in mode 'websocket' (it paces REST fallback)")
+            raise ValueError(
+                "poll_interval_s must be > 0 in mode 'websocket' (it paces REST fallback)"
+            )
         return self
 
     def describe(self) -> dict:
@@ -143,23 +167,31 @@ class MissingCredentialError(ValueError):
     """A configured credential variable is not set; names the variable, never a value."""
 
 
-def read_credentials(config: ExchangeConfig, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def read_credentials(
+    config: ExchangeConfig, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """ccxt credential params read from the variables the config names (empty if none)."""
     environ = os.environ if environ is None else environ
-    wanted = {"apiKey": config.api_key_env, "secret": config.api_secret_env, "password": config.password_env}
+    wanted = {
+        "apiKey": config.api_key_env,
+        "secret": config.api_secret_env,
+        "password": config.password_env,
+    }
     credentials = {}
     for param, variable in wanted.items():
         if variable is None:
             continue
         value = environ.get(variable)
         if not value:
-            raise MissingCredentialError(f"environment variable {variable} (for {param}) is not set")
+            raise MissingCredentialError(
+                f"environment variable {variable} (for {param}) is not set"
+            )
         credentials[param] = value
     return credentials
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``override`` merged into a copy of ``base``; nested mappings merge, anything else replaces."""
+    """``override`` merged into a copy of ``base``; nested mappings merge, the rest replaces."""
     merged = copy.deepcopy(dict(base))
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
@@ -169,7 +201,9 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def ccxt_constructor_params(config: ExchangeConfig, environ: Mapping[str, str] | None = None) -> dict:
+def ccxt_constructor_params(
+    config: ExchangeConfig, environ: Mapping[str, str] | None = None
+) -> dict:
     """Everything ccxt's exchange constructor gets (secrets included: never log this)."""
     options = deep_merge(DEFAULT_CCXT_OPTIONS.get(config.exchange, {}), config.ccxt_options)
     params: dict[str, Any] = {
@@ -183,7 +217,9 @@ def ccxt_constructor_params(config: ExchangeConfig, environ: Mapping[str, str] |
     credentials = read_credentials(config, environ)
     params.update(credentials)
     # ccxt logs request headers at DEBUG, API key included: give it a logger that masks them.
-    params["logger"] = redacting_logger(f"orchestrator.feeds.ccxt.{config.exchange}", credentials.values())
+    params["logger"] = redacting_logger(
+        f"orchestrator.feeds.ccxt.{config.exchange}", credentials.values()
+    )
     return params
 
 
@@ -215,7 +251,10 @@ def redacting_logger(name: str, secrets: Iterable[str]) -> logging.Logger:
 
 
 def build_client(
-    config: ExchangeConfig, *, websocket: bool | None = None, environ: Mapping[str, str] | None = None
+    config: ExchangeConfig,
+    *,
+    websocket: bool | None = None,
+    environ: Mapping[str, str] | None = None,
 ):
     """A ccxt client for ``config``: ``ccxt.pro`` for websockets, ``ccxt.async_support`` for REST.
 
@@ -247,6 +286,8 @@ def install_strict_json(client) -> None:
         try:
             return client.on_json_response(http_response)
         except ValueError as exc:
-            raise ccxt.BadResponse(f"{client.id} answered malformed JSON ({len(http_response)} bytes)") from exc
+            raise ccxt.BadResponse(
+                f"{client.id} answered malformed JSON ({len(http_response)} bytes)"
+            ) from exc
 
     client.parse_json = strict_parse_json

@@ -56,10 +56,13 @@ class CcxtRestSource(CcxtSourceBase):
         if not await self._markets_ready():
             return empty_batch()
         results = await gather_bounded(
-            [lambda s=s: self._poll_symbol(s, now_ms) for s in self.symbols], self.config.max_concurrency
+            [lambda s=s: self._poll_symbol(s, now_ms) for s in self.symbols],
+            self.config.max_concurrency,
         )
         raise_first_error(results)
-        batch, rejected = rows_to_batch(self.exchange, dict(zip(self.symbols, results, strict=True)))
+        batch, rejected = rows_to_batch(
+            self.exchange, dict(zip(self.symbols, results, strict=True))
+        )
         self._account(batch, rejected, now_ms)
         return batch
 
@@ -67,7 +70,9 @@ class CcxtRestSource(CcxtSourceBase):
         loop = asyncio.get_running_loop()
         if self._next_poll_at is not None and self._next_poll_at > loop.time():
             await self._sleep(self._next_poll_at - loop.time())
-        self._next_poll_at = max(loop.time(), self._next_poll_at or 0.0) + self.config.poll_interval_s
+        self._next_poll_at = (
+            max(loop.time(), self._next_poll_at or 0.0) + self.config.poll_interval_s
+        )
 
     async def _markets_ready(self) -> bool:
         """Load markets once; a non-fatal failure (already counted) just skips this poll."""
@@ -120,7 +125,9 @@ class CcxtRestSource(CcxtSourceBase):
         batch, rejected = rows_to_batch(self.exchange, {symbol: rows})
         if rejected:
             self.counters.rejected_rows += rejected
-            log.warning("%s %s: %d rows without a usable open time", self.exchange, symbol, rejected)
+            log.warning(
+                "%s %s: %d rows without a usable open time", self.exchange, symbol, rejected
+            )
         return batch
 
     async def close(self) -> None:

@@ -14,11 +14,11 @@ while disconnected are not replayed by the exchange. Two things cover them, both
 REST with the same ccxt.pro client (it subclasses ccxt's async REST client):
 - *REST fallback* (``ws_rest_fallback``, on by default): while the socket is down or
   silent for ``ws_silence_s`` (a dead peer without a TCP reset is only noticed by ccxt's
-  keep-alive after minutes), and once more after it is back, ``next_batch`` polls one page of each symbol's candles from
-  the newest open time it has passed on. This matters beyond the gap: the candle still
-  open when the connection dropped never gets its final update over the socket, and the
-  gate downstream finalises pending candles by time (close + grace), so the final
-  version must arrive within the grace, not after the reconnect;
+  keep-alive after minutes), and once more after it is back, ``next_batch`` polls one page
+  of each symbol's candles from the newest open time it has passed on. This matters beyond
+  the gap: the candle still open when the connection dropped never gets its final update
+  over the socket, and the gate downstream finalises pending candles by time (close +
+  grace), so the final version must arrive within the grace, not after the reconnect;
 - ``fetch_range``: the gate detects any gap left (REST down too, or an outage longer
   than one page per poll) and repairs it through this method.
 ``status()['outages']`` lists the recent disconnected windows.
@@ -169,7 +169,9 @@ class CcxtWsSource(CcxtSourceBase):
             ]
         if has.get("watchOHLCV"):
             return [partial(self._client.watch_ohlcv, s, TIMEFRAME) for s in self.symbols]
-        raise FatalFeedError(f"{self.exchange}: ccxt.pro offers no watchOHLCV (trade aggregation not built)")
+        raise FatalFeedError(
+            f"{self.exchange}: ccxt.pro offers no watchOHLCV (trade aggregation not built)"
+        )
 
     async def _pump(self, watch: Callable[[], Awaitable]) -> None:
         backoff = Backoff(self.config.reconnect, rand=self._rand)
@@ -230,7 +232,9 @@ class CcxtWsSource(CcxtSourceBase):
     def _rest_needed(self) -> bool:
         if not (self.config.ws_rest_fallback and self._ever_connected):
             return False
-        silent = asyncio.get_running_loop().time() - self._last_message_at > self.config.ws_silence_s
+        silent = (
+            asyncio.get_running_loop().time() - self._last_message_at > self.config.ws_silence_s
+        )
         return not self._connected or silent or self._resync_pending
 
     async def _poll_rest(self) -> dict[str, list]:
@@ -239,7 +243,8 @@ class CcxtWsSource(CcxtSourceBase):
         self._rest_polls += 1
         starts = {s: t for s in self.symbols if (t := self._staleness.newest(s)) is not None}
         results = await gather_bounded(
-            [partial(self._poll_symbol, s, t) for s, t in starts.items()], self.config.max_concurrency
+            [partial(self._poll_symbol, s, t) for s, t in starts.items()],
+            self.config.max_concurrency,
         )
         raise_first_error(results)
         return dict(zip(starts, results, strict=True))
@@ -298,6 +303,7 @@ def _concat_rows(first: dict[str, list], then: dict[str, list]) -> dict[str, lis
 
 def _forget_oldest(passed_on: dict[int | None, tuple], keep: int) -> None:
     if len(passed_on) > keep:
-        for open_time in sorted(passed_on, key=lambda t: -1 if t is None else t)[: len(passed_on) - keep]:
+        for open_time in sorted(passed_on, key=lambda t: -1 if t is None else t)[
+            : len(passed_on) - keep
+        ]:
             del passed_on[open_time]
-

@@ -54,14 +54,16 @@ def _labelled_run(candles: pd.DataFrame) -> pd.DataFrame:
     close = candles["close"].to_numpy(np.float64)
     high, low = candles["high"].to_numpy(np.float64), candles["low"].to_numpy(np.float64)
     features = compute_features(candles.reset_index(drop=True))[list(REQUIRED_FEATURES)]
-    return features.assign(**{
-        "open_time": candles["open_time"].to_numpy(np.int64),
-        "direction": next_direction(close),
-        "return": next_log_return(close),
-        "volatility": forward_volatility(close),
-        "swing": swing_points(high, low),
-        HIST_VOLATILITY: trailing_volatility(close),
-    })
+    return features.assign(
+        **{
+            "open_time": candles["open_time"].to_numpy(np.int64),
+            "direction": next_direction(close),
+            "return": next_log_return(close),
+            "volatility": forward_volatility(close),
+            "swing": swing_points(high, low),
+            HIST_VOLATILITY: trailing_volatility(close),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -78,15 +80,19 @@ class TimeframeSet:
     columns: dict[str, np.ndarray]  # labels by model type, and HIST_VOLATILITY
 
 
-def pool_symbols(tables: dict[str, pd.DataFrame], timeframe: str, step_ms: int,
-                 source: str) -> TimeframeSet:
+def pool_symbols(
+    tables: dict[str, pd.DataFrame], timeframe: str, step_ms: int, source: str
+) -> TimeframeSet:
     """Pool per-symbol ``labelled_candles`` tables, ordered by (open time, symbol)."""
     symbols = tuple(sorted(tables))
-    frame = pd.concat([tables[s].assign(symbol_code=i) for i, s in enumerate(symbols)],
-                      ignore_index=True)
+    frame = pd.concat(
+        [tables[s].assign(symbol_code=i) for i, s in enumerate(symbols)], ignore_index=True
+    )
     frame = frame.sort_values(["open_time", "symbol_code"], kind="stable")
     return TimeframeSet(
-        timeframe=timeframe, step_ms=step_ms, source=source,
+        timeframe=timeframe,
+        step_ms=step_ms,
+        source=source,
         features=frame[list(REQUIRED_FEATURES)].to_numpy(np.float32),
         open_time=frame["open_time"].to_numpy(np.int64),
         symbol_codes=frame["symbol_code"].to_numpy(np.int64),
@@ -115,8 +121,11 @@ def model_data(data: TimeframeSet, model_type: str) -> ModelData:
     baseline = _row_baseline(data, model_type)
     keep = np.isfinite(target) & (np.isfinite(baseline) if baseline is not None else True)
     return ModelData(
-        model_type=model_type, timeframe=data.timeframe,
-        features=data.features[keep], target=target[keep], open_time=data.open_time[keep],
+        model_type=model_type,
+        timeframe=data.timeframe,
+        features=data.features[keep],
+        target=target[keep],
+        open_time=data.open_time[keep],
         purge_ms=LABEL_SPECS[model_type].horizon * data.step_ms,
         baseline=None if baseline is None else baseline[keep],
     )

@@ -20,19 +20,30 @@ if TYPE_CHECKING:  # imported lazily at runtime
     from lightgbm import LGBMClassifier, LGBMRegressor
 
 SEED = 20260321
-TASKS = {"direction": "binary", "swing": "multiclass", "volatility": "regression",
-         "return": "regression"}
+TASKS = {
+    "direction": "binary",
+    "swing": "multiclass",
+    "volatility": "regression",
+    "return": "regression",
+}
 N_CLASSES = {"direction": 2, "swing": 3}
 
-_LGBM_COMMON = dict(subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0,
-                    random_state=SEED, deterministic=True, force_row_wise=True, n_jobs=1,
-                    verbose=-1)
+_LGBM_COMMON = dict(
+    subsample=0.8,
+    subsample_freq=1,
+    colsample_bytree=0.8,
+    reg_lambda=1.0,
+    random_state=SEED,
+    deterministic=True,
+    force_row_wise=True,
+    n_jobs=1,
+    verbose=-1,
+)
 LGBM_PARAMS = {
     "direction": dict(n_estimators=120, num_leaves=15, learning_rate=0.05, min_child_samples=400),
     # Three trees a round (one per class): fewer rounds keep the file and the time small.
     "swing": dict(n_estimators=80, num_leaves=15, learning_rate=0.05, min_child_samples=400),
-    "volatility": dict(n_estimators=150, num_leaves=15, learning_rate=0.05,
-                       min_child_samples=400),
+    "volatility": dict(n_estimators=150, num_leaves=15, learning_rate=0.05, min_child_samples=400),
     # Next-candle returns are mostly noise: small trees, many rows per leaf, slow learning.
     "return": dict(n_estimators=100, num_leaves=7, learning_rate=0.03, min_child_samples=1000),
 }
@@ -84,8 +95,9 @@ class GradientBoosted:
         self.params = {**LGBM_PARAMS[model_type], **_LGBM_COMMON, **overrides}
         self.model: LGBMRegressor | LGBMClassifier | None = None  # set by fit()
 
-    def fit(self, x: np.ndarray, y: np.ndarray, open_time=None, purge_ms: int = 0
-            ) -> GradientBoosted:
+    def fit(
+        self, x: np.ndarray, y: np.ndarray, open_time=None, purge_ms: int = 0
+    ) -> GradientBoosted:
         """Fit on every row (``open_time`` and ``purge_ms`` are for the stacked learner)."""
         from lightgbm import LGBMClassifier, LGBMRegressor
 
@@ -165,8 +177,9 @@ class StackedDirection:
     def __init__(self, **gbt_overrides):
         self.gbt_overrides = gbt_overrides  # smaller boosted trees for tests
 
-    def fit(self, x: np.ndarray, y: np.ndarray, open_time: np.ndarray, purge_ms: int
-            ) -> StackedDirection:
+    def fit(
+        self, x: np.ndarray, y: np.ndarray, open_time: np.ndarray, purge_ms: int
+    ) -> StackedDirection:
         from sklearn.linear_model import LogisticRegression
 
         early, late = time_holdout(open_time, purge_ms, META_FRACTION)
@@ -181,8 +194,13 @@ class StackedDirection:
 
         self.gbt = GradientBoosted("direction", **self.gbt_overrides).fit(x, y)
         self.forest = RandomForestClassifier(
-            n_estimators=32, max_depth=6, min_samples_leaf=200, max_features="sqrt",
-            max_samples=min(1.0, FOREST_SAMPLES / len(x)), random_state=SEED, n_jobs=1,
+            n_estimators=32,
+            max_depth=6,
+            min_samples_leaf=200,
+            max_features="sqrt",
+            max_samples=min(1.0, FOREST_SAMPLES / len(x)),
+            random_state=SEED,
+            n_jobs=1,
         ).fit(x, y.astype(np.int64))
         float32_exact_forest(self.forest)
         self.logistic = ScaledLogistic().fit(x, y)
@@ -190,11 +208,13 @@ class StackedDirection:
     def base_logits(self, x: np.ndarray) -> np.ndarray:
         """(n, 3) logits of P(up) from the gradient-boosted, forest and logistic bases."""
         x32 = np.asarray(x, dtype=np.float32)
-        p = np.column_stack([
-            self.gbt.predict(x32)[:, 1],
-            self.forest.predict_proba(x32)[:, 1],
-            self.logistic.predict_proba(x32)[:, 1],
-        ])
+        p = np.column_stack(
+            [
+                self.gbt.predict(x32)[:, 1],
+                self.forest.predict_proba(x32)[:, 1],
+                self.logistic.predict_proba(x32)[:, 1],
+            ]
+        )
         return logits(p)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -209,8 +229,10 @@ class StackedDirection:
                 "logistic": {"C": self.logistic.c, "scaling": "standard, float32 means"},
             },
             "meta": {
-                "logistic_on": "logits of each base's P(up) (gbt, forest, logistic)", "C": 1.0,
-                "coef": self.meta.coef_[0].tolist(), "intercept": float(self.meta.intercept_[0]),
+                "logistic_on": "logits of each base's P(up) (gbt, forest, logistic)",
+                "C": 1.0,
+                "coef": self.meta.coef_[0].tolist(),
+                "intercept": float(self.meta.intercept_[0]),
                 "fit_on": f"latest {META_FRACTION:.0%} of the training rows, bases fitted before",
             },
         }

@@ -21,8 +21,11 @@ INPUT = "features"
 TARGET_OPSET = 15
 OUTPUTS = {
     "direction": {"tensor": "probabilities", "columns": [1], "names": ["prob_up"]},
-    "swing": {"tensor": "probabilities", "columns": [1, 2],
-              "names": ["p_swing_high", "p_swing_low"]},
+    "swing": {
+        "tensor": "probabilities",
+        "columns": [1, 2],
+        "names": ["p_swing_high", "p_swing_low"],
+    },
     "volatility": {"tensor": "variable", "columns": [0], "names": ["volatility"]},
     "return": {"tensor": "variable", "columns": [0], "names": ["log_return"]},
 }
@@ -41,16 +44,24 @@ def lightgbm_graph(model, n_features: int) -> onnx.ModelProto:
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    return convert_lightgbm(model, initial_types=[(INPUT, FloatTensorType([None, n_features]))],
-                            zipmap=False, target_opset=TARGET_OPSET)
+    return convert_lightgbm(
+        model,
+        initial_types=[(INPUT, FloatTensorType([None, n_features]))],
+        zipmap=False,
+        target_opset=TARGET_OPSET,
+    )
 
 
 def sklearn_graph(model, n_features: int) -> onnx.ModelProto:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
-    return convert_sklearn(model, initial_types=[(INPUT, FloatTensorType([None, n_features]))],
-                           options={"zipmap": False}, target_opset=TARGET_OPSET)
+    return convert_sklearn(
+        model,
+        initial_types=[(INPUT, FloatTensorType([None, n_features]))],
+        options={"zipmap": False},
+        target_opset=TARGET_OPSET,
+    )
 
 
 def stacked_graph(ensemble: StackedDirection, n_features: int) -> onnx.ModelProto:
@@ -71,13 +82,18 @@ def stacked_graph(ensemble: StackedDirection, n_features: int) -> onnx.ModelProt
         p_up.append(_column_one(nodes, f"{prefix}/probabilities", prefix))
     meta_nodes, meta_initializers = _meta_learner(p_up, ensemble.meta)
     graph = helper.make_graph(
-        nodes + meta_nodes, "stacked", [_input(n_features)],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
-         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+        nodes + meta_nodes,
+        "stacked",
+        [_input(n_features)],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2]),
+        ],
         initializers + meta_initializers,
     )
-    model = helper.make_model(graph, opset_imports=_merged_opsets(bases.values()),
-                              producer_name="tickcast")
+    model = helper.make_model(
+        graph, opset_imports=_merged_opsets(bases.values()), producer_name="tickcast"
+    )
     # helper stamps the newest IR version, which ONNX Runtime may not read yet.
     model.ir_version = max(base.ir_version for base in bases.values())
     return model

@@ -72,8 +72,11 @@ def train_model(plan: ModelPlan, data: ModelData, source: dict) -> TrainedModel:
     report = evaluate(plan, data)
     learner = make_learner(plan.model_type, plan.learner)
     learner.fit(data.features, data.target, data.open_time, data.purge_ms)
-    model_bytes = finalize(to_onnx(learner, data.features.shape[1]),
-                           f"{plan.model_id}-{plan.version}", onnx_metadata(plan, data))
+    model_bytes = finalize(
+        to_onnx(learner, data.features.shape[1]),
+        f"{plan.model_id}-{plan.version}",
+        onnx_metadata(plan, data),
+    )
     report["onnx_max_abs_diff"] = checked_parity(plan, data, learner, model_bytes)
     manifest = build_manifest(plan, data, source, report, learner.describe(), model_bytes)
     return TrainedModel(plan, model_bytes, manifest)
@@ -85,8 +88,11 @@ def evaluate(plan: ModelPlan, data: ModelData, n_folds: int = N_FOLDS) -> dict:
     truth, model_out, base_out = [], [], []
     for fold in folds:
         learner = make_learner(plan.model_type, plan.learner).fit(
-            data.features[fold.train], data.target[fold.train], data.open_time[fold.train],
-            data.purge_ms)
+            data.features[fold.train],
+            data.target[fold.train],
+            data.open_time[fold.train],
+            data.purge_ms,
+        )
         model_out.append(learner.predict(data.features[fold.test]))
         base_out.append(baseline_output(data, fold.train, fold.test))
         truth.append(data.target[fold.test])
@@ -136,8 +142,10 @@ def checked_parity(plan: ModelPlan, data: ModelData, learner, model_bytes: bytes
     diff = parity(model_bytes, learner, data.features[-PARITY_ROWS:], OUTPUTS[plan.model_type])
     tolerance = parity_tolerance(plan.model_type, data.target)
     if not diff <= tolerance:
-        raise RuntimeError(f"{plan.model_id}@{plan.version}: ONNX differs from native by "
-                           f"{diff:.3g} > {tolerance:.3g}")
+        raise RuntimeError(
+            f"{plan.model_id}@{plan.version}: ONNX differs from native by "
+            f"{diff:.3g} > {tolerance:.3g}"
+        )
     return diff
 
 
@@ -153,20 +161,31 @@ def onnx_metadata(plan: ModelPlan, data: ModelData) -> dict:
     """What a reader of the .onnx file alone needs; JSON for the non-strings."""
     x = data.features.astype(np.float64)
     return {
-        "model_id": plan.model_id, "model_type": plan.model_type, "timeframe": plan.timeframe,
-        "version": plan.version, "training_range": training_range(data),
+        "model_id": plan.model_id,
+        "model_type": plan.model_type,
+        "timeframe": plan.timeframe,
+        "version": plan.version,
+        "training_range": training_range(data),
         "feature_names": list(data.feature_names),
-        "feature_means": x.mean(axis=0).tolist(), "feature_variances": x.var(axis=0).tolist(),
-        "label": LABEL_SPECS[plan.model_type].to_dict(), "outputs": OUTPUTS[plan.model_type],
+        "feature_means": x.mean(axis=0).tolist(),
+        "feature_variances": x.var(axis=0).tolist(),
+        "label": LABEL_SPECS[plan.model_type].to_dict(),
+        "outputs": OUTPUTS[plan.model_type],
     }
 
 
-def build_manifest(plan: ModelPlan, data: ModelData, source: dict, report: dict,
-                   learner: dict, model_bytes: bytes) -> dict:
+def build_manifest(
+    plan: ModelPlan, data: ModelData, source: dict, report: dict, learner: dict, model_bytes: bytes
+) -> dict:
     return {
-        "model_id": plan.model_id, "model_type": plan.model_type, "timeframe": plan.timeframe,
-        "version": plan.version, "stage": "staging", "file": "model.onnx",
-        "sha256": hashlib.sha256(model_bytes).hexdigest(), "size_bytes": len(model_bytes),
+        "model_id": plan.model_id,
+        "model_type": plan.model_type,
+        "timeframe": plan.timeframe,
+        "version": plan.version,
+        "stage": "staging",
+        "file": "model.onnx",
+        "sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "size_bytes": len(model_bytes),
         "feature_names": list(data.feature_names),
         "outputs": OUTPUTS[plan.model_type],
         "label": LABEL_SPECS[plan.model_type].to_dict(),

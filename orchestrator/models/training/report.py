@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-CLASSIFIER_METRICS = (("accuracy", "accuracy"), ("roc_auc", "ROC AUC"), ("brier", "Brier"),
-                      ("log_loss", "log loss"))
+CLASSIFIER_METRICS = (
+    ("accuracy", "accuracy"),
+    ("roc_auc", "ROC AUC"),
+    ("brier", "Brier"),
+    ("log_loss", "log loss"),
+)
 REGRESSOR_METRICS = (("mae", "MAE"), ("rmse", "RMSE"), ("corr", "corr"))
 TIMEFRAME_ORDER = ("1m", "5m", "15m", "30m", "1h", "4h", "1d")
 
@@ -21,8 +25,15 @@ def metrics_table(manifests: list[dict]) -> str:
 
 
 def _table(manifests: list[dict], columns: tuple) -> str:
-    head = ["model", "version", "learner", "stage", "test rows",
-            *(f"{label} (model / baseline)" for _, label in columns), "beats baseline"]
+    head = [
+        "model",
+        "version",
+        "learner",
+        "stage",
+        "test rows",
+        *(f"{label} (model / baseline)" for _, label in columns),
+        "beats baseline",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for manifest in manifests:
         lines.append("| " + " | ".join(_row(manifest, columns)) + " |")
@@ -32,8 +43,13 @@ def _table(manifests: list[dict], columns: tuple) -> str:
 def _row(manifest: dict, columns: tuple) -> list[str]:
     metrics = manifest["metrics"]
     learner = manifest.get("learner", {}).get("learner", "")
-    cells = [manifest["model_id"], manifest["version"], learner, manifest["stage"],
-             str(metrics["test_rows"])]
+    cells = [
+        manifest["model_id"],
+        manifest["version"],
+        learner,
+        manifest["stage"],
+        str(metrics["test_rows"]),
+    ]
     for key, _ in columns:
         cells.append(f"{_fmt(metrics['model'][key])} / {_fmt(metrics['baseline'][key])}")
     cells.append("yes" if metrics["beats_baseline"] else "**no**")

@@ -32,8 +32,12 @@ class Fold:
         }
 
 
-def walk_forward_folds(open_time: np.ndarray, purge_ms: int, n_folds: int = N_FOLDS,
-                       first_test_quantile: float = FIRST_TEST_QUANTILE) -> list[Fold]:
+def walk_forward_folds(
+    open_time: np.ndarray,
+    purge_ms: int,
+    n_folds: int = N_FOLDS,
+    first_test_quantile: float = FIRST_TEST_QUANTILE,
+) -> list[Fold]:
     """Expanding-window folds: test on consecutive time slices of the last part of the
     data, train on everything before each slice (minus purged rows)."""
     open_time = np.asarray(open_time)
@@ -53,8 +57,9 @@ def purged_before(open_time: np.ndarray, start: float, purge_ms: int) -> np.ndar
     return np.flatnonzero(np.asarray(open_time) + purge_ms < start)
 
 
-def time_holdout(open_time: np.ndarray, purge_ms: int, late_fraction: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def time_holdout(
+    open_time: np.ndarray, purge_ms: int, late_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(early rows, late rows): the last ``late_fraction`` of time is held out, early rows
     are purged like a walk-forward fold's training set. Used to fit a stacker's
     meta-learner on predictions its base learners made out of sample."""

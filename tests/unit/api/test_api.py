@@ -28,8 +28,14 @@ def _feature_rows(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
 
 def _predictions(open_time: int, symbols=("A/USDT", "B/USDT")):
     n = len(symbols)
-    rows = TickRows(np.array(["x"] * n, dtype=object), np.array(symbols, dtype=object), "1m",
-                    np.full(n, open_time), np.full(n, 10.0), emitted_at_ms=0.0)
+    rows = TickRows(
+        np.array(["x"] * n, dtype=object),
+        np.array(symbols, dtype=object),
+        "1m",
+        np.full(n, open_time),
+        np.full(n, 10.0),
+        emitted_at_ms=0.0,
+    )
     out = ModelOutput("direction-1m", "direction", "v1", ("prob_up",), np.full((n, 1), 0.65))
     return build_predictions(out, rows, 5.0, 0.6, 0.7)
 
@@ -54,9 +60,15 @@ def test_predict_rows_match_the_model_run_directly(client):
 def test_predict_features_by_name_and_columns_in_any_order(client):
     names, x = _feature_rows(2, seed=1)
     by_name = [dict(zip(names, row, strict=True)) for row in x.tolist()]
-    a = client.post("/v1/predict", json={"model_type": "direction", "timeframe": "1m", "features": by_name})
-    reordered = {"model_type": "direction", "timeframe": "1m", "columns": names[::-1],
-                 "rows": [row[::-1] for row in x.tolist()]}
+    a = client.post(
+        "/v1/predict", json={"model_type": "direction", "timeframe": "1m", "features": by_name}
+    )
+    reordered = {
+        "model_type": "direction",
+        "timeframe": "1m",
+        "columns": names[::-1],
+        "rows": [row[::-1] for row in x.tolist()],
+    }
     b = client.post("/v1/predict", json=reordered)
     assert a.status_code == b.status_code == 200
     assert a.json()["predictions"] == b.json()["predictions"]
@@ -66,14 +78,16 @@ def test_predict_from_a_window_of_real_candles(client, shared_data):
     frame = pd.read_parquet(shared_data / "binance-spot-1m" / "BTC_USDT-1m.parquet").iloc[:120]
     frame["open_time"] = frame["date"].astype("datetime64[ms, UTC]").astype("int64")
     candles = frame[["open_time", "open", "high", "low", "close", "volume"]].to_dict("records")
-    answer = client.post("/v1/predict", json={"model_type": "direction", "timeframe": "1m",
-                                              "candles": candles})
+    answer = client.post(
+        "/v1/predict", json={"model_type": "direction", "timeframe": "1m", "candles": candles}
+    )
     assert answer.status_code == 200, answer.text
     expected = _predictor().predict(compute_features(frame).to_numpy(copy=True)[-1:])[0, 0]
     assert answer.json()["open_time"] == candles[-1]["open_time"]
     assert answer.json()["predictions"][0]["prob_up"] == pytest.approx(expected, abs=1e-12)
-    short = client.post("/v1/predict", json={"model_type": "direction", "timeframe": "1m",
-                                             "candles": candles[:20]})
+    short = client.post(
+        "/v1/predict", json={"model_type": "direction", "timeframe": "1m", "candles": candles[:20]}
+    )
     assert short.status_code == 422 and "warm" in short.text
 
 
@@ -84,16 +98,45 @@ def test_predict_from_a_window_of_real_candles(client, shared_data):
         ({"model_type": "direction", "timeframe": "7m", "rows": [[1.0]]}, 422, "timeframe"),
         ({"model_type": "magic", "timeframe": "1m", "rows": [[1.0]]}, 422, "model_type"),
         ({"model_type": "direction", "timeframe": "1m", "rows": [[1.0]]}, 422, "rows"),
-        ({"model_type": "direction", "timeframe": "1m", "features": [{"rsi_14": 1.0}]}, 422, "features"),
-        ({"model_type": "direction", "timeframe": "1m", "features": [{"nope": 1.0}]}, 422, "features"),
-        ({"model_type": "direction", "timeframe": "1m", "rows": [[1.0]], "columns": ["nope"]}, 422, "columns"),
-        ({"model_type": "direction", "timeframe": "1m", "version": "latest", "rows": [[1.0]]}, 422, "version"),
-        ({"model_type": "direction", "timeframe": "1m", "version": "v999", "rows": [[1.0]]}, 404, "v999"),
+        (
+            {"model_type": "direction", "timeframe": "1m", "features": [{"rsi_14": 1.0}]},
+            422,
+            "features",
+        ),
+        (
+            {"model_type": "direction", "timeframe": "1m", "features": [{"nope": 1.0}]},
+            422,
+            "features",
+        ),
+        (
+            {"model_type": "direction", "timeframe": "1m", "rows": [[1.0]], "columns": ["nope"]},
+            422,
+            "columns",
+        ),
+        (
+            {"model_type": "direction", "timeframe": "1m", "version": "latest", "rows": [[1.0]]},
+            422,
+            "version",
+        ),
+        (
+            {"model_type": "direction", "timeframe": "1m", "version": "v999", "rows": [[1.0]]},
+            404,
+            "v999",
+        ),
         ({"model_type": "swing", "timeframe": "30m", "rows": [[1.0]]}, 404, "swing-30m"),
         ({"model_type": "direction", "timeframe": "1m", "rows": [[1.0]], "extra": 1}, 422, "extra"),
-        ({"model_type": "direction", "timeframe": "1m",
-          "candles": [{"open_time": 0, "open": 1, "high": 0.5, "low": 1, "close": 1, "volume": 1}] * 40},
-         422, "candles"),
+        (
+            {
+                "model_type": "direction",
+                "timeframe": "1m",
+                "candles": [
+                    {"open_time": 0, "open": 1, "high": 0.5, "low": 1, "close": 1, "volume": 1}
+                ]
+                * 40,
+            },
+            422,
+            "candles",
+        ),
     ],
 )
 def test_bad_predict_requests_get_a_4xx_naming_the_problem(client, body, status, field):
@@ -104,35 +147,57 @@ def test_bad_predict_requests_get_a_4xx_naming_the_problem(client, body, status,
 
 def test_non_finite_numbers_and_broken_json_are_422(client):
     names, _ = _feature_rows(1)
-    raw = '{"model_type": "direction", "timeframe": "1m", "rows": [[' + ", ".join(["NaN"] * len(names)) + "]]}"
+    raw = (
+        '{"model_type": "direction", "timeframe": "1m", "rows": [['
+        + ", ".join(["NaN"] * len(names))
+        + "]]}"
+    )
     answer = client.post("/v1/predict", content=raw, headers={"content-type": "application/json"})
     assert answer.status_code == 422
-    assert client.post("/v1/predict", content=b"{not json", headers={"content-type": "application/json"}
-                       ).status_code == 422
+    assert (
+        client.post(
+            "/v1/predict", content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
 
 
 def test_row_and_body_limits(tmp_path):
     client, _ = make_client(tmp_path, max_rows=3, max_body_bytes=4096)
     names, x = _feature_rows(4)
-    too_many = client.post("/v1/predict", json={"model_type": "direction", "timeframe": "1m",
-                                                "rows": x.tolist()})
+    too_many = client.post(
+        "/v1/predict", json={"model_type": "direction", "timeframe": "1m", "rows": x.tolist()}
+    )
     assert too_many.status_code == 413 and "at most 3 rows" in too_many.text
-    huge = client.post("/v1/predict", content=b"[" + b"1," * 5000 + b"1]",
-                       headers={"content-type": "application/json"})
+    huge = client.post(
+        "/v1/predict",
+        content=b"[" + b"1," * 5000 + b"1]",
+        headers={"content-type": "application/json"},
+    )
     assert huge.status_code == 413 and "body larger" in huge.text
 
 
 def test_api_keys_and_rate_limit(tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_KEYS", "secret-1,secret-2")
-    client, _ = make_client(tmp_path, require_api_key=True, api_keys_env="TEST_KEYS",
-                            rate_limit_per_s=0.001, rate_limit_burst=2)
+    client, _ = make_client(
+        tmp_path,
+        require_api_key=True,
+        api_keys_env="TEST_KEYS",
+        rate_limit_per_s=0.001,
+        rate_limit_burst=2,
+    )
     assert client.get("/v1/predictions/latest").status_code == 401
     assert client.get("/v1/predictions/latest", headers={"X-API-Key": "wrong"}).status_code == 401
     ok = {"X-API-Key": "secret-1"}
-    assert [client.get("/v1/predictions/latest", headers=ok).status_code for _ in range(2)] == [200, 200]
+    assert [client.get("/v1/predictions/latest", headers=ok).status_code for _ in range(2)] == [
+        200,
+        200,
+    ]
     limited = client.get("/v1/predictions/latest", headers=ok)
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
-    assert client.get("/v1/predictions/latest", headers={"X-API-Key": "secret-2"}).status_code == 200
+    assert (
+        client.get("/v1/predictions/latest", headers={"X-API-Key": "secret-2"}).status_code == 200
+    )
     assert client.get("/healthz").status_code == 200  # health needs no key
 
 
@@ -141,7 +206,10 @@ def test_cors_is_off_unless_configured(tmp_path):
     headers = {"Origin": "https://example.org"}
     assert "access-control-allow-origin" not in plain.get("/healthz", headers=headers).headers
     cors, _ = make_client(tmp_path, cors_origins=("https://example.org",))
-    assert cors.get("/healthz", headers=headers).headers["access-control-allow-origin"] == "https://example.org"
+    assert (
+        cors.get("/healthz", headers=headers).headers["access-control-allow-origin"]
+        == "https://example.org"
+    )
 
 
 def test_latest_and_history_with_filters_and_pages(client, tmp_path):
@@ -153,7 +221,9 @@ def test_latest_and_history_with_filters_and_pages(client, tmp_path):
         log.append(_predictions(minute * 60_000))
     page = client.get("/v1/predictions", params={"symbol": "A/USDT", "limit": 3}).json()
     assert page["total"] == 4 and page["next_offset"] == 3 and len(page["predictions"]) == 3
-    last = client.get("/v1/predictions", params={"symbol": "A/USDT", "limit": 3, "offset": 3}).json()
+    last = client.get(
+        "/v1/predictions", params={"symbol": "A/USDT", "limit": 3, "offset": 3}
+    ).json()
     assert last["next_offset"] is None and last["predictions"][0]["open_time"] == 180_000
     assert client.get("/v1/predictions", params={"start": -1}).status_code == 422
     assert client.get("/v1/predictions", params={"symbol": "no-slash"}).status_code == 422
@@ -177,7 +247,11 @@ def test_websocket_snapshot_then_live_predictions_and_commands(client):
         assert [p["symbol"] for p in snapshot["predictions"]] == ["A/USDT"]
         client.backend.store.update(_predictions(120_000))
         live = socket.receive_json()
-        assert (live["type"], live["symbol"], live["open_time"]) == ("prediction", "A/USDT", 120_000)
+        assert (live["type"], live["symbol"], live["open_time"]) == (
+            "prediction",
+            "A/USDT",
+            120_000,
+        )
         socket.send_text('{"action": "dance"}')
         assert socket.receive_json()["type"] == "error"
         socket.send_json({"action": "stats"})

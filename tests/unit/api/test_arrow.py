@@ -32,7 +32,9 @@ NAMES = list(_predictor().manifest.feature_names)
 def arrow_body(columns: dict, compression: str | None = None, chunk: int | None = None) -> bytes:
     table = pa.table(columns)
     sink = pa.BufferOutputStream()
-    with ipc.new_stream(sink, table.schema, options=ipc.IpcWriteOptions(compression=compression)) as w:
+    with ipc.new_stream(
+        sink, table.schema, options=ipc.IpcWriteOptions(compression=compression)
+    ) as w:
         w.write_table(table, max_chunksize=chunk)
     return sink.getvalue().to_pybytes()
 
@@ -52,12 +54,15 @@ def expected_prob_up(columns: dict) -> np.ndarray:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_arrow_rows_predict_what_the_model_predicts(client, dtype):
     columns = feature_columns(300, dtype)
-    answer = client.post("/v1/predict", params=QUERY, content=arrow_body(columns, chunk=128),
-                         headers=ARROW)
+    answer = client.post(
+        "/v1/predict", params=QUERY, content=arrow_body(columns, chunk=128), headers=ARROW
+    )
     assert answer.status_code == 200, answer.text
     parsed = PredictResponse.model_validate(answer.json())  # the documented shape
     assert parsed.model_id == "direction-1m" and parsed.outputs == ["prob_up"]
-    np.testing.assert_allclose([p["prob_up"] for p in parsed.predictions], expected_prob_up(columns))
+    np.testing.assert_allclose(
+        [p["prob_up"] for p in parsed.predictions], expected_prob_up(columns)
+    )
 
 
 def test_arrow_and_json_bodies_give_the_same_answer_in_any_column_order(client):
@@ -65,10 +70,14 @@ def test_arrow_and_json_bodies_give_the_same_answer_in_any_column_order(client):
     reordered = dict(reversed(list(columns.items())))
     unused = next(n for n in FEATURE_NAMES if n not in NAMES)  # known, but not this model's
     extra = {**columns, unused: np.full(5, 50.0)}
-    by_arrow = [client.post("/v1/predict", params=QUERY, content=arrow_body(c), headers=ARROW).json()
-                for c in (columns, reordered, extra)]
+    by_arrow = [
+        client.post("/v1/predict", params=QUERY, content=arrow_body(c), headers=ARROW).json()
+        for c in (columns, reordered, extra)
+    ]
     rows = np.column_stack(list(columns.values())).tolist()
-    by_json = client.post("/v1/predict", json={**QUERY, "rows": rows, "columns": list(columns)}).json()
+    by_json = client.post(
+        "/v1/predict", json={**QUERY, "rows": rows, "columns": list(columns)}
+    ).json()
     assert by_arrow[0] == by_arrow[1] == by_arrow[2] == by_json
 
 
@@ -76,9 +85,13 @@ def test_a_named_version_and_an_unknown_one(client):
     served = client.get("/v1/models").json()["models"]
     version = next(m["version"] for m in served if m["serving"])
     body = arrow_body(feature_columns(2))
-    ok = client.post("/v1/predict", params={**QUERY, "version": version}, content=body, headers=ARROW)
+    ok = client.post(
+        "/v1/predict", params={**QUERY, "version": version}, content=body, headers=ARROW
+    )
     assert ok.status_code == 200 and ok.json()["version"] == version
-    missing = client.post("/v1/predict", params={**QUERY, "version": "v999"}, content=body, headers=ARROW)
+    missing = client.post(
+        "/v1/predict", params={**QUERY, "version": "v999"}, content=body, headers=ARROW
+    )
     assert missing.status_code == 404 and "v999" in missing.text
 
 
@@ -97,8 +110,9 @@ def _loc(answer) -> list:
     ],
 )
 def test_arrow_bodies_need_a_valid_model_in_the_query(client, params, loc):
-    answer = client.post("/v1/predict", params=params, content=arrow_body(feature_columns(1)),
-                         headers=ARROW)
+    answer = client.post(
+        "/v1/predict", params=params, content=arrow_body(feature_columns(1)), headers=ARROW
+    )
     assert answer.status_code == 422 and _loc(answer) == loc
 
 
@@ -109,14 +123,36 @@ def _with(columns: dict, **changes) -> dict:
 BASE = feature_columns(4)
 BAD_BODIES = [
     (arrow_body(_with(BASE, nope=np.zeros(4))), 422, ["body", "columns"], "unknown features"),
-    (arrow_body({k: v for k, v in BASE.items() if k != NAMES[0]}), 422, ["body", "columns"], NAMES[0]),
-    (arrow_body(_with(BASE, **{NAMES[1]: ["a", "b", "c", "d"]})), 422, ["body", "columns"], "string"),
-    (arrow_body(_with(BASE, **{NAMES[1]: pa.array([1.0, None, 2.0, 3.0])})), 422, ["body", "columns"],
-     "null"),
-    (arrow_body(_with(BASE, **{NAMES[2]: np.array([1.0, np.nan, 2.0, 3.0])})), 422, ["body", "columns"],
-     "finite"),
-    (arrow_body(_with(BASE, **{NAMES[2]: np.array([1.0, np.inf, 2.0, 3.0])})), 422, ["body", "columns"],
-     "finite"),
+    (
+        arrow_body({k: v for k, v in BASE.items() if k != NAMES[0]}),
+        422,
+        ["body", "columns"],
+        NAMES[0],
+    ),
+    (
+        arrow_body(_with(BASE, **{NAMES[1]: ["a", "b", "c", "d"]})),
+        422,
+        ["body", "columns"],
+        "string",
+    ),
+    (
+        arrow_body(_with(BASE, **{NAMES[1]: pa.array([1.0, None, 2.0, 3.0])})),
+        422,
+        ["body", "columns"],
+        "null",
+    ),
+    (
+        arrow_body(_with(BASE, **{NAMES[2]: np.array([1.0, np.nan, 2.0, 3.0])})),
+        422,
+        ["body", "columns"],
+        "finite",
+    ),
+    (
+        arrow_body(_with(BASE, **{NAMES[2]: np.array([1.0, np.inf, 2.0, 3.0])})),
+        422,
+        ["body", "columns"],
+        "finite",
+    ),
     (arrow_body(feature_columns(0)), 422, ["body"], "no rows"),
     (arrow_body(BASE)[:-40], 422, ["body"], "Arrow"),
     (b"\x00" * 64, 422, ["body"], "Arrow"),
@@ -139,8 +175,9 @@ def test_duplicate_columns_and_integer_columns(client):
     sink = pa.BufferOutputStream()
     with ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    duplicate = client.post("/v1/predict", params=QUERY, content=sink.getvalue().to_pybytes(),
-                            headers=ARROW)
+    duplicate = client.post(
+        "/v1/predict", params=QUERY, content=sink.getvalue().to_pybytes(), headers=ARROW
+    )
     assert duplicate.status_code == 422 and "unique" in duplicate.text
     integers = {k: np.arange(3, dtype=np.int64) for k in NAMES}  # numeric: accepted
     as_floats = {k: np.arange(3, dtype=np.float64) for k in NAMES}
@@ -154,19 +191,24 @@ def test_too_many_rows_is_413_before_anything_is_decoded(tmp_path):
     body = arrow_body(feature_columns(11), chunk=4)
     answer = client.post("/v1/predict", params=QUERY, content=body, headers=ARROW)
     assert answer.status_code == 413 and "at most 10 rows" in answer.text
-    ok = client.post("/v1/predict", params=QUERY, content=arrow_body(feature_columns(10), chunk=4),
-                     headers=ARROW)
+    ok = client.post(
+        "/v1/predict", params=QUERY, content=arrow_body(feature_columns(10), chunk=4), headers=ARROW
+    )
     assert ok.status_code == 200 and len(ok.json()["predictions"]) == 10
 
 
 def test_a_body_of_another_media_type_is_415_and_query_fields_do_not_go_with_json(client):
-    wrong = client.post("/v1/predict", params=QUERY, content=b"a,b\n1,2", headers={"content-type": "text/csv"})
+    wrong = client.post(
+        "/v1/predict", params=QUERY, content=b"a,b\n1,2", headers={"content-type": "text/csv"}
+    )
     assert wrong.status_code == 415 and _loc(wrong) == ["header", "Content-Type"]
     rows = np.column_stack(list(feature_columns(1).values())).tolist()
     mixed = client.post("/v1/predict", params={"timeframe": "1m"}, json={**QUERY, "rows": rows})
     assert mixed.status_code == 422 and _loc(mixed) == ["query", "timeframe"]
-    bare = client.post("/v1/predict", content=f'{{"model_type": "direction", "timeframe": "1m", '
-                       f'"rows": {rows}}}'.encode())  # no content type: JSON, as before
+    bare = client.post(
+        "/v1/predict",
+        content=f'{{"model_type": "direction", "timeframe": "1m", "rows": {rows}}}'.encode(),
+    )  # no content type: JSON, as before
     assert bare.status_code == 200
 
 
@@ -182,7 +224,9 @@ def test_the_openapi_document_offers_both_body_media_types(client):
     assert set(content) == {"application/json", ARROW_STREAM}
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert content["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1] in schemas
-    assert {"rows", "columns", "features", "candles"} <= set(schemas["PredictRequest"]["properties"])
+    assert {"rows", "columns", "features", "candles"} <= set(
+        schemas["PredictRequest"]["properties"]
+    )
     assert {p["name"] for p in operation["parameters"]} == {"model_type", "timeframe", "version"}
 
 

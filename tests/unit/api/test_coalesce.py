@@ -177,8 +177,10 @@ def test_models_are_never_mixed_in_one_call():
         model = FakeModel()
         coalescer = Coalescer(model, window_s=0.001, max_rows=100)
         first = await hold_one_call_open(coalescer, model, key="a")
-        waiting = [asyncio.create_task(coalescer.predict(k, rows_of(1, 1000.0 * (k == "b"))))
-                   for k in "abab"]
+        waiting = [
+            asyncio.create_task(coalescer.predict(k, rows_of(1, 1000.0 * (k == "b"))))
+            for k in "abab"
+        ]
         await asyncio.sleep(0)
         model.release.set()
         answers = await asyncio.gather(*waiting)

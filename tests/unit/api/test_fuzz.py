@@ -23,14 +23,23 @@ from serve_app.api.local_backend import LocalBackend
 from serve_app.api.schemas import ARROW_STREAM
 from tests.unit.api.conftest import MODELS
 
-COLUMN_TYPES = {"float32": np.float32, "float64": np.float64, "int16": np.int16, "uint64": np.uint64}
+COLUMN_TYPES = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "int16": np.int16,
+    "uint64": np.uint64,
+}
 ODD_KINDS = ["int16", "uint64", "string", "bool", "nan"]
 
 
 @st.composite
 def arrow_streams(draw) -> bytes:
-    names = draw(st.one_of(st.permutations(FEATURE_NAMES),
-                           st.lists(st.sampled_from([*FEATURE_NAMES, "nope", ""]), max_size=30)))
+    names = draw(
+        st.one_of(
+            st.permutations(FEATURE_NAMES),
+            st.lists(st.sampled_from([*FEATURE_NAMES, "nope", ""]), max_size=30),
+        )
+    )
     n_rows = draw(st.integers(0, 70))
     # Often what a client sends (every feature, one float type), so well-formed streams reach
     # the model too; sometimes with one odd column.
@@ -48,8 +57,10 @@ def arrow_streams(draw) -> bytes:
 
 def _column(kind: str, n_rows: int) -> pa.Array:
     if kind in ("string", "bool"):
-        return pa.array(["x" if kind == "string" else True] * n_rows,
-                        pa.string() if kind == "string" else pa.bool_())
+        return pa.array(
+            ["x" if kind == "string" else True] * n_rows,
+            pa.string() if kind == "string" else pa.bool_(),
+        )
     values = np.arange(n_rows) % 7 if kind != "nan" else np.full(n_rows, np.nan)
     return pa.array(values.astype(COLUMN_TYPES.get(kind, np.float64)))
 
@@ -60,7 +71,7 @@ def _damage(draw, body: bytes) -> bytes:
         return body[: draw(st.integers(0, len(body) - 1))]
     if how == "flip" and body:
         at = draw(st.integers(0, len(body) - 1))
-        return body[:at] + bytes([body[at] ^ draw(st.integers(1, 255))]) + body[at + 1:]
+        return body[:at] + bytes([body[at] ^ draw(st.integers(1, 255))]) + body[at + 1 :]
     return body
 
 
@@ -79,6 +90,8 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_request_makes_the_api_fail(case):
     response = case.call()
-    assert response.status_code < 500, f"{case.method} {case.path} -> {response.status_code}: {response.text}"
+    assert response.status_code < 500, (
+        f"{case.method} {case.path} -> {response.status_code}: {response.text}"
+    )
     # A documented status with a body that matches the documented schema.
     case.validate_response(response, checks=(schemathesis.checks.response_schema_conformance,))

@@ -1,7 +1,7 @@
-"""orchestrator/cli/stream_client.py against an in-process websockets server on 127.0.0.1 that speaks
-the protocol of ``WS /v1/stream`` (serve_app/api/app.py): messages are built with the API's own
-schema (``to_prediction``), and the commands the client sends are parsed with the API's
-``StreamCommand``. No Ray, no uvicorn."""
+"""``tickcast stream`` (orchestrator/cli/stream_client.py) against an in-process websockets
+server on 127.0.0.1 that speaks the protocol of ``WS /v1/stream`` (serve_app/api/stream.py):
+messages are built with the API's own schema (``to_prediction``), and the commands the
+client sends are parsed with the API's ``StreamCommand``. No Ray, no uvicorn."""
 
 from __future__ import annotations
 
@@ -20,13 +20,31 @@ from serve_app.api.schemas import StreamCommand, to_prediction
 GREEN, RED, YELLOW = "\x1b[32m", "\x1b[31m", "\x1b[33m"
 
 
-def row(symbol="BTC/USDT", timeframe="1m", model_type="direction", value=0.61, signal="LONG",
-        confidence="high", open_time=1_767_225_600_000) -> dict:
+def row(
+    symbol="BTC/USDT",
+    timeframe="1m",
+    model_type="direction",
+    value=0.61,
+    signal="LONG",
+    confidence="high",
+    open_time=1_767_225_600_000,
+) -> dict:
     """A prediction row as the pipeline's sink stores it."""
-    return {"exchange": "synthetic", "symbol": symbol, "timeframe": timeframe, "open_time": open_time,
-            "model_id": f"{model_type}-{timeframe}", "model_version": "v3", "model_type": model_type,
-            "value": value, "outputs": {"p": value}, "predicted_price": None, "signal": signal,
-            "confidence": confidence, "latency_ms": 12.34}
+    return {
+        "exchange": "synthetic",
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "open_time": open_time,
+        "model_id": f"{model_type}-{timeframe}",
+        "model_version": "v3",
+        "model_type": model_type,
+        "value": value,
+        "outputs": {"p": value},
+        "predicted_price": None,
+        "signal": signal,
+        "confidence": confidence,
+        "latency_ms": 12.34,
+    }
 
 
 def wire(r: dict) -> dict:
@@ -37,8 +55,9 @@ def wire(r: dict) -> dict:
 # --- formatting -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("signal", "colour"), [("LONG", GREEN), ("SHORT", RED), ("NEUTRAL", YELLOW),
-                                                (None, YELLOW)])
+@pytest.mark.parametrize(
+    ("signal", "colour"), [("LONG", GREEN), ("SHORT", RED), ("NEUTRAL", YELLOW), (None, YELLOW)]
+)
 def test_prediction_line_is_coloured_by_signal(signal, colour):
     (line,) = client.format_message(wire(row(signal=signal)), color=True)
     assert line.startswith(colour) and line.endswith(client.RESET)
@@ -47,27 +66,54 @@ def test_prediction_line_is_coloured_by_signal(signal, colour):
 
 
 def test_prediction_line_carries_every_field():
-    (line,) = client.format_message(wire(row(symbol="ETH/USDT", timeframe="5m", value=0.4321,
-                                             signal="SHORT", confidence="very_high")), color=False)
+    (line,) = client.format_message(
+        wire(
+            row(
+                symbol="ETH/USDT",
+                timeframe="5m",
+                value=0.4321,
+                signal="SHORT",
+                confidence="very_high",
+            )
+        ),
+        color=False,
+    )
     assert "\x1b" not in line
-    for part in ("2026-01-01T00:00:00Z", "ETH/USDT", "5m", "direction-5m@v3", "p_up=0.4321", "SHORT",
-                 "very_high", "12.3 ms"):
+    for part in (
+        "2026-01-01T00:00:00Z",
+        "ETH/USDT",
+        "5m",
+        "direction-5m@v3",
+        "p_up=0.4321",
+        "SHORT",
+        "very_high",
+        "12.3 ms",
+    ):
         assert part in line, part
 
 
 def test_non_direction_model_shows_its_value_not_a_probability():
-    (line,) = client.format_message(wire(row(model_type="volatility", value=0.0123, signal=None,
-                                             confidence=None)), color=False)
+    (line,) = client.format_message(
+        wire(row(model_type="volatility", value=0.0123, signal=None, confidence=None)), color=False
+    )
     assert "value=0.0123" in line and "p_up" not in line
 
 
 def test_snapshot_status_stats_gap_error_lines():
-    snapshot = {"type": "snapshot", "predictions": [to_prediction(row(symbol=s)).model_dump()
-                                                    for s in ("BTC/USDT", "SOL/USDT")]}
+    snapshot = {
+        "type": "snapshot",
+        "predictions": [
+            to_prediction(row(symbol=s)).model_dump() for s in ("BTC/USDT", "SOL/USDT")
+        ],
+    }
     lines = client.format_message(snapshot, color=False)
     assert lines[0] == "snapshot: 2 latest predictions"
     assert "BTC/USDT" in lines[1] and "SOL/USDT" in lines[2] and len(lines) == 3
-    status = {"environment": "local", "run_id": "r1", "feeds": [{"name": f"f{i}"} for i in range(9)]}
+    status = {
+        "environment": "local",
+        "run_id": "r1",
+        "feeds": [{"name": f"f{i}"} for i in range(9)],
+    }
     (line,) = client.format_message({"type": "status", "status": status}, color=False)
     assert 'environment="local"' in line and "feeds=[9 items]" in line
     (line,) = client.format_message({"type": "stats", "sent": 7, "queued": 2, "connected_s": 1.5})
@@ -109,9 +155,16 @@ class FakeStream:
 
     def reply(self, command: StreamCommand, sent: int) -> dict:
         if command.action == "subscribe":
-            wanted = [r for r in self.latest if (command.symbols is None or r["symbol"] in command.symbols)
-                      and (command.timeframes is None or r["timeframe"] in command.timeframes)]
-            return {"type": "snapshot", "predictions": [to_prediction(r).model_dump() for r in wanted]}
+            wanted = [
+                r
+                for r in self.latest
+                if (command.symbols is None or r["symbol"] in command.symbols)
+                and (command.timeframes is None or r["timeframe"] in command.timeframes)
+            ]
+            return {
+                "type": "snapshot",
+                "predictions": [to_prediction(r).model_dump() for r in wanted],
+            }
         if command.action == "status":
             return {"type": "status", "status": {"backend": "fake", "feeds": [{"ok": True}] * 12}}
         return {"type": "stats", "sent": sent, "queued": 0, "connected_s": 0.2}
@@ -142,7 +195,9 @@ def run_client(fake: FakeStream, lines, **options) -> tuple[int, list[str]]:
     out = io.StringIO()
 
     async def scenario() -> int:
-        async with serve(fake.handler, "127.0.0.1", 0, process_request=fake.refuse_without_key) as server:
+        async with serve(
+            fake.handler, "127.0.0.1", 0, process_request=fake.refuse_without_key
+        ) as server:
             port = server.sockets[0].getsockname()[1]
             url = f"ws://127.0.0.1:{port}/v1/stream"
             return await asyncio.wait_for(client.stream(url, lines, out, **options), timeout=10)
@@ -154,8 +209,9 @@ def run_client(fake: FakeStream, lines, **options) -> tuple[int, list[str]]:
 def test_subscribes_prints_snapshot_and_exits_after_count():
     live = [row(signal="LONG"), row(signal="SHORT", value=0.3), row(signal="NEUTRAL", value=0.5)]
     fake = FakeStream(live=live)
-    code, lines = run_client(fake, typed(then_wait=True), symbols=["BTC/USDT"], timeframes=["1m"],
-                             count=2, color=False)
+    code, lines = run_client(
+        fake, typed(then_wait=True), symbols=["BTC/USDT"], timeframes=["1m"], count=2, color=False
+    )
     assert code == 0
     assert fake.received == [{"action": "subscribe", "symbols": ["BTC/USDT"], "timeframes": ["1m"]}]
     assert lines[0] == "snapshot: 1 latest predictions" and "[snapshot]" in lines[1]
@@ -164,7 +220,9 @@ def test_subscribes_prints_snapshot_and_exits_after_count():
 
 def test_status_and_stats_commands_while_streaming():
     fake = FakeStream(live=[row(), row(signal="SHORT")], push_after=3)
-    code, lines = run_client(fake, typed("status", "", "stats", then_wait=True), count=2, color=False)
+    code, lines = run_client(
+        fake, typed("status", "", "stats", then_wait=True), count=2, color=False
+    )
     assert code == 0
     assert [m["action"] for m in fake.received] == ["subscribe", "status", "stats"]
     assert lines[3].startswith("status:") and "feeds=[12 items]" in lines[3]
@@ -176,7 +234,9 @@ def test_unknown_command_is_explained_and_quit_exits_cleanly():
     fake = FakeStream()
     code, lines = run_client(fake, typed("launch", "quit"), color=False)
     assert code == 0
-    assert any("unknown command 'launch'" in line and "status, stats, quit" in line for line in lines)
+    assert any(
+        "unknown command 'launch'" in line and "status, stats, quit" in line for line in lines
+    )
     assert [m["action"] for m in fake.received] == ["subscribe"]
 
 
@@ -191,7 +251,9 @@ def test_server_disconnect_is_reported_with_non_zero_exit():
     code, lines = run_client(fake, typed(then_wait=True), color=True)
     assert code == 1
     assert lines[-2].startswith(GREEN)
-    assert lines[-1] == "disconnected: the server closed the stream (code 1001, server shutting down)"
+    assert (
+        lines[-1] == "disconnected: the server closed the stream (code 1001, server shutting down)"
+    )
 
 
 def test_api_key_is_sent_as_header_and_a_refusal_exits_2():

@@ -15,9 +15,15 @@ MINUTE = 60_000
 START = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 
 
-def random_candles(n: int, *, seed: int = 0, symbol: str = "AAA/USDT",
-                   exchange: str = "test", start: int = START, missing: tuple[int, ...] = ()
-                   ) -> pa.Table:
+def random_candles(
+    n: int,
+    *,
+    seed: int = 0,
+    symbol: str = "AAA/USDT",
+    exchange: str = "test",
+    start: int = START,
+    missing: tuple[int, ...] = (),
+) -> pa.Table:
     """``n`` 1m candles from ``start``, without the minutes whose index is in ``missing``."""
     rng = np.random.default_rng(seed)
     close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.002, n)))
@@ -26,15 +32,30 @@ def random_candles(n: int, *, seed: int = 0, symbol: str = "AAA/USDT",
     low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.002, n))
     keep = np.ones(n, dtype=bool)
     keep[list(missing)] = False
-    ohlcv = {"open": open_, "high": high, "low": low, "close": close,
-             "volume": rng.lognormal(3.0, 1.0, n)}
-    batch = candles_from_arrays(exchange, symbol, "1m", (start + MINUTE * np.arange(n))[keep],
-                                {k: v[keep] for k, v in ohlcv.items()})
+    ohlcv = {
+        "open": open_,
+        "high": high,
+        "low": low,
+        "close": close,
+        "volume": rng.lognormal(3.0, 1.0, n),
+    }
+    batch = candles_from_arrays(
+        exchange,
+        symbol,
+        "1m",
+        (start + MINUTE * np.arange(n))[keep],
+        {k: v[keep] for k, v in ohlcv.items()},
+    )
     return pa.Table.from_batches([batch])
 
 
-def real_candles(shared_data: Path, symbols: tuple[str, ...], minutes: int,
-                 folder: str = "binance-spot-1m", exchange: str = "binance") -> pa.Table:
+def real_candles(
+    shared_data: Path,
+    symbols: tuple[str, ...],
+    minutes: int,
+    folder: str = "binance-spot-1m",
+    exchange: str = "binance",
+) -> pa.Table:
     """The first ``minutes`` 1m candles of each symbol's real file, as one table."""
     tables = []
     for symbol in symbols:

@@ -43,8 +43,13 @@ def test_calibration_matches_scikit_learn_quantile_bins(bins):
 def test_direction_scores_and_base_rate_baseline_match_scikit_learn():
     y, p = _binary()
     realized = np.r_[y, np.nan]  # an unknown label is left out
-    scores = score_model("direction", realized, np.r_[p, 0.9], np.full(len(y) + 1, np.nan),
-                         np.full(len(y) + 1, np.nan))
+    scores = score_model(
+        "direction",
+        realized,
+        np.r_[p, 0.9],
+        np.full(len(y) + 1, np.nan),
+        np.full(len(y) + 1, np.nan),
+    )
     assert scores.rows == len(y)
     assert scores.model["accuracy"] == pytest.approx(accuracy_score(y, p >= 0.5))
     assert scores.model["roc_auc"] == pytest.approx(roc_auc_score(y, p))
@@ -56,8 +61,10 @@ def test_direction_scores_and_base_rate_baseline_match_scikit_learn():
     assert scores.baseline["roc_auc"] == pytest.approx(0.5)
     assert scores.baseline["accuracy"] == pytest.approx(max(y.mean(), 1 - y.mean()))
     assert scores.baseline["ece"] == pytest.approx(0.0, abs=1e-12)
-    assert scores.beats_baseline == (scores.model["brier"] < scores.baseline["brier"]
-                                     and scores.model["log_loss"] < scores.baseline["log_loss"])
+    assert scores.beats_baseline == (
+        scores.model["brier"] < scores.baseline["brier"]
+        and scores.model["log_loss"] < scores.baseline["log_loss"]
+    )
 
 
 def test_swing_scores_match_scikit_learn_one_vs_rest():
@@ -69,7 +76,8 @@ def test_swing_scores_match_scikit_learn_one_vs_rest():
     proba = np.column_stack([1 - p_high - p_low, p_high, p_low])
     assert scores.model["accuracy"] == pytest.approx(accuracy_score(y, proba.argmax(axis=1)))
     assert scores.model["roc_auc"] == pytest.approx(
-        roc_auc_score(y, proba, multi_class="ovr", average="macro"))
+        roc_auc_score(y, proba, multi_class="ovr", average="macro")
+    )
     assert scores.model["log_loss"] == pytest.approx(log_loss(y, proba))
     onehot = np.eye(3)[y.astype(int)]
     assert scores.model["brier"] == pytest.approx(((proba - onehot) ** 2).sum(axis=1).mean())
@@ -88,8 +96,9 @@ def test_regressor_scores_beside_their_row_wise_baseline():
     assert scores.model["mae"] == pytest.approx(mean_absolute_error(y[5:], pred[5:]))
     assert scores.baseline["rmse"] == pytest.approx(np.sqrt(np.mean((naive[5:] - y[5:]) ** 2)))
     assert scores.beats_baseline is True
-    assert score_model("return", np.full(3, np.nan), np.zeros(3), np.zeros(3),
-                       np.zeros(3)).rows == 0
+    assert (
+        score_model("return", np.full(3, np.nan), np.zeros(3), np.zeros(3), np.zeros(3)).rows == 0
+    )
 
 
 def test_strategy_returns_by_hand():
@@ -108,14 +117,19 @@ def test_strategy_returns_by_hand():
 def test_portfolio_averages_series_at_each_time():
     a = series_returns(np.array([1.0, 1.0]), np.log([1.2, 1.0]), fee=0.0)
     b = series_returns(np.array([-1.0]), np.log([1.1]), fee=0.0)
-    joined = type(a)(*(np.r_[getattr(a, f), getattr(b, f)] for f in ("gross", "net", "hold",
-                                                                     "trades")))
+    joined = type(a)(
+        *(np.r_[getattr(a, f), getattr(b, f)] for f in ("gross", "net", "hold", "trades"))
+    )
     curves = portfolio(np.array([0, 60, 0]), joined)
     np.testing.assert_array_equal(curves.times, [0, 60])
     # t=0: mean(+20%, -10%) = +5%; t=60: only a, 0%
     np.testing.assert_allclose(curves.gross, [1.05, 1.05])
     np.testing.assert_allclose(curves.hold, [1 + (0.2 + 0.1) / 2, 1.15])
-    by_series = run_strategy(np.array([0, 0, 1]), np.array([0, 60, 0]),
-                             np.array(["LONG", "LONG", "SHORT"], dtype=object),
-                             np.log([1.2, 1.0, 1.1]), fee=0.0)
+    by_series = run_strategy(
+        np.array([0, 0, 1]),
+        np.array([0, 60, 0]),
+        np.array(["LONG", "LONG", "SHORT"], dtype=object),
+        np.log([1.2, 1.0, 1.1]),
+        fee=0.0,
+    )
     np.testing.assert_allclose(by_series.curves.gross, curves.gross)

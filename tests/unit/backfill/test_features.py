@@ -30,14 +30,16 @@ def _live_rows(candles: pa.Table, timeframes: tuple[str, ...]) -> dict[tuple, np
     timeline = candles.sort_by([("open_time", "ascending"), ("symbol", "ascending")])
     rows = {}
     for tick in ShardState(timeframes).process(timeline):
-        for symbol, open_time, features in zip(tick.symbol, tick.open_time, tick.features,
-                                               strict=True):
+        for symbol, open_time, features in zip(
+            tick.symbol, tick.open_time, tick.features, strict=True
+        ):
             rows[(tick.timeframe, symbol, int(open_time))] = features
     return rows
 
 
-def _backfill_rows(candles: pa.Table, timeframes: tuple[str, ...], start=None, end=None
-                   ) -> pa.Table:
+def _backfill_rows(
+    candles: pa.Table, timeframes: tuple[str, ...], start=None, end=None
+) -> pa.Table:
     per_symbol = [target_candles(series, timeframes) for series in split_series(candles)]
     return feature_rows(pa.concat_tables([t for d in per_symbol for t in d.values()]), start, end)
 
@@ -46,8 +48,14 @@ def test_rows_and_values_equal_the_live_shard_on_real_candles(shared_data):
     candles = real_candles(shared_data, SYMBOLS, 1500)
     live = _live_rows(candles, ("1m", "5m"))
     rows = _backfill_rows(candles, ("1m", "5m"))
-    keys = list(zip(rows.column("timeframe").to_pylist(), rows.column("symbol").to_pylist(),
-                    rows.column("open_time").to_pylist(), strict=True))
+    keys = list(
+        zip(
+            rows.column("timeframe").to_pylist(),
+            rows.column("symbol").to_pylist(),
+            rows.column("open_time").to_pylist(),
+            strict=True,
+        )
+    )
     assert len(keys) == len(set(keys)) and set(keys) == set(live)
     assert {k[0] for k in keys} == {"1m", "5m"}
     expected = np.stack([live[k] for k in keys])
@@ -93,10 +101,14 @@ def test_labels_are_the_training_labels_and_unknown_across_a_gap():
     full = candles.to_pandas()
     piece = full[full["open_time"] < full["open_time"].iloc[250]]  # the run before the hole
     close, high, low = (piece[c].to_numpy() for c in ("close", "high", "low"))
-    index = np.searchsorted(piece["open_time"].to_numpy(), times[times < piece["open_time"].max() + 1])
-    for name, label in (("direction", next_direction(close)),
-                        ("volatility", forward_volatility(close)),
-                        ("swing", swing_points(high, low))):
+    index = np.searchsorted(
+        piece["open_time"].to_numpy(), times[times < piece["open_time"].max() + 1]
+    )
+    for name, label in (
+        ("direction", next_direction(close)),
+        ("volatility", forward_volatility(close)),
+        ("swing", swing_points(high, low)),
+    ):
         got = rows.column(label_column(name)).to_numpy()[: len(index)]
         np.testing.assert_array_equal(got, label[index])
     last_before_gap = rows.column(label_column("direction")).to_numpy()[len(index) - 1]
@@ -127,4 +139,4 @@ def test_empty_or_cold_series_give_no_rows():
 def test_feature_matrix_reads_sliced_tables(rows):
     table = feature_rows(random_candles(80, seed=9))
     piece = table.slice(10, rows)
-    np.testing.assert_array_equal(feature_matrix(piece), feature_matrix(table)[10:10 + rows])
+    np.testing.assert_array_equal(feature_matrix(piece), feature_matrix(table)[10 : 10 + rows])

@@ -21,11 +21,17 @@ NOW_MS = 1_800_000_000_000
 def _options(shared_data: Path, out: Path, **changes) -> BackfillOptions:
     t0 = first_open_time(real_candles(shared_data, ("BTC/USDT",), 1))
     base = dict(
-        sources=(DataSource(shared_data / "binance-spot-1m"),), out=out,
-        symbols=("BTC/USDT", "ETH/USDT"), timeframes=("1m", "5m"),
+        sources=(DataSource(shared_data / "binance-spot-1m"),),
+        out=out,
+        symbols=("BTC/USDT", "ETH/USDT"),
+        timeframes=("1m", "5m"),
         models=(ModelSpec("direction"), ModelSpec("volatility")),
-        start_ms=t0 + 600 * MINUTE, end_ms=t0 + 1200 * MINUTE, report_dir=out / "report",
-        executor="local", now_ms=NOW_MS)
+        start_ms=t0 + 600 * MINUTE,
+        end_ms=t0 + 1200 * MINUTE,
+        report_dir=out / "report",
+        executor="local",
+        now_ms=NOW_MS,
+    )
     return BackfillOptions(**{**base, **changes})
 
 
@@ -35,7 +41,11 @@ def test_a_local_run_writes_predictions_outcomes_record_and_report(shared_data, 
     predictions = read_log(tmp_path / "predictions")
     outcomes = read_log(tmp_path / "outcomes")
     counts = record["counts"]
-    assert counts["predictions"] == predictions.num_rows == sum(counts["predictions_by_model"].values())
+    assert (
+        counts["predictions"]
+        == predictions.num_rows
+        == sum(counts["predictions_by_model"].values())
+    )
     assert counts["outcomes"] == outcomes.num_rows
     # what reading kept and dropped reaches the record (the real files are clean)
     assert counts["files_read"] >= 2 and counts["candles"] > 0
@@ -61,17 +71,33 @@ def test_rerunning_a_range_replaces_it(shared_data, tmp_path):
     assert after.equals(before)
     assert again["counts"]["rows_replaced"] == first["counts"]["predictions"]
     assert pc.count_distinct(after.column("event_id")).as_py() == after.num_rows
-    narrower = run_backfill(_options(shared_data, tmp_path, report_dir=None,
-                                     symbols=("ETH/USDT",), timeframes=("5m",)),
-                            say=lambda _: None)
+    narrower = run_backfill(
+        _options(shared_data, tmp_path, report_dir=None, symbols=("ETH/USDT",), timeframes=("5m",)),
+        say=lambda _: None,
+    )
     assert narrower["counts"]["rows_replaced"] == narrower["counts"]["predictions"] == 2 * 120
     assert read_log(tmp_path / "predictions").sort_by("event_id").equals(before)
 
 
 def test_the_cli_parses_dates_sources_and_models(tmp_path):
-    args = cli.parse_args(["--data", "binanceusdm=/x/usdm", "--data", "/y", "--start",
-                           "2026-02-01", "--end", "2026-02-02T12:00", "--timeframes", "1m,1h",
-                           "--models", "direction@all,volatility", "--out", str(tmp_path)])
+    args = cli.parse_args(
+        [
+            "--data",
+            "binanceusdm=/x/usdm",
+            "--data",
+            "/y",
+            "--start",
+            "2026-02-01",
+            "--end",
+            "2026-02-02T12:00",
+            "--timeframes",
+            "1m,1h",
+            "--models",
+            "direction@all,volatility",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     options = cli.options_from(args)
     assert options.sources == (DataSource(Path("/x/usdm"), "binanceusdm"), DataSource(Path("/y")))
     assert options.start_ms == 1_769_904_000_000
@@ -79,7 +105,11 @@ def test_the_cli_parses_dates_sources_and_models(tmp_path):
     assert options.timeframes == ("1m", "1h")
     assert options.models == (ModelSpec("direction", "all"), ModelSpec("volatility"))
     assert options.report_dir == tmp_path / "report" and options.executor == "ray"
-    for bad in (["--timeframes", "7m"], ["--models", "nope"], ["--start", "yesterday"],
-                ["--start", "2026-02-02", "--end", "2026-02-01"]):
+    for bad in (
+        ["--timeframes", "7m"],
+        ["--models", "nope"],
+        ["--start", "yesterday"],
+        ["--start", "2026-02-02", "--end", "2026-02-01"],
+    ):
         with pytest.raises(SystemExit):
             cli.parse_args(["--data", "/y", *bad])

@@ -39,8 +39,12 @@ def rows_1m_5m(shared_data) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def models():
-    specs = (ModelSpec("direction", "all"), ModelSpec("volatility"), ModelSpec("swing"),
-             ModelSpec("return"))
+    specs = (
+        ModelSpec("direction", "all"),
+        ModelSpec("volatility"),
+        ModelSpec("swing"),
+        ModelSpec("return"),
+    )
     return select_models(MODELS_DIR, specs, ("1m", "5m"))[0]
 
 
@@ -56,16 +60,25 @@ def test_every_row_gets_every_model_of_its_timeframe_built_like_live(rows_1m_5m,
 
 def _check_model(predicted: pa.Table, rows: pa.Table, model) -> None:
     m = model.manifest
-    mine = predicted.filter(pc.and_(pc.equal(predicted.column("model_id"), m.model_id),
-                                    pc.equal(predicted.column("model_version"), m.version)))
+    mine = predicted.filter(
+        pc.and_(
+            pc.equal(predicted.column("model_id"), m.model_id),
+            pc.equal(predicted.column("model_version"), m.version),
+        )
+    )
     own = rows.filter(pc.equal(rows.column("timeframe"), m.timeframe))
     features = feature_matrix(own)
     direct = OnnxPredictor(m, model.model_bytes)
     values = direct.predict(features)
     np.testing.assert_array_equal(mine.column("value").to_numpy(), values[:, 0])
-    tick = TickRows(own.column("exchange").to_numpy(zero_copy_only=False),
-                    own.column("symbol").to_numpy(zero_copy_only=False), m.timeframe,
-                    own.column("open_time").to_numpy(), own.column("close").to_numpy(), 0.0)
+    tick = TickRows(
+        own.column("exchange").to_numpy(zero_copy_only=False),
+        own.column("symbol").to_numpy(zero_copy_only=False),
+        m.timeframe,
+        own.column("open_time").to_numpy(),
+        own.column("close").to_numpy(),
+        0.0,
+    )
     output = ModelOutput(m.model_id, m.model_type, m.version, direct.outputs.names, values)
     assert mine.column("event_id").to_pylist() == event_ids(output, tick).to_pylist()
     assert mine.column("trend").to_pylist() == trend_labels(features, FEATURE_NAMES).to_pylist()
@@ -90,9 +103,12 @@ def test_outcomes_equal_what_the_live_tracker_scores(shared_data, models):
     assert ours.num_rows > 0.8 * predicted.num_rows  # most labels are known
     live, ours = live.sort_by("event_id"), ours.sort_by("event_id")
     for name in ("realized", "error", "log_loss", "scored_at_open_time", "value"):
-        np.testing.assert_allclose(ours.column(name).to_numpy(zero_copy_only=False).astype(float),
-                                   live.column(name).to_numpy(zero_copy_only=False).astype(float),
-                                   rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(
+            ours.column(name).to_numpy(zero_copy_only=False).astype(float),
+            live.column(name).to_numpy(zero_copy_only=False).astype(float),
+            rtol=1e-12,
+            equal_nan=True,
+        )
     assert ours.column("correct").to_pylist() == live.column("correct").to_pylist()
 
 
@@ -103,10 +119,17 @@ def _live_outcomes(candles: pa.Table, predictions: pa.Table) -> pa.Table:
     for i in range(candles.num_rows):
         c = candles.slice(i, 1)
         t = c.column("open_time")[0].as_py()
-        parts.append(tracker.observe_candles(
-            c.column("exchange").to_numpy(zero_copy_only=False),
-            c.column("symbol").to_numpy(zero_copy_only=False), "1m", [t],
-            c.column("close").to_numpy(), c.column("high").to_numpy(), c.column("low").to_numpy()))
+        parts.append(
+            tracker.observe_candles(
+                c.column("exchange").to_numpy(zero_copy_only=False),
+                c.column("symbol").to_numpy(zero_copy_only=False),
+                "1m",
+                [t],
+                c.column("close").to_numpy(),
+                c.column("high").to_numpy(),
+                c.column("low").to_numpy(),
+            )
+        )
         tick = predictions.filter(pc.equal(times, t))
         if tick.num_rows:
             tracker.add_predictions(tick)
@@ -134,8 +157,9 @@ def test_rows_of_a_timeframe_without_models_are_ignored(rows_1m_5m, models):
 
 def test_model_specs_resolve_like_the_live_registry():
     registry = Registry(MODELS_DIR)
-    chosen, skipped = select_models(MODELS_DIR, tuple(ModelSpec.parse("direction,swing")),
-                                    ("1m", "30m"))
+    chosen, skipped = select_models(
+        MODELS_DIR, tuple(ModelSpec.parse("direction,swing")), ("1m", "30m")
+    )
     expected = {registry.resolve(t, "1m").key for t in ("direction", "swing")}
     assert {m.key for m in chosen} == expected
     assert skipped == ["direction-30m", "swing-30m"]  # no 30m models: skipped, reported

@@ -23,12 +23,18 @@ def _rows(model_id: str, model_type: str, n: int, symbols=("AAA/USDT", "BBB/USDT
     signal = np.where(value >= 0.6, "LONG", np.where(value <= 0.4, "SHORT", "NEUTRAL"))
     half = n // 2
     return {
-        "model_id": [model_id] * n, "model_version": ["v1"] * n, "model_type": [model_type] * n,
-        "exchange": ["x"] * n, "symbol": [symbols[0]] * half + [symbols[1]] * (n - half),
+        "model_id": [model_id] * n,
+        "model_version": ["v1"] * n,
+        "model_type": [model_type] * n,
+        "exchange": ["x"] * n,
+        "symbol": [symbols[0]] * half + [symbols[1]] * (n - half),
         "timeframe": [model_id.split("-")[1]] * n,
         "open_time": np.r_[np.arange(half), np.arange(n - half)] * 60_000 + T0,
-        "value": value, "p_low": np.full(n, np.nan), "realized": realized,
-        "baseline": baseline, "next_return": r,
+        "value": value,
+        "p_low": np.full(n, np.nan),
+        "realized": realized,
+        "baseline": baseline,
+        "next_return": r,
         "signal": signal.tolist() if model_type == "direction" else [None] * n,
     }
 
@@ -38,10 +44,16 @@ def _table(*parts: dict) -> pa.Table:
 
 
 def test_report_holds_each_model_beside_its_baseline_and_the_plots(tmp_path):
-    direction, volatility = _rows("direction-1m", "direction", 400), _rows("volatility-1m",
-                                                                          "volatility", 300)
-    path = write_report(_table(volatility, direction), tmp_path, {"sources": ["a", "b"]},
-                        {"direction-1m@v1": (T0, T0 + 49 * 60_000)})
+    direction, volatility = (
+        _rows("direction-1m", "direction", 400),
+        _rows("volatility-1m", "volatility", 300),
+    )
+    path = write_report(
+        _table(volatility, direction),
+        tmp_path,
+        {"sources": ["a", "b"]},
+        {"direction-1m@v1": (T0, T0 + 49 * 60_000)},
+    )
     text = path.read_text()
     accuracy = accuracy_score(direction["realized"], direction["value"] >= 0.5)
     assert f"| direction-1m | v1 | 400 | 2 | 25% | {accuracy:.4g} /" in text  # 50 of 200
@@ -57,10 +69,16 @@ def test_report_holds_each_model_beside_its_baseline_and_the_plots(tmp_path):
 
 
 def test_results_are_ordered_and_counted():
-    results = evaluate(_table(_rows("direction-5m", "direction", 50),
-                              _rows("direction-1m", "direction", 60, symbols=("A", "A"))))
-    assert [(r.key, r.rows, r.series) for r in results] == [("direction-1m@v1", 60, 1),
-                                                           ("direction-5m@v1", 50, 2)]
+    results = evaluate(
+        _table(
+            _rows("direction-5m", "direction", 50),
+            _rows("direction-1m", "direction", 60, symbols=("A", "A")),
+        )
+    )
+    assert [(r.key, r.rows, r.series) for r in results] == [
+        ("direction-1m@v1", 60, 1),
+        ("direction-5m@v1", 50, 2),
+    ]
     assert results[0].strategy.summary()["rows"] == 60
 
 

@@ -38,14 +38,17 @@ def test_the_base_timeframe_is_the_exact_one_else_the_finest_divisor():
 def test_plans_for_the_real_folders(shared_data):
     spot = plan_series(DataSource(shared_data / "binance-spot-1m"), None, ("1m", "5m", "1h"))
     assert [(p.symbol, p.base, p.targets) for p in spot] == [
-        (s, "1m", ("1m", "5m", "1h")) for s in ("BTC/USDT", "ETH/USDT", "SOL/USDT")]
-    native = plan_series(DataSource(shared_data / "binance-spot-native"), ("BTC/USDT",),
-                         ("1m", "5m", "15m", "1h"))
+        (s, "1m", ("1m", "5m", "1h")) for s in ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+    ]
+    native = plan_series(
+        DataSource(shared_data / "binance-spot-native"), ("BTC/USDT",), ("1m", "5m", "15m", "1h")
+    )
     assert [(p.base, p.targets) for p in native] == [("5m", ("5m", "15m")), ("1h", ("1h",))]
     hourly = plan_series(DataSource(shared_data / "binance-spot-1h"), ("ETH/USDT",), ("1m", "1h"))
     assert [(p.base, p.targets, len(p.files)) for p in hourly] == [("1h", ("1h",), 1)]
-    usdm = plan_series(DataSource(shared_data / "binance-usdm-1m", "binanceusdm"), ("LINK/USDT",),
-                       ("1m",))
+    usdm = plan_series(
+        DataSource(shared_data / "binance-usdm-1m", "binanceusdm"), ("LINK/USDT",), ("1m",)
+    )
     candles, stats = load_series(usdm[0])
     assert set(candles.column("exchange").to_pylist()) == {"binanceusdm"}
     assert set(candles.column("symbol").to_pylist()) == {"LINK/USDT"}
@@ -64,8 +67,9 @@ def test_reading_drops_invalid_candles_and_keeps_the_last_of_a_repeated_time(tmp
     candles = random_candles(50, seed=4).to_pandas()
     bad = candles.index[10]
     candles.loc[bad, "high"] = candles.loc[bad, "low"] - 1  # high below low: quarantined
-    repeat = candles.iloc[[20]].assign(close=lambda f: f["close"] * 1.01,
-                                       high=lambda f: f["high"] * 1.02)
+    repeat = candles.iloc[[20]].assign(
+        close=lambda f: f["close"] * 1.01, high=lambda f: f["high"] * 1.02
+    )
     table = pa.Table.from_pandas(pd_concat(candles, repeat), preserve_index=False)
     _write_flat(tmp_path / "flat", table)
     plan = plan_series(DataSource(tmp_path / "flat", "lab"), None, ("1m",))[0]
@@ -93,8 +97,9 @@ def test_the_hive_dataset_keeps_its_stored_names_unless_labelled(tmp_path):
     stored = load_series(plan_series(DataSource(tmp_path), None, ("1m",))[0])[0]
     assert stored.column("symbol")[0].as_py() == "BTC/USD"
     assert stored.column("exchange")[0].as_py() == "kraken"
-    labelled = load_series(plan_series(DataSource(tmp_path, "replayed"), ("BTC/USD",),
-                                       ("1m",))[0])[0]
+    labelled = load_series(plan_series(DataSource(tmp_path, "replayed"), ("BTC/USD",), ("1m",))[0])[
+        0
+    ]
     assert set(labelled.column("exchange").to_pylist()) == {"replayed"}
 
 
@@ -102,20 +107,27 @@ def test_a_series_in_two_sources_joins_unless_the_times_overlap(tmp_path):
     candles = random_candles(100, seed=6)
     _write_flat(tmp_path / "a", candles.slice(0, 60))
     _write_flat(tmp_path / "b", candles.slice(60))
-    options = BackfillOptions(sources=(DataSource(tmp_path / "a"), DataSource(tmp_path / "b")),
-                              out=tmp_path / "out")
+    options = BackfillOptions(
+        sources=(DataSource(tmp_path / "a"), DataSource(tmp_path / "b")), out=tmp_path / "out"
+    )
     (joined,) = load_candles(options, ("1m",))
     assert joined.num_rows == 100
-    np.testing.assert_array_equal(joined.column("close").to_numpy(),
-                                  candles.column("close").to_numpy())
+    np.testing.assert_array_equal(
+        joined.column("close").to_numpy(), candles.column("close").to_numpy()
+    )
     _write_flat(tmp_path / "c", candles.slice(50, 20))
-    clash = BackfillOptions(sources=(DataSource(tmp_path / "a"), DataSource(tmp_path / "c")),
-                            out=tmp_path / "out")
+    clash = BackfillOptions(
+        sources=(DataSource(tmp_path / "a"), DataSource(tmp_path / "c")), out=tmp_path / "out"
+    )
     with pytest.raises(ValueError, match="EXCHANGE=PATH"):
         load_candles(clash, ("1m",))
     with pytest.raises(ValueError, match="no candles"):
-        load_candles(BackfillOptions(sources=(DataSource(tmp_path / "a"),), out=tmp_path,
-                                     symbols=("ZZZ/USDT",)), ("1m",))
+        load_candles(
+            BackfillOptions(
+                sources=(DataSource(tmp_path / "a"),), out=tmp_path, symbols=("ZZZ/USDT",)
+            ),
+            ("1m",),
+        )
 
 
 def test_last_per_open_time_orders_and_counts():
@@ -123,6 +135,7 @@ def test_last_per_open_time_orders_and_counts():
     shuffled = pa.concat_tables([table.slice(3), table.slice(0, 3), table.slice(1, 1)])
     kept, dropped = last_per_open_time(shuffled)
     assert dropped == 1
-    np.testing.assert_array_equal(kept.column("open_time").to_numpy(),
-                                  table.column("open_time").to_numpy())
+    np.testing.assert_array_equal(
+        kept.column("open_time").to_numpy(), table.column("open_time").to_numpy()
+    )
     assert np.all(np.diff(kept.column("open_time").to_numpy()) == MINUTE)

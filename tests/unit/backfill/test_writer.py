@@ -24,10 +24,17 @@ def predictions(symbols=SYMBOLS, start=START, minutes=2 * 1440, value=0.5, step=
     parts = []
     for symbol in symbols:
         n = len(times)
-        output = ModelOutput(MODEL.model_id, "direction", MODEL.version, ("prob_up",),
-                             np.full((n, 1), value))
-        rows = TickRows(np.full(n, "test", object), np.full(n, symbol, object), "1m", times,
-                        np.full(n, 100.0), 0.0)
+        output = ModelOutput(
+            MODEL.model_id, "direction", MODEL.version, ("prob_up",), np.full((n, 1), value)
+        )
+        rows = TickRows(
+            np.full(n, "test", object),
+            np.full(n, symbol, object),
+            "1m",
+            times,
+            np.full(n, 100.0),
+            0.0,
+        )
         parts.append(build_predictions(output, rows, 1.0, 0.6, 0.7, environment="backfill"))
     return pa.concat_tables(parts)
 
@@ -36,8 +43,9 @@ def scope(symbols=SYMBOLS, start=None, end=None) -> Scope:
     return Scope((MODEL,), tuple(("test", s, "1m") for s in symbols), start, end)
 
 
-def write(root: Path, table: pa.Table, run_scope: Scope, flush_rows: int = 10**6
-          ) -> PartitionedWriter:
+def write(
+    root: Path, table: pa.Table, run_scope: Scope, flush_rows: int = 10**6
+) -> PartitionedWriter:
     writer = PartitionedWriter(root, PREDICTION_SCHEMA, flush_rows=flush_rows)
     writer.clear(run_scope)
     writer.append(table)
@@ -52,13 +60,17 @@ def _log(root: Path) -> pa.Table:
 def test_rows_land_in_the_live_log_layout_under_deterministic_names(tmp_path):
     write(tmp_path, predictions(), scope())
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet"))
-    assert files == ["date=2026-01-01/timeframe=1m/backfill-direction-1m@v1.parquet",
-                     "date=2026-01-02/timeframe=1m/backfill-direction-1m@v1.parquet"]
+    assert files == [
+        "date=2026-01-01/timeframe=1m/backfill-direction-1m@v1.parquet",
+        "date=2026-01-02/timeframe=1m/backfill-direction-1m@v1.parquet",
+    ]
     log = _log(tmp_path)
     assert log.num_rows == 2 * 2 * 1440
     assert set(log.column("date").to_pylist()) == {"2026-01-01", "2026-01-02"}
-    rows, total = query_log(tmp_path, HistoryQuery(symbol="BBB/USDT", start_ms=START,
-                                                   end_ms=START + 10 * MINUTE, limit=5))
+    rows, total = query_log(
+        tmp_path,
+        HistoryQuery(symbol="BBB/USDT", start_ms=START, end_ms=START + 10 * MINUTE, limit=5),
+    )
     assert total == 10 and [r["open_time"] for r in rows] == [START + i * MINUTE for i in range(5)]
 
 

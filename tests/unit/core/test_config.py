@@ -41,7 +41,11 @@ def test_config_is_frozen():
 
 
 def test_synthetic_symbol_generation():
-    assert SyntheticFeedConfig(n_symbols=3).symbol_list() == ("SYN0000/USDT", "SYN0001/USDT", "SYN0002/USDT")
+    assert SyntheticFeedConfig(n_symbols=3).symbol_list() == (
+        "SYN0000/USDT",
+        "SYN0001/USDT",
+        "SYN0002/USDT",
+    )
 
 
 def test_replay_requires_a_path():
@@ -62,22 +66,44 @@ def test_local_yaml_args_parse():
 def test_exchange_feeds_split_into_actors_by_symbol_groups():
     from orchestrator.config import feed_actors
 
-    config = TickcastConfig.model_validate({"feeds": [
-        {"kind": "synthetic"},
-        {"kind": "ccxt", "exchange": "binance", "symbols": [f"C{i}/USDT" for i in range(5)],
-         "symbols_per_actor": 2},
-    ]})
+    config = TickcastConfig.model_validate(
+        {
+            "feeds": [
+                {"kind": "synthetic"},
+                {
+                    "kind": "ccxt",
+                    "exchange": "binance",
+                    "symbols": [f"C{i}/USDT" for i in range(5)],
+                    "symbols_per_actor": 2,
+                },
+            ]
+        }
+    )
     actors = feed_actors(config.feeds)
-    assert [name for name, _ in actors] == ["synthetic-0", "ccxt-binance-1-0", "ccxt-binance-1-1",
-                                            "ccxt-binance-1-2"]
+    assert [name for name, _ in actors] == [
+        "synthetic-0",
+        "ccxt-binance-1-0",
+        "ccxt-binance-1-1",
+        "ccxt-binance-1-2",
+    ]
     groups = [feed.symbols for _, feed in actors[1:]]
     assert groups == [("C0/USDT", "C1/USDT"), ("C2/USDT", "C3/USDT"), ("C4/USDT",)]
 
 
 def test_exchange_feed_secrets_are_named_not_given():
     with pytest.raises(ConfigError, match="api_key"):
-        parse_config({"feeds": [{"kind": "ccxt", "exchange": "binance", "symbols": ["BTC/USDT"],
-                                 "api_key": "oops"}]})
+        parse_config(
+            {
+                "feeds": [
+                    {
+                        "kind": "ccxt",
+                        "exchange": "binance",
+                        "symbols": ["BTC/USDT"],
+                        "api_key": "oops",
+                    }
+                ]
+            }
+        )
 
 
 @pytest.mark.parametrize("name", ["local.yaml", "local-replay.yaml", "production.yaml"])
@@ -96,8 +122,10 @@ def test_production_requires_keys_and_autoscales():
     assert parsed.api.require_api_key and parsed.serving.autoscaling is not None
     assert {f.exchange for f in parsed.feeds} >= {"binance", "kraken"}
     assert {(m.model_type, m.timeframe) for m in parsed.models} == {
-        (t, tf) for t in ("direction", "volatility", "return", "swing")
-        for tf in ("1m", "5m", "15m", "1h", "4h", "1d")}
+        (t, tf)
+        for t in ("direction", "volatility", "return", "swing")
+        for tf in ("1m", "5m", "15m", "1h", "4h", "1d")
+    }
 
 
 def test_autoscaling_bounds_are_checked():
@@ -109,9 +137,15 @@ def test_grafana_dashboard_charts_the_metrics_the_code_publishes():
     import json
     import re
 
-    dashboard = json.loads((PROJECT_ROOT / "configs" / "grafana" / "tickcast-dashboard.json").read_text())
-    charted = {m for p in dashboard["panels"] for t in p["targets"]
-               for m in re.findall(r"ray_(tickcast_[a-z_]+?)(?:_bucket)?\b", t["expr"])}
+    dashboard = json.loads(
+        (PROJECT_ROOT / "configs" / "grafana" / "tickcast-dashboard.json").read_text()
+    )
+    charted = {
+        m
+        for p in dashboard["panels"]
+        for t in p["targets"]
+        for m in re.findall(r"ray_(tickcast_[a-z_]+?)(?:_bucket)?\b", t["expr"])
+    }
     source = (PROJECT_ROOT / "orchestrator" / "actors" / "metrics.py").read_text()
     published = set(re.findall(r'"(tickcast_[a-z_]+)"', source))
     assert charted == published  # every published metric has a panel, and no panel is orphaned
@@ -121,9 +155,11 @@ def test_a_replay_without_its_files_falls_back_to_the_synthetic_market_when_aske
     from orchestrator.config import feed_actors
 
     missing = {"kind": "replay", "path": str(tmp_path / "absent"), "speed": 3, "warmup_minutes": 5}
-    (_, feed), = feed_actors(parse_config({"feeds": [{**missing, "fallback": "synthetic"}]}).feeds)
+    ((_, feed),) = feed_actors(
+        parse_config({"feeds": [{**missing, "fallback": "synthetic"}]}).feeds
+    )
     assert isinstance(feed, SyntheticFeedConfig) and feed.speed == 3 and feed.warmup_minutes == 5
-    (_, kept), = feed_actors(parse_config({"feeds": [missing]}).feeds)
+    ((_, kept),) = feed_actors(parse_config({"feeds": [missing]}).feeds)
     assert isinstance(kept, ReplayFeedConfig)  # no fallback: the feed fails loudly at start
 
 
@@ -147,20 +183,32 @@ def test_parse_config_takes_a_parsed_config_as_it_is():
 
 
 def test_each_actor_gets_its_own_typed_settings():
-    config = parse_config({
-        "environment": "prod",
-        "feeds": [{"kind": "synthetic"}, {"kind": "ccxt", "exchange": "binance",
-                                          "symbols": ["BTC/USDT", "ETH/USDT", "SOL/USDT"],
-                                          "symbols_per_actor": 2}],
-        "features": {"shards": 3, "timeframes": ["1m", "5m"]},
-        "stream": {"state_dir": "/tmp/state", "checkpoint_every": 7, "in_flight": 3},
-        "outcomes": {"window": 50},
-        "models": [{"model_type": "direction", "timeframe": "5m"}],
-    })
+    config = parse_config(
+        {
+            "environment": "prod",
+            "feeds": [
+                {"kind": "synthetic"},
+                {
+                    "kind": "ccxt",
+                    "exchange": "binance",
+                    "symbols": ["BTC/USDT", "ETH/USDT", "SOL/USDT"],
+                    "symbols_per_actor": 2,
+                },
+            ],
+            "features": {"shards": 3, "timeframes": ["1m", "5m"]},
+            "stream": {"state_dir": "/tmp/state", "checkpoint_every": 7, "in_flight": 3},
+            "outcomes": {"window": 50},
+            "models": [{"model_type": "direction", "timeframe": "5m"}],
+        }
+    )
     feeds, shards = config.feed_settings(), config.shard_settings()
     assert [f.name for f in feeds] == ["synthetic-0", "ccxt-binance-1-0", "ccxt-binance-1-1"]
-    assert {(f.run_dir, f.checkpoint_every, f.in_flight) for f in feeds} == {("/tmp/state/prod", 7, 3)}
+    assert {(f.run_dir, f.checkpoint_every, f.in_flight) for f in feeds} == {
+        ("/tmp/state/prod", 7, 3)
+    }
     assert feeds[2].source.symbols == ("SOL/USDT",)
     assert [(s.shard_id, s.n_shards) for s in shards] == [(0, 3), (1, 3), (2, 3)]
-    assert {(s.outcomes.window, s.run_dir, s.environment) for s in shards} == {(50, "/tmp/state/prod", "prod")}
+    assert {(s.outcomes.window, s.run_dir, s.environment) for s in shards} == {
+        (50, "/tmp/state/prod", "prod")
+    }
     assert shards[0].features.timeframes == ("1m", "5m")

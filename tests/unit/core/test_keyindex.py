@@ -8,9 +8,14 @@ from orchestrator.stream.keyindex import KeyIndex
 
 def test_slots_follow_first_appearance_and_stay_stable():
     index = KeyIndex(":")
-    first = index.slots(np.array(["b", "a", "b"], dtype=object), np.array(["X/USDT", "Y/USDT", "X/USDT"], dtype=object))
+    first = index.slots(
+        np.array(["b", "a", "b"], dtype=object),
+        np.array(["X/USDT", "Y/USDT", "X/USDT"], dtype=object),
+    )
     assert first.tolist() == [0, 1, 0] and index.keys == ["b:X/USDT", "a:Y/USDT"]
-    again = index.slots(pa.array(["a", "c", "b"]), pa.chunked_array([pa.array(["Y/USDT", "Z/USDT:USDT", "X/USDT"])]))
+    again = index.slots(
+        pa.array(["a", "c", "b"]), pa.chunked_array([pa.array(["Y/USDT", "Z/USDT:USDT", "X/USDT"])])
+    )
     assert again.tolist() == [1, 2, 0] and len(index) == 3
 
 

@@ -4,7 +4,9 @@ from serve_app.api.auth import RateLimiter, key_is_valid, load_api_keys
 def test_api_keys_come_from_the_named_variable():
     keys = load_api_keys("KEYS", {"KEYS": " a1, b2 ,,"})
     assert keys == {"a1", "b2"}
-    assert key_is_valid("b2", keys) and not key_is_valid("b3", keys) and not key_is_valid(None, keys)
+    assert (
+        key_is_valid("b2", keys) and not key_is_valid("b3", keys) and not key_is_valid(None, keys)
+    )
     assert load_api_keys("MISSING", {}) == frozenset()
 
 

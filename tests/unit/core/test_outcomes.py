@@ -22,8 +22,12 @@ from orchestrator.stream.outcomes import OUTCOME_SCHEMA, OutcomeTracker, merge_m
 
 MINUTE = 60_000
 START = 1_700_000_040_000 - 1_700_000_040_000 % MINUTE
-NAMES = {"direction": ("prob_up",), "return": ("log_return",), "volatility": ("volatility",),
-         "swing": ("p_swing_high", "p_swing_low")}
+NAMES = {
+    "direction": ("prob_up",),
+    "return": ("log_return",),
+    "volatility": ("volatility",),
+    "swing": ("p_swing_high", "p_swing_low"),
+}
 TRAINING_LABELS = {
     "direction": lambda c: next_direction(c["close"]),
     "return": lambda c: next_log_return(c["close"]),
@@ -37,9 +41,12 @@ def candle_series(n: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     close = 100 + np.cumsum(rng.integers(-2, 3, n)).astype(np.float64)
     prev = np.r_[close[0], close[:-1]]
-    return {"open_time": START + MINUTE * np.arange(n, dtype=np.int64), "close": close,
-            "high": np.maximum(prev, close) + rng.integers(0, 2, n),
-            "low": np.minimum(prev, close) - rng.integers(0, 2, n)}
+    return {
+        "open_time": START + MINUTE * np.arange(n, dtype=np.int64),
+        "close": close,
+        "high": np.maximum(prev, close) + rng.integers(0, 2, n),
+        "low": np.minimum(prev, close) - rng.integers(0, 2, n),
+    }
 
 
 def model_values(model_type: str, n: int, rng) -> np.ndarray:
@@ -52,8 +59,14 @@ def model_values(model_type: str, n: int, rng) -> np.ndarray:
 
 def predictions(model_type: str, symbols, open_time, values, timeframe="1m") -> pa.Table:
     n = len(symbols)
-    rows = TickRows(np.full(n, "x", dtype=object), np.asarray(symbols, dtype=object), timeframe,
-                    np.asarray(open_time, dtype=np.int64), np.full(n, 100.0), 0.0)
+    rows = TickRows(
+        np.full(n, "x", dtype=object),
+        np.asarray(symbols, dtype=object),
+        timeframe,
+        np.asarray(open_time, dtype=np.int64),
+        np.full(n, 100.0),
+        0.0,
+    )
     output = ModelOutput(f"{model_type}-{timeframe}", model_type, "v1", NAMES[model_type], values)
     return build_predictions(output, rows, 1.0, 0.6, 0.7)
 
@@ -67,8 +80,10 @@ def replay(tracker, series: dict[str, dict], ticks: range, seed: int = 0) -> pa.
         present = [s for s in symbols if i < len(series[s]["close"])]
         if not present:
             continue
-        col = {k: np.array([series[s][k][i] for s in present]) for k in ("open_time", "close",
-                                                                          "high", "low")}
+        col = {
+            k: np.array([series[s][k][i] for s in present])
+            for k in ("open_time", "close", "high", "low")
+        }
         outcomes.append(tracker.observe_candles("x", np.array(present, dtype=object), "1m", **col))
         for model_type in NAMES:
             values = model_values(model_type, len(present), rng)
@@ -86,7 +101,9 @@ def predictions_made(series, seed: int = 0) -> dict:
         for row in table.to_pylist():
             outputs = dict(row["outputs"])
             made[(row["model_type"], row["symbol"], row["open_time"])] = (
-                row["value"], outputs.get("p_swing_low", np.nan))
+                row["value"],
+                outputs.get("p_swing_low", np.nan),
+            )
         original(table)
 
     tracker.add_predictions = spy
@@ -141,8 +158,9 @@ def test_regressors_have_no_correctness_and_absolute_errors(run):
         rows = rows_of(outcomes, model_type)
         pred = np.array([made[(model_type, r["symbol"], r["open_time"])][0] for r in rows])
         assert all(r["correct"] is None and r["log_loss"] is None for r in rows)
-        np.testing.assert_allclose([r["error"] for r in rows],
-                                   np.abs(pred - [r["realized"] for r in rows]))
+        np.testing.assert_allclose(
+            [r["error"] for r in rows], np.abs(pred - [r["realized"] for r in rows])
+        )
 
 
 def swing_proba(rows, made) -> np.ndarray:
@@ -184,12 +202,17 @@ def test_the_window_slides_at_every_tick():
     tracker, window, seen = OutcomeTracker(window=7), 7, []
     rng = np.random.default_rng(5)
     for i in range(60):
-        candles = {k: np.array([series[s][k][i] for s in sorted(series)])
-                   for k in ("open_time", "close", "high", "low")}
+        candles = {
+            k: np.array([series[s][k][i] for s in sorted(series)])
+            for k in ("open_time", "close", "high", "low")
+        }
         out = tracker.observe_candles("x", np.array(sorted(series)), "1m", **candles)
         seen.extend(r for r in out.to_pylist() if r["model_type"] == "direction")
-        tracker.add_predictions(predictions("direction", sorted(series), candles["open_time"],
-                                            model_values("direction", 2, rng)))
+        tracker.add_predictions(
+            predictions(
+                "direction", sorted(series), candles["open_time"], model_values("direction", 2, rng)
+            )
+        )
         got = tracker.metrics()["models"].get("direction-1m", {}).get("1m")
         if not seen:
             assert got is None
@@ -204,8 +227,9 @@ def test_the_window_slides_at_every_tick():
 def test_a_batch_larger_than_the_window_keeps_its_newest_outcomes():
     tracker, symbols = OutcomeTracker(window=3), [f"S{i}" for i in range(8)]
     tick(tracker, symbols, 0)
-    tracker.add_predictions(predictions("direction", symbols, np.full(8, START),
-                                        np.linspace(0.05, 0.95, 8)[:, None]))
+    tracker.add_predictions(
+        predictions("direction", symbols, np.full(8, START), np.linspace(0.05, 0.95, 8)[:, None])
+    )
     out = tick(tracker, symbols, 1)
     got = tracker.metrics()["models"]["direction-1m"]["1m"]
     assert out.num_rows == 8 and got["count"] == 3
@@ -215,14 +239,22 @@ def test_a_batch_larger_than_the_window_keeps_its_newest_outcomes():
 def tick(tracker, symbols, i, timeframe="1m", step=MINUTE):
     n = len(symbols)
     price = np.full(n, 100.0 + i)
-    return tracker.observe_candles("x", np.array(symbols, dtype=object), timeframe,
-                                   np.full(n, START + i * step), price, price + 1, price - 1)
+    return tracker.observe_candles(
+        "x",
+        np.array(symbols, dtype=object),
+        timeframe,
+        np.full(n, START + i * step),
+        price,
+        price + 1,
+        price - 1,
+    )
 
 
 def direction_at(symbols, i, timeframe="1m", step=MINUTE) -> pa.Table:
     n = len(symbols)
-    return predictions("direction", symbols, np.full(n, START + i * step), np.full((n, 1), 0.7),
-                       timeframe)
+    return predictions(
+        "direction", symbols, np.full(n, START + i * step), np.full((n, 1), 0.7), timeframe
+    )
 
 
 def test_a_gap_or_a_vanished_symbol_expires_after_the_bound():
@@ -247,7 +279,10 @@ def test_a_late_prediction_is_scored_from_the_candles_already_seen():
     tracker.add_predictions(direction_at(["A"], 0))  # its settling candle 1 is already here
     (row,) = tick(tracker, ["A"], 3).to_pylist()
     assert (row["open_time"], row["realized"], row["scored_at_open_time"]) == (
-        START, 1.0, START + MINUTE)
+        START,
+        1.0,
+        START + MINUTE,
+    )
 
 
 def test_a_replayed_old_candle_never_overwrites_a_newer_one():
@@ -291,7 +326,8 @@ def test_snapshot_restores_a_tracker_that_continues_identically():
     restored = OutcomeTracker.from_snapshot(pickle.loads(pickle.dumps(original.snapshot())))
     assert restored.metrics() == original.metrics()
     assert replay(restored, series, range(33, 70), seed=2).equals(
-        replay(original, series, range(33, 70), seed=2))
+        replay(original, series, range(33, 70), seed=2)
+    )
     assert restored.metrics() == original.metrics()
     with pytest.raises(ValueError, match="version"):
         OutcomeTracker.from_snapshot({**original.snapshot(), "version": 0})
@@ -311,8 +347,9 @@ def test_a_many_symbol_tick_equals_one_symbol_at_a_time():
             parts.append(alone.observe_candles("x", [symbol], "1m", **c))
         for t in NAMES:
             picked = values[t][[sorted(series).index(s) for s in sample]]
-            alone.add_predictions(predictions(t, sample, np.full(len(sample), START + i * MINUTE),
-                                              picked))
+            alone.add_predictions(
+                predictions(t, sample, np.full(len(sample), START + i * MINUTE), picked)
+            )
     in_sample = np.isin(together.column("symbol").to_numpy(zero_copy_only=False), sample)
     by_id = [("event_id", "ascending")]
     assert together.filter(in_sample).sort_by(by_id).equals(pa.concat_tables(parts).sort_by(by_id))
@@ -329,7 +366,9 @@ def _all_predictions(series: dict, ticks: range, seed: int) -> list[list[pa.Tabl
     for i in ticks:
         present = [s for s in symbols if i < len(series[s]["close"])]
         times = np.array([series[s]["open_time"][i] for s in present])
-        out.append([predictions(m, present, times, model_values(m, len(present), rng)) for m in NAMES])
+        out.append(
+            [predictions(m, present, times, model_values(m, len(present), rng)) for m in NAMES]
+        )
     return out
 
 
@@ -353,13 +392,18 @@ def test_a_multi_minute_batch_scores_exactly_like_tick_by_tick():
         outcomes.append(batched.observe_candles("x", *_candles_at(series, chunk)))
     got = pa.concat_tables(outcomes).sort_by("event_id")
     assert expected.num_rows > 1000
-    assert got.drop_columns("scored_at_open_time").equals(expected.drop_columns("scored_at_open_time"))
+    assert got.drop_columns("scored_at_open_time").equals(
+        expected.drop_columns("scored_at_open_time")
+    )
 
 
 def _candles_at(series: dict, ticks: list[int]) -> tuple:
     keys = [(s, i) for i in ticks for s in sorted(series) if i < len(series[s]["close"])]
     symbols = np.array([s for s, _ in keys], dtype=object)
-    col = {k: np.array([series[s][k][i] for s, i in keys]) for k in ("open_time", "close", "high", "low")}
+    col = {
+        k: np.array([series[s][k][i] for s, i in keys])
+        for k in ("open_time", "close", "high", "low")
+    }
     return symbols, "1m", col["open_time"], col["close"], col["high"], col["low"]
 
 

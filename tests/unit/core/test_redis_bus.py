@@ -38,15 +38,25 @@ def bus(server, request):
 
 
 def prediction_table(n: int = 3, model_type: str = "direction") -> pa.Table:
-    names = {"direction": ("prob_up",), "swing": ("p_swing_high", "p_swing_low"),
-             "return": ("log_return",)}[model_type]
+    names = {
+        "direction": ("prob_up",),
+        "swing": ("p_swing_high", "p_swing_low"),
+        "return": ("log_return",),
+    }[model_type]
     rng = np.random.default_rng(n)
-    values = rng.dirichlet([2, 1, 1], n)[:, : len(names)] if model_type == "swing" else \
-        rng.uniform(0, 1, (n, 1)) / (1 if model_type == "direction" else 100)
-    rows = TickRows(np.full(n, "binance", dtype=object),
-                    np.array([f"S{i}/USDT" for i in range(n)], dtype=object), "1m",
-                    60_000 * np.arange(n, dtype=np.int64) + 1_700_000_040_000,
-                    rng.uniform(10, 20, n), 1.5)
+    values = (
+        rng.dirichlet([2, 1, 1], n)[:, : len(names)]
+        if model_type == "swing"
+        else rng.uniform(0, 1, (n, 1)) / (1 if model_type == "direction" else 100)
+    )
+    rows = TickRows(
+        np.full(n, "binance", dtype=object),
+        np.array([f"S{i}/USDT" for i in range(n)], dtype=object),
+        "1m",
+        60_000 * np.arange(n, dtype=np.int64) + 1_700_000_040_000,
+        rng.uniform(10, 20, n),
+        1.5,
+    )
     output = ModelOutput(f"{model_type}-1m", model_type, "v7", names, values)
     return build_predictions(output, rows, 1_700_000_100_123.25, 0.6, 0.7)
 
@@ -56,8 +66,9 @@ def expected_rows(table: pa.Table) -> list[dict]:
 
 
 def test_published_rows_read_back_exactly_in_order(bus):
-    table = pa.concat_tables([prediction_table(5), prediction_table(4, "swing"),
-                              prediction_table(3, "return")])
+    table = pa.concat_tables(
+        [prediction_table(5), prediction_table(4, "swing"), prediction_table(3, "return")]
+    )
     ids = bus.publish(table)
     entries = bus.read(count=100)
     assert [entry_id for entry_id, _ in entries] == ids and len(ids) == 12
@@ -129,8 +140,13 @@ def test_a_stopped_server_raises_our_error_without_the_password(tmp_path):
         bus = RedisStreamBus(server.url, timeout_s=1.0)
         bus.publish(prediction_table(1))
         server.stop()
-        for call in (lambda: bus.publish(prediction_table(2)), bus.read, bus.length,
-                     lambda: bus.ensure_group("g"), lambda: bus.publish_record("k", {})):
+        for call in (
+            lambda: bus.publish(prediction_table(2)),
+            bus.read,
+            bus.length,
+            lambda: bus.ensure_group("g"),
+            lambda: bus.publish_record("k", {}),
+        ):
             with pytest.raises(EventBusError, match="127.0.0.1") as caught:
                 call()
             assert_redacted(caught.value)
@@ -175,7 +191,8 @@ def test_every_spelling_of_the_password_is_redacted():
     secrets = url_secrets(url)
     assert set(secrets) == {"p%40ss", "p@ss", "other"}
     assert redact(f"{url} auth p@ss failed", secrets) == (
-        "redis://me:***@host:6379/0?password=*** auth *** failed")
+        "redis://me:***@host:6379/0?password=*** auth *** failed"
+    )
     assert url_secrets("redis://127.0.0.1:6379/0") == []
 
 
@@ -183,6 +200,8 @@ def test_the_helper_skips_naming_the_package_only_without_the_binary(monkeypatch
     import tests.redis_server as helper
 
     monkeypatch.setattr(helper.shutil, "which", lambda name: None)
-    with pytest.raises(pytest.skip.Exception, match="apt-get install -y redis-server"), \
-            running_redis(tmp_path):
+    with (
+        pytest.raises(pytest.skip.Exception, match="apt-get install -y redis-server"),
+        running_redis(tmp_path),
+    ):
         pass

@@ -11,8 +11,12 @@ def _publish(root, version, stage, data=b"model-bytes", features=None):
     folder.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(data)
     manifest = {
-        "model_id": "direction-1m", "model_type": "direction", "timeframe": "1m",
-        "version": version, "stage": stage, "sha256": sha256_of(data),
+        "model_id": "direction-1m",
+        "model_type": "direction",
+        "timeframe": "1m",
+        "version": version,
+        "stage": stage,
+        "sha256": sha256_of(data),
         "feature_names": list(features or FEATURE_NAMES[:3]),
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -120,12 +124,15 @@ def test_promoting_a_missing_version_names_it(tmp_path):
         Registry(tmp_path).promote("direction", "v1")
 
 
-@pytest.mark.parametrize("outputs", [
-    {"tensor": "", "columns": [1], "names": ["p"]},
-    {"tensor": "probabilities", "columns": [], "names": []},
-    {"tensor": "probabilities", "columns": [1, 2], "names": ["p"]},
-    {"tensor": "probabilities", "columns": [-1], "names": ["p"]},
-])
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        {"tensor": "", "columns": [1], "names": ["p"]},
+        {"tensor": "probabilities", "columns": [], "names": []},
+        {"tensor": "probabilities", "columns": [1, 2], "names": ["p"]},
+        {"tensor": "probabilities", "columns": [-1], "names": ["p"]},
+    ],
+)
 def test_malformed_outputs_are_refused(tmp_path, outputs):
     folder = _publish(tmp_path, "v1", "production")
     raw = json.loads((folder / "manifest.json").read_text())

@@ -32,21 +32,33 @@ def test_batches_sent_in_any_order_update_state_in_sequence():
 def test_the_next_batch_starts_while_the_previous_one_predicts():
     async def scenario():
         sequencer, log = BatchSequencer(), []
-        await asyncio.gather(_process(sequencer, "f", 0, log, 0.05), _process(sequencer, "f", 1, log, 0.0))
+        await asyncio.gather(
+            _process(sequencer, "f", 0, log, 0.05), _process(sequencer, "f", 1, log, 0.0)
+        )
         return log
 
-    assert asyncio.run(scenario()) == [("state", "f", 0), ("state", "f", 1), ("done", "f", 1), ("done", "f", 0)]
+    assert asyncio.run(scenario()) == [
+        ("state", "f", 0),
+        ("state", "f", 1),
+        ("done", "f", 1),
+        ("done", "f", 0),
+    ]
 
 
 def test_replays_are_recognised_and_feeds_are_independent():
     async def scenario():
         sequencer, log = BatchSequencer({"a": 4}), []
-        await asyncio.gather(_process(sequencer, "a", 3, log), _process(sequencer, "b", 0, log),
-                             _process(sequencer, "a", 5, log))
+        await asyncio.gather(
+            _process(sequencer, "a", 3, log),
+            _process(sequencer, "b", 0, log),
+            _process(sequencer, "a", 5, log),
+        )
         return log, sequencer.last
 
     log, last = asyncio.run(scenario())
-    assert sorted(log) == sorted([("state", "b", 0), ("done", "b", 0), ("state", "a", 5), ("done", "a", 5)])
+    assert sorted(log) == sorted(
+        [("state", "b", 0), ("done", "b", 0), ("state", "a", 5), ("done", "a", 5)]
+    )
     assert last == {"a": 5, "b": 0}
 
 
@@ -57,8 +69,9 @@ def test_a_failed_batch_does_not_block_its_successor():
 
     async def scenario():
         sequencer, log = BatchSequencer(), []
-        results = await asyncio.gather(failing(sequencer), _process(sequencer, "f", 1, log),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            failing(sequencer), _process(sequencer, "f", 1, log), return_exceptions=True
+        )
         return results, log
 
     results, log = asyncio.run(scenario())
@@ -91,5 +104,10 @@ def test_pause_waits_for_admitted_batches_and_holds_new_ones():
         return log
 
     assert asyncio.run(scenario()) == [
-        ("state", "f", 0), ("done", "f", 0), ("checkpoint", "f", 0), ("checkpoint done", "f", 0),
-        ("state", "f", 1), ("done", "f", 1)]
+        ("state", "f", 0),
+        ("done", "f", 0),
+        ("checkpoint", "f", 0),
+        ("checkpoint done", "f", 0),
+        ("state", "f", 1),
+        ("done", "f", 1),
+    ]

@@ -87,13 +87,12 @@ def test_unknown_snapshot_version_is_refused():
         ShardState.from_snapshot({"version": 99})
 
 
-
 def test_a_multi_minute_batch_merged_per_timeframe_equals_minute_by_minute():
     minutes = _minutes(200)
     expected = _collect(ShardState(TIMEFRAMES), minutes)
     state, rows = ShardState(TIMEFRAMES), {}
     for start in range(0, len(minutes), 25):
-        batch = pa.Table.from_batches(minutes[start:start + 25])
+        batch = pa.Table.from_batches(minutes[start : start + 25])
         merged = merge_by_timeframe(state.process(batch))
         assert len({t.timeframe for t in merged}) == len(merged)  # one tick per timeframe
         for tick in merged:

@@ -10,8 +10,19 @@ def test_direction_signals_thresholds_are_symmetric():
     p = np.array([0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4, 0.35, 0.3, 0.2])
     signal, tier = direction_signals(p, high=0.6, very_high=0.7)
     assert signal.to_pylist() == ["LONG"] * 4 + ["NEUTRAL"] * 3 + ["SHORT"] * 4
-    assert tier.to_pylist() == ["VERY_HIGH", "VERY_HIGH", "HIGH", "HIGH", "LOW", "LOW", "LOW",
-                                "HIGH", "HIGH", "VERY_HIGH", "VERY_HIGH"]
+    assert tier.to_pylist() == [
+        "VERY_HIGH",
+        "VERY_HIGH",
+        "HIGH",
+        "HIGH",
+        "LOW",
+        "LOW",
+        "LOW",
+        "HIGH",
+        "HIGH",
+        "VERY_HIGH",
+        "VERY_HIGH",
+    ]
 
 
 def test_sharding_is_stable_and_matches_scalar_version():
@@ -41,11 +52,21 @@ def test_trend_labels_from_indicators():
 
     rows = np.zeros((5, len(FEATURE_NAMES)))
     cols = {n: FEATURE_NAMES.index(n) for n in ("rsi_14", "macd_hist", "sma_ratio_20")}
-    for i, (rsi, hist, ratio) in enumerate([(75, -1, 0.9), (25, 1, 1.1), (50, 1, 1.1), (50, -1, 0.9),
-                                            (50, 1, 0.9)]):
-        rows[i, cols["rsi_14"]], rows[i, cols["macd_hist"]], rows[i, cols["sma_ratio_20"]] = rsi, hist, ratio
+    for i, (rsi, hist, ratio) in enumerate(
+        [(75, -1, 0.9), (25, 1, 1.1), (50, 1, 1.1), (50, -1, 0.9), (50, 1, 0.9)]
+    ):
+        rows[i, cols["rsi_14"]], rows[i, cols["macd_hist"]], rows[i, cols["sma_ratio_20"]] = (
+            rsi,
+            hist,
+            ratio,
+        )
     assert trend_labels(rows, FEATURE_NAMES).to_pylist() == [
-        "OVERBOUGHT", "OVERSOLD", "BULLISH", "BEARISH", "NEUTRAL"]
+        "OVERBOUGHT",
+        "OVERSOLD",
+        "BULLISH",
+        "BEARISH",
+        "NEUTRAL",
+    ]
 
 
 def test_the_feed_router_routes_like_shard_of_across_batches():

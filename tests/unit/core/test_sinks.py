@@ -11,11 +11,21 @@ from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows,
 DAY_MS = 86_400_000
 
 
-def _predictions(open_time: int, symbols=("A/USDT", "B/USDT"), values=(0.8, 0.3), version="v1") -> pa.Table:
+def _predictions(
+    open_time: int, symbols=("A/USDT", "B/USDT"), values=(0.8, 0.3), version="v1"
+) -> pa.Table:
     n = len(symbols)
-    rows = TickRows(np.array(["x"] * n, dtype=object), np.array(symbols, dtype=object), "1m",
-                    np.full(n, open_time, dtype=np.int64), np.full(n, 100.0), emitted_at_ms=1000.0)
-    output = ModelOutput("direction-1m", "direction", version, ("prob_up",), np.array(values)[:, None])
+    rows = TickRows(
+        np.array(["x"] * n, dtype=object),
+        np.array(symbols, dtype=object),
+        "1m",
+        np.full(n, open_time, dtype=np.int64),
+        np.full(n, 100.0),
+        emitted_at_ms=1000.0,
+    )
+    output = ModelOutput(
+        "direction-1m", "direction", version, ("prob_up",), np.array(values)[:, None]
+    )
     return build_predictions(output, rows, now_ms=1012.5, high=0.6, very_high=0.7)
 
 
@@ -31,15 +41,34 @@ def test_build_predictions_fills_the_schema():
 
 
 def test_return_model_predicts_a_price_and_swing_keeps_every_output():
-    rows = TickRows(np.array(["x"], dtype=object), np.array(["A/USDT"], dtype=object), "5m",
-                    np.array([0]), np.array([200.0]), emitted_at_ms=0.0)
-    ret = ModelOutput.from_response({"model_id": "return-5m", "model_type": "return", "version": "v1",
-                                     "names": ["log_return"], "values": np.array([np.log(1.01)])})
+    rows = TickRows(
+        np.array(["x"], dtype=object),
+        np.array(["A/USDT"], dtype=object),
+        "5m",
+        np.array([0]),
+        np.array([200.0]),
+        emitted_at_ms=0.0,
+    )
+    ret = ModelOutput.from_response(
+        {
+            "model_id": "return-5m",
+            "model_type": "return",
+            "version": "v1",
+            "names": ["log_return"],
+            "values": np.array([np.log(1.01)]),
+        }
+    )
     (row,) = build_predictions(ret, rows, 1.0, 0.6, 0.7).to_pylist()
     assert row["predicted_price"] == pytest.approx(202.0) and row["signal"] is None
-    swing = ModelOutput.from_response({"model_id": "swing-5m", "model_type": "swing", "version": "v1",
-                                       "names": ["p_swing_high", "p_swing_low"],
-                                       "values": np.array([[0.7, 0.1]])})
+    swing = ModelOutput.from_response(
+        {
+            "model_id": "swing-5m",
+            "model_type": "swing",
+            "version": "v1",
+            "names": ["p_swing_high", "p_swing_low"],
+            "values": np.array([[0.7, 0.1]]),
+        }
+    )
     (row,) = build_predictions(swing, rows, 1.0, 0.6, 0.7).to_pylist()
     assert row["value"] == 0.7 and dict(row["outputs"]) == {"p_swing_high": 0.7, "p_swing_low": 0.1}
 
@@ -48,19 +77,29 @@ def test_event_columns_built_from_buffers_hold_every_row():
     """Map keys, constants and ids are built from raw buffers: check them row by row,
     with multi-byte text, against what Python would write."""
     symbols = ("Ä/USDT", "B/USDT", "ÇÇ/USDT")
-    rows = TickRows(np.array(["kraken"] * 3, dtype=object), np.array(symbols, dtype=object), "5m",
-                    np.array([0, 300_000, 600_000]), np.full(3, 10.0), emitted_at_ms=0.0)
+    rows = TickRows(
+        np.array(["kraken"] * 3, dtype=object),
+        np.array(symbols, dtype=object),
+        "5m",
+        np.array([0, 300_000, 600_000]),
+        np.full(3, 10.0),
+        emitted_at_ms=0.0,
+    )
     values = np.array([[0.7, 0.1], [0.2, 0.6], [0.5, 0.5]])
     swing = ModelOutput("swing-5m", "swing", "v2", ("p_swing_high", "p_swing_lów"), values)
     table = build_predictions(swing, rows, 1.0, 0.6, 0.7, environment="ünit")
     table.validate(full=True)
     got = table.to_pylist()
     assert [dict(r["outputs"]) for r in got] == [
-        {"p_swing_high": h, "p_swing_lów": low} for h, low in values.tolist()]
+        {"p_swing_high": h, "p_swing_lów": low} for h, low in values.tolist()
+    ]
     assert [r["event_id"] for r in got] == [
-        f"swing-5m@v2|kraken|{s}|5m|{t}" for s, t in zip(symbols, (0, 300_000, 600_000), strict=True)]
-    assert {(r["environment"], r["model_version"], r["timeframe"], r["signal"], r["trend"])
-            for r in got} == {("ünit", "v2", "5m", None, None)}
+        f"swing-5m@v2|kraken|{s}|5m|{t}"
+        for s, t in zip(symbols, (0, 300_000, 600_000), strict=True)
+    ]
+    assert {
+        (r["environment"], r["model_version"], r["timeframe"], r["signal"], r["trend"]) for r in got
+    } == {("ünit", "v2", "5m", None, None)}
 
 
 def test_latest_store_keeps_the_newest_per_key():
@@ -69,7 +108,9 @@ def test_latest_store_keeps_the_newest_per_key():
     store.update(_predictions(60_000, values=(0.9, 0.9)))  # older, arrives late: ignored
     rows = store.rows()
     assert [(r["symbol"], r["open_time"], r["value"]) for r in rows] == [
-        ("A/USDT", 120_000, 0.1), ("B/USDT", 120_000, 0.2)]
+        ("A/USDT", 120_000, 0.1),
+        ("B/USDT", 120_000, 0.2),
+    ]
     assert [r["symbol"] for r in store.rows(symbol="B/USDT")] == ["B/USDT"]
     assert store.rows(timeframe="5m") == []
 
@@ -133,13 +174,23 @@ def test_query_log_filters_and_pages(tmp_path):
 def test_latest_store_takes_each_keys_newest_row_from_a_multi_minute_table():
     store = LatestStore()
     store.update(_predictions(180_000, values=(0.9, 0.1)))
-    batch = pa.concat_tables([_predictions(120_000), _predictions(240_000, values=(0.6, 0.4)),
-                              _predictions(60_000, values=(0.2, 0.2))])  # out of order on purpose
+    batch = pa.concat_tables(
+        [
+            _predictions(120_000),
+            _predictions(240_000, values=(0.6, 0.4)),
+            _predictions(60_000, values=(0.2, 0.2)),
+        ]
+    )  # out of order on purpose
     store.update(batch)
     assert {r["symbol"]: (r["open_time"], r["value"]) for r in store.rows()} == {
-        "A/USDT": (240_000, 0.6), "B/USDT": (240_000, 0.4)}
-    store.update(pa.concat_tables([_predictions(240_000, values=(0.5, 0.5)),
-                                   _predictions(240_000, values=(0.7, 0.3))]))
+        "A/USDT": (240_000, 0.6),
+        "B/USDT": (240_000, 0.4),
+    }
+    store.update(
+        pa.concat_tables(
+            [_predictions(240_000, values=(0.5, 0.5)), _predictions(240_000, values=(0.7, 0.3))]
+        )
+    )
     assert [r["value"] for r in store.rows()] == [0.7, 0.3]  # a tie: the later row wins
 
 

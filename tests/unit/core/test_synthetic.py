@@ -58,7 +58,9 @@ def test_unaligned_start_is_rejected():
 
 
 def test_source_emits_schema_batches_and_stops_at_max_minutes():
-    source = SyntheticSource(SyntheticFeedConfig(speed=0, max_minutes=3, symbols=("A/USDT", "B/USDT")))
+    source = SyntheticSource(
+        SyntheticFeedConfig(speed=0, max_minutes=3, symbols=("A/USDT", "B/USDT"))
+    )
 
     async def drain():
         out = []

@@ -22,8 +22,15 @@ TWIN_RTOL, TWIN_ATOL = 1e-9, 1e-12
 TALIB_RTOL, TALIB_ATOL = 1e-6, 1e-9
 
 
-def random_walk(n: int, seed: int, *, price: float = 100.0, vol: float = 0.01,
-                taker: bool = True, step_ms: int = MINUTE_MS) -> pd.DataFrame:
+def random_walk(
+    n: int,
+    seed: int,
+    *,
+    price: float = 100.0,
+    vol: float = 0.01,
+    taker: bool = True,
+    step_ms: int = MINUTE_MS,
+) -> pd.DataFrame:
     """OHLCV candles of a geometric random walk with plausible highs, lows and volumes."""
     rng = np.random.default_rng(seed)
     close = price * np.exp(np.cumsum(rng.normal(0.0, vol, n)))
@@ -32,10 +39,16 @@ def random_walk(n: int, seed: int, *, price: float = 100.0, vol: float = 0.01,
     high = body_hi * (1 + rng.uniform(0, vol, n))
     low = body_lo * (1 - rng.uniform(0, vol, n))
     volume = rng.lognormal(3.0, 1.0, n)
-    frame = pd.DataFrame({
-        "open_time": START_MS + step_ms * np.arange(n, dtype=np.int64),
-        "open": open_, "high": high, "low": low, "close": close, "volume": volume,
-    })
+    frame = pd.DataFrame(
+        {
+            "open_time": START_MS + step_ms * np.arange(n, dtype=np.int64),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+        }
+    )
     if taker:
         frame["taker_buy_base"] = volume * rng.uniform(0, 1, n)
     return frame
@@ -67,11 +80,12 @@ def real_data_files(root: Path, hourly_sample: int = 12) -> list[Path]:
 
 def segments(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
     """Consecutive pieces of at most ``size`` rows (each a fresh series for the engine)."""
-    return [frame.iloc[i: i + size] for i in range(0, len(frame), size)]
+    return [frame.iloc[i : i + size] for i in range(0, len(frame), size)]
 
 
-def run_incremental(frames: list[pd.DataFrame], engine: IncrementalFeatures | None = None
-                    ) -> list[np.ndarray]:
+def run_incremental(
+    frames: list[pd.DataFrame], engine: IncrementalFeatures | None = None
+) -> list[np.ndarray]:
     """Feed every frame to one engine, one slot per frame, all active slots per call.
 
     Even steps pass slots in ascending order (the in-place fast path), odd steps in
@@ -81,8 +95,9 @@ def run_incremental(frames: list[pd.DataFrame], engine: IncrementalFeatures | No
     slots = engine.add_symbols([f"sym{i}" for i in range(len(frames))])
     lengths = np.array([len(f) for f in frames])
     steps = int(lengths.max(initial=0))
-    columns = {c: _stack([f[c].to_numpy(np.float64) for f in frames], steps)
-               for c in CANDLE_COLUMNS}
+    columns = {
+        c: _stack([f[c].to_numpy(np.float64) for f in frames], steps) for c in CANDLE_COLUMNS
+    }
     columns["taker_buy_base"] = _stack([_taker(f) for f in frames], steps)
     times = _stack([open_time_ms(f) for f in frames], steps, fill=0, dtype=np.int64)
     out = [np.full((n, len(FEATURE_NAMES)), np.nan) for n in lengths]
@@ -90,9 +105,12 @@ def run_incremental(frames: list[pd.DataFrame], engine: IncrementalFeatures | No
         active = np.flatnonzero(lengths > t)
         if t % 2:
             active = active[::-1]
-        rows = engine.update(slots[active], times[t, active],
-                             *(columns[c][t, active] for c in CANDLE_COLUMNS),
-                             columns["taker_buy_base"][t, active])
+        rows = engine.update(
+            slots[active],
+            times[t, active],
+            *(columns[c][t, active] for c in CANDLE_COLUMNS),
+            columns["taker_buy_base"][t, active],
+        )
         for i, row in zip(active, rows, strict=True):
             out[i][t] = row
     return out
@@ -111,24 +129,34 @@ def _stack(series: list[np.ndarray], steps: int, fill=np.nan, dtype=np.float64) 
     return out
 
 
-def assert_features_close(actual: np.ndarray, expected: np.ndarray, *, rtol: float,
-                          atol: float, label: str = "",
-                          names: tuple[str, ...] = FEATURE_NAMES) -> None:
+def assert_features_close(
+    actual: np.ndarray,
+    expected: np.ndarray,
+    *,
+    rtol: float,
+    atol: float,
+    label: str = "",
+    names: tuple[str, ...] = FEATURE_NAMES,
+) -> None:
     """Same NaN pattern, and |a - e| <= atol + rtol * |e| everywhere else."""
     actual, expected = np.asarray(actual, float), np.asarray(expected, float)
     assert actual.shape == expected.shape, f"{label}: shape {actual.shape} != {expected.shape}"
     nan_diff = np.isnan(actual) != np.isnan(expected)
     if nan_diff.any():
         r, c = np.argwhere(nan_diff)[0]
-        raise AssertionError(f"{label}: NaN mismatch at row {r} {names[c]}: "
-                             f"{actual[r, c]!r} vs {expected[r, c]!r} ({nan_diff.sum()} cells)")
+        raise AssertionError(
+            f"{label}: NaN mismatch at row {r} {names[c]}: "
+            f"{actual[r, c]!r} vs {expected[r, c]!r} ({nan_diff.sum()} cells)"
+        )
     assert not np.isinf(actual).any(), f"{label}: inf in features"
     with np.errstate(invalid="ignore"):
         bad = np.abs(actual - expected) > atol + rtol * np.abs(expected)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise AssertionError(f"{label}: {names[c]} differs at row {r}: {actual[r, c]!r} vs "
-                             f"{expected[r, c]!r} ({bad.sum()} cells)")
+        raise AssertionError(
+            f"{label}: {names[c]} differs at row {r}: {actual[r, c]!r} vs "
+            f"{expected[r, c]!r} ({bad.sum()} cells)"
+        )
 
 
 def _flat_candles(frame: pd.DataFrame, rows: slice, price: float) -> None:
@@ -151,8 +179,9 @@ def adversarial_series() -> dict[str, pd.DataFrame]:
     spike.loc[spike.index[70], ["high", "close"]] *= 1000.0
     spike.loc[spike.index[71], ["open", "high"]] *= 1000.0
     tick_grid = random_walk(n, seed=14, price=0.1, vol=0.002)
-    tick_grid[["open", "high", "low", "close"]] = tick_grid[["open", "high", "low", "close"]
-                                                           ].round(4)
+    tick_grid[["open", "high", "low", "close"]] = tick_grid[["open", "high", "low", "close"]].round(
+        4
+    )
     gap = random_walk(n, seed=15)
     gap.loc[gap.index[80:], "open_time"] += 7 * 3_600_000 + 13 * MINUTE_MS
     partly_missing = random_walk(n, seed=16)
@@ -160,9 +189,14 @@ def adversarial_series() -> dict[str, pd.DataFrame]:
     tiny = random_walk(n, seed=17, price=1e-8)
     tiny["volume"] *= 1e12
     return {
-        "constant": constant, "flat_middle": flat_middle, "zero_volume": zero_volume,
-        "spike": spike, "tick_grid": tick_grid, "time_gap": gap,
-        "taker_partly_missing": partly_missing, "tiny_prices": tiny,
+        "constant": constant,
+        "flat_middle": flat_middle,
+        "zero_volume": zero_volume,
+        "spike": spike,
+        "tick_grid": tick_grid,
+        "time_gap": gap,
+        "taker_partly_missing": partly_missing,
+        "tiny_prices": tiny,
         "huge_prices": random_walk(n, seed=18, price=1e7),
         "no_taker_column": random_walk(n, seed=19, taker=False),
         "too_short": random_walk(12, seed=20),

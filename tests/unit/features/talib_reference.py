@@ -17,14 +17,18 @@ from tests.unit.features.helpers import open_time_ms
 
 # Power-of-two scale: multiplying by it is exact, so it only moves tiny variances away
 # from TA-Lib's absolute "is zero" epsilon on STDDEV without changing a single bit.
-_EXACT_SCALE = 2.0 ** 20
+_EXACT_SCALE = 2.0**20
 
 
 def reference_features(frame: pd.DataFrame) -> np.ndarray:
     """(n, len(FEATURE_NAMES)) reference matrix for one symbol's candles."""
     c, h, lo, v = (frame[x].to_numpy(np.float64) for x in ("close", "high", "low", "volume"))
-    ref = {**_returns(c), **_momentum(h, lo, c, v), **_bands(h, lo, c, v),
-           **_candle_shape(frame, h, lo, c, v)}
+    ref = {
+        **_returns(c),
+        **_momentum(h, lo, c, v),
+        **_bands(h, lo, c, v),
+        **_candle_shape(frame, h, lo, c, v),
+    }
     return np.column_stack([ref[name] for name in FEATURE_NAMES])
 
 
@@ -48,10 +52,13 @@ def _momentum(h, lo, c, v) -> dict:
     macd, signal, hist = talib.MACD(c, 12, 26, 9)
     return {
         "rsi_14": np.where(no_move_yet & np.isfinite(rsi), 50.0, rsi),
-        "macd": macd / c, "macd_signal": signal / c, "macd_hist": hist / c,
+        "macd": macd / c,
+        "macd_signal": signal / c,
+        "macd_hist": hist / c,
         **_stochastic(h, lo, c),
-        "willr_14": np.where(talib.MAX(h, 14) == talib.MIN(lo, 14), -50.0,
-                             talib.WILLR(h, lo, c, 14)),
+        "willr_14": np.where(
+            talib.MAX(h, 14) == talib.MIN(lo, 14), -50.0, talib.WILLR(h, lo, c, 14)
+        ),
         "cci_20": talib.CCI(h, lo, c, 20),
         "adx_14": talib.ADX(h, lo, c, 14),
         "mfi_14": _mfi(h, lo, c, v),
@@ -69,8 +76,10 @@ def _stochastic(h, lo, c) -> dict:
     rebuilt_k = talib.SMA(fast_k, 3)
     rebuilt_d = talib.SMA(rebuilt_k, 3)
     rebuilt_k[:17] = np.nan
-    return {"stoch_k": np.where(_any_recent(flat, 3), rebuilt_k, slow_k),
-            "stoch_d": np.where(_any_recent(flat, 5), rebuilt_d, slow_d)}
+    return {
+        "stoch_k": np.where(_any_recent(flat, 3), rebuilt_k, slow_k),
+        "stoch_d": np.where(_any_recent(flat, 5), rebuilt_d, slow_d),
+    }
 
 
 def _mfi(h, lo, c, v) -> np.ndarray:

@@ -32,7 +32,7 @@ def test_empty_and_short_frames_are_all_nan_where_not_warm():
     short = compute_features(random_walk(3, seed=3)).to_numpy()
     for j, spec in enumerate(FEATURE_SPECS):
         assert np.isnan(short[: spec.warmup, j]).all(), spec.name
-        assert np.isfinite(short[spec.warmup:, j]).all(), spec.name
+        assert np.isfinite(short[spec.warmup :, j]).all(), spec.name
     assert np.isfinite(short[2]).sum() == 6  # ret_1 and the five per-candle features
 
 
@@ -41,7 +41,8 @@ def test_bad_frames_are_refused_with_the_reason():
     with pytest.raises(ValueError, match="lacks columns"):
         compute_features(frame.drop(columns="volume"))
     naive = frame.drop(columns="open_time").assign(
-        date=pd.to_datetime(frame["open_time"], unit="ms"))
+        date=pd.to_datetime(frame["open_time"], unit="ms")
+    )
     with pytest.raises(ValueError, match="timezone-aware"):
         compute_features(naive)
     with pytest.raises(ValueError, match="open_time"):
@@ -68,7 +69,10 @@ def test_blocked_batch_equals_one_block_and_the_incremental_twin(monkeypatch):
     slot = engine.add_symbols(["x:A/USDT"])
     taker = frame["taker_buy_base"].to_numpy() if "taker_buy_base" in frame else None
     for i in range(len(frame)):
-        row = engine.update(slot, frame["open_time"].to_numpy()[i:i + 1],
-                            *(frame[c].to_numpy()[i:i + 1] for c in ("open", "high", "low", "close", "volume")),
-                            taker_buy_base=None if taker is None else taker[i:i + 1])
+        row = engine.update(
+            slot,
+            frame["open_time"].to_numpy()[i : i + 1],
+            *(frame[c].to_numpy()[i : i + 1] for c in ("open", "high", "low", "close", "volume")),
+            taker_buy_base=None if taker is None else taker[i : i + 1],
+        )
         np.testing.assert_allclose(row[0], blocked[i], rtol=1e-9, atol=1e-12, equal_nan=True)

@@ -67,7 +67,8 @@ def test_psi_is_zero_for_identical_shares_and_matches_the_formula():
     expected = 0.4 * math.log(0.9 / 0.5) + (-0.4) * math.log(0.1 / 0.5)
     assert population_stability_index([50, 50], [90, 10]) == pytest.approx(expected, rel=1e-12)
     assert population_stability_index([50, 50], [90, 10]) == pytest.approx(
-        population_stability_index([90, 10], [50, 50]), rel=1e-12)
+        population_stability_index([90, 10], [50, 50]), rel=1e-12
+    )
 
 
 def test_psi_stays_finite_on_empty_bins_and_is_nan_without_data():
@@ -143,7 +144,9 @@ def test_drift_monitor_reads_its_columns_and_merges_across_shards():
     assert a.rows + b.rows == 4000
     assert summarize_psi(psi)["worst"][0][0] == "rsi_14"
     a.moments.merge(b.moments)
-    np.testing.assert_allclose(a.moments.mean, [full[:, FEATURE_NAMES.index(n)].mean() for n in names])
+    np.testing.assert_allclose(
+        a.moments.mean, [full[:, FEATURE_NAMES.index(n)].mean() for n in names]
+    )
 
 
 def test_drift_monitor_resumes_from_a_snapshot_only_in_the_same_bins():

@@ -39,8 +39,9 @@ def _feed(engine, slots, frames, rows: slice) -> list[np.ndarray]:
 def test_add_symbols_is_idempotent_and_slots_are_stable():
     engine = IncrementalFeatures()
     assert engine.add_symbols(["binance:BTC/USDT", "binance:ETH/USDT"]).tolist() == [0, 1]
-    again = engine.add_symbols(["binance:ETH/USDT", "kraken:BTC/USD", "binance:BTC/USDT",
-                                "kraken:BTC/USD"])
+    again = engine.add_symbols(
+        ["binance:ETH/USDT", "kraken:BTC/USD", "binance:BTC/USDT", "kraken:BTC/USD"]
+    )
     assert again.tolist() == [1, 2, 0, 2]
     assert engine.keys == ("binance:BTC/USDT", "binance:ETH/USDT", "kraken:BTC/USD")
     assert engine.add_symbols(f"s{i}" for i in range(100))[-1] == 102  # growth keeps order
@@ -52,7 +53,7 @@ def test_every_feature_is_nan_before_its_warmup_and_finite_from_it():
     rows = run_incremental([frame])[0]
     for j, spec in enumerate(FEATURE_SPECS):
         assert np.isnan(rows[: spec.warmup, j]).all(), spec.name
-        assert np.isfinite(rows[spec.warmup:, j]).all(), spec.name
+        assert np.isfinite(rows[spec.warmup :, j]).all(), spec.name
 
 
 def test_snapshot_restore_mid_series_equals_an_uninterrupted_run_bit_for_bit():
@@ -88,8 +89,9 @@ def test_from_snapshot_rejects_foreign_or_damaged_state():
     with pytest.raises(ValueError, match="different feature set"):
         IncrementalFeatures.from_snapshot({**snap, "feature_names": ["ret_1"]})
     with pytest.raises(ValueError, match="history"):
-        IncrementalFeatures.from_snapshot({**snap, "keys": ["a"], "count": np.zeros(1),
-                                           "last_open_time": np.zeros(1)})
+        IncrementalFeatures.from_snapshot(
+            {**snap, "keys": ["a"], "count": np.zeros(1), "last_open_time": np.zeros(1)}
+        )
 
 
 def test_reset_symbols_starts_warmup_over_like_a_fresh_series():
@@ -117,18 +119,27 @@ def test_rows_follow_the_order_of_slots():
 
 def _candle(price=100.0, t=0, volume=1.0):
     arr = lambda v: np.array([v])  # noqa: E731
-    return dict(open_time_ms=np.array([t], dtype=np.int64), open=arr(price), high=arr(price),
-                low=arr(price), close=arr(price), volume=arr(volume))
+    return dict(
+        open_time_ms=np.array([t], dtype=np.int64),
+        open=arr(price),
+        high=arr(price),
+        low=arr(price),
+        close=arr(price),
+        volume=arr(volume),
+    )
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"close": np.array([np.nan])}, "invalid candle"),
-    ({"low": np.array([0.0])}, "invalid candle"),
-    ({"high": np.array([99.0])}, "invalid candle"),
-    ({"volume": np.array([-1.0])}, "invalid candle"),
-    ({"open_time_ms": np.array([60_000])}, "is not after"),
-    ({"close": np.array([1.0, 2.0])}, "shape"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"close": np.array([np.nan])}, "invalid candle"),
+        ({"low": np.array([0.0])}, "invalid candle"),
+        ({"high": np.array([99.0])}, "invalid candle"),
+        ({"volume": np.array([-1.0])}, "invalid candle"),
+        ({"open_time_ms": np.array([60_000])}, "is not after"),
+        ({"close": np.array([1.0, 2.0])}, "shape"),
+    ],
+)
 def test_bad_input_raises_and_changes_nothing(change, message):
     engine = IncrementalFeatures()
     slots = engine.add_symbols(["a"])
@@ -158,19 +169,37 @@ def test_hour_features_follow_the_timestamps_across_a_gap():
     hours = pd.to_datetime(frame["open_time"], unit="ms", utc=True).dt.hour.to_numpy()
     assert (hours[80] - hours[79]) % 24 == 7  # the gap moves the clock by seven hours
     for rows in (run_incremental([frame])[0], compute_features(frame).to_numpy()):
-        np.testing.assert_allclose(rows[:, COL["hour_sin"]], np.sin(2 * np.pi * hours / 24),
-                                   atol=1e-15)
-        np.testing.assert_allclose(rows[:, COL["hour_cos"]], np.cos(2 * np.pi * hours / 24),
-                                   atol=1e-15)
+        np.testing.assert_allclose(
+            rows[:, COL["hour_sin"]], np.sin(2 * np.pi * hours / 24), atol=1e-15
+        )
+        np.testing.assert_allclose(
+            rows[:, COL["hour_cos"]], np.cos(2 * np.pi * hours / 24), atol=1e-15
+        )
 
 
 def test_constant_prices_and_zero_volume_give_the_documented_neutral_values():
     rows = run_incremental([adversarial_series()["constant"]])[0][-1]
-    expected = {"ret_1": 0.0, "ret_15": 0.0, "roc_10": 0.0, "rsi_14": 50.0, "stoch_k": 50.0,
-                "stoch_d": 50.0, "willr_14": -50.0, "cci_20": 0.0, "adx_14": 0.0,
-                "mfi_14": 50.0, "bb_pctb_20": 0.5, "bb_width_20": 0.0, "atr_14": 0.0,
-                "natr_14": 0.0, "vol_20": 0.0, "volume_z_20": 0.0, "hl_range": 0.0,
-                "close_pos": 0.5, "taker_buy_ratio": 0.5}
+    expected = {
+        "ret_1": 0.0,
+        "ret_15": 0.0,
+        "roc_10": 0.0,
+        "rsi_14": 50.0,
+        "stoch_k": 50.0,
+        "stoch_d": 50.0,
+        "willr_14": -50.0,
+        "cci_20": 0.0,
+        "adx_14": 0.0,
+        "mfi_14": 50.0,
+        "bb_pctb_20": 0.5,
+        "bb_width_20": 0.0,
+        "atr_14": 0.0,
+        "natr_14": 0.0,
+        "vol_20": 0.0,
+        "volume_z_20": 0.0,
+        "hl_range": 0.0,
+        "close_pos": 0.5,
+        "taker_buy_ratio": 0.5,
+    }
     for name, value in expected.items():
         assert rows[COL[name]] == value, name
     for name in ("macd", "macd_signal", "macd_hist"):  # only rounding of the 0.1 seeds
@@ -183,9 +212,16 @@ def test_a_huge_spike_stays_finite_and_in_range():
     frame = adversarial_series()["spike"]
     rows = run_incremental([frame])[0][40:]
     assert np.isfinite(rows).all()
-    for name, lo, hi in (("rsi_14", 0, 100), ("stoch_k", 0, 100), ("stoch_d", 0, 100),
-                         ("willr_14", -100, 0), ("mfi_14", 0, 100), ("adx_14", 0, 100),
-                         ("close_pos", 0, 1), ("bb_pctb_20", -5, 5)):
+    for name, lo, hi in (
+        ("rsi_14", 0, 100),
+        ("stoch_k", 0, 100),
+        ("stoch_d", 0, 100),
+        ("willr_14", -100, 0),
+        ("mfi_14", 0, 100),
+        ("adx_14", 0, 100),
+        ("close_pos", 0, 1),
+        ("bb_pctb_20", -5, 5),
+    ):
         col = rows[:, COL[name]]
         assert ((col >= lo) & (col <= hi)).all(), name
     assert rows[70 - 40, COL["ret_1"]] > 6  # ln(1000): the spike is seen, not clipped
@@ -209,6 +245,6 @@ def test_price_features_are_scale_free_and_volume_features_volume_scale_free():
     frame = random_walk(300, seed=9)
     scaled = frame.copy()
     scaled[["open", "high", "low", "close"]] *= 1024.0  # powers of two scale exactly
-    scaled[["volume", "taker_buy_base"]] *= 2.0 ** -30
+    scaled[["volume", "taker_buy_base"]] *= 2.0**-30
     a, b = run_incremental([frame, scaled])
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)

@@ -35,7 +35,7 @@ def test_twins_agree_on_adversarial_series():
 
 
 def test_many_symbols_in_one_call_equal_each_symbol_alone():
-    frames = [random_walk(200, seed=s + 3, price=10.0 ** s) for s in range(-3, 4)]
+    frames = [random_walk(200, seed=s + 3, price=10.0**s) for s in range(-3, 4)]
     together = run_incremental(frames)
     for frame, rows in zip(frames, together, strict=True):
         alone = run_incremental([frame])[0]
@@ -58,12 +58,13 @@ def test_windowed_features_do_not_depend_on_loaded_history():
     start = 400
     late = compute_features(frame.iloc[start:]).to_numpy()
     for j, spec in enumerate(FEATURE_SPECS):
-        tail_full, tail_late = full[start + spec.warmup:, j], late[spec.warmup:, j]
+        tail_full, tail_late = full[start + spec.warmup :, j], late[spec.warmup :, j]
         if not spec.seeded:
             np.testing.assert_array_equal(tail_late, tail_full, err_msg=spec.name)
         else:  # the seed's weight decays geometrically: equal to 1e-9 after 600 candles
-            np.testing.assert_allclose(tail_late[600:], tail_full[600:], rtol=1e-9,
-                                       atol=1e-12, err_msg=spec.name)
+            np.testing.assert_allclose(
+                tail_late[600:], tail_full[600:], rtol=1e-9, atol=1e-12, err_msg=spec.name
+            )
             assert not np.array_equal(tail_late[:5], tail_full[:5]), spec.name
 
 
@@ -74,5 +75,6 @@ def test_twins_agree_when_series_are_cut_into_segments(size):
     pieces = segments(frame, 90 // size + 1)
     rows = run_incremental(pieces)
     for piece, incremental in zip(pieces, rows, strict=True):
-        assert_features_close(incremental, compute_features(piece).to_numpy(),
-                              rtol=TWIN_RTOL, atol=TWIN_ATOL)
+        assert_features_close(
+            incremental, compute_features(piece).to_numpy(), rtol=TWIN_RTOL, atol=TWIN_ATOL
+        )

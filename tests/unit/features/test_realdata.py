@@ -42,20 +42,29 @@ def test_batch_matches_talib_on_every_file(real_frames):
         reference = reference_features(frame)
         warm = warm_rows(batch)
         assert warm.sum() == len(frame) - 33, name
-        assert_features_close(batch[warm], reference[warm], rtol=TALIB_RTOL, atol=TALIB_ATOL,
-                              label=name)
+        assert_features_close(
+            batch[warm], reference[warm], rtol=TALIB_RTOL, atol=TALIB_ATOL, label=name
+        )
 
 
 def test_incremental_matches_batch_and_talib_on_every_file(real_frames):
-    pieces = {f"{name}[{i}]": piece for name, frame in real_frames.items()
-              for i, piece in enumerate(segments(frame, SEGMENT_ROWS))}
+    pieces = {
+        f"{name}[{i}]": piece
+        for name, frame in real_frames.items()
+        for i, piece in enumerate(segments(frame, SEGMENT_ROWS))
+    }
     rows = run_incremental(list(pieces.values()))
     for (label, piece), incremental in zip(pieces.items(), rows, strict=True):
         batch = compute_features(piece).to_numpy()
         assert_features_close(incremental, batch, rtol=TWIN_RTOL, atol=TWIN_ATOL, label=label)
         warm = warm_rows(incremental)
-        assert_features_close(incremental[warm], reference_features(piece)[warm],
-                              rtol=TALIB_RTOL, atol=TALIB_ATOL, label=label)
+        assert_features_close(
+            incremental[warm],
+            reference_features(piece)[warm],
+            rtol=TALIB_RTOL,
+            atol=TALIB_ATOL,
+            label=label,
+        )
 
 
 def test_taker_buy_ratio_is_present_exactly_where_the_data_has_taker_volume(real_frames):

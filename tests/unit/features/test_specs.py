@@ -19,10 +19,34 @@ from orchestrator.features.specs import MAX_WARMUP
 from tests.unit.features.helpers import random_walk
 
 BRIEFED = (
-    "ret_1", "ret_5", "ret_15", "rsi_14", "macd", "macd_signal", "macd_hist", "bb_pctb_20",
-    "bb_width_20", "atr_14", "natr_14", "roc_10", "stoch_k", "stoch_d", "willr_14", "cci_20",
-    "adx_14", "mfi_14", "sma_ratio_5", "sma_ratio_20", "ema_ratio_12", "vol_20", "volume_z_20",
-    "hl_range", "close_pos", "hour_sin", "hour_cos", "taker_buy_ratio",
+    "ret_1",
+    "ret_5",
+    "ret_15",
+    "rsi_14",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "bb_pctb_20",
+    "bb_width_20",
+    "atr_14",
+    "natr_14",
+    "roc_10",
+    "stoch_k",
+    "stoch_d",
+    "willr_14",
+    "cci_20",
+    "adx_14",
+    "mfi_14",
+    "sma_ratio_5",
+    "sma_ratio_20",
+    "ema_ratio_12",
+    "vol_20",
+    "volume_z_20",
+    "hl_range",
+    "close_pos",
+    "hour_sin",
+    "hour_cos",
+    "taker_buy_ratio",
 )
 SOURCES = {"open_time", "open", "high", "low", "close", "volume", "taker_buy_base"}
 

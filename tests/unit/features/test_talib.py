@@ -37,8 +37,13 @@ def test_talib_starts_every_indicator_where_our_warmup_says():
 @pytest.mark.parametrize("price", [1e-7, 0.03, 1.0, 3e4, 1e8])
 def test_batch_matches_talib_at_any_price_scale(price):
     frame = random_walk(2000, seed=int(np.log10(price)) + 20, price=price)
-    assert_features_close(compute_features(frame).to_numpy(), _warm_reference(frame),
-                          rtol=TALIB_RTOL, atol=TALIB_ATOL, label=f"price {price}")
+    assert_features_close(
+        compute_features(frame).to_numpy(),
+        _warm_reference(frame),
+        rtol=TALIB_RTOL,
+        atol=TALIB_ATOL,
+        label=f"price {price}",
+    )
 
 
 def test_incremental_matches_talib():
@@ -55,5 +60,6 @@ def test_both_twins_match_talib_on_adversarial_series(twin):
     else:
         rows = run_incremental(list(frames.values()))
     for (name, frame), got in zip(frames.items(), rows, strict=True):
-        assert_features_close(got, _warm_reference(frame), rtol=TALIB_RTOL, atol=TALIB_ATOL,
-                              label=name)
+        assert_features_close(
+            got, _warm_reference(frame), rtol=TALIB_RTOL, atol=TALIB_ATOL, label=name
+        )

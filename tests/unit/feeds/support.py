@@ -52,12 +52,17 @@ def minutes(*offsets: int) -> list[int]:
 
 
 def candle_keys(batch: pa.RecordBatch | pa.Table) -> list[tuple[str, int]]:
-    return list(zip(batch.column("symbol").to_pylist(), batch.column("open_time").to_pylist(), strict=True))
+    return list(
+        zip(batch.column("symbol").to_pylist(), batch.column("open_time").to_pylist(), strict=True)
+    )
 
 
 def candle_values(batch: pa.RecordBatch | pa.Table) -> dict[tuple[str, int], tuple]:
     """(symbol, open_time) -> (o, h, l, c, v); the last occurrence wins."""
-    columns = [batch.column(c).to_pylist() for c in ("symbol", "open_time", "open", "high", "low", "close", "volume")]
+    columns = [
+        batch.column(c).to_pylist()
+        for c in ("symbol", "open_time", "open", "high", "low", "close", "volume")
+    ]
     return {(s, t): tuple(v) for s, t, *v in zip(*columns, strict=True)}
 
 

@@ -32,7 +32,9 @@ NOW = T0 + 10 * MINUTE_MS + 30_000  # 30 s into minute 10
 async def _polls(fake: FakeBinance, n: int, *, advance_ms: int = 0, **overrides):
     """Poll ``n`` times (the fake's clock moving ``advance_ms`` between polls)."""
     sleep = overrides.pop("sleep", RecordingSleep())
-    source = CcxtRestSource(fake_config(fake, **overrides), clock_ms=lambda: fake.now_ms, sleep=sleep)
+    source = CcxtRestSource(
+        fake_config(fake, **overrides), clock_ms=lambda: fake.now_ms, sleep=sleep
+    )
     try:
         batches = []
         for _ in range(n):
@@ -46,7 +48,9 @@ async def _polls(fake: FakeBinance, n: int, *, advance_ms: int = 0, **overrides)
 def test_polling_streams_closed_and_provisional_candles_then_revises():
     async def scenario():
         async with FakeBinance(SYMBOLS, now_ms=NOW, first_open_ms=T0) as fake:
-            batches, status = await _polls(fake, 2, advance_ms=2 * MINUTE_MS, start_lookback_minutes=3)
+            batches, status = await _polls(
+                fake, 2, advance_ms=2 * MINUTE_MS, start_lookback_minutes=3
+            )
             return batches, status, fake.kline_queries, fake.requests
 
     (first, second), status, queries, requests = run(scenario())
@@ -55,7 +59,9 @@ def test_polling_streams_closed_and_provisional_candles_then_revises():
     assert sorted(values) == sorted([(s, t) for s in SYMBOLS for t in minutes(7, 8, 9, 10)])
     assert {k: values[k] for k in closed_first} == closed_first
     # the still-open minute 10 came with its volume so far (a provisional candle)
-    assert values[("BTC/USDT", minutes(10)[0])][4] == float(provisional_fields("BTC/USDT", minutes(10)[0], NOW)[4])
+    assert values[("BTC/USDT", minutes(10)[0])][4] == float(
+        provisional_fields("BTC/USDT", minutes(10)[0], NOW)[4]
+    )
     assert first.column("open_time").to_pylist() == sorted(first.column("open_time").to_pylist())
     # second poll: since = last closed + 1, so minute 10 comes again, now final
     assert candle_values(second) == {
@@ -73,8 +79,12 @@ def test_polling_streams_closed_and_provisional_candles_then_revises():
 
 @pytest.mark.parametrize(
     ("fault", "times", "kind"),
-    [("http_429", 1, "rate_limited"), ("http_418", 1, "rate_limited"), ("http_5xx", 2, "transient"),
-     ("drop", 1, "transient")],
+    [
+        ("http_429", 1, "rate_limited"),
+        ("http_418", 1, "rate_limited"),
+        ("http_5xx", 2, "transient"),
+        ("drop", 1, "transient"),
+    ],
 )
 def test_retryable_failures_are_retried_counted_and_lose_nothing(fault, times, kind):
     sleep = RecordingSleep()
@@ -87,7 +97,9 @@ def test_retryable_failures_are_retried_counted_and_lose_nothing(fault, times, k
 
     batch, status, applied = run(scenario())
     assert applied[fault] == times
-    assert sorted(candle_keys(batch)) == sorted((s, t) for s in SYMBOLS for t in minutes(7, 8, 9, 10))
+    assert sorted(candle_keys(batch)) == sorted(
+        (s, t) for s in SYMBOLS for t in minutes(7, 8, 9, 10)
+    )
     assert status["errors"][kind] == times and status["retries"] == times
     assert status["requests"] == 1 + 2 + times
     assert len(sleep.delays) == times
@@ -101,7 +113,10 @@ def test_exhausted_retries_skip_the_symbol_this_poll_and_catch_up_next_poll():
         async with FakeBinance(SYMBOLS, now_ms=NOW, first_open_ms=T0) as fake:
             fake.add_fault("http_5xx", symbol="ETH/USDT", times=3)
             batches, status = await _polls(
-                fake, 2, advance_ms=MINUTE_MS, start_lookback_minutes=3,
+                fake,
+                2,
+                advance_ms=MINUTE_MS,
+                start_lookback_minutes=3,
                 retry=RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.02),
             )
             return batches, status
@@ -118,7 +133,9 @@ def test_malformed_json_is_invalid_counted_not_retried_and_the_source_keeps_runn
     async def scenario():
         async with FakeBinance(SYMBOLS, now_ms=NOW, first_open_ms=T0) as fake:
             fake.add_fault("malformed", symbol="BTC/USDT")
-            source = CcxtRestSource(fake_config(fake, start_lookback_minutes=3), clock_ms=lambda: fake.now_ms)
+            source = CcxtRestSource(
+                fake_config(fake, start_lookback_minutes=3), clock_ms=lambda: fake.now_ms
+            )
             try:
                 first = await source.next_batch()
                 mid_status = source.status()
@@ -158,7 +175,9 @@ def test_gap_in_an_answer_is_filled_by_fetch_range_through_the_gate():
     async def scenario():
         async with FakeBinance(SYMBOLS, now_ms=NOW, first_open_ms=T0) as fake:
             fake.add_fault("gap", symbol="BTC/USDT", hide=hidden)
-            source = CcxtRestSource(fake_config(fake, start_lookback_minutes=3), clock_ms=lambda: fake.now_ms)
+            source = CcxtRestSource(
+                fake_config(fake, start_lookback_minutes=3), clock_ms=lambda: fake.now_ms
+            )
             gate = CandleGate("binance", grace_ms=0)
             emitted, gaps = [], []
             try:
@@ -176,7 +195,9 @@ def test_gap_in_an_answer_is_filled_by_fetch_range_through_the_gate():
     emitted, gaps = run(scenario())
     assert gaps == [("BTC/USDT", minutes(8)[0], minutes(9)[0])]
     keys = [k for batch in emitted for k in candle_keys(batch)]
-    assert sorted(keys) == sorted((s, t) for s in SYMBOLS for t in minutes(7, 8, 9, 10, 11))  # once each
+    assert sorted(keys) == sorted(
+        (s, t) for s in SYMBOLS for t in minutes(7, 8, 9, 10, 11)
+    )  # once each
     values = {k: v for batch in emitted for k, v in candle_values(batch).items()}
     assert values == expected_values(SYMBOLS, minutes(7, 8, 9, 10, 11))
 
@@ -185,7 +206,9 @@ def test_duplicates_from_the_source_reach_the_gate_and_leave_it_once():
     async def scenario():
         async with FakeBinance(SYMBOLS, now_ms=NOW, first_open_ms=T0) as fake:
             fake.add_fault("duplicate", times=4)
-            source = CcxtRestSource(fake_config(fake, start_lookback_minutes=3), clock_ms=lambda: fake.now_ms)
+            source = CcxtRestSource(
+                fake_config(fake, start_lookback_minutes=3), clock_ms=lambda: fake.now_ms
+            )
             gate = CandleGate("binance", grace_ms=0)
             try:
                 emitted = []
@@ -216,8 +239,11 @@ def test_fetch_range_paginates_half_open_and_exact():
     open_times = list(range(minutes(10)[0], minutes(260)[0], MINUTE_MS))
     assert candle_keys(batch) == [("ETH/USDT", t) for t in open_times]
     assert candle_values(batch) == expected_values(["ETH/USDT"], open_times)
-    assert [int(q["startTime"]) for q in queries] == [minutes(10)[0], minutes(110)[0] - MINUTE_MS + 1,
-                                                      minutes(210)[0] - MINUTE_MS + 1]
+    assert [int(q["startTime"]) for q in queries] == [
+        minutes(10)[0],
+        minutes(110)[0] - MINUTE_MS + 1,
+        minutes(210)[0] - MINUTE_MS + 1,
+    ]
     assert all(q["limit"] == "100" for q in queries)
     assert status["requests"] == 1 + 3
 
@@ -283,7 +309,9 @@ def test_secrets_never_appear_in_repr_status_or_logs(monkeypatch, caplog):
         async with FakeBinance(SYMBOLS, now_ms=NOW, first_open_ms=T0) as fake:
             fake.add_fault("http_429", retry_after_s=0.01)
             fake.add_fault("malformed", symbol="ETH/USDT")
-            config = fake_config(fake, api_key_env="TICKCAST_TEST_KEY", api_secret_env="TICKCAST_TEST_SECRET")
+            config = fake_config(
+                fake, api_key_env="TICKCAST_TEST_KEY", api_secret_env="TICKCAST_TEST_SECRET"
+            )
             source = CcxtRestSource(config, clock_ms=lambda: fake.now_ms, sleep=RecordingSleep())
             try:
                 await source.next_batch()
@@ -294,7 +322,14 @@ def test_secrets_never_appear_in_repr_status_or_logs(monkeypatch, caplog):
 
     config, source, status = run(scenario())
     assert status["errors"]["rate_limited"] == 1 and status["errors"]["invalid"] == 1
-    exposed = [repr(config), str(config), config.model_dump_json(), repr(source), json.dumps(status), caplog.text]
+    exposed = [
+        repr(config),
+        str(config),
+        config.model_dump_json(),
+        repr(source),
+        json.dumps(status),
+        caplog.text,
+    ]
     for text in exposed:
         assert key not in text and secret not in text
     assert "TICKCAST_TEST_KEY" in json.dumps(status)  # the variable's name is fine to show
@@ -305,7 +340,9 @@ def test_hundreds_of_symbols_with_bounded_concurrency():
 
     async def scenario():
         async with FakeBinance(many, now_ms=NOW, first_open_ms=T0) as fake:
-            (batch,), status = await _polls(fake, 1, symbols=many, max_concurrency=8, start_lookback_minutes=2)
+            (batch,), status = await _polls(
+                fake, 1, symbols=many, max_concurrency=8, start_lookback_minutes=2
+            )
             return batch, status, fake.max_klines_in_flight
 
     batch, status, max_in_flight = run(scenario())
@@ -315,7 +352,12 @@ def test_hundreds_of_symbols_with_bounded_concurrency():
 
 
 def test_rows_without_a_usable_time_are_counted_not_converted():
-    rows = [[None, 1, 2, 0.5, 1, 3], [T0, 1, 2, 0.5, 1, 3], ["soon", 1, 2, 0.5, 1, 3], [T0 + 1.5, 1, 2, 0.5, 1, 3]]
+    rows = [
+        [None, 1, 2, 0.5, 1, 3],
+        [T0, 1, 2, 0.5, 1, 3],
+        ["soon", 1, 2, 0.5, 1, 3],
+        [T0 + 1.5, 1, 2, 0.5, 1, 3],
+    ]
     batch, rejected = rows_to_batch("binance", {"BTC/USDT": rows})
     assert candle_keys(batch) == [("BTC/USDT", T0)] and rejected == 3
 
@@ -324,7 +366,9 @@ def test_garbage_rows_are_left_for_the_validator_never_dropped_silently():
     async def scenario():
         async with FakeBinance(SYMBOLS, now_ms=NOW, first_open_ms=T0) as fake:
             fake.add_fault("garbage_rows", symbol="BTC/USDT")
-            source = CcxtRestSource(fake_config(fake, start_lookback_minutes=3), clock_ms=lambda: fake.now_ms)
+            source = CcxtRestSource(
+                fake_config(fake, start_lookback_minutes=3), clock_ms=lambda: fake.now_ms
+            )
             gate = CandleGate("binance", grace_ms=0)
             try:
                 batch = await source.next_batch()

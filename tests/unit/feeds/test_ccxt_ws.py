@@ -66,10 +66,14 @@ def merged(batches) -> dict:
     return {k: v for b in batches for k, v in candle_values(b).items()}
 
 
-@pytest.mark.parametrize("per_symbol", [False, True], ids=["watch_ohlcv_for_symbols", "watch_ohlcv"])
+@pytest.mark.parametrize(
+    "per_symbol", [False, True], ids=["watch_ohlcv_for_symbols", "watch_ohlcv"]
+)
 def test_streams_candles_and_revisions(per_symbol):
     async def scenario():
-        async with FakeBinance(SYMBOLS, now_ms=T0 + 2 * MINUTE_MS + 30_000, first_open_ms=T0) as fake:
+        async with FakeBinance(
+            SYMBOLS, now_ms=T0 + 2 * MINUTE_MS + 30_000, first_open_ms=T0
+        ) as fake:
             source = ws_source(fake)
             if per_symbol:  # an exchange without the multi-symbol method
                 source._client.has["watchOHLCVForSymbols"] = False
@@ -90,10 +94,14 @@ def test_streams_candles_and_revisions(per_symbol):
     assert set(got_first) == {(s, t) for s in SYMBOLS for t in minutes(0, 1, 2)}
     closed = expected_values(SYMBOLS, minutes(0, 1))
     assert {k: got_first[k] for k in closed} == closed
-    open_volume = float(provisional_fields("ETH/USDT", minutes(2)[0], T0 + 2 * MINUTE_MS + 30_000)[4])
+    open_volume = float(
+        provisional_fields("ETH/USDT", minutes(2)[0], T0 + 2 * MINUTE_MS + 30_000)[4]
+    )
     assert got_first[("ETH/USDT", minutes(2)[0])][4] == open_volume
     got_second = merged(second)
-    assert {k: got_second[k] for k in expected_values(SYMBOLS, minutes(2))} == expected_values(SYMBOLS, minutes(2))
+    assert {k: got_second[k] for k in expected_values(SYMBOLS, minutes(2))} == expected_values(
+        SYMBOLS, minutes(2)
+    )
     assert {t for _, t in got_second} == set(minutes(2, 3))  # unchanged candles are not repeated
     assert status["messages"] >= 1 and status["connected"] is True
     assert status["reconnects"] == 0 and status["disconnects"] == 0 and connections == 1
@@ -147,7 +155,9 @@ def test_reconnects_after_a_drop_and_the_gate_repairs_the_gap_with_fetch_range()
     sleep = RecordingSleep()
 
     async def scenario():
-        async with FakeBinance(SYMBOLS, now_ms=T0 + 2 * MINUTE_MS + 30_000, first_open_ms=T0) as fake:
+        async with FakeBinance(
+            SYMBOLS, now_ms=T0 + 2 * MINUTE_MS + 30_000, first_open_ms=T0
+        ) as fake:
             source = ws_source(fake, sleep=sleep, ws_rest_fallback=False)
             try:
                 out, gaps = await _drop_and_reconnect(fake, source, final_before_drop=True)
@@ -158,7 +168,9 @@ def test_reconnects_after_a_drop_and_the_gate_repairs_the_gap_with_fetch_range()
     out, gaps, status, connections = run(scenario())
     assert sorted(gaps) == [(s, minutes(3)[0], minutes(6)[0]) for s in SYMBOLS]
     keys = [k for batch in out for k in candle_keys(batch)]
-    assert sorted(keys) == sorted((s, t) for s in SYMBOLS for t in minutes(0, 1, 2, 3, 4, 5, 6))  # once each
+    assert sorted(keys) == sorted(
+        (s, t) for s in SYMBOLS for t in minutes(0, 1, 2, 3, 4, 5, 6)
+    )  # once each
     assert merged(out) == expected_values(SYMBOLS, minutes(0, 1, 2, 3, 4, 5, 6))
     assert status["disconnects"] == 1 and status["reconnects"] == 1 and connections == 2
     assert status["rest_polls"] == 0
@@ -171,7 +183,9 @@ def test_reconnects_after_a_drop_and_the_gate_repairs_the_gap_with_fetch_range()
 
 def test_rest_fallback_finalises_the_candle_open_at_the_drop_and_fills_the_gap():
     async def scenario():
-        async with FakeBinance(SYMBOLS, now_ms=T0 + 2 * MINUTE_MS + 30_000, first_open_ms=T0) as fake:
+        async with FakeBinance(
+            SYMBOLS, now_ms=T0 + 2 * MINUTE_MS + 30_000, first_open_ms=T0
+        ) as fake:
             source = ws_source(fake)
             try:
                 out, gaps = await _drop_and_reconnect(fake, source, final_before_drop=False)
@@ -193,7 +207,9 @@ def test_rest_fallback_finalises_the_candle_open_at_the_drop_and_fills_the_gap()
 
 def test_out_of_order_candles_and_revisions_are_passed_on():
     async def scenario():
-        async with FakeBinance(SYMBOLS, now_ms=T0 + 3 * MINUTE_MS + 30_000, first_open_ms=T0) as fake:
+        async with FakeBinance(
+            SYMBOLS, now_ms=T0 + 3 * MINUTE_MS + 30_000, first_open_ms=T0
+        ) as fake:
             source = ws_source(fake)
             try:
                 await source.next_batch()
@@ -275,9 +291,10 @@ def test_a_silent_socket_falls_back_to_rest_polling():
                 await source.close()
 
     batches, status = run(scenario())
-    assert merged(batches)[("BTC/USDT", minutes(1)[0])] == expected_values(["BTC/USDT"], minutes(1))[
-        ("BTC/USDT", minutes(1)[0])
-    ]
+    assert (
+        merged(batches)[("BTC/USDT", minutes(1)[0])]
+        == expected_values(["BTC/USDT"], minutes(1))[("BTC/USDT", minutes(1)[0])]
+    )
     assert status["rest_polls"] >= 1 and status["disconnects"] == 0 and status["connected"] is True
 
 
@@ -297,5 +314,7 @@ def test_hundreds_of_symbols_over_chunked_subscriptions():
                 await source.close()
 
     batches, status, connections = run(scenario())
-    assert sorted(k for b in batches for k in candle_keys(b)) == sorted((s, minutes(0)[0]) for s in many)
+    assert sorted(k for b in batches for k in candle_keys(b)) == sorted(
+        (s, minutes(0)[0]) for s in many
+    )
     assert status["subscriptions"] == 3 and connections == 1  # ccxt multiplexes them on one socket

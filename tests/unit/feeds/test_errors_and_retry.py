@@ -61,9 +61,13 @@ def test_classification_table(exc, kind):
 
 
 def test_quirks_override_the_table():
-    assert classify(ccxt.DDoSProtection("binance 429 Too Many Requests {}")) is ErrorKind.RATE_LIMITED
+    assert (
+        classify(ccxt.DDoSProtection("binance 429 Too Many Requests {}")) is ErrorKind.RATE_LIMITED
+    )
     assert classify(ccxt.DDoSProtection("binance 418 I'm a Teapot {}")) is ErrorKind.RATE_LIMITED
-    assert classify(ccxt.DDoSProtection("binance 4290 weird")) is ErrorKind.TRANSIENT  # whole number only
+    assert (
+        classify(ccxt.DDoSProtection("binance 4290 weird")) is ErrorKind.TRANSIENT
+    )  # whole number only
     wrapped = ccxt.ExchangeError("binance GET /klines")
     wrapped.__cause__ = aiohttp.ClientPayloadError("connection cut")
     assert classify(wrapped) is ErrorKind.TRANSIENT
@@ -84,8 +88,14 @@ def test_to_feed_error_wraps_once_masks_secrets_and_keeps_the_cause():
 
 @pytest.mark.parametrize(
     ("headers", "seconds"),
-    [({"Retry-After": "3"}, 3.0), ({"retry-after": "0.5"}, 0.5), ({"Retry-After": "soon"}, None),
-     ({}, None), (None, None), ({"Retry-After": "-4"}, 0.0)],
+    [
+        ({"Retry-After": "3"}, 3.0),
+        ({"retry-after": "0.5"}, 0.5),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+        (None, None),
+        ({"Retry-After": "-4"}, 0.0),
+    ],
 )
 def test_retry_after_header(headers, seconds):
     assert retry_after_seconds(headers) == seconds
@@ -97,10 +107,18 @@ def test_backoff_is_capped_exponential_with_full_jitter():
     assert top == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     assert backoff_delay(3, policy, rand=lambda: 0.25) == 1.0
     assert backoff_delay(1, policy, rand=lambda: 0.0) == 0.0  # full jitter reaches zero
-    limited = [backoff_delay(n, policy, kind=ErrorKind.RATE_LIMITED, rand=lambda: 1.0) for n in (1, 2, 5)]
+    limited = [
+        backoff_delay(n, policy, kind=ErrorKind.RATE_LIMITED, rand=lambda: 1.0) for n in (1, 2, 5)
+    ]
     assert limited == [3.0, 6.0, 30.0]  # base and cap both scaled
-    assert backoff_delay(1, policy, kind=ErrorKind.RATE_LIMITED, retry_after_s=7.0, rand=lambda: 0.0) == 7.0
-    assert backoff_delay(1, policy, kind=ErrorKind.RATE_LIMITED, retry_after_s=1e6, rand=lambda: 0.0) == 30.0
+    assert (
+        backoff_delay(1, policy, kind=ErrorKind.RATE_LIMITED, retry_after_s=7.0, rand=lambda: 0.0)
+        == 7.0
+    )
+    assert (
+        backoff_delay(1, policy, kind=ErrorKind.RATE_LIMITED, retry_after_s=1e6, rand=lambda: 0.0)
+        == 30.0
+    )
 
 
 def test_stateful_backoff_grows_and_resets():
@@ -125,14 +143,18 @@ class FlakyCall:
 
 
 def _retrying(call, sleep, policy=None, **kwargs):
-    policy = policy or RetryPolicy(max_attempts=4, base_delay_s=1.0, max_delay_s=8.0, rate_limit_factor=4.0)
+    policy = policy or RetryPolicy(
+        max_attempts=4, base_delay_s=1.0, max_delay_s=8.0, rate_limit_factor=4.0
+    )
     return with_retries(policy, sleep=sleep, rand=lambda: 0.5, **kwargs)(call)
 
 
 def test_transient_failures_are_retried_with_backoff_until_success():
     sleep, seen = RecordingSleep(), []
     call = FlakyCall(ccxt.NetworkError("a"), ccxt.ExchangeNotAvailable("b"))
-    retried = _retrying(call, sleep, on_error=lambda error, attempt: seen.append((error.kind, attempt)))
+    retried = _retrying(
+        call, sleep, on_error=lambda error, attempt: seen.append((error.kind, attempt))
+    )
     assert run(retried("done")) == "done"
     assert call.calls == 3 and sleep.delays == [0.5, 1.0]
     assert seen == [(ErrorKind.TRANSIENT, 1), (ErrorKind.TRANSIENT, 2)]
@@ -158,8 +180,12 @@ def test_attempts_are_bounded_and_the_last_error_is_ours_with_the_cause():
 
 @pytest.mark.parametrize(
     ("failure", "error_type"),
-    [(ccxt.BadSymbol("nope"), InvalidFeedError), (ccxt.AuthenticationError("key"), FatalFeedError),
-     (RuntimeError("bug"), FatalFeedError), (InvalidFeedError("ours"), InvalidFeedError)],
+    [
+        (ccxt.BadSymbol("nope"), InvalidFeedError),
+        (ccxt.AuthenticationError("key"), FatalFeedError),
+        (RuntimeError("bug"), FatalFeedError),
+        (InvalidFeedError("ours"), InvalidFeedError),
+    ],
 )
 def test_invalid_and_fatal_errors_are_not_retried(failure, error_type):
     sleep = RecordingSleep()

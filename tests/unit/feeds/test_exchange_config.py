@@ -79,17 +79,25 @@ def test_deep_merge_merges_nested_and_copies():
 
 
 def test_constructor_params_merge_default_options_and_overrides():
-    config = ExchangeConfig(**BASE, rate_limit_ms=7, timeout_ms=1234,
-                            ccxt_options={"fetchMarkets": {"types": ["linear"]}, "custom": 1})
+    config = ExchangeConfig(
+        **BASE,
+        rate_limit_ms=7,
+        timeout_ms=1234,
+        ccxt_options={"fetchMarkets": {"types": ["linear"]}, "custom": 1},
+    )
     params = ccxt_constructor_params(config, {})
-    assert params["rateLimit"] == 7 and params["timeout"] == 1234 and params["enableRateLimit"] is True
+    assert (
+        params["rateLimit"] == 7 and params["timeout"] == 1234 and params["enableRateLimit"] is True
+    )
     assert params["options"]["fetchMarkets"] == {"types": ["linear"]}  # override wins
     assert params["options"]["fetchCurrencies"] is False and params["options"]["custom"] == 1
 
 
 def test_build_client_rest_and_pro_with_url_overrides_and_strict_json():
     async def scenario():
-        urls = {"api": {"public": "http://127.0.0.1:9/api/v3", "ws": {"spot": "ws://127.0.0.1:9/ws"}}}
+        urls = {
+            "api": {"public": "http://127.0.0.1:9/api/v3", "ws": {"spot": "ws://127.0.0.1:9/ws"}}
+        }
         rest = build_client(ExchangeConfig(**BASE, urls=urls), environ={})
         pro = build_client(ExchangeConfig(**BASE, urls=urls, mode="websocket"), environ={})
         try:
@@ -129,7 +137,9 @@ def test_ccxt_debug_logs_are_masked(caplog):
         try:
             assert client.apiKey == "visible-key-123"
             # what ccxt's fetch() logs for a signed request
-            client.logger.debug("%s %s, Request: %s %s", "GET", "/x", {"X-MBX-APIKEY": client.apiKey}, None)
+            client.logger.debug(
+                "%s %s, Request: %s %s", "GET", "/x", {"X-MBX-APIKEY": client.apiKey}, None
+            )
         finally:
             await client.close()
 

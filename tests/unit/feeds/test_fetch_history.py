@@ -23,14 +23,32 @@ def _read(root, **partition):
 
 
 def _download(fake, out, *extra):
-    argv = ["download", "--exchange", "binance", "--symbols", *SYMBOLS, "--since", str(T0),
-            "--out", str(out), "--urls", json.dumps(fake.ccxt_urls()), "--rate-limit-ms", "1",
-            "--retry-base-delay-s", "0.001", "--no-progress", *extra]
+    argv = [
+        "download",
+        "--exchange",
+        "binance",
+        "--symbols",
+        *SYMBOLS,
+        "--since",
+        str(T0),
+        "--out",
+        str(out),
+        "--urls",
+        json.dumps(fake.ccxt_urls()),
+        "--rate-limit-ms",
+        "1",
+        "--retry-base-delay-s",
+        "0.001",
+        "--no-progress",
+        *extra,
+    ]
     assert fetch_history.main(argv) == 0
 
 
 def test_download_paginates_writes_hive_partitions_and_resumes(tmp_path, capsys):
-    with FakeBinanceInThread(SYMBOLS, now_ms=T0 + 2500 * MINUTE_MS + 30_000, first_open_ms=T0 - 50 * MINUTE_MS) as fake:
+    with FakeBinanceInThread(
+        SYMBOLS, now_ms=T0 + 2500 * MINUTE_MS + 30_000, first_open_ms=T0 - 50 * MINUTE_MS
+    ) as fake:
         _download(fake, tmp_path, "--rows-per-file", "2000")
         first_run_queries = len(fake.kline_queries)
         first_summary = json.loads(capsys.readouterr().out)
@@ -65,9 +83,17 @@ def test_download_retries_through_server_faults(tmp_path):
 
 
 def _binance_zip(path, symbol: str, open_times: list[int], header: bool) -> None:
-    lines = ["open_time,open,high,low,close,volume,close_time,quote_volume,count,"
-             "taker_buy_volume,taker_buy_quote_volume,ignore"] if header else []
-    lines += [",".join(str(v) for v in kline_row(symbol, t, t + 10 * MINUTE_MS)) for t in open_times]
+    lines = (
+        [
+            "open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+            "taker_buy_volume,taker_buy_quote_volume,ignore"
+        ]
+        if header
+        else []
+    )
+    lines += [
+        ",".join(str(v) for v in kline_row(symbol, t, t + 10 * MINUTE_MS)) for t in open_times
+    ]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr(path.with_suffix(".csv").name, "\n".join(lines) + "\n")
@@ -96,7 +122,10 @@ def test_import_zip_is_idempotent_and_merges_with_stored_rows(tmp_path, header):
 @pytest.mark.realdata
 def test_import_a_real_binance_futures_archive(shared_data, tmp_path):
     archive = shared_data / "binance-usdm-1m" / "LINKUSDT-1m-2026-02.zip"
-    assert fetch_history.main(["import-zip", "--out", str(tmp_path), "--no-progress", str(archive)]) == 0
+    assert (
+        fetch_history.main(["import-zip", "--out", str(tmp_path), "--no-progress", str(archive)])
+        == 0
+    )
     table = _read(tmp_path)
     open_times = table.column("open_time").to_numpy()
     assert len(open_times) == 40_320 and len(set(open_times.tolist())) == 40_320

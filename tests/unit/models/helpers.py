@@ -9,21 +9,24 @@ MINUTE_MS = 60_000
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00Z
 
 
-def random_candles(n: int, seed: int = 0, step_ms: int = MINUTE_MS, drift: float = 0.0
-                   ) -> pd.DataFrame:
+def random_candles(
+    n: int, seed: int = 0, step_ms: int = MINUTE_MS, drift: float = 0.0
+) -> pd.DataFrame:
     """One symbol's candles: open_time, open, high, low, close, volume (a random walk)."""
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(drift + rng.normal(0, 0.002, n)))
     open_ = np.concatenate([[close[0]], close[:-1]])
     spread = np.abs(rng.normal(0, 0.001, (2, n))) * close
-    return pd.DataFrame({
-        "open_time": START_MS + step_ms * np.arange(n, dtype=np.int64),
-        "open": open_,
-        "high": np.maximum(open_, close) + spread[0],
-        "low": np.minimum(open_, close) - spread[1],
-        "close": close,
-        "volume": rng.gamma(2.0, 10.0, n),
-    })
+    return pd.DataFrame(
+        {
+            "open_time": START_MS + step_ms * np.arange(n, dtype=np.int64),
+            "open": open_,
+            "high": np.maximum(open_, close) + spread[0],
+            "low": np.minimum(open_, close) - spread[1],
+            "close": close,
+            "volume": rng.gamma(2.0, 10.0, n),
+        }
+    )
 
 
 def perturbed_after(candles: pd.DataFrame, t: int, seed: int) -> pd.DataFrame:

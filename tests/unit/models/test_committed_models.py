@@ -25,8 +25,11 @@ def test_every_model_type_and_timeframe_is_committed():
     ids = {m.model_id for m in MANIFESTS}
     assert ids == {f"{t}-{tf}" for t in MODEL_TYPES for tf in TIMEFRAMES}
     for tf in TIMEFRAMES:
-        direction = {m.version: m.metrics["model"]["log_loss"] for m in MANIFESTS
-                     if m.model_id == f"direction-{tf}"}
+        direction = {
+            m.version: m.metrics["model"]["log_loss"]
+            for m in MANIFESTS
+            if m.model_id == f"direction-{tf}"
+        }
         assert set(direction) == {"v1", "v2"}  # v2: the stacked ensemble
 
 

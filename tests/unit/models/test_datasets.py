@@ -17,8 +17,12 @@ from tests.unit.models.helpers import MINUTE_MS, random_candles
 
 def test_pooled_rows_equal_each_symbols_own_features():
     candles = {"A": random_candles(400, seed=1), "B": random_candles(300, seed=2, drift=1e-3)}
-    data = pool_symbols({s: labelled_candles(c, MINUTE_MS) for s, c in candles.items()},
-                        "1m", MINUTE_MS, "synthetic")
+    data = pool_symbols(
+        {s: labelled_candles(c, MINUTE_MS) for s, c in candles.items()},
+        "1m",
+        MINUTE_MS,
+        "synthetic",
+    )
     assert np.all(np.diff(data.open_time) >= 0)  # ordered by time, not shuffled
     assert data.features.dtype == np.float32
     for code, symbol in enumerate(data.symbols):
@@ -27,7 +31,8 @@ def test_pooled_rows_equal_each_symbols_own_features():
         mine = data.symbol_codes == code
         np.testing.assert_array_equal(data.open_time[mine], alone["open_time"])
         np.testing.assert_array_equal(
-            data.features[mine], alone[list(REQUIRED_FEATURES)].to_numpy(np.float32))
+            data.features[mine], alone[list(REQUIRED_FEATURES)].to_numpy(np.float32)
+        )
         close = candles[symbol].set_index("open_time")["close"]
         expected = next_direction(close.to_numpy())[close.index.get_indexer(data.open_time[mine])]
         np.testing.assert_array_equal(data.columns["direction"][mine], expected)
@@ -47,12 +52,17 @@ def test_a_gap_splits_the_series():
 
 
 def test_model_data_keeps_rows_with_known_labels_and_baselines():
-    data = pool_symbols({"A": labelled_candles(random_candles(300, seed=6), MINUTE_MS)},
-                        "5m", 5 * MINUTE_MS, "synthetic")
+    data = pool_symbols(
+        {"A": labelled_candles(random_candles(300, seed=6), MINUTE_MS)},
+        "5m",
+        5 * MINUTE_MS,
+        "synthetic",
+    )
     vol = model_data(data, "volatility")
     assert np.isfinite(vol.target).all() and np.isfinite(vol.baseline).all()
-    assert len(vol.target) == np.sum(np.isfinite(data.columns["volatility"])
-                                     & np.isfinite(data.columns[HIST_VOLATILITY]))
+    assert len(vol.target) == np.sum(
+        np.isfinite(data.columns["volatility"]) & np.isfinite(data.columns[HIST_VOLATILITY])
+    )
     ret = model_data(data, "return")
     np.testing.assert_array_equal(ret.baseline, 0.0)
     swing = model_data(data, "swing")

@@ -49,7 +49,7 @@ def test_volatility_is_the_population_std_of_the_next_n_returns():
         assert forward[t] == pytest.approx(np.std(r[t : t + n]), rel=1e-12)
     for t in (n, 33, len(close) - 1):
         assert trailing[t] == pytest.approx(np.std(r[t - n : t]), rel=1e-12)
-    assert np.isnan(forward[-n:]).all() and np.isfinite(forward[: -n]).all()
+    assert np.isnan(forward[-n:]).all() and np.isfinite(forward[:-n]).all()
     assert np.isnan(trailing[:n]).all() and np.isfinite(trailing[n:]).all()
     np.testing.assert_array_equal(log_returns(close)[1:], r)
 

@@ -31,8 +31,9 @@ SMALL = dict(n_estimators=25, min_child_samples=20)
 
 @pytest.fixture(scope="module")
 def synthetic():
-    tables = {f"S{i}": labelled_candles(random_candles(1_500, seed=20 + i), MINUTE_MS)
-              for i in range(3)}
+    tables = {
+        f"S{i}": labelled_candles(random_candles(1_500, seed=20 + i), MINUTE_MS) for i in range(3)
+    }
     return pool_symbols(tables, "1m", MINUTE_MS, "synthetic")
 
 
@@ -74,7 +75,8 @@ def stacked(synthetic):
     rows = model_data(synthetic, "direction")
     train, _ = _split(rows)
     learner = StackedDirection(**SMALL).fit(
-        rows.features[train], rows.target[train], rows.open_time[train], rows.purge_ms)
+        rows.features[train], rows.target[train], rows.open_time[train], rows.purge_ms
+    )
     return rows, learner, _export(learner, rows)
 
 
@@ -94,8 +96,11 @@ def test_stacked_ensemble_is_one_graph_with_three_base_learners(stacked):
     assert [i.name for i in model.graph.input] == ["features"]
     assert [o.name for o in model.graph.output] == ["label", "probabilities"]
     ops = {(n.name.split("/")[0], n.op_type) for n in model.graph.node}
-    assert {("gbt", "TreeEnsembleClassifier"), ("rf", "TreeEnsembleClassifier"),
-            ("lr", "LinearClassifier")} <= ops
+    assert {
+        ("gbt", "TreeEnsembleClassifier"),
+        ("rf", "TreeEnsembleClassifier"),
+        ("lr", "LinearClassifier"),
+    } <= ops
     # Each base's P(up) inside the graph is that base's native prediction.
     x = rows.features[-500:]
     native = np.exp(learner.base_logits(x)) / (1 + np.exp(learner.base_logits(x)))
@@ -114,8 +119,12 @@ def test_exports_are_byte_reproducible(synthetic):
     train, _ = _split(rows)
 
     def build(learner):
-        return _export(learner.fit(rows.features[train], rows.target[train],
-                                   rows.open_time[train], rows.purge_ms), rows)
+        return _export(
+            learner.fit(
+                rows.features[train], rows.target[train], rows.open_time[train], rows.purge_ms
+            ),
+            rows,
+        )
 
     first, again = GradientBoosted("direction", **SMALL), GradientBoosted("direction", **SMALL)
     assert build(first) == build(again)

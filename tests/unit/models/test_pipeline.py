@@ -21,16 +21,19 @@ from tests.unit.models.helpers import MINUTE_MS, random_candles
 
 @pytest.fixture(scope="module")
 def synthetic():
-    tables = {f"S{i}": labelled_candles(random_candles(1_200, seed=40 + i), MINUTE_MS)
-              for i in range(3)}
+    tables = {
+        f"S{i}": labelled_candles(random_candles(1_200, seed=40 + i), MINUTE_MS) for i in range(3)
+    }
     return pool_symbols(tables, "1m", MINUTE_MS, "synthetic")
 
 
 def test_plans_cover_every_type_and_the_stacked_direction():
     plans = plans_for("4h")
     assert {(p.model_id, p.version, p.learner) for p in plans} == {
-        ("direction-4h", "v1", "lightgbm"), ("direction-4h", "v2", "stacked"),
-        ("volatility-4h", "v1", "lightgbm"), ("return-4h", "v1", "lightgbm"),
+        ("direction-4h", "v1", "lightgbm"),
+        ("direction-4h", "v2", "stacked"),
+        ("volatility-4h", "v1", "lightgbm"),
+        ("return-4h", "v1", "lightgbm"),
         ("swing-4h", "v1", "lightgbm"),
     }
 
@@ -51,8 +54,10 @@ def test_evaluation_reports_model_and_baseline(synthetic):
     assert report["test_rows"] == sum(f["test_rows"] for f in report["folds"])
     assert set(report["model"]) == {"mae", "rmse", "corr"}
     assert report["baseline"]["name"].startswith("historical volatility")
-    assert report["beats_baseline"] == (report["model"]["mae"] < report["baseline"]["mae"]
-                                        and report["model"]["rmse"] < report["baseline"]["rmse"])
+    assert report["beats_baseline"] == (
+        report["model"]["mae"] < report["baseline"]["mae"]
+        and report["model"]["rmse"] < report["baseline"]["rmse"]
+    )
 
 
 def test_train_model_exports_what_the_manifest_says(synthetic):
@@ -69,17 +74,23 @@ def test_train_model_exports_what_the_manifest_says(synthetic):
 
 
 def _manifest(model_id, version, **model):
-    return {"model_id": model_id, "version": version, "timeframe": model_id.split("-")[1],
-            "model_type": model_id.split("-")[0], "stage": "staging", "learner": {},
-            "metrics": {"model": model, "baseline": model, "test_rows": 1, "beats_baseline": False}}
+    return {
+        "model_id": model_id,
+        "version": version,
+        "timeframe": model_id.split("-")[1],
+        "model_type": model_id.split("-")[0],
+        "stage": "staging",
+        "learner": {},
+        "metrics": {"model": model, "baseline": model, "test_rows": 1, "beats_baseline": False},
+    }
 
 
 def test_stages_go_to_the_lower_out_of_sample_log_loss():
-    manifests = [_manifest("direction-1h", "v1", log_loss=0.69, accuracy=0.5, roc_auc=0.5,
-                           brier=0.25),
-                 _manifest("direction-1h", "v2", log_loss=0.68, accuracy=0.5, roc_auc=0.5,
-                           brier=0.25),
-                 _manifest("return-1h", "v1", rmse=1.0, mae=1.0, corr=None)]
+    manifests = [
+        _manifest("direction-1h", "v1", log_loss=0.69, accuracy=0.5, roc_auc=0.5, brier=0.25),
+        _manifest("direction-1h", "v2", log_loss=0.68, accuracy=0.5, roc_auc=0.5, brier=0.25),
+        _manifest("return-1h", "v1", rmse=1.0, mae=1.0, corr=None),
+    ]
     assign_stages(manifests)
     assert [m["stage"] for m in manifests] == ["staging", "production", "production"]
     table = metrics_table(manifests)

@@ -13,19 +13,26 @@ Prints one table:
 Data is a synthetic random walk generated here, or ``--data PATH`` (a candle parquet or
 a Binance kline zip): its candles are replayed for every symbol, each at its own scale.
 
-    python orchestrator/bench/features.py [--quick] [--data PATH]
+    tickcast bench features [--quick | --smoke] [--data PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from orchestrator.bench.harness import (
+    add_smoke_flag,
+    best_seconds,
+    print_header,
+    print_table,
+    targets_not_judged,
+)
 from orchestrator.features import IncrementalFeatures, compute_features
 
 TARGET_INCREMENTAL_1000 = 300_000  # symbol-candles/s, 1,000 symbols in one shard, 2 cores
@@ -39,11 +46,17 @@ def synthetic_candles(n: int, seed: int = 0) -> pd.DataFrame:
     high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.002, n))
     low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.002, n))
     volume = rng.lognormal(3.0, 1.0, n)
-    return pd.DataFrame({
-        "open_time": 1_767_225_600_000 + 60_000 * np.arange(n, dtype=np.int64),
-        "open": open_, "high": high, "low": low, "close": close, "volume": volume,
-        "taker_buy_base": volume * rng.uniform(0, 1, n),
-    })
+    return pd.DataFrame(
+        {
+            "open_time": 1_767_225_600_000 + 60_000 * np.arange(n, dtype=np.int64),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+            "taker_buy_base": volume * rng.uniform(0, 1, n),
+        }
+    )
 
 
 def read_candles(path: Path) -> pd.DataFrame:
@@ -108,8 +121,11 @@ def pandas_features(df: pd.DataFrame, vectorized_mad: bool = False) -> pd.DataFr
     out["mfi_14"] = 100 * pos / (pos + neg)
     mid, sd = c.rolling(20).mean(), c.rolling(20).std(ddof=0)
     out.update(bb_pctb_20=(c - mid + 2 * sd) / (4 * sd), bb_width_20=4 * sd / mid)
-    out.update(sma_ratio_5=c / c.rolling(5).mean(), sma_ratio_20=c / mid,
-               ema_ratio_12=c / c.ewm(span=12, adjust=False).mean())
+    out.update(
+        sma_ratio_5=c / c.rolling(5).mean(),
+        sma_ratio_20=c / mid,
+        ema_ratio_12=c / c.ewm(span=12, adjust=False).mean(),
+    )
     out["vol_20"] = np.log(c).diff().rolling(20).std(ddof=0)
     out["volume_z_20"] = (v - v.rolling(20).mean()) / v.rolling(20).std(ddof=0)
     out.update(hl_range=(h - lo) / c, close_pos=(c - lo) / (h - lo))
@@ -137,8 +153,9 @@ def shard_arrays(frame: pd.DataFrame, n_symbols: int) -> dict[str, np.ndarray]:
     scale = np.exp(np.linspace(-3, 3, n_symbols))
     out = {c: frame[c].to_numpy()[:, None] * scale for c in ("open", "high", "low", "close")}
     out["volume"] = np.repeat(frame["volume"].to_numpy()[:, None], n_symbols, axis=1)
-    out["taker_buy_base"] = np.repeat(frame["taker_buy_base"].to_numpy()[:, None], n_symbols,
-                                      axis=1)
+    out["taker_buy_base"] = np.repeat(
+        frame["taker_buy_base"].to_numpy()[:, None], n_symbols, axis=1
+    )
     out["open_time"] = np.repeat(frame["open_time"].to_numpy()[:, None], n_symbols, axis=1)
     return out
 
@@ -150,8 +167,16 @@ def bench_incremental(frame: pd.DataFrame, n_symbols: int, warm: int = 40) -> fl
     slots = engine.add_symbols([f"bench:S{i}/USDT" for i in range(n_symbols)])
 
     def step(t: int) -> None:
-        engine.update(slots, a["open_time"][t], a["open"][t], a["high"][t], a["low"][t],
-                      a["close"][t], a["volume"][t], a["taker_buy_base"][t])
+        engine.update(
+            slots,
+            a["open_time"][t],
+            a["open"][t],
+            a["high"][t],
+            a["low"][t],
+            a["close"][t],
+            a["volume"][t],
+            a["taker_buy_base"][t],
+        )
 
     for t in range(warm):
         step(t)
@@ -168,69 +193,130 @@ def bench_incremental_baseline(frame: pd.DataFrame, window: int, samples: int) -
     ``samples`` symbol-candles and holds for any shard size."""
     start = time.perf_counter()
     for t in range(window, window + samples):
-        pandas_features(frame.iloc[t - window: t + 1]).iloc[-1]
+        pandas_features(frame.iloc[t - window : t + 1]).iloc[-1]
     return (time.perf_counter() - start) / samples
 
 
 def bench_batch(frame: pd.DataFrame, fn, repeats: int) -> float:
     """Rows/s of fn(frame), best of ``repeats`` (the machine is shared)."""
     fn(frame.iloc[:1000])
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(frame)
-        best = min(best, time.perf_counter() - start)
-    return len(frame) / best
+    return len(frame) / best_seconds(fn, frame, repeats=repeats)
+
+
+# (symbols per shard, candles) of the incremental cases; per-candle baseline samples; batch rows
+SIZES = {
+    "full": {
+        "incremental": ((1, 4000), (100, 1500), (1000, 400)),
+        "samples": 50,
+        "batch": 200_000,
+        "repeats": (5, 2, 3),
+    },
+    "quick": {
+        "incremental": ((1, 800), (100, 300), (1000, 80)),
+        "samples": 18,
+        "batch": 40_000,
+        "repeats": (5, 2, 3),
+    },
+    "smoke": {
+        "incremental": ((1, 200), (100, 100), (1000, 80)),
+        "samples": 3,
+        "batch": 2_000,
+        "repeats": (1, 1, 1),
+    },
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="candle parquet or Binance kline zip")
-    parser.add_argument("--quick", action="store_true", help="fewer candles (smoke run)")
-    parser.add_argument("--baseline-window", type=int, default=100,
-                        help="candles the per-candle pandas baseline recomputes over")
+    parser.add_argument("--quick", action="store_true", help="a fifth of the candles")
+    parser.add_argument(
+        "--baseline-window",
+        type=int,
+        default=100,
+        help="candles the per-candle pandas baseline recomputes over",
+    )
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
-    scale = 0.2 if args.quick else 1.0
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"tickcast feature benchmark: {os.cpu_count()} cores (load average {load}; other "
-          f"processes slow every figure alike), "
-          f"{'synthetic random walk' if args.data is None else args.data}")
+    sizes = SIZES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    print_header(
+        "feature",
+        "synthetic random walk" if args.data is None else str(args.data),
+        note="other processes slow every figure alike",
+        smoke=args.smoke,
+    )
     rows = []
-    for n_symbols, n_candles in ((1, 4000), (100, 1500), (1000, 400)):
-        frame = candles(max(int(n_candles * scale), 80), args.data)
+    for n_symbols, n_candles in sizes["incremental"]:
+        frame = candles(max(n_candles, 80), args.data)
         ours = bench_incremental(frame, n_symbols)
-        base = bench_incremental_baseline(candles(args.baseline_window + 60, args.data),
-                                          args.baseline_window, int(40 * scale) + 10)
-        rows.append((f"incremental, {n_symbols} symbol(s)/shard", 1 / ours, ours, 1 / base,
-                     base, "symbol-candles/s"))
-    big = candles(int(200_000 * scale), args.data)
-    ours_rows = bench_batch(big, compute_features, repeats=5)
-    base_rows = bench_batch(big, pandas_features, repeats=2)
-    rows.append(("batch compute_features", ours_rows, 1 / ours_rows, base_rows, 1 / base_rows,
-                 f"rows/s ({len(big):,} rows)"))
-    fast_rows = bench_batch(big, lambda f: pandas_features(f, vectorized_mad=True), repeats=3)
-    rows.append(("  same, pandas without .apply", ours_rows, 1 / ours_rows, fast_rows,
-                 1 / fast_rows, "rows/s (baseline's CCI vectorized)"))
-    print_table(rows)
-    print_targets(rows)
+        base = bench_incremental_baseline(
+            candles(args.baseline_window + 60, args.data), args.baseline_window, sizes["samples"]
+        )
+        rows.append(
+            (
+                f"incremental, {n_symbols} symbol(s)/shard",
+                1 / ours,
+                ours,
+                1 / base,
+                base,
+                "symbol-candles/s",
+            )
+        )
+    big = candles(sizes["batch"], args.data)
+    ours_repeats, base_repeats, fast_repeats = sizes["repeats"]
+    ours_rows = bench_batch(big, compute_features, repeats=ours_repeats)
+    base_rows = bench_batch(big, pandas_features, repeats=base_repeats)
+    rows.append(
+        (
+            "batch compute_features",
+            ours_rows,
+            1 / ours_rows,
+            base_rows,
+            1 / base_rows,
+            f"rows/s ({len(big):,} rows)",
+        )
+    )
+    fast_rows = bench_batch(
+        big, lambda f: pandas_features(f, vectorized_mad=True), repeats=fast_repeats
+    )
+    rows.append(
+        (
+            "  same, pandas without .apply",
+            ours_rows,
+            1 / ours_rows,
+            fast_rows,
+            1 / fast_rows,
+            "rows/s (baseline's CCI vectorized)",
+        )
+    )
+    print_table(HEADERS, table_rows(rows), formats=FORMATS)
+    if args.smoke:
+        targets_not_judged()
+    else:
+        print_targets(rows)
+    return 0
 
 
-def print_table(rows: list[tuple]) -> None:
-    head = f"{'case':<34}{'ours /s':>14}{'us each':>10}{'pandas /s':>14}{'us each':>10}"
-    print(head + f"{'speedup':>10}  unit")
-    print("-" * (len(head) + 30))
-    for name, ours, ours_s, base, base_s, unit in rows:
-        print(f"{name:<34}{ours:>14,.0f}{ours_s * 1e6:>10.2f}{base:>14,.0f}{base_s * 1e6:>10.1f}"
-              f"{ours / base:>9.0f}x  {unit}")
+HEADERS = ("case", "ours /s", "us each", "pandas /s", "us each", "speedup", "unit")
+FORMATS = (None, ",.0f", ",.2f", ",.0f", ",.1f", None, None)
+
+
+def table_rows(rows: list[tuple]) -> list[tuple]:
+    return [
+        (name, ours, ours_s * 1e6, base, base_s * 1e6, f"{ours / base:,.0f}x", unit)
+        for name, ours, ours_s, base, base_s, unit in rows
+    ]
 
 
 def print_targets(rows: list[tuple]) -> None:
     incremental_1000, batch = rows[2][1], rows[3][1]
-    for label, got, target in (("incremental, 1000 symbols", incremental_1000,
-                                TARGET_INCREMENTAL_1000), ("batch", batch, TARGET_BATCH)):
+    for label, got, target in (
+        ("incremental, 1000 symbols", incremental_1000, TARGET_INCREMENTAL_1000),
+        ("batch", batch, TARGET_BATCH),
+    ):
         verdict = "met" if got >= target else "NOT met"
         print(f"target {label}: >= {target:,}/s -> {got:,.0f}/s, {verdict}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,17 +10,18 @@ Rows (candles per second, best of ``--repeat`` runs):
       them minute by minute in one process, with the same checks and no Ray.
 For (b) and (c) a rate counts each 1m candle once, although it feeds all six timeframes.
 
-    python orchestrator/bench/feeds.py [--data ../shared/data] [--symbols 1000] [--minutes 1440]
+    tickcast bench feeds [--data ../shared/data] [--symbols 1000] [--minutes 1440]
+        [--no-replay] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from orchestrator import resolve_path
+from orchestrator.bench.harness import (
+    DEFAULT_DATA,
+    add_smoke_flag,
+    apply_smoke,
+    best_rate,
+    data_root,
+    print_header,
+    print_table,
+    targets_not_judged,
+)
 from orchestrator.market.aggregate import DEFAULT_TIMEFRAMES, TimeframeAggregator
 from orchestrator.market.archives import BINANCE_KLINE_COLUMNS, read_candles
 from orchestrator.market.resample import resample
@@ -45,24 +55,17 @@ PARSE_TARGET, AGGREGATE_TARGET = 1_000_000, 500_000
 PANDAS_RULES = {"5m": "5min", "15m": "15min", "30m": "30min", "1h": "1h", "4h": "4h", "1d": "1D"}
 
 
-def best_rate(work: Callable[[], int], repeat: int) -> float:
-    """Candles per second of the fastest of ``repeat`` runs; ``work`` returns its count."""
-    best = 0.0
-    for _ in range(repeat):
-        started = time.perf_counter()
-        count = work()
-        best = max(best, count / (time.perf_counter() - started))
-    return best
-
-
 # --- (a) parse + validate ---------------------------------------------------------------------
 
 
-def archive_paths(data: Path, scratch: Path) -> tuple[list[Path], str]:
-    found = sorted((data / "binance-usdm-1m").glob("*.zip"))
+def archive_paths(data: Path, scratch: Path, smoke: bool = False) -> tuple[list[Path], str]:
+    """The real Binance zips under ``data`` (a smoke run: the first one), else a synthetic
+    zip of a month of minutes (a smoke run: 2,000)."""
+    found = sorted((data / "binance-usdm-1m").glob("*.zip"))[: 1 if smoke else None]
     if found:
-        return found, f"{len(found)} real zips"
-    return [write_synthetic_zip(scratch, "SYNTHUSDT", 40_320)], "1 synthetic zip (no --data)"
+        return found, f"{len(found)} real zip{'s' if len(found) > 1 else ''}"
+    rows = 2_000 if smoke else 40_320
+    return [write_synthetic_zip(scratch, "SYNTHUSDT", rows)], "1 synthetic zip (no --data)"
 
 
 def write_synthetic_zip(folder: Path, symbol: str, rows: int) -> Path:
@@ -198,9 +201,6 @@ def pandas_groupby_all(frame: pd.DataFrame) -> int:
     return len(frame)
 
 
-# --- table ----------------------------------------------------------------------------------
-
-
 # --- (d) replay through a feed actor -------------------------------------------------------
 
 
@@ -232,6 +232,12 @@ def replay_rates(n_symbols: int, n_minutes: int) -> tuple[float, float]:
         def checkpointed_seq(self, feed) -> int:
             return -1
 
+        def checkpoint(self) -> None:  # the feed checkpoints its shards, then itself
+            pass
+
+        def reset_symbols(self, exchange, symbols) -> None:
+            pass
+
         def count(self) -> int:
             return self.candles
 
@@ -243,7 +249,8 @@ def replay_rates(n_symbols: int, n_minutes: int) -> tuple[float, float]:
             shards = [CountingShard.remote() for _ in range(2)]
             source = ReplayFeedConfig(path=folder, speed=0)
             state = Path(folder) / "state"
-            feed = FeedActor.remote(FeedSettings(name="bench", source=source, run_dir=str(state)), shards)
+            settings = FeedSettings(name="bench", source=source, run_dir=str(state))
+            feed = FeedActor.remote(settings, shards)
             ray.get(feed.status.remote())  # loaded: time the replay, not the file reading
             started = time.perf_counter()
             ray.get(feed.start.remote())
@@ -271,19 +278,22 @@ def pandas_replay(folder: Path) -> int:
     return delivered
 
 
-def row(name: str, ours: float | None, baseline: float | None, target: int | None) -> str:
-    def fmt(rate):
-        return f"{rate:>14,.0f}" if rate else f"{'not measured':>14}"
+HEADERS = ("workload", "ours c/s", "pandas c/s", "ratio", "target", "met")
 
-    ratio = f"{ours / baseline:>8.1f}x" if ours and baseline else f"{'-':>9}"
+
+def row(
+    name: str, ours: float | None, baseline: float | None, target: int | None, judge: bool = True
+) -> tuple:
+    ratio = f"{ours / baseline:.1f}x" if ours and baseline else "-"
     verdict = "-" if not (ours and target) else ("ok" if ours >= target else "BELOW")
-    goal = f"{target:>11,}" if target else f"{'-':>11}"
-    return f"{name:<58}{fmt(ours)}{fmt(baseline)}{ratio}{goal}  {verdict}"
+    if not judge and verdict != "-":
+        verdict = "not judged"
+    return (name, ours or "not measured", baseline or "not measured", ratio, target, verdict)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data", help="shared data root")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="shared data root")
     parser.add_argument("--symbols", type=int, default=1000)
     parser.add_argument("--minutes", type=int, default=1440)
     parser.add_argument(
@@ -293,18 +303,25 @@ def main(argv: list[str] | None = None) -> int:
         help="symbols for the slow per-symbol pandas baseline (a rate per candle)",
     )
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--no-replay", action="store_true", help="skip (d), the only row that starts Ray"
+    )
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
+    apply_smoke(parser, args, symbols=20, minutes=150, baseline_symbols=5, repeat=1)
+    print_header("feeds", smoke=args.smoke)
+    judge = not args.smoke
 
-    lines = []
+    rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        paths, source = archive_paths(resolve_path(args.data), Path(scratch))
+        paths, source = archive_paths(data_root(args.data), Path(scratch), args.smoke)
         validating = validate_candles is not None
         parse_only = best_rate(lambda: parse_and_validate(paths, False), args.repeat)
-        lines.append(row(f"(a0) parse only (unzip + CSV), {source}", parse_only, None, None))
+        rows.append(row(f"(a0) parse only (unzip + CSV), {source}", parse_only, None, None))
         ours = best_rate(lambda: parse_and_validate(paths, validating), args.repeat)
         baseline = best_rate(lambda: pandas_parse_and_check(paths), args.repeat)
         label = "parse + validate" if validating else "parse only (TODO: validate.py missing)"
-        lines.append(row(f"(a) {label}, {source}", ours, baseline, PARSE_TARGET))
+        rows.append(row(f"(a) {label}, {source}", ours, baseline, PARSE_TARGET, judge))
 
     minutes = synthetic_minutes(args.symbols, args.minutes)
     table = minutes_table(minutes)
@@ -312,26 +329,36 @@ def main(argv: list[str] | None = None) -> int:
     few = frame[frame["symbol"].isin(frame["symbol"].unique()[: args.baseline_symbols])]
     ours = best_rate(lambda: aggregate_incrementally(minutes), args.repeat)
     baseline = best_rate(lambda: pandas_resample_per_symbol(few), 1)
-    lines.append(
-        row(f"(b) incremental 1m->6 tfs, {args.symbols} symbols", ours, baseline, AGGREGATE_TARGET)
+    rows.append(
+        row(
+            f"(b) incremental 1m->6 tfs, {args.symbols} symbols",
+            ours,
+            baseline,
+            AGGREGATE_TARGET,
+            judge,
+        )
     )
     ours = best_rate(lambda: resample_all(table), args.repeat)
     baseline = best_rate(lambda: pandas_groupby_all(frame), 1)
-    lines.append(
+    rows.append(
         row(f"(c) batch resample 1m->6 tfs, {table.num_rows:,} candles", ours, baseline, None)
     )
     replay_symbols, replay_minutes = min(args.symbols, 200), min(args.minutes, 1440)
-    ours, baseline = replay_rates(replay_symbols, replay_minutes)
-    lines.append(row(f"(d) replay via feed actor, {replay_symbols} symbols x {replay_minutes} min",
-                     ours, baseline, None))
+    name = f"(d) replay via feed actor, {replay_symbols} symbols x {replay_minutes} min"
+    if args.no_replay:
+        rows.append((name, "skipped (--no-replay)"))
+    else:
+        rows.append(row(name, *replay_rates(replay_symbols, replay_minutes), None))
 
-    header = f"{'workload':<58}{'ours c/s':>14}{'pandas c/s':>14}{'ratio':>9}{'target':>11}  met"
-    print(header, "-" * len(header), *lines, sep="\n")
+    print_table(HEADERS, rows)
     print(
         f"\nbaselines: (a) pd.read_csv + pandas checks; (b) DataFrame.resample per symbol on "
         f"{args.baseline_symbols} symbols; (c) groupby([symbol, Grouper(date)]) on all."
     )
+    if args.smoke:
+        targets_not_judged()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

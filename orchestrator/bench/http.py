@@ -2,12 +2,15 @@
 """Benchmark ``POST /v1/predict`` through Ray Serve against a plain FastAPI + uvicorn
 baseline serving the same API app, in one run; prints one table.
 
-    python orchestrator/bench/http.py [--duration 6] [--modes baseline,serve,serve-opt,haproxy]
+    tickcast bench http [--smoke] [--duration 6] [--modes baseline,serve,serve-opt,haproxy]
         [--cells json:1:1,json:1:256,json:32:1,json:32:256,arrow:1:256,arrow:32:256]
         [--feed quiet|configured] [--only-measured-model] [--models-dir DIR]
         [--ingress-max-ongoing N] [--serving FIELD=VALUE ...] [--no-netns]
 
 Needs ``wrk`` (``apt-get install -y wrk``) and, for a private network namespace, root.
+``--smoke`` (the test suite's run, seconds): the baseline alone on three short cells, with
+wrk where it is installed and a Python client otherwise; the Serve rows' config is built and
+parsed, not started; no target is judged.
 
 Servers, each serving the registry's ``direction-1m`` model (``--models-dir``):
 
@@ -88,6 +91,7 @@ import argparse
 import contextlib
 import ctypes
 import fcntl
+import http.client
 import json
 import os
 import resource
@@ -98,7 +102,9 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,17 +113,33 @@ import numpy as np
 import yaml
 
 from orchestrator import PROJECT_ROOT
+from orchestrator.bench.harness import (
+    add_smoke_flag,
+    apply_smoke,
+    cpu_seconds,
+    free_port,
+    print_header,
+    print_table,
+    session_pids,
+    targets_not_judged,
+)
 
 MODEL = ("direction", "1m")
 # (request body, connections, rows per request)
-CELLS = (("json", 1, 1), ("json", 1, 256), ("json", 32, 1), ("json", 32, 256),
-         ("arrow", 1, 256), ("arrow", 32, 256))
+CELLS = (
+    ("json", 1, 1),
+    ("json", 1, 256),
+    ("json", 32, 1),
+    ("json", 32, 256),
+    ("arrow", 1, 256),
+    ("arrow", 32, 256),
+)
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+SMOKE_CELLS = (("json", 1, 1), ("json", 4, 256), ("arrow", 1, 256))
 CONTENT_TYPES = {"json": "application/json", "arrow": ARROW_STREAM}
 TARGET_HAPROXY_VS_BASELINE = 0.35  # requests/s, single rows
 TARGET_ROWS_PER_S = 200_000  # 256-row requests
 NO_RATE_LIMIT = {"rate_limit_per_s": 1e9, "rate_limit_burst": 10**9}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The pipeline runs, lightly: the baseline has none, and a busy feed would take the cores
 # the HTTP path is measured on (the configured replay feeds alone keep 2 cores busy).
 QUIET_FEED = {"kind": "synthetic", "symbols": ["BTC/USDT", "ETH/USDT", "SOL/USDT"], "speed": 1}
@@ -166,12 +188,6 @@ def enter_private_netns() -> bool:
     return True
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def haproxy_binary() -> str | None:
     """The binary Ray would use (same resolution order), or None."""
     explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
@@ -196,7 +212,9 @@ def feature_names(models_dir: Path) -> tuple[str, ...]:
 
 def request_body(names: tuple[str, ...], n_rows: int, seed: int = 0) -> bytes:
     rows = np.round(np.random.default_rng(seed).normal(0.0, 1.0, (n_rows, len(names))), 6)
-    return json.dumps({"model_type": MODEL[0], "timeframe": MODEL[1], "rows": rows.tolist()}).encode()
+    return json.dumps(
+        {"model_type": MODEL[0], "timeframe": MODEL[1], "rows": rows.tolist()}
+    ).encode()
 
 
 def arrow_body(names: tuple[str, ...], n_rows: int, seed: int = 0) -> bytes:
@@ -236,48 +254,118 @@ class Cell:
     server_cores: float
 
 
-def run_wrk(url: str, lua: Path, connections: int, seconds: float) -> tuple[list[float], float]:
+def run_wrk(url: str, body: Body, connections: int, seconds: float) -> tuple[list[float], float]:
     """wrk's BENCH line (requests, duration us, 5 error counts, p50 us, p99 us) and the
     CPU seconds wrk used."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(lua), url],
-        capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds:g}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(body.lua),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     line = next(x for x in out.splitlines() if x.startswith("BENCH "))
     return [float(v) for v in line.split()[1:]], cpu
 
 
-def measure_cell(target: Target, body: Body, connections: int, warmup: float, duration: float) -> Cell:
+def run_python(url: str, body: Body, connections: int, seconds: float) -> tuple[list[float], float]:
+    """The figures of ``run_wrk`` from ``connections`` threads posting over keep-alive
+    http.client connections: a smoke run's client where wrk is not installed (Python's
+    client is slower than most servers: its figures measure the client)."""
+    split = urllib.parse.urlsplit(url)
+    path = f"{split.path}?{split.query}" if split.query else split.path
+    headers = {"Content-Type": CONTENT_TYPES[body.kind]}
+    latencies: list[float] = []
+    errors = {"read": 0, "status": 0}
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def post_until_deadline() -> None:
+        conn = http.client.HTTPConnection(split.hostname, split.port, timeout=10)
+        mine, read_errors, status_errors = [], 0, 0
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                conn.request("POST", path, body=body.data, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                status_errors += response.status >= 300
+                mine.append(time.perf_counter() - started)
+            except (OSError, http.client.HTTPException):
+                read_errors += 1
+                conn.close()
+                conn = http.client.HTTPConnection(split.hostname, split.port, timeout=10)
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors["read"] += read_errors
+            errors["status"] += status_errors
+
+    cpu, started = time.process_time(), time.perf_counter()
+    threads = [threading.Thread(target=post_until_deadline) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    us = np.array(latencies) * 1e6 if latencies else np.array([np.nan])
+    return [
+        len(latencies),
+        wall * 1e6,
+        0,
+        errors["read"],
+        0,
+        errors["status"],
+        0,
+        float(np.percentile(us, 50)),
+        float(np.percentile(us, 99)),
+    ], cpu
+
+
+LOAD_GENERATORS = {"wrk": run_wrk, "python": run_python}
+
+
+def measure_cell(
+    target: Target,
+    body: Body,
+    connections: int,
+    warmup: float,
+    duration: float,
+    client: str = "wrk",
+) -> Cell:
+    generate = LOAD_GENERATORS[client]
     url = target.url + body.query
-    run_wrk(url, body.lua, connections, warmup)
+    generate(url, body, connections, warmup)
     server_cpu = target.server.cpu_seconds()
-    (requests, duration_us, *errors, p50, p99), client_cpu = run_wrk(url, body.lua, connections, duration)
+    (requests, duration_us, *errors, p50, p99), client_cpu = generate(
+        url, body, connections, duration
+    )
     wall = duration_us / 1e6
-    return Cell(int(requests), wall, int(sum(errors)), p50 / 1e3, p99 / 1e3,
-                client_cpu / wall, (target.server.cpu_seconds() - server_cpu) / wall)
+    return Cell(
+        int(requests),
+        wall,
+        int(sum(errors)),
+        p50 / 1e3,
+        p99 / 1e3,
+        client_cpu / wall,
+        (target.server.cpu_seconds() - server_cpu) / wall,
+    )
 
 
 # --- servers -------------------------------------------------------------------------------
-
-
-def session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                if os.getsid(int(entry.name)) == sid:
-                    pids.append(int(entry.name))
-    return pids
-
-
-def cpu_ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 class Server:
@@ -286,11 +374,17 @@ class Server:
     def __init__(self, command: list[str], env: dict[str, str], log: Path):
         self.log = log
         with open(log, "wb") as sink:
-            self.proc = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=sink,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                command,
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def cpu_seconds(self) -> float:
-        return sum(cpu_ticks(p) for p in session_pids(self.proc.pid)) / CLK_TCK
+        return sum(map(cpu_seconds, session_pids(self.proc.pid)))
 
     def wait_ready(self, url: str, body: Body, budget_s: float) -> None:
         deadline, last = time.monotonic() + budget_s, "no answer"
@@ -340,8 +434,9 @@ class Server:
 
 
 def predictions_in(url: str, body: Body) -> int:
-    request = urllib.request.Request(url + body.query, data=body.data,
-                                     headers={"Content-Type": CONTENT_TYPES[body.kind]})
+    request = urllib.request.Request(
+        url + body.query, data=body.data, headers={"Content-Type": CONTENT_TYPES[body.kind]}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return len(json.loads(response.read())["predictions"])
 
@@ -387,31 +482,46 @@ def serve_config(tmp: Path, port: int, args) -> Path:
 
 def server_env(mode: str, tmp: Path) -> dict[str, str]:
     # Each mode sets its own RAY_SERVE_* flags; only an explicit HAProxy binary passes through.
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and (
-        not k.startswith("RAY_SERVE_") or k == "RAY_SERVE_HAPROXY_BINARY_PATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "RAY_ADDRESS"
+        and (not k.startswith("RAY_SERVE_") or k == "RAY_SERVE_HAPROXY_BINARY_PATH")
+    }
     env.update(MODE_ENV.get(mode, {}))
     env["RAY_TMPDIR"] = str(tmp)  # this run's Ray session files, removed with it
     if mode == "haproxy":
         # Ray puts these files under a 56-character node-id directory, and HAProxy refuses
         # unix socket paths over 97 characters: the base directory must be short.
         hap = tmp / "h"
-        env.update({
-            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(hap / "haproxy.cfg"),
-            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(hap / "admin.sock"),
-            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(hap),
-            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(hap / "server-state"),
-            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(hap / "metrics.sock"),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        })
+        env.update(
+            {
+                "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(hap / "haproxy.cfg"),
+                "RAY_SERVE_HAPROXY_SOCKET_PATH": str(hap / "admin.sock"),
+                "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(hap),
+                "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(hap / "server-state"),
+                "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(hap / "metrics.sock"),
+                "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+                "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            }
+        )
     return env
 
 
 def start_server(mode: str, tmp: Path, port: int, args) -> Server:
     env = server_env(mode, tmp)
     if mode == "baseline":
-        command = [sys.executable, "-m", "orchestrator.bench.http", "--serve-baseline", str(port), "--log-dir", str(tmp / "log"),
-                   "--models-dir", str(args.models_dir.resolve())]
+        command = [
+            sys.executable,
+            "-m",
+            "orchestrator.bench.http",
+            "--serve-baseline",
+            str(port),
+            "--log-dir",
+            str(tmp / "log"),
+            "--models-dir",
+            str(args.models_dir.resolve()),
+        ]
     else:
         serve_bin = Path(sys.executable).with_name("serve")
         command = [str(serve_bin), "run", "--address", "local", str(serve_config(tmp, port, args))]
@@ -458,8 +568,10 @@ def running(mode: str, bodies: dict[tuple[str, int], Body], args):
             startup_s = time.monotonic() - started
             for body in bodies.values():
                 if predictions_in(url, body) != body.rows:
-                    raise RuntimeError(f"a {body.rows}-row {body.kind} request was not answered "
-                                       f"with {body.rows} rows")
+                    raise RuntimeError(
+                        f"a {body.rows}-row {body.kind} request was not answered "
+                        f"with {body.rows} rows"
+                    )
             yield Target(mode, server, url, startup_s)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             print(f"[{mode}] failed: {exc}\n{server.log_tail()}", file=sys.stderr)
@@ -484,18 +596,27 @@ class Row:
     per_model_call: str = "-"  # HTTP predicts per ingress -> model call (coalescing)
 
 
-def measure_row(target: Target, bodies: dict[tuple[str, int], Body], args,
-                baseline: Target | None = None) -> Row:
+def measure_row(
+    target: Target, bodies: dict[tuple[str, int], Body], args, baseline: Target | None = None
+) -> Row:
     """Every cell of one server; with ``baseline``, the baseline's same cell is measured just
     before each one, so a ratio compares two runs a few seconds apart on this shared machine."""
-    idle = target.server.settle(3.0, args.settle)
+    idle = target.server.settle(args.settle if args.smoke else 3.0, args.settle)
     cells, paired = {}, {}
     for kind, conns, rows in args.cells:
         if baseline is not None:
-            cell = measure_cell(baseline, bodies[(kind, rows)], conns, 1.0, args.duration)
+            cell = measure_cell(
+                baseline,
+                bodies[(kind, rows)],
+                conns,
+                args.warmup if args.smoke else 1.0,
+                args.duration,
+                args.client,
+            )
             paired[(kind, conns, rows)] = cell.requests / cell.seconds
-        cells[(kind, conns, rows)] = measure_cell(target, bodies[(kind, rows)], conns, args.warmup,
-                                                  args.duration)
+        cells[(kind, conns, rows)] = measure_cell(
+            target, bodies[(kind, rows)], conns, args.warmup, args.duration, args.client
+        )
     merged = merged_calls(target.url) if target.mode != "baseline" else "-"
     return Row(cells, target.startup_s, idle, paired if baseline is not None else None, merged)
 
@@ -511,30 +632,94 @@ def versus_baseline(row: Row, key: CellKey) -> float | None:
     return requests_per_s(row, key) / row.baseline_rps[key]
 
 
-def print_table(results: dict[str, Row | str], args, load: tuple[float, ...]) -> None:
-    print(f"\nPOST /v1/predict, {args.duration:g} s per cell after {args.warmup:g} s warm-up, wrk 1 "
-          f"thread; CPU in cores ({os.cpu_count()} on this machine; 1-min load average "
-          f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after). Baseline req/s: the baseline's "
-          "same cell, measured just before.\n")
-    print("| server | body | conns | rows/req | req/s | rows/s | p50 ms | p99 ms | errors "
-          "| baseline req/s | vs baseline | server CPU | client CPU |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+CELL_HEADERS = (
+    "server",
+    "body",
+    "conns",
+    "rows/req",
+    "req/s",
+    "rows/s",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "baseline req/s",
+    "vs baseline",
+    "server CPU",
+    "client CPU",
+)
+CELL_FORMATS = (
+    None,
+    None,
+    None,
+    None,
+    ",.0f",
+    ",.0f",
+    ",.2f",
+    ",.2f",
+    None,
+    ",.0f",
+    None,
+    ".2f",
+    ".2f",
+)
+
+
+def print_tables(results: dict[str, Row | str], args, load: tuple[float, ...]) -> None:
+    client = "wrk 1 thread" if args.client == "wrk" else "Python http.client threads"
+    print(
+        f"\nPOST /v1/predict, {args.duration:g} s per cell after {args.warmup:g} s warm-up, "
+        f"{client}; CPU in cores ({os.cpu_count()} on this machine; 1-min load average "
+        f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after). Baseline req/s: the "
+        "baseline's same cell, measured just before.\n"
+    )
+    rows: list[tuple] = []
     for mode, row in results.items():
         if isinstance(row, str):
-            print(f"| {MODE_LABEL[mode]} | {row} |||||||||||")
+            rows.append((MODE_LABEL[mode], row))
             continue
         for key, cell in row.cells.items():
-            (kind, conns, rows), rps, ratio = key, requests_per_s(row, key), versus_baseline(row, key)
-            paired = f"{row.baseline_rps[key]:,.0f} | {ratio:.2f}x" if ratio else "- | -"
-            print(f"| {MODE_LABEL[mode]} | {kind} | {conns} | {rows} | {rps:,.0f} | {rps * rows:,.0f} "
-                  f"| {cell.p50_ms:.2f} | {cell.p99_ms:.2f} | {cell.errors} | {paired} "
-                  f"| {cell.server_cores:.2f} | {cell.client_cores:.2f} |")
-    print("\n| server | start -> first answer | server CPU at rest (feed, pipeline) "
-          "| HTTP predicts per model call |\n| --- | ---: | ---: | ---: |")
-    for mode, row in results.items():
-        if isinstance(row, Row):
-            print(f"| {MODE_LABEL[mode]} | {row.startup_s:.1f} s | {row.idle_cores:.2f} cores "
-                  f"| {row.per_model_call} |")
+            (kind, conns, n_rows), rps, ratio = (
+                key,
+                requests_per_s(row, key),
+                versus_baseline(row, key),
+            )
+            paired = (row.baseline_rps[key], f"{ratio:.2f}x") if ratio else ("-", "-")
+            rows.append(
+                (
+                    MODE_LABEL[mode],
+                    kind,
+                    conns,
+                    n_rows,
+                    rps,
+                    rps * n_rows,
+                    cell.p50_ms,
+                    cell.p99_ms,
+                    cell.errors,
+                    *paired,
+                    cell.server_cores,
+                    cell.client_cores,
+                )
+            )
+    print_table(CELL_HEADERS, rows, formats=CELL_FORMATS)
+    print()
+    print_table(
+        (
+            "server",
+            "start -> first answer",
+            "server CPU at rest (feed, pipeline)",
+            "HTTP predicts per model call",
+        ),
+        [
+            (
+                MODE_LABEL[mode],
+                f"{row.startup_s:.1f} s",
+                f"{row.idle_cores:.2f} cores",
+                row.per_model_call,
+            )
+            for mode, row in results.items()
+            if isinstance(row, Row)
+        ],
+    )
 
 
 def print_targets(results: dict[str, Row | str]) -> None:
@@ -546,14 +731,18 @@ def print_targets(results: dict[str, Row | str]) -> None:
     for key in (k for k in hap.cells if k[2] == 1):
         ratio = versus_baseline(hap, key)
         verdict = "PASS" if ratio >= TARGET_HAPROXY_VS_BASELINE else "FAIL"
-        print(f"target {verdict}: Serve+HAProxy single-row req/s, {key[0]}, {key[1]} conn = "
-              f"{ratio:.2f}x baseline (target >= {TARGET_HAPROXY_VS_BASELINE}x)")
+        print(
+            f"target {verdict}: Serve+HAProxy single-row req/s, {key[0]}, {key[1]} conn = "
+            f"{ratio:.2f}x baseline (target >= {TARGET_HAPROXY_VS_BASELINE}x)"
+        )
     for key in (k for k in hap.cells if k[2] == 256):
         rows_s = requests_per_s(hap, key) * 256
         verdict = "PASS" if rows_s >= TARGET_ROWS_PER_S else "FAIL"
-        print(f"target {verdict}: Serve+HAProxy 256-row rows/s, {key[0]}, {key[1]} conn = "
-              f"{rows_s:,.0f} (target >= {TARGET_ROWS_PER_S:,}; baseline: "
-              f"{hap.baseline_rps[key] * 256:,.0f})")
+        print(
+            f"target {verdict}: Serve+HAProxy 256-row rows/s, {key[0]}, {key[1]} conn = "
+            f"{rows_s:,.0f} (target >= {TARGET_ROWS_PER_S:,}; baseline: "
+            f"{hap.baseline_rps[key] * 256:,.0f})"
+        )
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -562,29 +751,83 @@ def print_targets(results: dict[str, Row | str]) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per cell")
-    parser.add_argument("--warmup", type=float, default=2.0, help="discarded seconds before each cell")
-    parser.add_argument("--modes", default="baseline,serve,serve-opt,haproxy",
-                        help="comma-separated subset of baseline,serve,serve-opt,haproxy")
-    parser.add_argument("--settle", type=float, default=30.0,
-                        help="at most this many seconds for a started server to calm down")
-    parser.add_argument("--startup-budget", type=float, default=240.0, help="seconds for a server to answer")
-    parser.add_argument("--models-dir", type=Path, default=PROJECT_ROOT / "models_onnx",
-                        help="the registry both servers load direction-1m from")
-    parser.add_argument("--feed", choices=("quiet", "configured"), default="quiet",
-                        help="quiet: one synthetic feed, 1 candle/s for 3 symbols; configured: the yaml's")
-    parser.add_argument("--ingress-max-ongoing", type=int,
-                        help="override the Ingress deployment's max_ongoing_requests")
-    parser.add_argument("--only-measured-model", action="store_true",
-                        help="Serve runs only direction-1m, not every model of configs/local.yaml")
-    parser.add_argument("--no-netns", action="store_true", help="stay in the host network namespace")
-    parser.add_argument("--cells", type=parse_cells, default=CELLS, metavar="BODY:CONNS:ROWS,...",
-                        help="a subset of the cells, e.g. arrow:32:256,json:32:1 (default: all)")
-    parser.add_argument("--serving", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override serving.FIELD in Serve's config (repeatable), e.g. "
-                             "coalesce_window_s=0 (no coalescing at the ingress)")
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="discarded seconds before each cell"
+    )
+    parser.add_argument(
+        "--modes",
+        default="baseline,serve,serve-opt,haproxy",
+        help="comma-separated subset of baseline,serve,serve-opt,haproxy",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=30.0,
+        help="at most this many seconds for a started server to calm down",
+    )
+    parser.add_argument(
+        "--startup-budget", type=float, default=240.0, help="seconds for a server to answer"
+    )
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=PROJECT_ROOT / "models_onnx",
+        help="the registry both servers load direction-1m from",
+    )
+    parser.add_argument(
+        "--feed",
+        choices=("quiet", "configured"),
+        default="quiet",
+        help="quiet: one synthetic feed, 1 candle/s for 3 symbols; configured: the yaml's",
+    )
+    parser.add_argument(
+        "--ingress-max-ongoing",
+        type=int,
+        help="override the Ingress deployment's max_ongoing_requests",
+    )
+    parser.add_argument(
+        "--only-measured-model",
+        action="store_true",
+        help="Serve runs only direction-1m, not every model of configs/local.yaml",
+    )
+    parser.add_argument(
+        "--no-netns", action="store_true", help="stay in the host network namespace"
+    )
+    parser.add_argument(
+        "--cells",
+        type=parse_cells,
+        default=CELLS,
+        metavar="BODY:CONNS:ROWS,...",
+        help="a subset of the cells, e.g. arrow:32:256,json:32:1 (default: all)",
+    )
+    parser.add_argument(
+        "--serving",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override serving.FIELD in Serve's config (repeatable), e.g. "
+        "coalesce_window_s=0 (no coalescing at the ingress)",
+    )
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--log-dir", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    add_smoke_flag(parser)
+    args = parser.parse_args(argv)
+    # A smoke run: the baseline only, three short cells, Python's client where wrk is absent.
+    apply_smoke(
+        parser,
+        args,
+        modes="baseline",
+        cells=SMOKE_CELLS,
+        duration=0.5,
+        warmup=0.2,
+        settle=1.0,
+        startup_budget=60.0,
+        no_netns=True,
+    )
+    args.client = "python" if args.smoke and shutil.which("wrk") is None else "wrk"
+    if args.smoke and args.client == "wrk":  # wrk takes whole seconds only
+        args.duration, args.warmup = max(1.0, round(args.duration)), max(1.0, round(args.warmup))
+    return args
 
 
 def parse_cells(text: str) -> tuple[CellKey, ...]:
@@ -643,12 +886,23 @@ def measure_in(mode: str, bodies: dict, args, baseline: Target | None) -> Row | 
         return f"not measured: {exc}"
 
 
+def check_serve_config(args) -> str:
+    """Build the Serve rows' config and parse its application args (a smoke run, which
+    starts no Serve stack)."""
+    from orchestrator.config import parse_config
+
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as name:
+        config = yaml.safe_load(serve_config(Path(name), free_port(), args).read_text())
+    parse_config(config["applications"][0]["args"])
+    return "its serve config builds and parses"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_baseline is not None:
         serve_baseline(args.serve_baseline, args.log_dir, args.models_dir)
         return 0
-    if shutil.which("wrk") is None:
+    if args.client == "wrk" and shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
     unknown = set(args.modes.split(",")) - set(MODE_LABEL)
@@ -656,14 +910,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown modes {sorted(unknown)}; choose from {list(MODE_LABEL)}", file=sys.stderr)
         return 2
     isolated = not args.no_netns and enter_private_netns()
-    print(f"network namespace: {'private, loopback only' if isolated else 'host'}; "
-          f"haproxy binary: {haproxy_binary() or 'none'}", file=sys.stderr)
+    print(
+        f"network namespace: {'private, loopback only' if isolated else 'host'}; "
+        f"haproxy binary: {haproxy_binary() or 'none'}",
+        file=sys.stderr,
+    )
+    print_header("http", f"client {args.client}", smoke=args.smoke)
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-http-") as name:
         bodies = write_bodies(feature_names(args.models_dir), Path(name))
         results = measure_all(args.modes.split(","), bodies, args, isolated)
-    print_table(results, args, load)
-    print_targets(results)
+    if args.smoke:
+        checked = check_serve_config(args)
+        for mode in MODE_ENV:
+            results.setdefault(mode, "not measured: smoke run")
+    print_tables(results, args, load)
+    if args.smoke:
+        print(f"\nServe rows: {checked}")
+        targets_not_judged()
+    else:
+        print_targets(results)
     return 0
 
 

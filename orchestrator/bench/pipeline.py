@@ -11,9 +11,11 @@ deployment -> sink) on the synthetic market with N symbols (default 1,000):
   delivers them: candle-close-to-prediction latency of a 1,000-symbol tick (p50, p99).
 
 The baseline does the same work in one plain Python process (the same feature engine,
-ONNX model and prediction events; no Ray, no log, no outcome scoring).
+ONNX model and prediction events; no Ray, no log, no outcome scoring). ``--smoke``: 20
+symbols, 30 minutes and an 8-tick latency run, no target judged.
 
-    python orchestrator/bench/pipeline.py [--symbols 1000] [--minutes 2000] [--shards 1] [--in-flight 2]
+    tickcast bench pipeline [--symbols 1000] [--minutes 2000] [--shards 1] [--in-flight 2]
+        [--smoke]
 """
 
 from __future__ import annotations
@@ -24,10 +26,17 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import pyarrow as pa
 
 from orchestrator import PROJECT_ROOT
+from orchestrator.bench.harness import (
+    add_smoke_flag,
+    apply_smoke,
+    cpu_seconds,
+    percentile,
+    print_header,
+    print_table,
+)
 from orchestrator.market.schema import candles_from_arrays
 from orchestrator.market.synthetic import SyntheticMarket
 from orchestrator.models.predictor import OnnxPredictor
@@ -54,7 +63,9 @@ def baseline(n_symbols: int, minutes: int, batch_minutes: int) -> tuple[float, l
         t0 = time.perf_counter()
         for tick in merge_by_timeframe(state.process(batch)):
             values = predictor.predict(tick.features)
-            out = ModelOutput(manifest.model_id, "direction", manifest.version, ("prob_up",), values)
+            out = ModelOutput(
+                manifest.model_id, "direction", manifest.version, ("prob_up",), values
+            )
             rows = TickRows(tick.exchange, tick.symbol, "1m", tick.open_time, tick.close, t0 * 1000)
             store.update(build_predictions(out, rows, time.perf_counter() * 1000, 0.6, 0.7))
         latencies.append((time.perf_counter() - t0) * 1000)
@@ -71,8 +82,15 @@ def _minutes(market: SyntheticMarket, symbols: list[str], count: int) -> pa.Tabl
     return pa.Table.from_batches([_minute(market, symbols) for _ in range(count)])
 
 
-def through_serve(n_symbols: int, minutes: int, shards: int, batch_minutes: int, pace: float,
-                  in_flight: int, batch_wait_s: float) -> dict:
+def through_serve(
+    n_symbols: int,
+    minutes: int,
+    shards: int,
+    batch_minutes: int,
+    pace: float,
+    in_flight: int,
+    batch_wait_s: float,
+) -> dict:
     """Status of the finished run, with ``cpu``: CPU seconds per stage during it."""
     from ray import serve
 
@@ -81,13 +99,25 @@ def through_serve(n_symbols: int, minutes: int, shards: int, batch_minutes: int,
     with tempfile.TemporaryDirectory() as tmp:
         args = {
             "environment": "bench",
-            "feeds": [{"kind": "synthetic", "n_symbols": n_symbols, "speed": pace, "seed": 7,
-                       "max_minutes": minutes, "warmup_minutes": WARMUP_MINUTES,
-                       "batch_minutes": batch_minutes}],
+            "feeds": [
+                {
+                    "kind": "synthetic",
+                    "n_symbols": n_symbols,
+                    "speed": pace,
+                    "seed": 7,
+                    "max_minutes": minutes,
+                    "warmup_minutes": WARMUP_MINUTES,
+                    "batch_minutes": batch_minutes,
+                }
+            ],
             # Checkpoints as by default: every 100 minutes of candles.
             "features": {"shards": shards, "num_cpus": 0.1},
             "stream": {"state_dir": f"{tmp}/state", "in_flight": in_flight},
-            "serving": {"num_cpus": 0.1, "max_batch_size": 64, "batch_wait_timeout_s": batch_wait_s},
+            "serving": {
+                "num_cpus": 0.1,
+                "max_batch_size": 64,
+                "batch_wait_timeout_s": batch_wait_s,
+            },
             "sink": {"log_dir": f"{tmp}/log", "flush_rows": 200_000},
         }
         serve.run(build_app(args), name="tickcast", route_prefix=None)
@@ -108,6 +138,8 @@ def _wait_done(pipeline) -> dict:
             before = _cpu_by_stage(pipeline)
         if feed.get("done"):
             after = _cpu_by_stage(pipeline)
+            # A run shorter than one poll (a smoke run) counts its warm-up too.
+            before = before if before is not None else {}
             return {**status, "cpu": {k: after[k] - before.get(k, 0.0) for k in after}}
         time.sleep(0.5)
 
@@ -119,14 +151,19 @@ def _cpu_by_stage(pipeline) -> dict[str, float]:
     from ray import serve
 
     actors = pipeline.actors.remote().result()
-    known = {"feed": ray.get([f.pid.remote() for f in actors["feeds"]]),
-             "feature shards": ray.get([s.pid.remote() for s in actors["shards"]]),
-             "sink": [ray.get(actors["sink"].pid.remote())],
-             "model replica": [serve.get_deployment_handle("model-direction-1m", app_name="tickcast")
-                               .pid.remote().result()]}
-    cpu = {stage: sum(map(_cpu_seconds, pids)) for stage, pids in known.items()}
+    known = {
+        "feed": ray.get([f.pid.remote() for f in actors["feeds"]]),
+        "feature shards": ray.get([s.pid.remote() for s in actors["shards"]]),
+        "sink": [ray.get(actors["sink"].pid.remote())],
+        "model replica": [
+            serve.get_deployment_handle("model-direction-1m", app_name="tickcast")
+            .pid.remote()
+            .result()
+        ],
+    }
+    cpu = {stage: sum(map(cpu_seconds, pids)) for stage, pids in known.items()}
     mine = {pid for pids in known.values() for pid in pids}
-    cpu["Ray and Serve (all other processes)"] = sum(map(_cpu_seconds, _node_processes() - mine))
+    cpu["Ray and Serve (all other processes)"] = sum(map(cpu_seconds, _node_processes() - mine))
     return cpu
 
 
@@ -134,8 +171,11 @@ def _node_processes() -> set[int]:
     """This node's Ray daemons and every worker process the raylet started."""
     import ray
 
-    daemons = {p.process.pid for procs in ray._private.worker._global_node.all_processes.values()
-               for p in procs}
+    daemons = {
+        p.process.pid
+        for procs in ray._private.worker._global_node.all_processes.values()
+        for p in procs
+    }
     raylets = {p.process.pid for p in ray._private.worker._global_node.all_processes["raylet"]}
     workers = set()
     for entry in filter(str.isdigit, os.listdir("/proc")):
@@ -148,20 +188,13 @@ def _node_processes() -> set[int]:
     return daemons | workers
 
 
-def _cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def _latency(status: dict) -> tuple[float, float]:
     """The worst shard's p50 and p99 of 1m tick latency."""
     shard_lat = [s["latency_ms"].get("1m", {}) for s in status["shards"]]
-    return (max(s.get("p50", float("nan")) for s in shard_lat),
-            max(s.get("p99", float("nan")) for s in shard_lat))
+    return (
+        max(s.get("p50", float("nan")) for s in shard_lat),
+        max(s.get("p99", float("nan")) for s in shard_lat),
+    )
 
 
 def _rate(status: dict) -> tuple[int, float]:
@@ -173,17 +206,36 @@ def _rate(status: dict) -> tuple[int, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--symbols", type=int, default=1000)
-    parser.add_argument("--minutes", type=int, default=2000, help="minutes replayed as fast as possible")
-    parser.add_argument("--shards", type=int, default=1,
-                        help="feature shards (on 2 cores one leaves the other core to the rest)")
-    parser.add_argument("--batch-minutes", type=int, default=10,
-                        help="minutes per feed batch in the throughput run (batch_minutes at speed 0)")
-    parser.add_argument("--pace", type=float, default=4.0, help="ticks per second in the latency run")
+    parser.add_argument(
+        "--minutes", type=int, default=2000, help="minutes replayed as fast as possible"
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="feature shards (on 2 cores one leaves the other core to the rest)",
+    )
+    parser.add_argument(
+        "--batch-minutes",
+        type=int,
+        default=10,
+        help="minutes per feed batch in the throughput run (batch_minutes at speed 0)",
+    )
+    parser.add_argument(
+        "--pace", type=float, default=4.0, help="ticks per second in the latency run"
+    )
     parser.add_argument("--latency-minutes", type=int, default=120)
     parser.add_argument("--in-flight", type=int, default=2, help="batches in flight per shard")
-    parser.add_argument("--batch-wait-s", type=float, default=0.0,
-                        help="the model deployments' @serve.batch wait (serving.batch_wait_timeout_s)")
+    parser.add_argument(
+        "--batch-wait-s",
+        type=float,
+        default=0.0,
+        help="the model deployments' @serve.batch wait (serving.batch_wait_timeout_s)",
+    )
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
+    apply_smoke(parser, args, symbols=20, minutes=30, latency_minutes=8, pace=8.0)
+    print_header("pipeline", smoke=args.smoke)
     base_rate, base_lat = baseline(args.symbols, args.minutes, args.batch_minutes)
     _, base_tick = baseline(args.symbols, args.latency_minutes, 1)
 
@@ -191,43 +243,89 @@ def main(argv: list[str] | None = None) -> int:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        fast = through_serve(args.symbols, args.minutes, args.shards, args.batch_minutes, 0, args.in_flight,
-                             args.batch_wait_s)
-        paced = through_serve(args.symbols, args.latency_minutes, args.shards, 1, args.pace, args.in_flight,
-                              args.batch_wait_s)
+        fast = through_serve(
+            args.symbols,
+            args.minutes,
+            args.shards,
+            args.batch_minutes,
+            0,
+            args.in_flight,
+            args.batch_wait_s,
+        )
+        paced = through_serve(
+            args.symbols,
+            args.latency_minutes,
+            args.shards,
+            1,
+            args.pace,
+            args.in_flight,
+            args.batch_wait_s,
+        )
     finally:
         ray.shutdown()
     predicted, rate = _rate(fast)
     (f50, f99), (t50, t99) = _latency(fast), _latency(paced)
-    print(f"{args.symbols} symbols, {args.shards} shards, 2 CPUs; throughput run: {args.minutes} minutes "
-          f"as fast as possible, {args.batch_minutes} minutes per batch; latency run: {args.latency_minutes} "
-          f"one-minute ticks at {args.pace:g} ticks/s\n")
-    print("| path | symbol-candles/s | batch latency p50 / p99 | 1,000-symbol tick latency p50 / p99 |")
-    print("| --- | ---: | ---: | ---: |")
-    print(f"| Serve pipeline (feed -> shards -> model -> sink) | {rate:,.0f} | {f50:.1f} / {f99:.1f} ms | "
-          f"{t50:.1f} / {t99:.1f} ms |")
-    print(f"| baseline: one process, no Ray | {base_rate:,.0f} | {_pct(base_lat, 50):.1f} / "
-          f"{_pct(base_lat, 99):.1f} ms | {_pct(base_tick, 50):.1f} / {_pct(base_tick, 99):.1f} ms |")
-    print(f"\nratio Serve / baseline: {rate / base_rate:.2f}x; targets: >= 100,000 symbol-candles/s "
-          f"({'met' if rate >= 100_000 else 'NOT met'}), tick p99 < 50 ms ({'met' if t99 < 50 else 'NOT met'})")
-    print("latency: the feed emits a batch -> its predictions handed to the sink (worst shard's percentile)\n")
+    print(
+        f"{args.symbols} symbols, {args.shards} shards, 2 CPUs; throughput run: "
+        f"{args.minutes} minutes as fast as possible, {args.batch_minutes} minutes per batch; "
+        f"latency run: {args.latency_minutes} one-minute ticks at {args.pace:g} ticks/s\n"
+    )
+    print_table(
+        (
+            "path",
+            "symbol-candles/s",
+            "batch latency p50 / p99",
+            f"{args.symbols:,}-symbol tick latency p50 / p99",
+        ),
+        [
+            (
+                "Serve pipeline (feed -> shards -> model -> sink)",
+                rate,
+                f"{f50:.1f} / {f99:.1f} ms",
+                f"{t50:.1f} / {t99:.1f} ms",
+            ),
+            (
+                "baseline: one process, no Ray",
+                base_rate,
+                f"{percentile(base_lat, 50):.1f} / {percentile(base_lat, 99):.1f} ms",
+                f"{percentile(base_tick, 50):.1f} / {percentile(base_tick, 99):.1f} ms",
+            ),
+        ],
+    )
+    if args.smoke:
+        targets = "targets: not judged in a smoke run"
+    else:
+        targets = (
+            f"targets: >= 100,000 symbol-candles/s "
+            f"({'met' if rate >= 100_000 else 'NOT met'}), "
+            f"tick p99 < 50 ms ({'met' if t99 < 50 else 'NOT met'})"
+        )
+    print(f"\nratio Serve / baseline: {rate / base_rate:.2f}x; {targets}")
+    print(
+        "latency: the feed emits a batch -> its predictions handed to the sink "
+        "(worst shard's percentile)\n"
+    )
     print("latency run, per shard:", [s["latency_ms"].get("1m") for s in paced["shards"]], "\n")
-    print("| stage (throughput run) | CPU µs per symbol-candle |\n| --- | ---: |")
-    for stage, seconds in sorted(fast["cpu"].items(), key=lambda kv: -kv[1]):
-        print(f"| {stage} | {seconds / predicted * 1e6:.2f} |")
-    print(f"| total (2 cores give {2e6 / rate:.2f}) | {sum(fast['cpu'].values()) / predicted * 1e6:.2f} |")
-    stages = {}
+    cpu = sorted(fast["cpu"].items(), key=lambda kv: -kv[1])
+    print_table(
+        ("stage (throughput run)", "CPU µs per symbol-candle"),
+        [
+            *((stage, seconds / predicted * 1e6) for stage, seconds in cpu),
+            (f"total (2 cores give {2e6 / rate:.2f})", sum(fast["cpu"].values()) / predicted * 1e6),
+        ],
+        formats=(None, ",.2f"),
+    )
+    stages: dict[str, float] = {}
     for shard in fast["shards"]:
         for stage, seconds in shard.get("stage_seconds", {}).items():
             stages[stage] = stages.get(stage, 0.0) + seconds
-    print("\n| shard stage (wall, summed over shards) | µs per symbol-candle |\n| --- | ---: |")
-    for stage, seconds in stages.items():
-        print(f"| {stage} | {seconds / predicted * 1e6:.2f} |")
+    print()
+    print_table(
+        ("shard stage (wall, summed over shards)", "µs per symbol-candle"),
+        [(stage, seconds / predicted * 1e6) for stage, seconds in stages.items()],
+        formats=(None, ",.2f"),
+    )
     return 0
-
-
-def _pct(samples: list[float], q: float) -> float:
-    return float(np.percentile(samples, q))
 
 
 if __name__ == "__main__":

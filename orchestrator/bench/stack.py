@@ -2,7 +2,10 @@
 """Start `serve run <config>` and report time to the first prediction and the memory of the
 whole stack (every process in its session: Ray, Serve, and tickcast's actors).
 
-    python orchestrator/bench/stack.py configs/local.yaml
+    tickcast bench stack [configs/local.yaml] [--smoke]
+
+``--smoke``: the config cut down to one small synthetic feed, one shard and one model, and
+1 s of settling (about half a minute in all).
 
 RSS double-counts shared pages (the object store, shared libraries); PSS splits them
 fairly between processes, so the PSS sum is the honest "memory the stack costs".
@@ -11,6 +14,7 @@ fairly between processes, so the PSS sum is the honest "memory the stack costs".
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import signal
 import subprocess
@@ -23,25 +27,22 @@ import httpx
 import yaml
 
 from orchestrator import PROJECT_ROOT
-
-
-def session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    pids.append(int(entry.name))
-            except (ProcessLookupError, PermissionError):
-                continue
-    return pids
+from orchestrator.bench.harness import (
+    add_smoke_flag,
+    apply_smoke,
+    free_port,
+    print_header,
+    print_table,
+    session_pids,
+)
 
 
 def memory_kb(pid: int) -> tuple[int, int]:
     """(RSS, PSS) of one process in kB; (0, 0) if it is gone."""
     try:
         fields = dict(
-            line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+            line.split(":", 1)
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
         )
     except (OSError, ValueError):
         return 0, 0
@@ -76,40 +77,100 @@ def first_prediction(base: str, proc: subprocess.Popen, budget_s: float) -> floa
     raise SystemExit("no prediction within the budget")
 
 
+# A smoke run's stack: one small synthetic feed, one shard on 1m, one model, no Redis.
+SMOKE_FEED = {
+    "kind": "synthetic",
+    "symbols": ["BTC/USDT", "ETH/USDT"],
+    "speed": 10,
+    "warmup_minutes": 60,
+}
+SMOKE_MODELS = [{"model_type": "direction", "timeframe": "1m"}]
+
+
+def stack_config(config: dict, tmp: Path, port: int, smoke: bool = False) -> dict:
+    """The config as ``serve run`` gets it: on 127.0.0.1:``port``, writing into ``tmp``; a
+    smoke run's is minimal (``SMOKE_FEED``, ``SMOKE_MODELS``)."""
+    config = copy.deepcopy(config)
+    config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}
+    args = config["applications"][0]["args"]
+    args.setdefault("sink", {})["log_dir"] = f"{tmp}/predictions"
+    args.setdefault("stream", {})["state_dir"] = f"{tmp}/state"
+    if smoke:
+        args["feeds"] = [SMOKE_FEED]
+        args["models"] = SMOKE_MODELS
+        args["features"] = {**args.get("features", {}), "shards": 1, "timeframes": ["1m"]}
+        args["sink"].pop("redis_url", None)
+    return config
+
+
+def stack_memory(pids: list[int]) -> tuple[int, int, dict[str, list[int]]]:
+    """(RSS sum, PSS sum) in kB of ``pids``, and the PSS of each by process kind."""
+    sizes = {pid: memory_kb(pid) for pid in pids}
+    rss, pss = (sum(column) for column in zip(*sizes.values(), strict=True)) if sizes else (0, 0)
+    kinds: dict[str, list[int]] = {}
+    for pid in pids:
+        kinds.setdefault(process_kind(pid), []).append(sizes[pid][1])
+    return rss, pss, kinds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", default="configs/local.yaml")
-    parser.add_argument("--settle", type=float, default=20.0, help="seconds to run before measuring memory")
+    parser.add_argument(
+        "--settle", type=float, default=20.0, help="seconds to run before measuring memory"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=180.0, help="seconds serve run gets to a first prediction"
+    )
+    add_smoke_flag(parser)
     args = parser.parse_args(argv)
+    apply_smoke(parser, args, settle=1.0, budget=120.0)
+    label = f"{args.config} (smoke: 1 synthetic feed, 1 model)" if args.smoke else args.config
+    print_header("stack", f"serve run {label}", smoke=args.smoke)
     config = yaml.safe_load((PROJECT_ROOT / args.config).read_text())
-    port = config.get("http_options", {}).get("port", 8000)
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        config["applications"][0]["args"].setdefault("sink", {})["log_dir"] = f"{tmp}/predictions"
-        config["applications"][0]["args"].setdefault("stream", {})["state_dir"] = f"{tmp}/state"
         path = Path(tmp) / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path.write_text(yaml.safe_dump(stack_config(config, Path(tmp), port, args.smoke)))
         serve_bin = Path(sys.executable).with_name("serve")
-        proc = subprocess.Popen([str(serve_bin), "run", str(path)], cwd=PROJECT_ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        log = Path(tmp) / "serve.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [str(serve_bin), "run", str(path)],
+                cwd=PROJECT_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
-            ttfp = first_prediction(f"http://127.0.0.1:{port}", proc, 180)
+            ttfp = first_prediction(f"http://127.0.0.1:{port}", proc, args.budget)
             time.sleep(args.settle)
             pids = session_pids(proc.pid)
-            rss, pss = map(sum, zip(*(memory_kb(p) for p in pids), strict=True))
-            kinds: dict[str, list[int]] = {}
-            for pid in pids:
-                kinds.setdefault(process_kind(pid), []).append(memory_kb(pid)[1])
+            rss, pss, kinds = stack_memory(pids)
+        except SystemExit:
+            tail = log.read_text(errors="replace").splitlines()[-20:]
+            print("serve run's last lines:", *tail, sep="\n", file=sys.stderr)
+            raise
         finally:
             os.killpg(proc.pid, signal.SIGINT)
             proc.wait(timeout=60)
-    print(f"| measure | {args.config} |\n| --- | --- |")
-    print(f"| serve run -> first prediction | {ttfp:.1f} s |")
-    print(f"| processes in the stack | {len(pids)} |")
-    print(f"| resident memory, PSS sum | {pss / 1024:.0f} MiB |")
-    print(f"| resident memory, RSS sum (double-counts shared pages) | {rss / 1024:.0f} MiB |")
-    print("\n| process kind | count | PSS each (mean) |\n| --- | --- | --- |")
-    for kind, sizes in sorted(kinds.items(), key=lambda kv: -sum(kv[1])):
-        print(f"| {kind} | {len(sizes)} | {sum(sizes) / len(sizes) / 1024:.0f} MiB |")
+    print_table(
+        ("measure", label),
+        [
+            ("serve run -> first prediction", f"{ttfp:.1f} s"),
+            ("processes in the stack", len(pids)),
+            ("resident memory, PSS sum", f"{pss / 1024:,.0f} MiB"),
+            ("resident memory, RSS sum (double-counts shared pages)", f"{rss / 1024:,.0f} MiB"),
+        ],
+    )
+    print()
+    print_table(
+        ("process kind", "count", "PSS each (mean)"),
+        [
+            (kind, len(sizes), f"{sum(sizes) / len(sizes) / 1024:,.0f} MiB")
+            for kind, sizes in sorted(kinds.items(), key=lambda kv: -sum(kv[1]))
+        ],
+    )
     return 0
 
 

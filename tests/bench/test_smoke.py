@@ -1,0 +1,193 @@
+"""Every benchmark runs in smoke mode (``--smoke``: tiny sizes, no target judged), so a changed
+signature fails here rather than in the next measurement.
+
+The pure-Python ones run in this process; those that start Ray or Serve run as
+``python -m orchestrator.cli.main bench NAME --smoke`` in a subprocess (Ray then starts and
+stops with it, and ``tests/unit``'s ban on ``ray.init`` does not apply). Each test checks
+the exit code, the table's header row and that it has data rows.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator import PROJECT_ROOT
+from orchestrator.cli.main import BENCHMARKS
+
+pytestmark = pytest.mark.bench
+
+
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def table(output: str, headers: tuple[str, ...]) -> list[list[str]]:
+    """The data rows of the Markdown table in ``output`` whose header row is ``headers``."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("|") and tuple(cells(line)) == headers:
+            assert set(lines[i + 1]) <= set("|-: "), f"no rule under the header: {lines[i + 1]}"
+            rows = []
+            for row in lines[i + 2 :]:
+                if not row.startswith("|"):
+                    break
+                rows.append(cells(row))
+            return rows
+    raise AssertionError(f"no table with the header {headers} in:\n{output}")
+
+
+def assert_table(output: str, headers: tuple[str, ...], min_rows: int = 1) -> list[list[str]]:
+    rows = table(output, headers)
+    assert len(rows) >= min_rows, f"{len(rows)} rows under {headers}:\n{output}"
+    assert all(len(r) == len(headers) for r in rows), rows
+    return rows
+
+
+def run_bench(name: str, *args: str, timeout: float) -> str:
+    """``tickcast bench NAME --smoke ARGS`` in a subprocess; its stdout (exit code 0)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    command = [sys.executable, "-m", "orchestrator.cli.main", "bench", name, "--smoke", *args]
+    done = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, (
+        f"{' '.join(command[2:])} exited with {done.returncode}\n"
+        f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    )
+    assert "SMOKE RUN" in done.stdout.splitlines()[0], done.stdout[:500]
+    return done.stdout
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_every_benchmark_has_main_and_smoke(name, capsys):
+    module = importlib.import_module(BENCHMARKS[name][0])
+    with pytest.raises(SystemExit) as exited:
+        module.main(["--help"])
+    assert exited.value.code == 0
+    assert "--smoke" in capsys.readouterr().out
+
+
+# --- in this process: no Ray ------------------------------------------------------------------
+
+
+def test_features(capsys):
+    from orchestrator.bench import features
+
+    assert features.main(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    rows = assert_table(
+        out, ("case", "ours /s", "us each", "pandas /s", "us each", "speedup", "unit"), 5
+    )
+    assert rows[0][0] == "incremental, 1 symbol(s)/shard"
+    assert "targets: not judged" in out
+
+
+def test_models(capsys, data_args):
+    from orchestrator.bench import models
+
+    assert models.main(["--smoke", *data_args]) == 0
+    rows = assert_table(
+        capsys.readouterr().out,
+        ("model", "batch", "ONNX Runtime us/row", "native us/row", "native / ONNX"),
+        3 * len(models.MODELS),
+    )
+    assert {r[1] for r in rows} == {"1", "64", "1,024"}
+
+
+def test_feeds_without_ray(capsys, tmp_path):
+    """No data under ``--data``: the archive rows parse a small synthetic zip."""
+    from orchestrator.bench import feeds
+
+    assert feeds.main(["--smoke", "--no-replay", "--data", str(tmp_path)]) == 0
+    rows = assert_table(
+        capsys.readouterr().out, ("workload", "ours c/s", "pandas c/s", "ratio", "target", "met"), 5
+    )
+    assert "synthetic zip" in rows[0][0]
+    assert rows[-1][1] == "skipped (--no-replay)"
+
+
+# --- in a subprocess: Ray or Serve ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_feeds_with_replay(data_args):
+    out = run_bench("feeds", *data_args, timeout=180)
+    rows = assert_table(out, ("workload", "ours c/s", "pandas c/s", "ratio", "target", "met"), 5)
+    replay = rows[-1]
+    assert replay[0].startswith("(d) replay via feed actor") and replay[1][0].isdigit(), replay
+
+
+@pytest.mark.slow
+def test_pipeline():
+    out = run_bench("pipeline", timeout=240)
+    rows = assert_table(
+        out,
+        ("path", "symbol-candles/s", "batch latency p50 / p99", "20-symbol tick latency p50 / p99"),
+        2,
+    )
+    assert rows[0][0].startswith("Serve pipeline") and rows[0][1][0].isdigit(), rows
+    assert_table(out, ("stage (throughput run)", "CPU µs per symbol-candle"), 2)
+
+
+@pytest.mark.slow
+def test_backfill(data_args):
+    out = run_bench("backfill", *data_args, timeout=180)
+    rows = assert_table(
+        out,
+        (
+            "case",
+            "1 process",
+            "CPU us",
+            "ORT us",
+            "2-core cap",
+            "2 processes",
+            "Ray Data",
+            "Ray steady",
+            "naive",
+            "best/naive",
+        ),
+        3,
+    )
+    features_only = rows[0]
+    assert features_only[0] == "features only" and features_only[6][0].isdigit(), features_only
+
+
+@pytest.mark.slow
+def test_http():
+    out = run_bench("http", timeout=120)
+    rows = assert_table(
+        out,
+        (
+            "server",
+            "body",
+            "conns",
+            "rows/req",
+            "req/s",
+            "rows/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "baseline req/s",
+            "vs baseline",
+            "server CPU",
+            "client CPU",
+        ),
+        3,
+    )
+    baseline = [r for r in rows if r[0].startswith("FastAPI")]
+    assert baseline and all(r[8] == "0" for r in baseline), baseline
+
+
+@pytest.mark.slow
+def test_stack():
+    out = run_bench("stack", timeout=180)
+    rows = assert_table(
+        out, ("measure", "configs/local.yaml (smoke: 1 synthetic feed, 1 model)"), 4
+    )
+    assert rows[0][0] == "serve run -> first prediction", rows

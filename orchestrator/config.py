@@ -121,6 +121,13 @@ class FeatureConfig(StrictModel):
     timeframes: tuple[str, ...] = ("1m",)
     num_cpus: float = Field(0.25, gt=0)
     log_features: bool = Field(False, description="also write every feature row to the log")
+    chart_candles: int = Field(
+        200,
+        ge=0,
+        le=5000,
+        description="recent candles per symbol and timeframe a shard keeps for GET /v1/candles "
+        "and the dashboard's chart (48 bytes each, not checkpointed); 0: off",
+    )
     backpressure: Literal["wait", "skip_stale"] = Field(
         "wait",
         description="wait: predict every tick, however late; skip_stale: update features "

@@ -74,6 +74,14 @@ class ServeBackend:
             await asyncio.sleep(timeout_s)
             return cursor, [], False
 
+    async def candles(
+        self, exchange: str, symbol: str, timeframe: str, limit: int
+    ) -> dict[str, list] | None:
+        return await _answer(self._pipeline.candles.remote(exchange, symbol, timeframe, limit))
+
+    async def outcomes(self) -> dict:
+        return await _answer(self._pipeline.outcome_metrics.remote())
+
     async def status(self) -> dict:
         status = await _answer(self._pipeline.status.remote())
         merged = {"http_predicts": self._coalescer.requests, "model_calls": self._coalescer.calls}

@@ -26,6 +26,7 @@ from orchestrator.config import TickcastConfig, feed_actors
 from orchestrator.features.drift import RunningMoments, drift_psi, summarize_psi
 from orchestrator.models.registry import Registry
 from orchestrator.stream.outcomes import merge_metrics
+from orchestrator.stream.routing import shard_of
 
 log = logging.getLogger("ray.serve")
 
@@ -151,6 +152,13 @@ class Pipeline:
             tf: drift_report(d, [c[tf] for c in per_shard if tf in c])
             for tf, d in self.drift_reference.items()
         }
+
+    async def candles(
+        self, exchange: str, symbol: str, timeframe: str, limit: int | None = None
+    ) -> dict | None:
+        """Recent candles of one series, from the shard that owns it (None: not held)."""
+        shard = self.shards[shard_of(exchange, symbol, len(self.shards))]  # the feeds' routing
+        return await shard.candles.remote(exchange, symbol, timeframe, limit)
 
     async def flush(self) -> int:
         return await self.sink.flush.remote()

@@ -88,8 +88,11 @@ class FeatureShard:
         self._environment = settings.environment
         self._path = Path(settings.run_dir) / f"shard-{shard_id}-of-{settings.n_shards}.pkl"
         snap = _restorable(self._path, config.timeframes)
+        charts = config.chart_candles
         self._state = (
-            ShardState.from_snapshot(snap["state"]) if snap else ShardState(config.timeframes)
+            ShardState.from_snapshot(snap["state"], charts)
+            if snap
+            else ShardState(config.timeframes, charts)
         )
         # feed -> last batch processed; batches are admitted in order (feeds pipeline them)
         self._batches = BatchSequencer(snap["seq"] if snap else {})
@@ -293,6 +296,13 @@ class FeatureShard:
             self._signals.very_high,
             environment=self._environment,
         )
+
+    def candles(
+        self, exchange: str, symbol: str, timeframe: str, limit: int | None = None
+    ) -> dict | None:
+        """Recent closed candles of one series as plain lists (GET /v1/candles)."""
+        found = self._state.candles(exchange, symbol, timeframe, limit)
+        return None if found is None else {k: v.tolist() for k, v in found.items()}
 
     def outcome_metrics(self) -> dict:
         return self._outcomes.metrics()

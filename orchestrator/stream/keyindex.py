@@ -27,6 +27,11 @@ class KeyIndex:
             found = pc.index_in(joined, value_set=self._array)
         return found.to_numpy().astype(np.int64)
 
+    def find(self, key: str) -> int | None:
+        """The slot of one joined key, or None (a look-up, never an insert)."""
+        found = pc.index_in(pa.array([key], pa.string()), value_set=self._array)[0].as_py()
+        return None if found is None else int(found)
+
     def split(self, parts: int) -> list[np.ndarray]:
         """The keys' ``parts`` parts as object arrays (the last part may hold the separator)."""
         split = [k.split(self.separator, parts - 1) for k in self.keys]

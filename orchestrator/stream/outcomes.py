@@ -138,11 +138,17 @@ class CandleRing:
         return ring
 
 
+CALIBRATION_BINS = 10  # equal-width bins of P(up): shard bins add up exactly
+
+
 class RollingOutcomes:
-    """The last ``size`` outcomes of one (model_id, timeframe): hit, error, log loss."""
+    """The last ``size`` outcomes of one (model_id, timeframe): hit, error, log loss, and the
+    prediction's value and realized label (for the naive baseline and calibration)."""
+
+    COLUMNS = 5  # hit, error, log_loss, value, realized
 
     def __init__(self, size: int):
-        self.values = np.full((size, 3), np.nan)
+        self.values = np.full((size, self.COLUMNS), np.nan)
         self.filled = 0
         self.next = 0
 
@@ -153,29 +159,59 @@ class RollingOutcomes:
         self.next = (self.next + len(rows)) % size
         self.filled = min(size, self.filled + len(rows))
 
-    def summary(self, classifier: bool) -> dict:
-        hit, error, log_loss = self.values[: self.filled].T
+    def restore(self, values: np.ndarray, filled: int, nxt: int) -> None:
+        """A snapshot's window; one from before value/realized were kept gets NaN there."""
+        padded = np.full((len(values), self.COLUMNS), np.nan)
+        padded[:, : values.shape[1]] = values
+        self.values, self.filled, self.next = padded, filled, nxt
+
+    def summary(self, model_type: str) -> dict:
+        """The window's statistics, and the sums a merge over shards needs for the naive
+        baseline and the calibration curve (``sums``)."""
+        hit, error, log_loss, value, realized = self.values[: self.filled].T
+        classifier = model_type in CLASSIFIERS
         if not self.filled:
-            stats = ("accuracy", "brier", "log_loss") if classifier else ("mae", "rmse")
-            return {"count": 0, **dict.fromkeys(stats)}
+            names = ("accuracy", "brier", "log_loss") if classifier else ("mae", "rmse")
+            return {"count": 0, **dict.fromkeys(names), "sums": {}}
         if classifier:
-            return {
-                "count": self.filled,
+            stats = {
                 "accuracy": float(hit.mean()),
                 "brier": float(error.mean()),
                 "log_loss": float(log_loss.mean()),
             }
-        return {
-            "count": self.filled,
-            "mae": float(error.mean()),
-            "rmse": float(np.sqrt((error**2).mean())),
-        }
+        else:
+            stats = {"mae": float(error.mean()), "rmse": float(np.sqrt((error**2).mean()))}
+        return {"count": self.filled, **stats, "sums": baseline_sums(model_type, value, realized)}
+
+
+def baseline_sums(model_type: str, value: np.ndarray, realized: np.ndarray) -> dict:
+    """Additive sums of a window's labels (and P(up) bins for direction models).
+
+    Naive baselines, as the evaluation report's where they can be computed live: direction
+    and swing, the window's own class frequencies; return, persistence (log return 0);
+    volatility, the window's mean realized volatility (climatology).
+    """
+    known = np.isfinite(realized)
+    y, p = realized[known], value[known]
+    sums: dict = {"n": int(known.sum())}
+    if model_type == "direction":
+        bins = np.clip((p * CALIBRATION_BINS).astype(np.int64), 0, CALIBRATION_BINS - 1)
+        sums["ups"] = float(y.sum())
+        sums["bin_n"] = np.bincount(bins, minlength=CALIBRATION_BINS).tolist()
+        sums["bin_p"] = np.bincount(bins, p, minlength=CALIBRATION_BINS).tolist()
+        sums["bin_y"] = np.bincount(bins, y, minlength=CALIBRATION_BINS).tolist()
+    elif model_type == "swing":
+        sums["classes"] = np.bincount(y.astype(np.int64), minlength=3)[:3].tolist()
+    else:
+        sums.update(y=float(y.sum()), y2=float((y**2).sum()), abs_y=float(np.abs(y).sum()))
+        sums["abs_dev"] = float(np.abs(y - y.mean()).sum()) if len(y) else 0.0
+    return sums
 
 
 def merge_metrics(parts: list[dict]) -> dict:
     """Several trackers' ``metrics()`` (one per feature shard) as one: counts add up, each
     window statistic is the mean of the shards' weighted by their window counts (RMSE via
-    its square)."""
+    its square); the naive baseline and the calibration curve come from the added sums."""
     merged: dict[str, dict] = {}
     for part in parts:
         for model_id, by_tf in part.get("models", {}).items():
@@ -194,13 +230,66 @@ def merge_metrics(parts: list[dict]) -> dict:
 def _merge_stats(stats: list[dict]) -> dict:
     out = {
         "model_type": stats[0]["model_type"],
+        "version": next((s["version"] for s in stats if s.get("version")), None),
         **{k: sum(s[k] for s in stats) for k in ("scored", "expired", "dropped", "count")},
     }
     for name in ("accuracy", "brier", "log_loss", "mae", "rmse"):
         weighted = [(s["count"], s[name]) for s in stats if s.get(name) is not None and s["count"]]
         if name in stats[0]:
             out[name] = _weighted_mean(weighted, squared=name == "rmse")
+    sums = _add_sums([s.get("sums") or {} for s in stats])
+    out["baseline"] = naive_baseline(out["model_type"], sums)
+    if out["model_type"] == "direction":
+        out["calibration"] = calibration_curve(sums)
     return out
+
+
+def _add_sums(parts: list[dict]) -> dict:
+    total: dict = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, list):
+                total[key] = [
+                    a + b for a, b in zip(total.get(key, [0] * len(value)), value, strict=True)
+                ]
+            else:
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def naive_baseline(model_type: str, sums: dict) -> dict | None:
+    """The naive baseline's statistics over the same outcomes (see ``baseline_sums``)."""
+    n = sums.get("n", 0)
+    if not n:
+        return None
+    if model_type in CLASSIFIERS:
+        freq = (
+            np.array([n - sums["ups"], sums["ups"]])
+            if model_type == "direction"
+            else np.array(sums["classes"], dtype=np.float64)
+        ) / n
+        nonzero = freq[freq > 0]
+        return {
+            "accuracy": float(freq.max()),
+            "brier": float(1.0 - (freq**2).sum()) * (0.5 if model_type == "direction" else 1.0),
+            "log_loss": float(-(nonzero * np.log(nonzero)).sum()),
+        }
+    mean, mean_sq = sums["y"] / n, sums["y2"] / n
+    if model_type == "return":  # persistence: a log return of 0
+        return {"mae": sums["abs_y"] / n, "rmse": float(np.sqrt(mean_sq))}
+    return {"mae": sums["abs_dev"] / n, "rmse": float(np.sqrt(max(mean_sq - mean**2, 0.0)))}
+
+
+def calibration_curve(sums: dict) -> list[dict]:
+    """Reliability: per P(up) bin with outcomes, the mean predicted probability, the observed
+    frequency of up candles, and how many outcomes the bin holds."""
+    return [
+        {"p": p / n, "observed": y / n, "n": n}
+        for n, p, y in zip(
+            sums.get("bin_n", []), sums.get("bin_p", []), sums.get("bin_y", []), strict=True
+        )
+        if n
+    ]
 
 
 def _weighted_mean(pairs: list[tuple[int, float]], squared: bool) -> float | None:
@@ -424,16 +513,16 @@ class OutcomeTracker:
 
     def _record(self, c: dict) -> None:
         self._count(c, "scored")
-        values = np.column_stack([c["hit"], c["error"], c["log_loss"]])
+        values = np.column_stack([c["hit"], c["error"], c["log_loss"], c["value"], c["realized"]])
         for model_id, timeframe, _, index in self._groups(c):
             self._windows[(model_id, timeframe)].extend(values[index])  # in outcome order
+            self._totals[(model_id, timeframe)]["version"] = str(c["model_version"][index[-1]])
 
     def metrics(self) -> dict:
         """{"window", "pending", "unscorable", "models": {model_id: {timeframe: stats}}}."""
         models: dict[str, dict] = {}
         for (model_id, timeframe), totals in sorted(self._totals.items()):
-            classifier = totals["model_type"] in CLASSIFIERS
-            stats = self._windows[(model_id, timeframe)].summary(classifier)
+            stats = self._windows[(model_id, timeframe)].summary(totals["model_type"])
             models.setdefault(model_id, {})[timeframe] = {**totals, **stats}
         return {
             "window": self.window,
@@ -469,6 +558,6 @@ class OutcomeTracker:
         tracker._totals = {tuple(k): dict(v) for k, v in snap["totals"].items()}
         for key, (values, filled, nxt) in snap["windows"].items():
             window = tracker._windows[tuple(key)] = RollingOutcomes(len(values))
-            window.values, window.filled, window.next = values.copy(), filled, nxt
+            window.restore(values, filled, nxt)
         tracker.unscorable = snap["unscorable"]
         return tracker

@@ -17,6 +17,7 @@ import pyarrow as pa
 from orchestrator.features import IncrementalFeatures, warm_rows
 from orchestrator.market.aggregate import CompletedCandles, TimeframeAggregator
 from orchestrator.market.timeframes import run_bounds
+from orchestrator.stream.history import CandleHistory
 from orchestrator.stream.keyindex import KeyIndex
 
 SNAPSHOT_VERSION = 1
@@ -39,9 +40,15 @@ class FeatureTick:
 
 
 class ShardState:
-    def __init__(self, timeframes: tuple[str, ...] = ("1m",)):
+    def __init__(self, timeframes: tuple[str, ...] = ("1m",), chart_candles: int = 0):
         self.timeframes = tuple(timeframes)
         self.engines = {tf: IncrementalFeatures() for tf in self.timeframes}
+        # Recent candles for charts (GET /v1/candles); not part of the snapshot.
+        self.history = (
+            {tf: CandleHistory(tf, chart_candles) for tf in self.timeframes}
+            if chart_candles
+            else {}
+        )
         higher = tuple(tf for tf in self.timeframes if tf != "1m")
         self.aggregator = TimeframeAggregator(0, higher) if higher else None
         self._index = KeyIndex(":")  # "exchange:symbol" per slot
@@ -73,6 +80,8 @@ class ShardState:
             engine.add_symbols(self.keys)  # idempotent: slots stay equal across timeframes
         if self.aggregator is not None:
             self.aggregator.resize(len(self.keys))
+        for history in self.history.values():
+            history.resize(len(self.keys))
 
     def _index_keys(self) -> None:
         self.exchange, self.symbol = self._index.split(2)
@@ -85,6 +94,18 @@ class ShardState:
             engine.reset_symbols(slots)
         if self.aggregator is not None:
             self.aggregator.reset_symbols(slots)
+        for history in self.history.values():
+            history.forget(slots)
+
+    def candles(
+        self, exchange: str, symbol: str, timeframe: str, limit: int | None = None
+    ) -> dict[str, np.ndarray] | None:
+        """The recent closed ``timeframe`` candles of a symbol, oldest first; None when this
+        shard does not hold the series (or keeps no chart history)."""
+        slot = self._index.find(f"{exchange}:{symbol}")
+        if slot is None or timeframe not in self.history:
+            return None
+        return self.history[timeframe].read(slot, limit)
 
     # --- processing --------------------------------------------------------------------
     def process(self, batch: pa.RecordBatch | pa.Table) -> list[FeatureTick]:
@@ -148,6 +169,8 @@ class ShardState:
     def _features(
         self, timeframe: str, slots: np.ndarray, open_time: np.ndarray, c: dict
     ) -> FeatureTick:
+        if timeframe in self.history:
+            self.history[timeframe].write(slots, open_time, c)
         rows = self.engines[timeframe].update(
             slots,
             open_time,
@@ -188,10 +211,10 @@ class ShardState:
         }
 
     @classmethod
-    def from_snapshot(cls, snap: dict) -> ShardState:
+    def from_snapshot(cls, snap: dict, chart_candles: int = 0) -> ShardState:
         if snap.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"shard snapshot version {snap.get('version')!r} is not supported")
-        state = cls(tuple(snap["timeframes"]))
+        state = cls(tuple(snap["timeframes"]), chart_candles)
         state._index = KeyIndex(":", snap["keys"])
         state._index_keys()
         state.engines = {
@@ -201,6 +224,8 @@ class ShardState:
             state.aggregator = TimeframeAggregator.from_snapshot(snap["aggregator"])
         state.last_time = np.array(snap["last_time"], dtype=np.int64)
         state.candles_in = snap["candles_in"]
+        for history in state.history.values():
+            history.resize(len(state.keys))
         return state
 
 

@@ -37,6 +37,17 @@ class Backend(Protocol):
         """Predictions recorded after ``cursor`` (waiting up to ``timeout_s`` for one)."""
         ...
 
+    async def candles(
+        self, exchange: str, symbol: str, timeframe: str, limit: int
+    ) -> dict[str, list] | None:
+        """Recent closed candles, oldest first, as columns (open_time, open, ..., volume);
+        None when no shard holds the series."""
+        ...
+
+    async def outcomes(self) -> dict:
+        """Live outcome metrics merged over the shards (``merge_metrics``)."""
+        ...
+
     async def status(self) -> dict: ...
 
     async def ready(self) -> tuple[bool, dict]: ...

@@ -23,6 +23,9 @@ class LocalBackend:
         self.registry = Registry(models_dir)
         self.log_dir = Path(log_dir)
         self.store = LatestStore()
+        # What the shards would hold: filled by whoever drives this backend (tests, benches).
+        self.series: dict[tuple[str, str, str], dict[str, list]] = {}
+        self.outcome_metrics: dict = {"window": 0, "pending": 0, "models": {}}
         self._predictors: dict[tuple[str, str, str], OnnxPredictor] = {}
         self._served: dict[str, str] = {}
         for key, version in (served or {}).items():
@@ -72,6 +75,15 @@ class LocalBackend:
         if not result[1]:
             await asyncio.sleep(min(timeout_s, 0.05))
         return result
+
+    async def candles(
+        self, exchange: str, symbol: str, timeframe: str, limit: int
+    ) -> dict[str, list] | None:
+        found = self.series.get((exchange, symbol, timeframe))
+        return None if found is None else {k: v[-limit:] for k, v in found.items()}
+
+    async def outcomes(self) -> dict:
+        return self.outcome_metrics
 
     async def status(self) -> dict:
         return {"backend": "local", "served": dict(self._served)}

@@ -11,17 +11,29 @@ from serve_app.api.auth import guard
 from serve_app.api.predict import predict_response
 from serve_app.api.schemas import (
     ARROW_STREAM,
+    EXCHANGE_PATTERN,
     SYMBOL_PATTERN,
     TIMEFRAME_PATTERN,
+    ApiError,
     ArrowQuery,
+    Candle,
+    CandleSeries,
     LatestPredictions,
     PredictionPage,
     PredictRequest,
     PredictResponse,
+    Scoreboard,
     query_parameters,
     to_prediction,
+    to_scoreboard,
 )
+from serve_app.api.static import static_response
 from serve_app.api.stream import serve_stream
+
+
+def _finite(value):
+    """NaN (a missing volume) is not JSON: None instead."""
+    return None if isinstance(value, float) and value != value else value
 
 
 def add_routes(api: FastAPI) -> None:
@@ -105,6 +117,42 @@ def add_routes(api: FastAPI) -> None:
             **await state.backend.status(),
             "api": {"stream_clients": state.stream_clients, "served_models": served},
         }
+
+    @api.get(
+        "/v1/candles", response_model=CandleSeries, tags=["market"], dependencies=[Depends(guard)]
+    )
+    async def candles(
+        request: Request,
+        symbol: str = Query(pattern=SYMBOL_PATTERN, description="e.g. BTC/USDT"),
+        timeframe: str = Query(pattern=TIMEFRAME_PATTERN),
+        exchange: str = Query(pattern=EXCHANGE_PATTERN, description="e.g. binance"),
+        limit: int = Query(200, ge=1, le=5000, description="newest candles, returned oldest first"),
+    ) -> CandleSeries:
+        found = await request.app.state.backend.candles(exchange, symbol, timeframe, limit)
+        if found is None:
+            raise ApiError(404, "query.symbol", f"no live series {exchange} {symbol} {timeframe}")
+        rows = [
+            dict(zip(found, values, strict=True)) for values in zip(*found.values(), strict=True)
+        ]
+        series = [Candle(**{k: _finite(v) for k, v in row.items()}) for row in rows]
+        return CandleSeries(
+            exchange=exchange, symbol=symbol, timeframe=timeframe, count=len(series), candles=series
+        )
+
+    @api.get(
+        "/v1/scoreboard", response_model=Scoreboard, tags=["models"], dependencies=[Depends(guard)]
+    )
+    async def scoreboard(request: Request) -> Scoreboard:
+        backend = request.app.state.backend
+        return to_scoreboard(await backend.outcomes(), await backend.served_models())
+
+    @api.get("/", include_in_schema=False)
+    async def dashboard() -> Response:
+        return static_response("index.html")
+
+    @api.get("/static/{name:path}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        return static_response(name)
 
     @api.websocket("/v1/stream")
     async def stream(socket: WebSocket) -> None:

@@ -18,6 +18,7 @@ from orchestrator.market.timeframes import TIMEFRAMES
 
 TIMEFRAME_PATTERN = "^(" + "|".join(TIMEFRAMES) + ")$"
 VERSION_PATTERN = r"^v\d{1,6}$"
+EXCHANGE_PATTERN = r"^[A-Za-z0-9._-]{1,32}$"
 SYMBOL_PATTERN = r"^[A-Za-z0-9._-]{1,32}/[A-Za-z0-9._-]{1,32}(:[A-Za-z0-9._-]{1,32})?$"
 FEATURE_NAME_PATTERN = r"^[a-z0-9_]{1,64}$"
 
@@ -123,6 +124,7 @@ class Prediction(BaseModel):
     predicted_price: float | None
     signal: str | None
     confidence: str | None
+    trend: str | None = None
     latency_ms: float
 
 
@@ -140,9 +142,83 @@ class PredictionPage(BaseModel):
 
 
 class StreamCommand(Strict):
-    action: Literal["subscribe", "status", "stats"]
-    symbols: list[str] | None = Field(None, max_length=1000)
+    action: Literal["auth", "subscribe", "status", "stats"]
+    symbols: list[str] | None = Field(None, max_length=5000)
     timeframes: list[str] | None = Field(None, max_length=len(TIMEFRAMES))
+    api_key: str | None = Field(
+        None,
+        max_length=256,
+        description="with action auth: the first message, when the "
+        "client cannot send the X-API-Key header (a browser)",
+    )
+
+
+class Candle(BaseModel):
+    open_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None
+
+
+class CandleSeries(BaseModel):
+    exchange: str
+    symbol: str
+    timeframe: str
+    count: int
+    candles: list[Candle]
+
+
+class ModelScore(BaseModel):
+    model_id: str
+    model_type: str
+    timeframe: str
+    version: str | None = Field(description="the newest version scored in the window")
+    serving: str | None = Field(description="the version serving now")
+    count: int = Field(description="outcomes in the sliding window")
+    scored: int
+    expired: int
+    metrics: dict[str, float | None] = Field(description="accuracy, brier, log_loss or mae, rmse")
+    baseline: dict[str, float] | None = Field(
+        description="the naive baseline's metrics over the same outcomes"
+    )
+    calibration: list[dict[str, float]] | None = Field(
+        None, description="direction models: per P(up) bin, mean p, observed frequency, n"
+    )
+
+
+class Scoreboard(BaseModel):
+    window: int
+    pending: int
+    models: list[ModelScore]
+
+
+METRIC_NAMES = ("accuracy", "brier", "log_loss", "mae", "rmse")
+
+
+def to_scoreboard(outcomes: dict, served: dict[str, str]) -> Scoreboard:
+    """The merged outcome metrics (``merge_metrics``) as one row per model and timeframe."""
+    rows = [
+        ModelScore(
+            model_id=model_id,
+            model_type=stats["model_type"],
+            timeframe=timeframe,
+            version=stats.get("version"),
+            serving=served.get(model_id),
+            count=stats["count"],
+            scored=stats["scored"],
+            expired=stats["expired"],
+            metrics={k: stats[k] for k in METRIC_NAMES if k in stats},
+            baseline=stats.get("baseline"),
+            calibration=stats.get("calibration"),
+        )
+        for model_id, by_tf in sorted(outcomes.get("models", {}).items())
+        for timeframe, stats in by_tf.items()
+    ]
+    return Scoreboard(
+        window=outcomes.get("window", 0), pending=outcomes.get("pending", 0), models=rows
+    )
 
 
 def to_prediction(row: dict) -> Prediction:

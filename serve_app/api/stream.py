@@ -9,27 +9,49 @@ import time
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from serve_app.api.auth import caller_of
+from serve_app.api.auth import API_KEY_HEADER, caller_of, key_is_valid
 from serve_app.api.backend import Backend
 from serve_app.api.schemas import ApiError, StreamCommand, to_prediction
+
+AUTH_TIMEOUT_S = 5.0  # for the first message, when the key comes in it
 
 
 async def serve_stream(socket: WebSocket) -> None:
     """Subscribe, get the latest snapshot at once, then every new prediction; a client that
     falls ``stream_queue`` messages behind is dropped rather than allowed to slow others."""
     state = socket.app.state
-    try:
-        caller_of(socket, state.keys, state.config.require_api_key)
-    except ApiError as exc:
-        await socket.close(code=1008, reason=exc.message)
-        return
-    await socket.accept()
+    required = state.config.require_api_key
+    if required and not (socket.headers.get(API_KEY_HEADER) or socket.query_params.get("api_key")):
+        # A browser cannot send headers on a WebSocket: its key comes as the first message.
+        await socket.accept()
+        if not await _first_message_authenticates(socket, state.keys):
+            await socket.close(code=1008, reason="missing or unknown API key")
+            return
+    else:
+        try:
+            caller_of(socket, state.keys, required)
+        except ApiError as exc:
+            await socket.close(code=1008, reason=exc.message)
+            return
+        await socket.accept()
     state.stream_clients += 1
     session = StreamSession(socket, state.backend, state.config.stream_queue)
     try:
         await session.run()
     finally:
         state.stream_clients -= 1
+
+
+async def _first_message_authenticates(socket: WebSocket, keys: frozenset[str]) -> bool:
+    try:
+        text = await asyncio.wait_for(socket.receive_text(), AUTH_TIMEOUT_S)
+        command = StreamCommand.model_validate_json(text)
+    except (TimeoutError, ValidationError, WebSocketDisconnect, KeyError):
+        return False
+    if command.action != "auth" or not key_is_valid(command.api_key, keys):
+        return False
+    await socket.send_json({"type": "auth", "ok": True})
+    return True
 
 
 class StreamSession:
@@ -64,7 +86,9 @@ class StreamSession:
                 {"type": "error", "detail": exc.errors(include_url=False, include_context=False)}
             )
             return
-        if command.action == "subscribe":
+        if command.action == "auth":  # already authenticated, or keys are off
+            self._offer({"type": "auth", "ok": True})
+        elif command.action == "subscribe":
             self.symbols = set(command.symbols) if command.symbols else None
             self.timeframes = set(command.timeframes) if command.timeframes else None
             rows = await self.backend.latest(None, None)

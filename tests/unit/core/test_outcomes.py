@@ -429,3 +429,71 @@ def test_shard_trackers_merge_into_the_metrics_of_one():
             for name in ("accuracy", "brier", "log_loss", "mae", "rmse"):
                 if name in want:
                     assert got[name] == pytest.approx(want[name]), (model_id, name)
+
+
+def test_baselines_and_calibration_equal_numpy_on_the_same_outcomes(run):
+    """The naive baseline over exactly the scored outcomes, and the reliability bins."""
+    _, tracker, outcomes, made = run
+    metrics = merge_metrics([tracker.metrics()])["models"]
+
+    rows = rows_of(outcomes, "direction")
+    p = np.array([made[("direction", r["symbol"], r["open_time"])][0] for r in rows])
+    y = np.array([r["realized"] for r in rows])
+    got, rate = metrics["direction-1m"]["1m"], y.mean()
+    assert got["baseline"]["accuracy"] == pytest.approx(max(rate, 1 - rate))
+    assert got["baseline"]["brier"] == pytest.approx(brier_score_loss(y, np.full(len(y), rate)))
+    assert got["baseline"]["log_loss"] == pytest.approx(log_loss(y, np.full(len(y), rate)))
+    bins = np.minimum((p * 10).astype(int), 9)
+    want = [(p[bins == b].mean(), y[bins == b].mean(), (bins == b).sum()) for b in np.unique(bins)]
+    got_curve = np.array([(c["p"], c["observed"], c["n"]) for c in got["calibration"]])
+    np.testing.assert_allclose(got_curve, np.array(want, dtype=np.float64))
+
+    y = np.array([r["realized"] for r in rows_of(outcomes, "swing")]).astype(int)
+    freq = np.bincount(y, minlength=3) / len(y)
+    got = metrics["swing-1m"]["1m"]["baseline"]
+    assert got["brier"] == pytest.approx(((freq - np.eye(3)[y]) ** 2).sum(axis=1).mean())
+    assert got["log_loss"] == pytest.approx(
+        log_loss(y, np.tile(freq, (len(y), 1)), labels=[0, 1, 2])
+    )
+
+    y = np.array([r["realized"] for r in rows_of(outcomes, "return")])
+    got = metrics["return-1m"]["1m"]["baseline"]  # persistence: a log return of 0
+    assert (got["mae"], got["rmse"]) == pytest.approx((np.abs(y).mean(), np.sqrt((y**2).mean())))
+    y = np.array([r["realized"] for r in rows_of(outcomes, "volatility")])
+    got = metrics["volatility-1m"]["1m"]["baseline"]  # climatology: the window's mean
+    assert (got["mae"], got["rmse"]) == pytest.approx((np.abs(y - y.mean()).mean(), y.std()))
+    assert metrics["direction-1m"]["1m"]["version"] == "v1"
+
+
+def test_merged_shards_give_the_baseline_of_one_tracker():
+    series = {f"S{i}/USDT": candle_series(100, seed=30 + i) for i in range(4)}
+    made = _all_predictions(series, range(100), seed=5)
+
+    def scored(symbols: list[str]) -> dict:
+        tracker, keep = OutcomeTracker(window=10_000), pa.array(symbols)
+        for i in range(100):
+            tracker.observe_candles("x", *_candles_at({s: series[s] for s in symbols}, [i]))
+            for table in made[i]:
+                tracker.add_predictions(table.filter(pc.is_in(table.column("symbol"), keep)))
+        return tracker.metrics()
+
+    one = merge_metrics([scored(sorted(series))])["models"]
+    two = merge_metrics([scored(["S0/USDT", "S2/USDT"]), scored(["S1/USDT", "S3/USDT"])])["models"]
+    for model_id in ("direction-1m", "swing-1m", "return-1m"):  # exact; volatility's MAE is not
+        assert two[model_id]["1m"]["baseline"] == pytest.approx(one[model_id]["1m"]["baseline"])
+    curves = [
+        [list(c.values()) for c in m["direction-1m"]["1m"]["calibration"]] for m in (two, one)
+    ]
+    np.testing.assert_allclose(*curves)
+
+
+def test_a_window_snapshot_from_before_baselines_restores_without_them(run):
+    _, tracker, _, _ = run
+    snap = tracker.snapshot()
+    snap["windows"] = {k: (v[:, :3], f, n) for k, (v, f, n) in snap["windows"].items()}
+    restored = merge_metrics([OutcomeTracker.from_snapshot(snap).metrics()])["models"]
+    got = restored["direction-1m"]["1m"]
+    assert got["accuracy"] == pytest.approx(
+        tracker.metrics()["models"]["direction-1m"]["1m"]["accuracy"]
+    )
+    assert got["baseline"] is None and got["calibration"] == []

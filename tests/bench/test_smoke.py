@@ -191,3 +191,10 @@ def test_stack():
         out, ("measure", "configs/local.yaml (smoke: 1 synthetic feed, 1 model)"), 4
     )
     assert rows[0][0] == "serve run -> first prediction", rows
+
+
+@pytest.mark.slow
+def test_dashboard():
+    out = run_bench("dashboard", timeout=300)
+    rows = assert_table(out, ("what", "dashboard", "baseline", "baseline is"), 5)
+    assert rows[0][0] == "first load, bytes" and int(rows[0][1].replace(",", "")) > 100_000, rows

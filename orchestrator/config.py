@@ -280,6 +280,15 @@ class SinkConfig(StrictModel):
     )
     redis_stream: str = "tickcast:predictions"
     redis_maxlen: int = Field(100_000, ge=100)
+    bus_buffer_rows: int = Field(
+        100_000,
+        ge=0,
+        description=(
+            "predictions kept while the bus is down, sent when it is back; past it the oldest "
+            "are dropped and counted (the Parquet log keeps them all)"
+        ),
+    )
+    bus_max_backoff_s: float = Field(30.0, gt=0, description="longest wait between retries")
 
 
 class TickcastConfig(StrictModel):

@@ -110,10 +110,11 @@ def _wait_ready(server: RedisServer, workdir: Path) -> None:
 
 @contextmanager
 def running_redis(
-    workdir: Path, password: str | None = None, extra: tuple[str, ...] = ()
+    workdir: Path, password: str | None = None, extra: tuple[str, ...] = (), port: int | None = None
 ) -> Iterator[RedisServer]:
-    """A started server, stopped on exit (also when the test fails)."""
-    binary, port = redis_binary(), free_port()
+    """A started server, stopped on exit (also when the test fails); on ``port`` to bring one
+    back where clients expect it."""
+    binary, port = redis_binary(), port or free_port()
     process = subprocess.Popen(
         _command(binary, port, Path(workdir), password, extra),
         stdout=subprocess.DEVNULL,

@@ -121,6 +121,11 @@ class PipelineMetrics:
             tag_keys=("timeframe",),
         )
         self._duplicates = Gauge("tickcast_sink_duplicates_dropped", "replayed predictions dropped")
+        self._bus_up = Gauge("tickcast_bus_up", "1 while the event bus answers, 0 while it is down")
+        self._bus_waiting = Gauge("tickcast_bus_waiting_rows", "predictions waiting for the bus")
+        self._bus_dropped = Gauge(
+            "tickcast_bus_dropped_rows", "predictions dropped from a full bus buffer"
+        )
 
     def outcomes(self, metrics: dict) -> None:
         for model_id, per_tf in metrics.get("models", {}).items():
@@ -142,3 +147,8 @@ class PipelineMetrics:
     def sink(self, status: dict) -> None:
         if "duplicates_dropped" in status:
             self._duplicates.set(status["duplicates_dropped"])
+        bus = status.get("bus") or {}
+        if bus.get("state") in ("up", "down"):
+            self._bus_up.set(1.0 if bus["state"] == "up" else 0.0)
+            self._bus_waiting.set(bus["waiting"])
+            self._bus_dropped.set(bus["dropped"])

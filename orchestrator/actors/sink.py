@@ -19,10 +19,12 @@ import ray
 
 from orchestrator import resolve_path
 from orchestrator.config import SinkConfig
+from orchestrator.sinks.bus_link import BusLink
 from orchestrator.sinks.dedupe import SeenKeys, recent_event_ids
 from orchestrator.sinks.latest import LatestStore
+from orchestrator.sinks.outage import Outage
 from orchestrator.sinks.parquet_log import ParquetLog
-from orchestrator.sinks.redis_bus import EventBusError, RedisStreamBus
+from orchestrator.sinks.redis_bus import RedisStreamBus
 from orchestrator.sinks.wal import WriteAheadLog
 from orchestrator.stream.events import PREDICTION_SCHEMA
 
@@ -43,7 +45,7 @@ class PredictionSink:
         self._outcomes_seen = SeenKeys()  # a restored shard scores its replayed predictions again
         self._outcome_log = ParquetLog(root.parent / f"{root.name}-outcomes", config.flush_rows)
         self._bus = _bus_or_none(config)
-        self._counters = {"bus_published": 0, "bus_errors": 0, "outcomes": 0}
+        self._counters = {"outcomes": 0}
         self._received = 0
         self._recover()
         self._flusher: asyncio.Task | None = None
@@ -79,16 +81,11 @@ class PredictionSink:
         return fresh.num_rows
 
     def _publish(self, fresh: pa.Table) -> None:
-        """Downstream consumers get every new prediction; a Redis outage is counted, and
-        never stops the pipeline (the Parquet log stays the record of truth)."""
-        if self._bus is None:
-            return
-        try:
+        """Downstream consumers get every new prediction; a Redis outage is one warning, a
+        bounded buffer and a backoff (``BusLink``), and never stops the pipeline (the Parquet
+        log stays the record of truth)."""
+        if self._bus is not None:
             self._bus.publish(fresh)
-            self._counters["bus_published"] += fresh.num_rows
-        except EventBusError as exc:
-            self._counters["bus_errors"] += 1
-            log.warning("event bus: %s", exc)
 
     async def deliver(self, ticks: list[tuple]) -> None:
         """One shard call: per timeframe, the predictions and the outcomes the shard scored."""
@@ -114,6 +111,8 @@ class PredictionSink:
                 self._flush_all()
             except OSError:
                 log.exception("log flush failed; rows stay buffered (and in the WAL)")
+            if self._bus is not None and self._bus.outage.ready():
+                self._bus.flush()  # a quiet pipeline still drains what waited out an outage
 
     def _flush_all(self) -> int:
         written = self._predictions.flush()
@@ -148,10 +147,24 @@ class PredictionSink:
             "feature_rows_written": self._features.rows_written,
             "latest_keys": len(self._latest),
             **self._counters,
+            **self._bus_status(),
+        }
+
+    def _bus_status(self) -> dict:
+        if self._bus is None:
+            return {"bus_published": 0, "bus_errors": 0, "bus": {"state": "off"}}
+        link = self._bus.status()
+        state = "up" if link["up"] else "down"
+        return {
+            "bus_published": link["published"],
+            "bus_errors": link["failed_attempts"],
+            "bus": {"state": state, "url": self._bus.bus.url, **link},
         }
 
 
-def _bus_or_none(config: SinkConfig) -> RedisStreamBus | None:
+def _bus_or_none(config: SinkConfig) -> BusLink | None:
     if config.redis_url is None:
         return None
-    return RedisStreamBus(config.redis_url, stream=config.redis_stream, maxlen=config.redis_maxlen)
+    bus = RedisStreamBus(config.redis_url, stream=config.redis_stream, maxlen=config.redis_maxlen)
+    outage = Outage(f"event bus {bus.url}", log, max_backoff_s=config.bus_max_backoff_s)
+    return BusLink(bus, outage, max_rows=config.bus_buffer_rows)

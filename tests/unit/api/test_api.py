@@ -11,7 +11,7 @@ from orchestrator.features import FEATURE_NAMES, compute_features
 from orchestrator.models.predictor import OnnxPredictor
 from orchestrator.models.registry import Registry
 from orchestrator.sinks.parquet_log import ParquetLog
-from orchestrator.stream.events import ModelOutput, TickRows, build_predictions
+from tests.fakes.predictions import direction_predictions
 from tests.unit.api.conftest import MODELS, make_client
 
 
@@ -27,17 +27,7 @@ def _feature_rows(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
 
 
 def _predictions(open_time: int, symbols=("A/USDT", "B/USDT")):
-    n = len(symbols)
-    rows = TickRows(
-        np.array(["x"] * n, dtype=object),
-        np.array(symbols, dtype=object),
-        "1m",
-        np.full(n, open_time),
-        np.full(n, 10.0),
-        emitted_at_ms=0.0,
-    )
-    out = ModelOutput("direction-1m", "direction", "v1", ("prob_up",), np.full((n, 1), 0.65))
-    return build_predictions(out, rows, 5.0, 0.6, 0.7)
+    return direction_predictions(open_time, symbols)
 
 
 def test_health_and_readiness(client):

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
 from orchestrator.sinks.bus_link import BusLink
 from orchestrator.sinks.outage import Outage
 from orchestrator.sinks.redis_bus import RedisStreamBus, decode_prediction
-from orchestrator.stream.events import ModelOutput, TickRows, build_predictions
+from tests.fakes.predictions import direction_predictions
 from tests.redis_server import free_port, running_redis
 
 
@@ -25,17 +24,7 @@ class Clock:
 
 
 def _predictions(open_time: int, n: int = 3) -> pa.Table:
-    symbols = np.array([f"S{i}/USDT" for i in range(n)], dtype=object)
-    rows = TickRows(
-        np.array(["x"] * n, dtype=object),
-        symbols,
-        "1m",
-        np.full(n, open_time),
-        np.full(n, 10.0),
-        emitted_at_ms=0.0,
-    )
-    out = ModelOutput("direction-1m", "direction", "v1", ("prob_up",), np.full((n, 1), 0.6))
-    return build_predictions(out, rows, 5.0, 0.6, 0.7)
+    return direction_predictions(open_time, [f"S{i}/USDT" for i in range(n)], prob_up=0.6)
 
 
 def _times(bus: RedisStreamBus) -> list[int]:

@@ -407,9 +407,11 @@ def _candles_at(series: dict, ticks: list[int]) -> tuple:
     return symbols, "1m", col["open_time"], col["close"], col["high"], col["low"]
 
 
-def test_shard_trackers_merge_into_the_metrics_of_one():
-    series = {f"S{i}/USDT": candle_series(100, seed=20 + i) for i in range(4)}
-    made = _all_predictions(series, range(100), seed=3)
+def _shard_scorer(seed: int):
+    """A function scoring the same 100 ticks of four symbols for any subset of them, as a
+    shard holding only those symbols would."""
+    series = {f"S{i}/USDT": candle_series(100, seed=seed + i) for i in range(4)}
+    made = _all_predictions(series, range(100), seed=seed)
 
     def scored(symbols: list[str]) -> dict:
         tracker, keep = OutcomeTracker(window=10_000), pa.array(symbols)
@@ -419,7 +421,12 @@ def test_shard_trackers_merge_into_the_metrics_of_one():
                 tracker.add_predictions(table.filter(pc.is_in(table.column("symbol"), keep)))
         return tracker.metrics()
 
-    expected = scored(sorted(series))
+    return scored, sorted(series)
+
+
+def test_shard_trackers_merge_into_the_metrics_of_one():
+    scored, symbols = _shard_scorer(seed=20)
+    expected = scored(symbols)
     merged = merge_metrics([scored(["S0/USDT", "S2/USDT"]), scored(["S1/USDT", "S3/USDT"])])
     assert merged["models"].keys() == expected["models"].keys()
     for model_id, by_tf in expected["models"].items():
@@ -466,18 +473,8 @@ def test_baselines_and_calibration_equal_numpy_on_the_same_outcomes(run):
 
 
 def test_merged_shards_give_the_baseline_of_one_tracker():
-    series = {f"S{i}/USDT": candle_series(100, seed=30 + i) for i in range(4)}
-    made = _all_predictions(series, range(100), seed=5)
-
-    def scored(symbols: list[str]) -> dict:
-        tracker, keep = OutcomeTracker(window=10_000), pa.array(symbols)
-        for i in range(100):
-            tracker.observe_candles("x", *_candles_at({s: series[s] for s in symbols}, [i]))
-            for table in made[i]:
-                tracker.add_predictions(table.filter(pc.is_in(table.column("symbol"), keep)))
-        return tracker.metrics()
-
-    one = merge_metrics([scored(sorted(series))])["models"]
+    scored, symbols = _shard_scorer(seed=30)
+    one = merge_metrics([scored(symbols)])["models"]
     two = merge_metrics([scored(["S0/USDT", "S2/USDT"]), scored(["S1/USDT", "S3/USDT"])])["models"]
     for model_id in ("direction-1m", "swing-1m", "return-1m"):  # exact; volatility's MAE is not
         assert two[model_id]["1m"]["baseline"] == pytest.approx(one[model_id]["1m"]["baseline"])

@@ -86,6 +86,10 @@ def utc_dates(open_time: pa.ChunkedArray | pa.Array) -> pa.Array:
     return names.take(pa.array(index.astype(np.int32)))
 
 
+def _utc_date(ms: int) -> str:
+    return utc_dates(pa.array([ms], pa.int64()))[0].as_py()
+
+
 def read_log(root: Path, empty: pa.Schema = PREDICTION_SCHEMA) -> pa.Table:
     """The whole log as one table (its columns plus the `date` partition)."""
     if not Path(root).exists():
@@ -130,10 +134,13 @@ def _filter(query: HistoryQuery) -> ds.Expression | None:
     for column in ("symbol", "timeframe", "model_id"):
         if getattr(query, column) is not None:
             conditions.append(ds.field(column) == getattr(query, column))
+    # The date conditions prune whole partitions (folders) before any file is opened.
     if query.start_ms is not None:
         conditions.append(ds.field("open_time") >= query.start_ms)
+        conditions.append(ds.field("date") >= _utc_date(query.start_ms))
     if query.end_ms is not None:
         conditions.append(ds.field("open_time") < query.end_ms)
+        conditions.append(ds.field("date") <= _utc_date(max(query.end_ms - 1, 0)))
     if not conditions:
         return None
     expression = conditions[0]

@@ -7,8 +7,9 @@ import pytest
 from orchestrator.sinks.latest import LatestStore
 from orchestrator.sinks.parquet_log import ParquetLog, read_log, utc_dates
 from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
+from tests.fakes.predictions import direction_predictions
 
-DAY_MS = 86_400_000
+DAY_MS = DAY = 86_400_000
 
 
 def _predictions(
@@ -209,3 +210,30 @@ def test_a_reader_never_sees_a_file_being_written(tmp_path):
     half.parent.mkdir(parents=True)
     half.write_bytes(b"PAR1 torn")  # what a flush killed mid-write leaves behind
     assert read_log(tmp_path).num_rows == 2
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (None, None),
+        (DAY - 60_000, None),
+        (None, DAY),
+        (DAY, 2 * DAY),
+        (DAY - 1, DAY + 1),
+        (DAY + 60_000, 3 * DAY - 60_000),
+        (5 * DAY, None),
+    ],
+)
+def test_a_time_range_prunes_day_partitions_and_keeps_every_row_in_range(tmp_path, start, end):
+    from orchestrator.sinks.parquet_log import HistoryQuery, query_log
+
+    log = ParquetLog(tmp_path)
+    times = [
+        d * DAY + m * 60_000 for d in range(3) for m in (-1, 0, 1) if d * DAY + m * 60_000 >= 0
+    ]
+    for t in times:
+        log.append(direction_predictions(t, ["A/USDT"]))
+    log.flush()
+    rows, total = query_log(tmp_path, HistoryQuery(start_ms=start, end_ms=end, limit=100))
+    want = [t for t in times if (start is None or t >= start) and (end is None or t < end)]
+    assert [r["open_time"] for r in rows] == want and total == len(want)

@@ -126,6 +126,8 @@ class Pipeline:
         feeds, shards, (sink,) = await asyncio.gather(
             _statuses(self.feeds), _statuses(self.shards), _statuses([self.sink])
         )
+        for (name, _), feed in zip(feed_actors(self.config.feeds), feeds, strict=True):
+            feed.setdefault("name", name)  # a feed that is down still says which it is
         return {
             "environment": self.config.environment,
             "run_id": self.run_id,

@@ -91,18 +91,27 @@ def measure_page(browser, base: str, n_symbols: int) -> dict:
         timeout=60_000,
     )
     page.wait_for_timeout(2000)  # a few live updates in
-    heap = page.evaluate("performance.memory.usedJSHeapSize")
-    pss = renderer_pss_kb()
+    heap, pss = js_heap_bytes(page), renderer_pss_kb()
     series = page.get_attribute("#chart", "data-series")
     page.close()
     return {**sizes, "first_chart_s": first_chart_s, "heap": heap, "pss": pss, "series": series}
+
+
+def js_heap_bytes(page) -> int:
+    """The page's live JS heap after a garbage collection, through the DevTools protocol
+    (``performance.memory`` is rounded to coarse buckets)."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("HeapProfiler.collectGarbage")
+    cdp.send("Performance.enable")
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    return int(metrics["JSHeapUsedSize"])
 
 
 def blank_page(browser) -> tuple[int, int]:
     """(JS heap bytes, renderer PSS kB) of a blank page, the only page open."""
     page = browser.new_page()
     page.goto("about:blank")
-    heap, pss = page.evaluate("performance.memory.usedJSHeapSize"), renderer_pss_kb()
+    heap, pss = js_heap_bytes(page), renderer_pss_kb()
     page.close()
     return heap, pss
 

@@ -49,6 +49,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "orchestrator.bench.stack",
         "serve run: time to first prediction and memory per process",
     ),
+    "dashboard": (
+        "orchestrator.bench.dashboard",
+        "the web page: weight, time to first chart, browser memory",
+    ),
 }
 
 

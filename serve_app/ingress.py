@@ -46,7 +46,7 @@ class ServeBackend:
     async def _call_model(self, key: tuple[str, str, str | None], rows: np.ndarray) -> dict:
         model_type, timeframe, version = key
         served, named = self._model_methods(f"{model_type}-{timeframe}")
-        rows = rows.astype(np.float32)  # what the model reads anyway (inference.py): half the bytes
+        rows = rows.astype(np.float32)  # what the model reads anyway (predictor.py): half the bytes
         return await _answer(
             served.remote(rows) if version is None else named.remote(rows, version)
         )

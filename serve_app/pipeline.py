@@ -22,7 +22,7 @@ from orchestrator.actors.feed import FeedActor
 from orchestrator.actors.metrics import PipelineMetrics
 from orchestrator.actors.shard import FeatureShard
 from orchestrator.actors.sink import PredictionSink
-from orchestrator.config import TickcastConfig, feed_actors
+from orchestrator.config import SyntheticFeedConfig, TickcastConfig, feed_actors
 from orchestrator.features.drift import RunningMoments, drift_psi, summarize_psi
 from orchestrator.models.registry import Registry
 from orchestrator.stream.outcomes import merge_metrics
@@ -67,6 +67,34 @@ def models_by_timeframe(config: TickcastConfig, handles: dict) -> dict[str, list
     return grouped
 
 
+def startup_summary(config: TickcastConfig) -> str:
+    """What runs, in a few lines a newcomer reads among Ray's: feeds, shards, models, outputs."""
+    feeds = [
+        f"{s.name} ({s.source.kind}, {s.source.exchange}, {_symbols(s.source)})"
+        for s in config.feed_settings()
+    ]
+    models = ", ".join(f"{m.key}" for m in config.models)
+    bus = config.sink.redis_url and config.sink.redis_url.split("@")[-1]  # no password
+    return "\n".join(
+        [
+            f"tickcast {config.environment} started:",
+            f"  feeds:  {'; '.join(feeds) or 'none'}",
+            f"  shards: {config.features.shards} on {', '.join(config.features.timeframes)}",
+            f"  models: {models}",
+            f"  log:    {resolve_path(config.sink.log_dir)}; bus: {bus or 'off'}",
+            "  API and dashboard: the Serve proxy (http_options), e.g. http://127.0.0.1:8000/",
+        ]
+    )
+
+
+def _symbols(source) -> str:
+    if isinstance(source, SyntheticFeedConfig):
+        return f"{len(source.symbol_list())} symbols"
+    return (
+        "every symbol in its files" if source.symbols is None else f"{len(source.symbols)} symbols"
+    )
+
+
 SUPERVISE_EVERY_S = 1.0
 METRICS_EVERY_ROUNDS = 10
 
@@ -92,7 +120,7 @@ class Pipeline:
         self.feed_restarts = 0
         self.metrics = PipelineMetrics()
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
-        log.info("pipeline started: %d feeds, %d shards", len(self.feeds), len(self.shards))
+        log.info("%s", startup_summary(config))
 
     async def _supervise(self) -> None:
         """Keep every feed's loop running: after Ray restarts a feed actor, start it again.

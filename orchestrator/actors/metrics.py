@@ -1,9 +1,22 @@
 """Prometheus metrics through ``ray.util.metrics``: they appear on Ray's metrics endpoint and
-in the dashboard. Only actors create them (the pure modules never import Ray)."""
+in the dashboard. Only actors create them (the pure modules never import Ray).
+
+Counters of things that are rare when all is well (rejects, duplicates, skipped ticks) are
+exported at zero from the start: a series that appears only on its first increment leaves
+its dashboard panel, and any alert on it, empty exactly when all is well.
+"""
 
 from __future__ import annotations
 
 from ray.util.metrics import Counter, Gauge, Histogram
+
+from orchestrator.market.validate import REASONS
+
+
+def export_zero(counter: Counter, tags: dict[str, str]) -> None:
+    """Make ``counter``'s series exist at 0. Ray's ``inc`` refuses 0, so this records the
+    point through the recording method ``inc`` itself ends in."""
+    counter._record(0.0, tags=tags)
 
 
 class FeedMetrics:
@@ -28,6 +41,11 @@ class FeedMetrics:
             tag_keys=("feed",),
         )
         self._seen: dict[str, int] = {}
+        self._stale.set(0.0, tags=self._tags)
+        export_zero(self._candles, self._tags)
+        export_zero(self._duplicates, self._tags)
+        for reason in REASONS:
+            export_zero(self._rejects, {**self._tags, "reason": reason})
 
     def candles(self, n: int) -> None:
         if n:
@@ -82,6 +100,8 @@ class ShardMetrics:
             "ticks not predicted: too late",
             tag_keys=("shard",),
         )
+        export_zero(self._skipped, self._tags)
+        self._lag.set(0.0, tags=self._tags)
 
     def tick(self, timeframe: str, rows: int, latency_ms: float) -> None:
         tags = {"timeframe": timeframe}
@@ -121,6 +141,7 @@ class PipelineMetrics:
             tag_keys=("timeframe",),
         )
         self._duplicates = Gauge("tickcast_sink_duplicates_dropped", "replayed predictions dropped")
+        self._duplicates.set(0.0)
         self._bus_up = Gauge("tickcast_bus_up", "1 while the event bus answers, 0 while it is down")
         self._bus_waiting = Gauge("tickcast_bus_waiting_rows", "predictions waiting for the bus")
         self._bus_dropped = Gauge(

@@ -19,10 +19,10 @@ import ray
 
 from orchestrator import resolve_path
 from orchestrator.config import SinkConfig
+from orchestrator.health.outage import Outage
 from orchestrator.sinks.bus_link import BusLink
 from orchestrator.sinks.dedupe import SeenKeys, recent_event_ids
 from orchestrator.sinks.latest import LatestStore
-from orchestrator.sinks.outage import Outage
 from orchestrator.sinks.parquet_log import ParquetLog
 from orchestrator.sinks.redis_bus import RedisStreamBus
 from orchestrator.sinks.wal import WriteAheadLog

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from orchestrator.sinks.outage import Outage
+from orchestrator.health.outage import Outage
 from orchestrator.sinks.redis_bus import EventBusError
 
 

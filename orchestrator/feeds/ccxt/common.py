@@ -23,6 +23,7 @@ from orchestrator.feeds.errors import (
     retry_after_seconds,
 )
 from orchestrator.feeds.retry import Rand, Sleep, with_retries
+from orchestrator.health.outage import Outage
 from orchestrator.market.archives import candles_from_ccxt
 from orchestrator.market.schema import CANDLE_SCHEMA
 from orchestrator.market.timeframes import MINUTE_MS, timeframe_ms
@@ -31,6 +32,7 @@ from orchestrator.market.validate import table_to_batch
 log = logging.getLogger(__name__)
 
 TIMEFRAME = "1m"
+HEALTHY_AFTER_S = 30.0  # an exchange counts as back after this long without a failure
 MAX_LISTED = 20  # symbols listed by name in status (the counts are always complete)
 
 
@@ -171,10 +173,16 @@ class OhlcvFetcher:
         sleep: Sleep = asyncio.sleep,
         rand: Rand = random.random,
         timeframe: str = TIMEFRAME,
+        clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.config = config
         self.counters = counters
+        # Requests of many symbols fail and succeed side by side: "back" only after
+        # HEALTHY_AFTER_S without a failure, so one bad symbol does not flap the log.
+        self.health = Outage(
+            f"exchange {config.exchange} (REST)", log, clock=clock_s, settle_s=HEALTHY_AFTER_S
+        )
         self.timeframe = timeframe
         self.timeframe_ms = timeframe_ms(timeframe)
         self.markets_loaded = False
@@ -198,7 +206,9 @@ class OhlcvFetcher:
     def _on_error(self, error: FeedError, attempt: int) -> None:
         retried = error.kind in RETRYABLE_KINDS and attempt < self.config.retry.max_attempts
         self.counters.record_error(error, retried)
-        log.warning("%s: %s (attempt %d)", self.config.exchange, error, attempt)
+        # Every failure is counted (status "errors"); the log gets one line when the
+        # exchange starts failing and one when it has answered for a while again.
+        self.health.failed(f"{error} (attempt {attempt})")
 
     async def _load_markets_once(self) -> None:
         self.counters.requests += 1
@@ -211,6 +221,7 @@ class OhlcvFetcher:
             raise InvalidFeedError(
                 f"fetch_ohlcv({symbol}) answered {type(rows).__name__}, not a list"
             )
+        self.health.succeeded()
         return rows
 
     async def load_markets(self) -> None:
@@ -303,7 +314,14 @@ class CcxtSourceBase:
         if client is None:
             client = build_client(config, websocket=self.websocket, environ=environ)
         self._client = client
-        self._fetcher = OhlcvFetcher(self._client, config, self.counters, sleep=sleep, rand=rand)
+        self._fetcher = OhlcvFetcher(
+            self._client,
+            config,
+            self.counters,
+            sleep=sleep,
+            rand=rand,
+            clock_s=lambda: clock_ms() / 1000.0,
+        )
         self._clock, self._sleep, self._rand = clock_ms, sleep, rand
         self._staleness = Staleness(
             config.symbols, clock_ms(), config.stale_after_periods * MINUTE_MS

@@ -146,4 +146,5 @@ class CcxtRestSource(CcxtSourceBase):
             **self._staleness.summary(now_ms),
             "failing_count": len(self._failing),
             "failing_symbols": dict(sorted(self._failing.items())[:MAX_LISTED]),
+            "rest_health": self._fetcher.health.status(),
         }

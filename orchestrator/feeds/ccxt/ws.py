@@ -142,6 +142,7 @@ class CcxtWsSource(CcxtSourceBase):
             "fatal": None if self._fatal is None else str(self._fatal),
             **self.counters.as_dict(),
             **self._staleness.summary(now_ms),
+            "rest_health": self._fetcher.health.status(),
         }
 
     # --- pumps: keep the streams flowing ---------------------------------------------------

@@ -8,8 +8,8 @@ import logging
 import pyarrow as pa
 import pytest
 
+from orchestrator.health.outage import Outage
 from orchestrator.sinks.bus_link import BusLink
-from orchestrator.sinks.outage import Outage
 from orchestrator.sinks.redis_bus import RedisStreamBus, decode_prediction
 from tests.fakes.predictions import direction_predictions
 from tests.redis_server import free_port, running_redis
@@ -90,3 +90,18 @@ def test_the_buffer_drops_oldest_rows_first(max_rows):
     assert (link.pending_rows, link.dropped) == (max_rows, 9 - max_rows)
     kept = sum((t.column("open_time").to_pylist() for t in link._pending), [])
     assert kept == ([60_000] + [120_000] * 3)[4 - max_rows :]  # the newest rows stay
+
+
+def test_calls_failing_beside_successes_stay_down_until_quiet_for_the_settle_time(caplog):
+    clock = Clock()
+    outage = Outage("exchange", logging.getLogger("test.settle"), clock=clock, settle_s=30.0)
+    with caplog.at_level(logging.WARNING, logger="test.settle"):
+        for _ in range(10):  # one symbol of many fails at every poll
+            outage.failed("503")
+            clock.now += 2
+            outage.succeeded()
+            clock.now += 3
+        assert not outage.up
+        clock.now += 30
+        outage.succeeded()
+    assert outage.up and len(caplog.records) == 2

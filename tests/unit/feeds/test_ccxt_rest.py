@@ -383,3 +383,38 @@ def test_garbage_rows_are_left_for_the_validator_never_dropped_silently():
     btc_times = sorted(t for s, t in candle_keys(batch) if s == "BTC/USDT")
     assert btc_times == minutes(7, 8, 9, 10, 11)  # the row priced "n/a" is passed on (as NaN)...
     assert gate_counters["rejected"] == 1  # ...and quarantined by the gate's validation
+
+
+def test_an_exchange_outage_is_two_log_lines_and_a_status_field(caplog):
+    """503s on every request for several polls: counted one by one, logged once down and
+    once back, and the candles come after it all the same."""
+
+    async def scenario():
+        async with FakeBinance(SYMBOLS, now_ms=NOW, first_open_ms=T0) as fake:
+            source = CcxtRestSource(
+                fake_config(fake, start_lookback_minutes=3),
+                clock_ms=lambda: fake.now_ms,
+                sleep=RecordingSleep(),
+            )
+            try:
+                fake.add_fault("http_5xx", times=10**6)  # every request, until removed
+                down = [await source.next_batch() for _ in range(3)]
+                during = source.status()
+                fake.faults.clear()
+                after = await source.next_batch()  # answers again: not yet "back"
+                settling = source.status()
+                fake.now_ms += 60_000  # a quiet minute later
+                await source.next_batch()
+                return down, during, after, settling, source.status()
+            finally:
+                await source.close()
+
+    with caplog.at_level(logging.WARNING, logger="orchestrator.feeds.ccxt.common"):
+        down, during, after, settling, status = run(scenario())
+    assert all(b.num_rows == 0 for b in down) and during["errors"]["transient"] >= 6
+    assert during["rest_health"]["up"] is False and during["rest_health"]["outages"] == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "orchestrator.feeds.ccxt.common"]
+    assert len(lines) == 2, lines
+    assert "is down" in lines[0] and "is back after" in lines[1]
+    assert settling["rest_health"]["up"] is False and status["rest_health"]["up"] is True
+    assert sorted({k[1] for k in candle_keys(after)}) == minutes(7, 8, 9, 10)

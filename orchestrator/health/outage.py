@@ -20,9 +20,16 @@ class Outage:
         first_backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        settle_s: float = 0.0,
     ):
+        """``settle_s``: how long without a failure before it counts as back, for a
+        dependency whose calls fail and succeed side by side (one symbol of many)."""
         self.name, self._log, self._clock = name, log, clock
-        self.first_backoff_s, self.max_backoff_s = first_backoff_s, max_backoff_s
+        self.first_backoff_s, self.max_backoff_s, self.settle_s = (
+            first_backoff_s,
+            max_backoff_s,
+            settle_s,
+        )
         self.up = True
         self.down_since: float | None = None
         self.outages = 0  # times it went down
@@ -30,6 +37,7 @@ class Outage:
         self.last_error = ""
         self._backoff_s = 0.0
         self._next_try = 0.0
+        self._last_failure = 0.0
 
     def ready(self) -> bool:
         """Whether to try the dependency now (always while up; after the backoff if down)."""
@@ -39,6 +47,7 @@ class Outage:
         now = self._clock()
         self.failures += 1
         self.last_error = error
+        self._last_failure = now
         if self.up:
             self.up, self.down_since, self.outages = False, now, self.outages + 1
             self._backoff_s = self.first_backoff_s
@@ -53,7 +62,7 @@ class Outage:
         self._next_try = now + self._backoff_s
 
     def succeeded(self) -> None:
-        if self.up:
+        if self.up or self._clock() - self._last_failure < self.settle_s:
             return
         gone = self._clock() - (self.down_since or self._clock())
         self._log.warning("%s is back after %.1f s", self.name, gone)

@@ -25,6 +25,7 @@ from orchestrator.actors.metrics import FeedMetrics
 from orchestrator.config import FeedSettings, ReplayFeedConfig, SyntheticFeedConfig
 from orchestrator.feeds.base import FetchesRange, HasHistory, Snapshottable
 from orchestrator.feeds.ccxt.config import ExchangeConfig
+from orchestrator.health.log_limit import limit_logging
 from orchestrator.market.gate import CandleGate, Gap
 from orchestrator.market.schema import CANDLE_SCHEMA
 from orchestrator.market.timeframes import MINUTE_MS
@@ -143,6 +144,7 @@ class FeedActor:
     """
 
     def __init__(self, settings: FeedSettings, shards: list):
+        limit_logging()  # a failure repeated per batch is a few lines, then a count
         self.name = name = settings.name
         config, in_flight = settings.source, settings.in_flight
         self._path = Path(settings.run_dir) / f"feed-{name}.pkl"

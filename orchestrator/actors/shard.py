@@ -25,6 +25,7 @@ from orchestrator.actors.metrics import ShardMetrics
 from orchestrator.config import ShardSettings
 from orchestrator.features import FEATURE_NAMES
 from orchestrator.features.drift import DriftMonitor
+from orchestrator.health.log_limit import limit_logging
 from orchestrator.stream.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.stream.events import ModelOutput, TickRows, build_predictions
 from orchestrator.stream.outcomes import OutcomeTracker
@@ -77,6 +78,7 @@ class FeatureShard:
     def __init__(
         self, settings: ShardSettings, models: dict, sink, drift_reference: dict | None = None
     ):
+        limit_logging()  # a failure repeated per batch is a few lines, then a count
         self.shard_id = shard_id = settings.shard_id
         config = settings.features
         self._config, self._models, self._sink, self._signals = (

@@ -19,6 +19,7 @@ import ray
 
 from orchestrator import resolve_path
 from orchestrator.config import SinkConfig
+from orchestrator.health.log_limit import limit_logging
 from orchestrator.health.outage import Outage
 from orchestrator.sinks.bus_link import BusLink
 from orchestrator.sinks.dedupe import SeenKeys, recent_event_ids
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 @ray.remote(max_restarts=-1)
 class PredictionSink:
     def __init__(self, config: SinkConfig):
+        limit_logging()  # a failure repeated per batch is a few lines, then a count
         self._config = config
         root = resolve_path(config.log_dir)
         self._latest = LatestStore()

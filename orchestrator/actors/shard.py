@@ -41,6 +41,9 @@ LATENCY_SAMPLES = 2000
 DRIFT_ROWS_PER_TICK = 2000
 
 
+RECENT_TICKS = 60  # "recent_p99": the last minute of a paced one-minute-per-second feed
+
+
 def latency_summary(samples: list[float]) -> dict:
     if not samples:
         return {"ticks": 0}
@@ -51,6 +54,7 @@ def latency_summary(samples: list[float]) -> dict:
         "p99": round(float(p99), 2),
         "max": round(float(np.max(samples)), 2),
         "worst_tick": int(np.argmax(samples)),
+        "recent_p99": round(float(np.percentile(samples[-RECENT_TICKS:], 99)), 2),
     }
 
 

@@ -55,6 +55,7 @@ def process_kind(pid: int) -> str:
         title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
     except OSError:
         return "gone"
+    title = title.split(".")[0]  # an actor's title names the method it runs: one kind for all
     if title.startswith("ray::ServeReplica:"):
         deployment = title.split(":")[-1]
         return "model replica" if deployment.startswith("model-") else f"replica {deployment}"

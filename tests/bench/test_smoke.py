@@ -198,3 +198,19 @@ def test_dashboard():
     out = run_bench("dashboard", timeout=300)
     rows = assert_table(out, ("what", "dashboard", "baseline", "baseline is"), 5)
     assert rows[0][0] == "first load, bytes" and int(rows[0][1].replace(",", "")) > 100_000, rows
+
+
+@pytest.mark.slow
+def test_soak(tmp_path):
+    out = run_bench("soak", "--out", str(tmp_path / "soak"), timeout=300)
+    rows = assert_table(
+        out, ("process kind", "n", "PSS at settle, MiB", "PSS at end, MiB", "growth %", "CPU %"), 5
+    )
+    assert any(r[0] == "ray::FeatureShard" for r in rows), rows
+    assert_table(out, ("queue", "max", "at end", "only grew in the second half"), 4)
+    report = (tmp_path / "soak" / "report.md").read_text()
+    assert "| minute | 1m tick p99, ms |" in report
+    assert all(
+        (tmp_path / "soak" / f"{n}.png").stat().st_size > 1000
+        for n in ("memory", "tick_p99", "queues")
+    )

@@ -25,7 +25,8 @@ async def serve_stream(socket: WebSocket) -> None:
         # A browser cannot send headers on a WebSocket: its key comes as the first message.
         await socket.accept()
         if not await _first_message_authenticates(socket, state.keys):
-            await socket.close(code=1008, reason="missing or unknown API key")
+            with contextlib.suppress(RuntimeError):  # the client may be gone already
+                await socket.close(code=1008, reason="missing or unknown API key")
             return
     else:
         try:

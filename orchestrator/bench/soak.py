@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_smoke_flag(parser)
     args = parser.parse_args(argv)
-    apply_smoke(parser, args, minutes=0.5, symbols=20, every_s=5.0, settle_min=0.1)
+    apply_smoke(parser, args, minutes=0.25, symbols=20, every_s=5.0, settle_min=0.1)
     print_header("soak", f"{args.minutes} min, {args.symbols} symbols", smoke=args.smoke)
     samples: list[dict] = []
     with tempfile.TemporaryDirectory() as folder:

@@ -62,9 +62,9 @@ def limit_logging(logger: logging.Logger | None = None, **settings) -> RateLimit
     """
     target = logger or logging.getLogger()
     if not target.handlers:
-        handler = logging.StreamHandler()
-        handler.setLevel(logging.WARNING)
-        target.addHandler(handler)
+        last_resort = logging.StreamHandler()
+        last_resort.setLevel(logging.WARNING)
+        target.addHandler(last_resort)
     for handler in target.handlers:
         found = next((f for f in handler.filters if isinstance(f, RateLimit)), None)
         if found is not None:

@@ -22,7 +22,7 @@ from orchestrator.actors.feed import FeedActor
 from orchestrator.actors.metrics import PipelineMetrics
 from orchestrator.actors.shard import FeatureShard
 from orchestrator.actors.sink import PredictionSink
-from orchestrator.config import SyntheticFeedConfig, TickcastConfig, feed_actors
+from orchestrator.config import SyntheticFeedConfig, TickcastConfig
 from orchestrator.features.drift import RunningMoments, drift_psi, summarize_psi
 from orchestrator.models.registry import Registry
 from orchestrator.stream.outcomes import merge_metrics
@@ -113,9 +113,11 @@ class Pipeline:
             )
             for settings in config.shard_settings()
         ]
+        feed_settings = config.feed_settings()
+        self.feed_names = [s.name for s in feed_settings]  # status and quarantine name them
         self.feeds = [
             FeedActor.options(num_cpus=0.1).remote(settings, self.shards)
-            for settings in config.feed_settings()
+            for settings in feed_settings
         ]
         self.feed_restarts = 0
         self.metrics = PipelineMetrics()
@@ -154,7 +156,7 @@ class Pipeline:
         feeds, shards, (sink,) = await asyncio.gather(
             _statuses(self.feeds), _statuses(self.shards), _statuses([self.sink])
         )
-        for (name, _), feed in zip(feed_actors(self.config.feeds), feeds, strict=True):
+        for name, feed in zip(self.feed_names, feeds, strict=True):
             feed.setdefault("name", name)  # a feed that is down still says which it is
         return {
             "environment": self.config.environment,
@@ -201,7 +203,7 @@ class Pipeline:
         results = await asyncio.gather(
             *(f.quarantine.remote(limit) for f in self.feeds), return_exceptions=True
         )
-        names = [name for name, _ in feed_actors(self.config.feeds)]
+        names = self.feed_names
         return {
             n: r if isinstance(r, list) else f"unavailable: {type(r).__name__}"
             for n, r in zip(names, results, strict=True)

@@ -169,7 +169,7 @@ class PipelineMetrics:
         if "duplicates_dropped" in status:
             self._duplicates.set(status["duplicates_dropped"])
         bus = status.get("bus") or {}
-        if bus.get("state") in ("up", "down"):
-            self._bus_up.set(1.0 if bus["state"] == "up" else 0.0)
+        if bus.get("state") in ("up", "down"):  # not before the first try
+            self._bus_up.set(0.0 if bus["state"] == "down" else 1.0)
             self._bus_waiting.set(bus["waiting"])
             self._bus_dropped.set(bus["dropped"])

@@ -156,7 +156,7 @@ class PredictionSink:
         if self._bus is None:
             return {"bus_published": 0, "bus_errors": 0, "bus": {"state": "off"}}
         link = self._bus.status()
-        state = "up" if link["up"] else "down"
+        state = "down" if not link["up"] else "up" if link["tried"] else "not tried yet"
         return {
             "bus_published": link["published"],
             "bus_errors": link["failed_attempts"],

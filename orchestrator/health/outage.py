@@ -30,7 +30,8 @@ class Outage:
             max_backoff_s,
             settle_s,
         )
-        self.up = True
+        self.up = True  # until a call says otherwise; ``tried`` says whether one has
+        self.tried = False
         self.down_since: float | None = None
         self.outages = 0  # times it went down
         self.failures = 0  # failed attempts, all outages
@@ -45,6 +46,7 @@ class Outage:
 
     def failed(self, error: str) -> None:
         now = self._clock()
+        self.tried = True
         self.failures += 1
         self.last_error = error
         self._last_failure = now
@@ -62,6 +64,7 @@ class Outage:
         self._next_try = now + self._backoff_s
 
     def succeeded(self) -> None:
+        self.tried = True
         if self.up or self._clock() - self._last_failure < self.settle_s:
             return
         gone = self._clock() - (self.down_since or self._clock())
@@ -72,6 +75,7 @@ class Outage:
         now = self._clock()
         return {
             "up": self.up,
+            "tried": self.tried,
             "down_for_s": None if self.up else round(now - (self.down_since or now), 1),
             "retry_in_s": None if self.up else round(max(0.0, self._next_try - now), 1),
             "outages": self.outages,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 
@@ -9,17 +11,26 @@ from orchestrator.stream.events import ModelOutput, TickRows, build_predictions
 
 
 def direction_predictions(
-    open_time: int, symbols=("A/USDT", "B/USDT"), prob_up: float = 0.65
+    open_time: int,
+    symbols: Sequence[str] = ("A/USDT", "B/USDT"),
+    prob_up: float | Sequence[float] = 0.65,
+    *,
+    version: str = "v1",
+    close: float = 10.0,
+    emitted_at_ms: float = 0.0,
+    now_ms: float = 5.0,
 ) -> pa.Table:
-    """direction-1m v1 predictions of ``symbols`` on exchange ``x`` for one 1m candle."""
+    """direction-1m predictions of ``symbols`` on exchange ``x`` for one 1m candle;
+    ``prob_up`` one value for all, or one per symbol."""
     n = len(symbols)
     rows = TickRows(
         np.array(["x"] * n, dtype=object),
         np.array(symbols, dtype=object),
         "1m",
-        np.full(n, open_time),
-        np.full(n, 10.0),
-        emitted_at_ms=0.0,
+        np.full(n, open_time, dtype=np.int64),
+        np.full(n, close),
+        emitted_at_ms=emitted_at_ms,
     )
-    out = ModelOutput("direction-1m", "direction", "v1", ("prob_up",), np.full((n, 1), prob_up))
-    return build_predictions(out, rows, 5.0, 0.6, 0.7)
+    values = np.broadcast_to(np.asarray(prob_up, dtype=np.float64), (n,))[:, None]
+    out = ModelOutput("direction-1m", "direction", version, ("prob_up",), values)
+    return build_predictions(out, rows, now_ms, 0.6, 0.7)

@@ -1233,7 +1233,7 @@
     const bus = k.bus || {};
     if (bus.state && bus.state !== 'off') {
       const down = bus.state === 'down';
-      html += kv('bus', down ? 'down ' + fmtDuration(bus.down_for_s) + ', retry in ' + fmtDuration(bus.retry_in_s) : 'up', down ? 'bad' : 'good');
+      html += kv('bus', down ? 'down ' + fmtDuration(bus.down_for_s) + ', retry in ' + fmtDuration(bus.retry_in_s) : esc(bus.state), down ? 'bad' : bus.state === 'up' ? 'good' : '');
       html += kv('bus published', fmtInt(k.bus_published));
       html += kv('bus waiting', fmtInt(bus.waiting), bus.waiting ? 'warn' : '');
       html += kv('bus dropped', fmtInt(bus.dropped), bus.dropped ? 'bad' : '');

@@ -64,6 +64,7 @@ def test_an_outage_is_two_lines_a_bounded_buffer_and_every_event_after_it(tmp_pa
 def test_the_backoff_doubles_up_to_its_cap():
     clock = Clock()
     outage = Outage("x", logging.getLogger("test.backoff"), 1.0, 8.0, clock)
+    assert outage.status()["tried"] is False  # "up" is only a default until a call says
     waits = []
     for _ in range(6):
         outage.failed("refused")

@@ -15,19 +15,15 @@ DAY_MS = DAY = 86_400_000
 def _predictions(
     open_time: int, symbols=("A/USDT", "B/USDT"), values=(0.8, 0.3), version="v1"
 ) -> pa.Table:
-    n = len(symbols)
-    rows = TickRows(
-        np.array(["x"] * n, dtype=object),
-        np.array(symbols, dtype=object),
-        "1m",
-        np.full(n, open_time, dtype=np.int64),
-        np.full(n, 100.0),
+    return direction_predictions(
+        open_time,
+        symbols,
+        values,
+        version=version,
+        close=100.0,
         emitted_at_ms=1000.0,
+        now_ms=1012.5,
     )
-    output = ModelOutput(
-        "direction-1m", "direction", version, ("prob_up",), np.array(values)[:, None]
-    )
-    return build_predictions(output, rows, now_ms=1012.5, high=0.6, very_high=0.7)
 
 
 def test_build_predictions_fills_the_schema():

@@ -111,7 +111,8 @@ class IncrementalFeatures:
     # --- symbols -------------------------------------------------------------------------
 
     def add_symbols(self, keys: Iterable[str]) -> np.ndarray:
-        """Slots for ``keys``, creating the missing ones; idempotent and stable per key."""
+        """Slots for ``keys``, creating the missing ones; idempotent and stable per key
+        (until ``drop_slots`` moves the keys after a dropped one down)."""
         if isinstance(keys, str):
             raise TypeError("add_symbols takes a list of keys, not one string")
         slots = []
@@ -127,6 +128,17 @@ class IncrementalFeatures:
         self._state[slots] = 0.0
         self._count[slots] = 0
         self._last_open_time[slots] = _NO_TIME
+
+    def drop_slots(self, slots: Iterable[int]) -> None:
+        """Remove ``slots`` with their state; later slots move down (a key added back is cold)."""
+        slots = self._checked_slots(slots)
+        n = len(self._keys)
+        self._keys = np.delete(np.array(self._keys, dtype=object), slots).tolist()
+        self._slot_of = {key: i for i, key in enumerate(self._keys)}
+        self._count = np.delete(self._count[:n], slots, axis=0)
+        self._last_open_time = np.delete(self._last_open_time[:n], slots, axis=0)
+        self._history = np.delete(self._history[:n], slots, axis=0)
+        self._state = np.delete(self._state[:n], slots, axis=0)
 
     def _append(self, key: str) -> int:
         slot = len(self._keys)

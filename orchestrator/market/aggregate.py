@@ -128,6 +128,12 @@ class TimeframeAggregator:
             setattr(self, f"_{name}", new)
         self.n_slots = int(n_slots)
 
+    def drop_slots(self, slots: Sequence[int] | np.ndarray) -> None:
+        """Remove ``slots`` with their state and counters; later slots move down in order."""
+        for name in _STATE_ARRAYS:
+            setattr(self, f"_{name}", np.delete(getattr(self, f"_{name}"), slots, axis=-1))
+        self.n_slots = len(self._last_time)
+
     def reset_symbols(self, slots: Sequence[int] | np.ndarray) -> None:
         """Forget the open buckets of ``slots`` (after an unrepairable gap or a restart).
 

@@ -162,6 +162,25 @@ class CandleGate:
         """Restrict accepted symbols (None: any non-empty symbol); takes effect at once."""
         self.allowed_symbols = None if symbols is None else frozenset(symbols)
 
+    def forget(self, symbols: Iterable[str]) -> None:
+        """Drop everything known of ``symbols`` (removed from the feed): their waiting
+        candles, open gaps and holes, and their last emitted time, so a symbol added again
+        later starts afresh with its warm-up history instead of being refused as late."""
+        ids = [self._ids[s] for s in symbols if s in self._ids]
+        if not ids:
+            return
+        self._last[ids] = NO_TIME
+        self._first[ids] = NO_TIME
+        for sid in ids:
+            self._gaps.pop(sid, None)
+            self._holes.pop(sid, None)
+        gone = set(symbols)
+        self._untaken = [g for g in self._untaken if g.symbol not in gone]
+        keep = ~np.isin(self._p_sym, ids)
+        self._set_pending(
+            self._pending.filter(pa.array(keep)), self._p_sym[keep], self._p_time[keep]
+        )
+
     def offer(self, batch: pa.RecordBatch | pa.Table, now_ms: int) -> pa.RecordBatch:
         """Take new (possibly provisional, repeated, shuffled) candles; return final ones."""
         valid = self._validate(batch, now_ms)

@@ -27,7 +27,7 @@ class CandleHistory:
         return len(self.open_time)
 
     def resize(self, n_slots: int) -> None:
-        """Room for ``n_slots`` symbols; slots only ever grow (a shard's slots are stable)."""
+        """Room for ``n_slots`` symbols; never shrinks (``drop_slots`` removes symbols)."""
         grow = n_slots - self.n_slots
         if grow <= 0:
             return
@@ -49,6 +49,12 @@ class CandleHistory:
         self.open_time[slots] = -1
         for c in COLUMNS:
             self.values[c][slots] = np.nan
+
+    def drop_slots(self, slots: list[int] | np.ndarray) -> None:
+        """A symbol removed from the shard takes its chart along; later slots move down."""
+        self.open_time = np.delete(self.open_time, slots, axis=0)
+        for c in COLUMNS:
+            self.values[c] = np.delete(self.values[c], slots, axis=0)
 
     def read(self, slot: int, limit: int | None = None) -> dict[str, np.ndarray]:
         """The slot's candles, oldest first: ``open_time`` and the OHLCV columns.

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 class KeyIndex:
     """Keys joined with ``separator``; slot i is ``keys[i]``, assigned in order of first
-    appearance and never reused."""
+    appearance; dropping keys moves the later ones down, so slots stay dense."""
 
     def __init__(self, separator: str, keys: list[str] | None = None):
         self.separator = separator
@@ -31,6 +31,11 @@ class KeyIndex:
         """The slot of one joined key, or None (a look-up, never an insert)."""
         found = pc.index_in(pa.array([key], pa.string()), value_set=self._array)[0].as_py()
         return None if found is None else int(found)
+
+    def drop_slots(self, slots: list[int] | np.ndarray) -> None:
+        """Remove the keys at ``slots``; the others keep their order in the lower slots."""
+        self.keys = np.delete(np.array(self.keys, dtype=object), slots).tolist()
+        self._array = pa.array(self.keys, pa.string())
 
     def split(self, parts: int) -> list[np.ndarray]:
         """The keys' ``parts`` parts as object arrays (the last part may hold the separator)."""

@@ -116,6 +116,24 @@ class CandleRing:
         present = self.time[rows, column] == times
         return present, {name: values[rows, column] for name, values in self.ohlc.items()}
 
+    def slots_of(self, exchange: str, symbols: list[str]) -> np.ndarray:
+        """The slots of every timeframe's series of ``symbols`` (a look-up, never an insert)."""
+        wanted = pc.is_in(
+            pa.array(self.columns["symbol"], pa.string()),
+            value_set=pa.array(list(symbols), pa.string()),
+        ).to_numpy(zero_copy_only=False)
+        return np.flatnonzero((self.columns["exchange"] == exchange) & wanted)
+
+    def drop_slots(self, slots: np.ndarray) -> np.ndarray:
+        """Remove the series at ``slots``; returns each old slot's new one (-1: removed)."""
+        kept = np.ones(self.n_slots, dtype=bool)
+        kept[slots] = False
+        self._index.drop_slots(slots)
+        self.columns = dict(zip(KEY_COLUMNS, self._index.split(len(KEY_COLUMNS)), strict=True))
+        self.step, self.time = self.step[kept], self.time[kept]
+        self.ohlc = {name: values[kept] for name, values in self.ohlc.items()}
+        return np.where(kept, np.cumsum(kept) - 1, -1)
+
     def timeframes(self, slots: np.ndarray) -> np.ndarray:
         return self.columns["timeframe"][slots]
 
@@ -378,6 +396,16 @@ class OutcomeTracker:
         keep = self._within_bound(merged)
         self._count(_take(merged, ~keep), "dropped")
         self._pending = _take(merged, keep)
+
+    def drop(self, exchange: str, symbols: list[str]) -> int:
+        """Forget ``symbols`` (removed from the pipeline): their candles on every timeframe
+        and their pending predictions, which are not counted as outcomes of any kind (the
+        rolling windows keep what they scored). Returns how many predictions went."""
+        moved = self._ring.drop_slots(self._ring.slots_of(exchange, symbols))
+        slot = moved[self._pending["slot"]]
+        kept = slot >= 0
+        self._pending = {**_take(self._pending, kept), "slot": slot[kept]}
+        return int((~kept).sum())
 
     def _pending_rows(self, table: pa.Table) -> dict:
         known = pc.is_in(

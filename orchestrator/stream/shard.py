@@ -86,16 +86,37 @@ class ShardState:
     def _index_keys(self) -> None:
         self.exchange, self.symbol = self._index.split(2)
 
+    def _known_slots(self, exchange: str, symbols: list[str]) -> list[int]:
+        slot_of = {k: i for i, k in enumerate(self.keys)}
+        return sorted({slot_of[k] for k in (f"{exchange}:{s}" for s in symbols) if k in slot_of})
+
     def reset(self, exchange: str, symbols: list[str]) -> None:
         """Forget history of ``symbols`` (an unrepairable gap): they warm up again."""
-        slot_of = {k: i for i, k in enumerate(self.keys)}
-        slots = [slot_of[k] for k in (f"{exchange}:{s}" for s in symbols) if k in slot_of]
+        slots = self._known_slots(exchange, symbols)
         for engine in self.engines.values():
             engine.reset_symbols(slots)
         if self.aggregator is not None:
             self.aggregator.reset_symbols(slots)
         for history in self.history.values():
             history.forget(slots)
+
+    def drop(self, exchange: str, symbols: list[str]) -> int:
+        """Remove ``symbols`` (no longer streamed) from every part of the state, so neither
+        memory nor checkpoints keep them; the other slots move down in order, and a dropped
+        symbol that trades again is a new, cold one. Returns how many were held."""
+        slots = self._known_slots(exchange, symbols)
+        if not slots:
+            return 0
+        self._index.drop_slots(slots)
+        self._index_keys()
+        self.last_time = np.delete(self.last_time, slots)
+        for engine in self.engines.values():
+            engine.drop_slots(slots)
+        if self.aggregator is not None:
+            self.aggregator.drop_slots(slots)
+        for history in self.history.values():
+            history.drop_slots(slots)
+        return len(slots)
 
     def candles(
         self, exchange: str, symbol: str, timeframe: str, limit: int | None = None

@@ -24,3 +24,12 @@ def test_split_keeps_the_separator_inside_the_last_part():
     exchange, symbol = index.split(2)
     assert exchange.tolist() == ["binance", "x"] and symbol.tolist() == ["BTC/USDT:USDT", "A/B"]
     assert index.slots(["x"], ["A/B"]).tolist() == [1]
+
+
+def test_dropped_keys_leave_the_others_in_order_and_come_back_as_new():
+    index = KeyIndex(":", ["x:A", "x:B", "x:C", "x:D"])
+    index.drop_slots([2, 0])
+    assert index.keys == ["x:B", "x:D"] and (index.find("x:D"), index.find("x:A")) == (1, None)
+    assert index.slots(["x", "x"], ["A", "D"]).tolist() == [2, 1]
+    index.drop_slots([0, 1, 2])
+    assert len(index) == 0 and index.slots(["x"], ["B"]).tolist() == [0]

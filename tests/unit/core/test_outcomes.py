@@ -19,6 +19,7 @@ from orchestrator.models.labels import (
 )
 from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
 from orchestrator.stream.outcomes import OUTCOME_SCHEMA, OutcomeTracker, merge_metrics
+from tests.unit.core.test_shard_state import _identical
 
 MINUTE = 60_000
 START = 1_700_000_040_000 - 1_700_000_040_000 % MINUTE
@@ -414,14 +415,23 @@ def _shard_scorer(seed: int):
     made = _all_predictions(series, range(100), seed=seed)
 
     def scored(symbols: list[str]) -> dict:
-        tracker, keep = OutcomeTracker(window=10_000), pa.array(symbols)
-        for i in range(100):
-            tracker.observe_candles("x", *_candles_at({s: series[s] for s in symbols}, [i]))
-            for table in made[i]:
-                tracker.add_predictions(table.filter(pc.is_in(table.column("symbol"), keep)))
+        tracker = OutcomeTracker(window=10_000)
+        _feed_symbols(tracker, series, made, symbols, range(100))
         return tracker.metrics()
 
     return scored, sorted(series)
+
+
+def _feed_symbols(tracker, series: dict, made: list, symbols: list[str], ticks) -> pa.Table:
+    """Feed ``ticks`` of ``symbols`` only: their candles, then their predictions of ``made``."""
+    keep, outcomes = pa.array(symbols), []
+    for i in ticks:
+        outcomes.append(
+            tracker.observe_candles("x", *_candles_at({s: series[s] for s in symbols}, [i]))
+        )
+        for table in made[i]:
+            tracker.add_predictions(table.filter(pc.is_in(table.column("symbol"), keep)))
+    return pa.concat_tables(outcomes)
 
 
 def test_shard_trackers_merge_into_the_metrics_of_one():
@@ -494,3 +504,50 @@ def test_a_window_snapshot_from_before_baselines_restores_without_them(run):
         tracker.metrics()["models"]["direction-1m"]["1m"]["accuracy"]
     )
     assert got["baseline"] is None and got["calibration"] == []
+
+
+def _dropping_run(seed: int):
+    """Four symbols and every model's predictions on them, and a tracker fed 50 ticks of
+    them (with a 5m candle too: a second series per symbol), for ``drop`` tests."""
+    series = {f"S{i}/USDT": candle_series(100, seed=seed + i) for i in range(4)}
+    made = _all_predictions(series, range(100), seed=seed)
+    tracker = OutcomeTracker(window=10_000)
+    _feed_symbols(tracker, series, made, sorted(series), range(50))
+    tick(tracker, sorted(series), 0, timeframe="5m", step=5 * MINUTE)
+    return series, made, tracker
+
+
+def test_a_dropped_symbol_is_forgotten_and_the_others_score_as_if_it_never_was():
+    series, made, tracker = _dropping_run(seed=40)
+    gone, kept = "S1/USDT", ["S0/USDT", "S2/USDT", "S3/USDT"]  # not the last: slots move
+    twin = OutcomeTracker(window=10_000)
+    _feed_symbols(twin, series, made, kept, range(50))
+    tick(twin, kept, 0, timeframe="5m", step=5 * MINUTE)
+    before, metrics = tracker.pending, tracker.metrics()["models"]
+    assert tracker.drop("x", ["NOPE/USDT"]) == tracker.drop("y", kept) == 0
+    assert tracker.pending == before
+
+    assert tracker.drop("x", [gone]) == before - twin.pending > 0
+    assert tracker.pending == twin.pending
+    assert tracker.metrics()["models"] == metrics  # forgotten: not scored, expired or dropped
+    state, twin_state = tracker.snapshot(), twin.snapshot()
+    assert {symbol for _, symbol, _ in state["ring"]["keys"]} == set(kept)
+    assert _identical(state["ring"], twin_state["ring"])
+    assert _identical(state["pending"], twin_state["pending"])
+
+    after = _feed_symbols(tracker, series, made, kept, range(50, 100))
+    assert after.num_rows > 100
+    assert after.equals(_feed_symbols(twin, series, made, kept, range(50, 100)))
+    assert tracker.pending == twin.pending
+
+
+def test_a_tracker_restored_after_a_drop_continues_identically():
+    series, made, tracker = _dropping_run(seed=50)
+    tracker.drop("x", ["S0/USDT", "S2/USDT"])
+    restored = OutcomeTracker.from_snapshot(pickle.loads(pickle.dumps(tracker.snapshot())))
+    assert restored.metrics() == tracker.metrics() and restored.pending == tracker.pending
+    symbols = sorted(series)  # the dropped ones come back as new series
+    outcomes = _feed_symbols(restored, series, made, symbols, range(50, 100))
+    assert outcomes.equals(_feed_symbols(tracker, series, made, symbols, range(50, 100)))
+    assert set(outcomes.column("symbol").to_pylist()) == set(symbols)
+    assert restored.metrics() == tracker.metrics()

@@ -1,10 +1,14 @@
 """ShardState: the streaming feature path must equal the batch path, through restores."""
 
+import pickle
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from orchestrator.features import FEATURE_NAMES, compute_features, warm_rows
+from orchestrator.features.specs import MAX_WARMUP
 from orchestrator.market.resample import resample
 from orchestrator.market.schema import candles_from_arrays
 from orchestrator.market.synthetic import SyntheticMarket
@@ -101,3 +105,91 @@ def test_a_multi_minute_batch_merged_per_timeframe_equals_minute_by_minute():
                 rows[(tick.timeframe, sym, int(t))] = feats
     assert rows.keys() == expected.keys() and len(rows) > 400
     assert all(np.array_equal(rows[k], expected[k], equal_nan=True) for k in rows)
+
+
+def _only(batches, symbols: list[str]) -> list[pa.RecordBatch]:
+    keep = pa.array(symbols)
+    return [b.filter(pc.is_in(b.column("symbol"), value_set=keep)) for b in batches]
+
+
+def _of(rows: dict, symbols: list[str]) -> dict:
+    return {key: value for key, value in rows.items() if key[1] in symbols}
+
+
+def _identical(a, b) -> bool:
+    """Equal to the bit: dicts key by key, arrays by dtype, shape and bytes (of strings)."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray) and a.dtype == object:
+        return b.dtype == object and a.tolist() == b.tolist()
+    if isinstance(a, np.ndarray):
+        return (a.dtype, a.shape, a.tobytes()) == (b.dtype, b.shape, b.tobytes())
+    return a == b
+
+
+def _state_without_counters(state: ShardState) -> dict:
+    return {k: v for k, v in state.snapshot().items() if k != "candles_in"}
+
+
+def test_a_dropped_symbol_leaves_the_others_as_if_it_had_never_been_there():
+    minutes, kept, gone = _minutes(600, seed=5), SYMBOLS[:2], SYMBOLS[2]
+    state, twin = ShardState(("1m", "5m"), chart_candles=50), ShardState(("1m", "5m"), 50)
+    rows, twin_rows = _collect(state, minutes[:200]), _collect(twin, _only(minutes[:200], kept))
+    assert state.drop("x", [gone]) == 1
+    assert state.keys == twin.keys == [f"x:{s}" for s in kept]
+    assert state.candles("x", gone, "1m") is None
+    rows |= _collect(state, _only(minutes[200:400], kept))
+    twin_rows |= _collect(twin, _only(minutes[200:400], kept))
+    assert _identical(_of(rows, kept), twin_rows)
+    assert {tf for tf, _, _ in twin_rows} == {"1m", "5m"}  # both timeframes warm: compared
+    assert _identical(_state_without_counters(state), _state_without_counters(twin))
+    for symbol in kept:
+        for timeframe in ("1m", "5m"):
+            chart = state.candles("x", symbol, timeframe)
+            assert chart["open_time"].size
+            assert _identical(chart, twin.candles("x", symbol, timeframe))
+
+    # The dropped symbol trades again: a new slot, as cold as in a shard that never saw it.
+    fresh = ShardState(("1m", "5m"), chart_candles=50)
+    back = _collect(state, minutes[400:])
+    assert _identical(_of(back, kept), _collect(twin, _only(minutes[400:], kept)))
+    assert _identical(_of(back, [gone]), _collect(fresh, _only(minutes[400:], [gone])))
+    first_warm = min(t for tf, s, t in back if (tf, s) == ("1m", gone))
+    assert first_warm == minutes[400 + MAX_WARMUP].column("open_time")[0].as_py()
+    assert state.keys == [*twin.keys, f"x:{gone}"]
+    assert state.candles("x", gone, "1m")["open_time"].size == 50
+
+
+def test_a_snapshot_taken_after_a_drop_continues_bit_for_bit():
+    minutes = _minutes(600, seed=6)
+    state = ShardState(TIMEFRAMES)
+    _collect(state, minutes[:300])
+    state.drop("x", [SYMBOLS[0]])  # the first slot: every other one moves
+    restored = ShardState.from_snapshot(pickle.loads(pickle.dumps(state.snapshot())))
+    assert restored.keys == [f"x:{s}" for s in SYMBOLS[1:]]
+    after = _only(minutes[300:], SYMBOLS[1:])
+    rows = _collect(restored, after)
+    assert {tf for tf, _, _ in rows} == set(TIMEFRAMES)
+    assert _identical(rows, _collect(state, after))
+    assert _identical(restored.snapshot(), state.snapshot())
+
+
+def test_dropping_unknown_symbols_changes_nothing_and_dropping_all_leaves_an_empty_shard():
+    minutes = _minutes(120, seed=7)
+    state = ShardState(("1m", "5m"), chart_candles=10)
+    _collect(state, minutes[:60])
+    before = state.snapshot()
+    assert state.drop("x", ["NOPE/USDT"]) == state.drop("y", SYMBOLS) == state.drop("x", []) == 0
+    assert _identical(state.snapshot(), before)
+
+    assert state.drop("x", [*SYMBOLS, SYMBOLS[0], "NOPE/USDT"]) == 3
+    empty = state.snapshot()
+    assert empty["keys"] == [] and len(empty["last_time"]) == 0
+    assert all(len(e["keys"]) == 0 for e in empty["engines"].values())
+    assert empty["aggregator"]["n_slots"] == 0
+    (tick,) = state.process(minutes[60])
+    assert (len(tick.features), tick.cold) == (0, 3)  # every symbol registered again, cold
+    fresh = ShardState(("1m", "5m"), chart_candles=10)
+    _collect(fresh, minutes[60:61])
+    rows = _collect(state, minutes[61:])
+    assert rows and _identical(rows, _collect(fresh, minutes[61:]))

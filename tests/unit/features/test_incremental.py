@@ -107,6 +107,25 @@ def test_reset_symbols_starts_warmup_over_like_a_fresh_series():
     np.testing.assert_array_equal(after[:, 1], compute_features(other).to_numpy()[50:])
 
 
+def test_drop_slots_removes_symbols_and_the_rest_continue_as_if_alone():
+    frames = [random_walk(120, seed=s) for s in (11, 12, 13)]
+    engine, alone = IncrementalFeatures(), IncrementalFeatures()
+    slots = engine.add_symbols(["a", "b", "c"])
+    _feed(engine, slots, frames, slice(0, 60))
+    _feed(alone, alone.add_symbols(["a", "c"]), frames[::2], slice(0, 60))
+    engine.drop_slots([1])
+    assert engine.keys == alone.keys == ("a", "c") and len(engine) == 2
+    for key, value in engine.snapshot().items():
+        np.testing.assert_array_equal(value, alone.snapshot()[key])
+    after = _feed(engine, np.array([0, 1]), frames[::2], slice(60, None))
+    np.testing.assert_array_equal(
+        after, _feed(alone, np.array([0, 1]), frames[::2], slice(60, None))
+    )
+    assert engine.add_symbols(["b"]).tolist() == [2] and engine.candles_seen([2]).tolist() == [0]
+    with pytest.raises(ValueError, match="out of range"):
+        engine.drop_slots([3])
+
+
 def test_rows_follow_the_order_of_slots():
     frames = [random_walk(40, seed=s) for s in (6, 7, 8)]
     forward, backward = IncrementalFeatures(), IncrementalFeatures()

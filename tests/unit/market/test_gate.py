@@ -469,3 +469,15 @@ def test_real_files_shuffled_and_duplicated_come_out_exactly_equal(shared_data):
     counters = driver.gate.counters
     assert counters["rejected"] == 0 and counters["duplicates"] >= int(truth.num_rows * 0.05)
     assert driver.holes == []
+
+
+def test_forget_drops_a_removed_symbol_so_it_can_start_again_from_older_history():
+    gate = gate_with_gap()  # A: 0, 1 emitted; 4, 5 held behind the open gap 2-3
+    gate.offer(candles("B", [0, 1, 2, 3, 4, 5]), minute(5) + 1)
+    gate.forget(["A", "unknown"])
+    assert gate.open_gaps == () and gate.take_gaps() == []
+    assert gate.last_emitted("A") is None
+    released = gate.flush(FAR_FUTURE)
+    assert set(released.column("symbol").to_pylist()) == {"B"}  # A's held candles are gone
+    again = gate.offer(candles("A", [0, 1, 2]), FAR_FUTURE)  # warm-up history, older than before
+    assert times(again) == [0, 1, 2] and gate.counters["duplicates"] == 0

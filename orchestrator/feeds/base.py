@@ -3,6 +3,7 @@ source may add, each a small Protocol the feed actor checks with ``isinstance``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -53,3 +54,25 @@ class Snapshottable(Protocol):
     (live sources just go on)."""
 
     def snapshot(self) -> dict: ...
+
+
+@runtime_checkable
+class ChangesSymbols(Protocol):
+    """Symbols added and removed while the feed runs, between two ``next_batch`` calls
+    (never during one); ``symbols`` always names the current set."""
+
+    async def unknown_symbols(self, symbols: Sequence[str]) -> list[str]:
+        """Those of ``symbols`` this source cannot carry (not an exchange market, no replay
+        file ...), in input order."""
+        ...
+
+    async def add_symbols(self, symbols: Sequence[str], warmup_minutes: int) -> pa.RecordBatch:
+        """Starts carrying ``symbols`` (ones already carried are ignored) and returns their
+        history: ``warmup_minutes`` 1m candles each (``CANDLE_SCHEMA``, time-ordered) that end
+        where their live stream continues, so the next ``next_batch`` brings their first live
+        candle right after it. Raises ``ValueError`` on unknown symbols, adding none."""
+        ...
+
+    def remove_symbols(self, symbols: Sequence[str]) -> None:
+        """Stops carrying them (unknown ones ignored): ``next_batch`` never returns them again."""
+        ...

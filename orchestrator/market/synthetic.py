@@ -8,6 +8,7 @@ plain data, so a restarted feed continues exactly where its snapshot left off.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,19 @@ class SyntheticMinute:
     """One minute of candles for every symbol, as aligned numpy arrays."""
 
     open_time: int
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+
+@dataclass(frozen=True)
+class SyntheticHistory:
+    """Minutes before the market's clock for some symbols: ``open_time`` is (minutes,), the
+    prices and volumes are (minutes, symbols)."""
+
+    open_time: np.ndarray
     open: np.ndarray
     high: np.ndarray
     low: np.ndarray
@@ -63,6 +77,49 @@ class SyntheticMarket:
         leave = np.where(self.turbulent, SWITCH_PROB[1], SWITCH_PROB[0])
         self.turbulent = self.turbulent ^ (draws < leave)
 
+    def add_symbols(
+        self, seeds: Sequence[int | Sequence[int]], history_minutes: int
+    ) -> SyntheticHistory:
+        """Appends one symbol per seed and returns their ``history_minutes`` minutes before
+        ``open_time``, ending at their current price.
+
+        A new symbol's start and history come from a generator of its own seed, so they depend
+        on that seed alone, not on the market's draws nor on the symbols added with it. From
+        ``open_time`` on it moves with the market's generator: a minute stays one vectorised
+        draw for all symbols.
+        """
+        rngs = [np.random.default_rng(seed) for seed in seeds]
+        price = 10.0 ** np.array([r.uniform(0, 4.5) for r in rngs])
+        base_volume = 10.0 ** np.array([r.uniform(1, 4) for r in rngs])
+        switch, ret, wick_up, wick_down, noise = (
+            np.stack([_own_draws(r, history_minutes) for r in rngs], axis=-1)
+            if rngs
+            else np.empty((5, history_minutes, 0))
+        )
+        turbulent = np.empty(switch.shape, dtype=bool)
+        state = np.zeros(len(rngs), dtype=bool)
+        for minute, draws in enumerate(switch):  # a Markov chain: each minute needs the last
+            state = state ^ (draws < np.where(state, SWITCH_PROB[1], SWITCH_PROB[0]))
+            turbulent[minute] = state
+        sigma = np.where(turbulent, TURBULENT_VOL, CALM_VOL)
+        log_ret = ret * sigma
+        close = price * np.exp(np.cumsum(log_ret, axis=0))
+        open_ = np.concatenate([price[np.newaxis], close])[:-1]
+        high = np.maximum(open_, close) * np.exp(np.abs(wick_up) * sigma * 0.5)
+        low = np.minimum(open_, close) * np.exp(-np.abs(wick_down) * sigma * 0.5)
+        volume = base_volume * noise * (1.0 + np.abs(log_ret) / sigma)
+        open_time = self.open_time + MINUTE_MS * np.arange(-history_minutes, 0, dtype=np.int64)
+        self.price = np.concatenate([self.price, close[-1] if history_minutes else price])
+        self.turbulent = np.concatenate([self.turbulent, state])
+        self.base_volume = np.concatenate([self.base_volume, base_volume])
+        return SyntheticHistory(open_time, open_, high, low, close, volume)
+
+    def remove(self, indices: Sequence[int] | np.ndarray) -> None:
+        """Drops the symbols at ``indices``; the others keep their state."""
+        self.price = np.delete(self.price, indices)
+        self.turbulent = np.delete(self.turbulent, indices)
+        self.base_volume = np.delete(self.base_volume, indices)
+
     def snapshot(self) -> dict:
         return {
             "rng": self._rng.bit_generator.state,
@@ -80,3 +137,14 @@ class SyntheticMarket:
         market.turbulent = np.array(state["turbulent"])
         market.base_volume = np.array(state["base_volume"])
         return market
+
+
+def _own_draws(rng: np.random.Generator, minutes: int) -> np.ndarray:
+    """(5, minutes) draws of one symbol: regime switch, return, two wicks, volume noise."""
+    return np.concatenate(
+        [
+            rng.random((1, minutes)),
+            rng.standard_normal((3, minutes)),
+            rng.lognormal(0.0, 0.5, (1, minutes)),
+        ]
+    )

@@ -10,6 +10,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -119,6 +120,17 @@ class Staleness:
         self._newest: dict[str, int] = {}
         self._progress_ms = dict.fromkeys(symbols, started_ms)
 
+    def track(self, symbols: Iterable[str], now_ms: int) -> None:
+        """Symbols added while running: stale once ``stale_after_ms`` passes from ``now_ms``
+        without a newer candle."""
+        for symbol in symbols:
+            self._progress_ms.setdefault(symbol, now_ms)
+
+    def forget(self, symbols: Iterable[str]) -> None:
+        for symbol in symbols:
+            self._progress_ms.pop(symbol, None)
+            self._newest.pop(symbol, None)
+
     def observe(self, symbol: str, newest_open_time: int, now_ms: int) -> None:
         if newest_open_time > self._newest.get(symbol, -1):
             self._newest[symbol] = newest_open_time
@@ -210,9 +222,9 @@ class OhlcvFetcher:
         # exchange starts failing and one when it has answered for a while again.
         self.health.failed(f"{error} (attempt {attempt})")
 
-    async def _load_markets_once(self) -> None:
+    async def _load_markets_once(self, reload: bool = False) -> None:
         self.counters.requests += 1
-        await self.client.load_markets()
+        await self.client.load_markets(reload)
 
     async def _fetch_once(self, symbol: str, since: int, limit: int | None) -> list:
         self.counters.requests += 1
@@ -224,9 +236,10 @@ class OhlcvFetcher:
         self.health.succeeded()
         return rows
 
-    async def load_markets(self) -> None:
-        if not self.markets_loaded:
-            await self._load_markets()
+    async def load_markets(self, reload: bool = False) -> None:
+        """Once; again with ``reload`` (markets listed since)."""
+        if reload or not self.markets_loaded:
+            await self._load_markets(reload)
             self.markets_loaded = True
 
     async def fetch_since(self, symbol: str, since: int, limit: int | None = None) -> list:
@@ -326,3 +339,59 @@ class CcxtSourceBase:
         self._staleness = Staleness(
             config.symbols, clock_ms(), config.stale_after_periods * MINUTE_MS
         )
+
+    async def unknown_symbols(self, symbols: Sequence[str]) -> list[str]:
+        """Those of ``symbols`` that are not markets of the exchange, in input order.
+
+        Markets loaded earlier are loaded again when some are missing, so a market listed
+        since the start is found. A failure to load raises (the fetcher's ``FeedError``).
+        """
+        fresh = not self._fetcher.markets_loaded
+        await self._fetcher.load_markets()
+        unknown = self._unlisted(symbols)
+        if unknown and not fresh:
+            await self._fetcher.load_markets(reload=True)
+            unknown = self._unlisted(symbols)
+        return unknown
+
+    def _unlisted(self, symbols: Sequence[str]) -> list[str]:
+        markets = self._client.markets or {}
+        return [s for s in symbols if s not in markets]
+
+    async def _start_carrying(
+        self, symbols: Sequence[str], warmup_minutes: int
+    ) -> tuple[list[str], int, pa.RecordBatch]:
+        """Adds the symbols not yet carried; returns them, the open time their live candles
+        start at (the current minute) and their ``warmup_minutes`` of history before it.
+
+        Nothing changes unless every history fetch succeeds; an unknown symbol is a
+        ``ValueError`` and a failed fetch its ``FeedError``.
+        """
+        carried = set(self.symbols)
+        new = [s for s in dict.fromkeys(symbols) if s not in carried]
+        now_ms = self._clock()
+        live_from = now_ms - now_ms % MINUTE_MS
+        if not new:
+            return new, live_from, empty_batch()
+        unknown = await self.unknown_symbols(new)
+        if unknown:
+            raise ValueError(f"not markets of {self.exchange}: {unknown[:5]}")
+        start = live_from - warmup_minutes * MINUTE_MS
+        results = await gather_bounded(
+            [partial(self._fetcher.fetch_range, s, start, live_from) for s in new],
+            self.config.max_concurrency,
+        )
+        raise_first_error(results)
+        history, rejected = rows_to_batch(self.exchange, dict(zip(new, results, strict=True)))
+        self.counters.rejected_rows += rejected
+        self.symbols = (*self.symbols, *new)
+        self._staleness.track(new, now_ms)
+        observe_batch(self._staleness, history, now_ms)
+        return new, live_from, history
+
+    def _stop_carrying(self, symbols: Sequence[str]) -> list[str]:
+        """Drops the carried ones of ``symbols`` from ``symbols`` and staleness; returns them."""
+        gone = set(symbols) & set(self.symbols)
+        self.symbols = tuple(s for s in self.symbols if s not in gone)
+        self._staleness.forget(gone)
+        return sorted(gone)

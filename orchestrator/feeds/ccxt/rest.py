@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 import pyarrow as pa
 
@@ -118,6 +119,20 @@ class CcxtRestSource(CcxtSourceBase):
         self._last_poll_ms = now_ms
         count_batch(self.counters, batch, rejected, self.exchange)
         observe_batch(self._staleness, batch, now_ms)
+
+    async def add_symbols(self, symbols: Sequence[str], warmup_minutes: int) -> pa.RecordBatch:
+        """History up to the current minute, then polled from it: the first poll asks for the
+        current minute, the first live candle, right after the history."""
+        new, live_from, history = await self._start_carrying(symbols, warmup_minutes)
+        for symbol in new:
+            self._next_since[symbol] = live_from
+            self._failing.pop(symbol, None)
+        return history
+
+    def remove_symbols(self, symbols: Sequence[str]) -> None:
+        for symbol in self._stop_carrying(symbols):
+            self._next_since.pop(symbol, None)
+            self._failing.pop(symbol, None)
 
     async def fetch_range(self, symbol: str, start_ms: int, end_ms: int) -> pa.RecordBatch:
         """Candles of ``symbol`` with ``start_ms <= open_time < end_ms`` (gap repair)."""

@@ -23,6 +23,14 @@ REST with the same ccxt.pro client (it subclasses ccxt's async REST client):
   than one page per poll) and repairs it through this method.
 ``status()['outages']`` lists the recent disconnected windows.
 
+Symbols added or removed while running restart the pumps: the next ``next_batch`` watches
+the new symbol list (ccxt subscribes only the streams it has not yet). Removed symbols are
+unsubscribed with ccxt.pro's ``un_watch_ohlcv_for_symbols``/``un_watch_ohlcv`` where the
+exchange has them (best effort: a failure leaves streams that are no longer swept); without
+them their streams run on, unswept, until the next reconnect. An added symbol's history
+comes over REST up to the current minute, and its first batch polls one REST page from that
+minute, since the stream only brings updates sent after it subscribed.
+
 Not implemented: building 1m candles from ``watch_trades`` for exchanges without kline
 streams; such an exchange is rejected with a fatal error naming the missing capability.
 """
@@ -33,10 +41,11 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import pyarrow as pa
+from ccxt.base.errors import UnsubscribeError
 
 from orchestrator.feeds.ccxt.common import (
     TIMEFRAME,
@@ -68,6 +77,7 @@ UNCHANGED_ROWS_TO_STOP = 3
 # Open times remembered per symbol to recognise unchanged rows.
 REMEMBERED_PER_SYMBOL = 64
 OUTAGES_KEPT = 16
+UNWATCH_TIMEOUT_S = 10.0
 
 
 class CcxtWsSource(CcxtSourceBase):
@@ -81,6 +91,9 @@ class CcxtWsSource(CcxtSourceBase):
         self._passed_on: dict[str, dict[int, tuple]] = {}
         self._data_ready = asyncio.Event()
         self._pumps: list[asyncio.Task] = []
+        self._stopped_pumps: list[asyncio.Task] = []
+        self._to_unwatch: set[str] = set()
+        self._live_from: dict[str, int] = {}  # added symbols: where their first poll starts
         self._fatal: FeedError | None = None
         self._closed = False
         self._connected = False
@@ -101,16 +114,38 @@ class CcxtWsSource(CcxtSourceBase):
     async def next_batch(self) -> pa.RecordBatch | None:
         if self._closed:
             return None
+        await self._settle_subscriptions()
         self._start_pumps()
         await self._wait_for_data()
         if self._fatal is not None:
             raise self._fatal
         polled = await self._poll_rest() if self._rest_needed() else {}
+        polled = _concat_rows(polled, await self._poll_added(skip=polled))
         now_ms = self._clock()
         batch, rejected = rows_to_batch(self.exchange, _concat_rows(polled, self._sweep()))
         count_batch(self.counters, batch, rejected, self.exchange)
         observe_batch(self._staleness, batch, now_ms)
         return batch
+
+    async def add_symbols(self, symbols: Sequence[str], warmup_minutes: int) -> pa.RecordBatch:
+        """History over REST up to the current minute; the next batch polls them from it."""
+        new, live_from, history = await self._start_carrying(symbols, warmup_minutes)
+        for symbol in new:
+            self._forget_cache(symbol)  # rows from before a removal must not be swept again
+            self._live_from[symbol] = live_from
+        if new:
+            self._to_unwatch.difference_update(new)
+            self._stop_pumps()
+        return history
+
+    def remove_symbols(self, symbols: Sequence[str]) -> None:
+        gone = self._stop_carrying(symbols)
+        for symbol in gone:
+            self._forget_cache(symbol)
+            self._live_from.pop(symbol, None)
+        if gone:
+            self._to_unwatch.update(gone)
+            self._stop_pumps()
 
     async def fetch_range(self, symbol: str, start_ms: int, end_ms: int) -> pa.RecordBatch:
         """Candles of ``symbol`` with ``start_ms <= open_time < end_ms``, over REST."""
@@ -121,10 +156,9 @@ class CcxtWsSource(CcxtSourceBase):
 
     async def close(self) -> None:
         self._closed = True
-        for task in self._pumps:
-            task.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
-        self._pumps.clear()
+        self._stop_pumps()
+        await asyncio.gather(*self._stopped_pumps, return_exceptions=True)
+        self._stopped_pumps.clear()
         await self._client.close()
 
     def status(self) -> dict:
@@ -158,6 +192,50 @@ class CcxtWsSource(CcxtSourceBase):
         loop = asyncio.get_running_loop()
         self._pumps = [loop.create_task(self._pump(watch)) for watch in watches]
 
+    def _stop_pumps(self) -> None:
+        for task in self._pumps:
+            task.cancel()
+        self._stopped_pumps.extend(self._pumps)
+        self._pumps = []
+
+    async def _settle_subscriptions(self) -> None:
+        """After symbols changed: the old pumps have ended and removed symbols' streams are
+        unsubscribed before ``_start_pumps`` watches the new list."""
+        if self._stopped_pumps:
+            await asyncio.gather(*self._stopped_pumps, return_exceptions=True)
+            self._stopped_pumps.clear()
+        if self._to_unwatch:
+            gone, self._to_unwatch = sorted(self._to_unwatch), set()
+            if self._connected:  # a new connection subscribes the current symbols only
+                await self._unwatch(gone)
+
+    async def _unwatch(self, symbols: list[str]) -> None:
+        has, size = self._client.has, self.config.ws_symbols_per_subscription
+        if has.get("unWatchOHLCVForSymbols"):
+            calls = [
+                self._client.un_watch_ohlcv_for_symbols([[s, TIMEFRAME] for s in chunk])
+                for chunk in (symbols[i : i + size] for i in range(0, len(symbols), size))
+            ]
+        elif has.get("unWatchOHLCV"):
+            calls = [self._client.un_watch_ohlcv(s, TIMEFRAME) for s in symbols]
+        else:
+            return
+        try:
+            await asyncio.wait_for(asyncio.gather(*calls), UNWATCH_TIMEOUT_S)
+        except Exception as exc:  # their streams are no longer swept: only bandwidth is lost
+            error = to_feed_error(exc, self.exchange, secrets=self._secrets)
+            log.warning(
+                "%s: unsubscribing %d symbols failed: %s", self.exchange, len(symbols), error
+            )
+        for symbol in symbols:
+            self._forget_cache(symbol)
+
+    def _forget_cache(self, symbol: str) -> None:
+        self._passed_on.pop(symbol, None)
+        caches = getattr(self._client, "ohlcvs", None)
+        if caches:
+            caches.pop(symbol, None)
+
     def _watch_calls(self) -> list[Callable[[], Awaitable]]:
         """One call per subscription: symbol chunks where the exchange can, else per symbol."""
         has = self._client.has
@@ -186,6 +264,8 @@ class CcxtWsSource(CcxtSourceBase):
                     return
                 await self._sleep(backoff.next_delay(error.kind, error.retry_after_s))
                 continue
+            except UnsubscribeError:  # a stream unsubscribed when its symbol was removed,
+                continue  # since added again: this watch has subscribed it anew
             except Exception as exc:  # CancelledError is a BaseException: close() ends us
                 error = to_feed_error(exc, self.exchange, secrets=self._secrets)
                 if not self._on_watch_error(error):
@@ -243,6 +323,20 @@ class CcxtWsSource(CcxtSourceBase):
         self._resync_pending = False
         self._rest_polls += 1
         starts = {s: t for s in self.symbols if (t := self._staleness.newest(s)) is not None}
+        results = await gather_bounded(
+            [partial(self._poll_symbol, s, t) for s, t in starts.items()],
+            self.config.max_concurrency,
+        )
+        raise_first_error(results)
+        return dict(zip(starts, results, strict=True))
+
+    async def _poll_added(self, skip: dict[str, list]) -> dict[str, list]:
+        """One REST page of each symbol added since the last batch, from where its history
+        ended (unless ``skip`` has its rows already)."""
+        if not self._live_from:
+            return {}
+        starts = {s: t for s, t in self._live_from.items() if s not in skip}
+        self._live_from.clear()
         results = await gather_bounded(
             [partial(self._poll_symbol, s, t) for s, t in starts.items()],
             self.config.max_concurrency,

@@ -7,9 +7,10 @@ import logging
 
 import pytest
 
+from orchestrator.feeds.base import ChangesSymbols
 from orchestrator.feeds.ccxt.common import rows_to_batch
 from orchestrator.feeds.ccxt.rest import CcxtRestSource
-from orchestrator.feeds.errors import FatalFeedError
+from orchestrator.feeds.errors import ErrorKind, FatalFeedError, FeedError
 from orchestrator.feeds.retry import RetryPolicy
 from orchestrator.market.gate import CandleGate
 from tests.fakes.binance import FakeBinance
@@ -418,3 +419,138 @@ def test_an_exchange_outage_is_two_log_lines_and_a_status_field(caplog):
     assert "is down" in lines[0] and "is back after" in lines[1]
     assert settling["rest_health"]["up"] is False and status["rest_health"]["up"] is True
     assert sorted({k[1] for k in candle_keys(after)}) == minutes(7, 8, 9, 10)
+
+
+# --- symbols added and removed while running ----------------------------------------------
+
+LISTED = (*SYMBOLS, "SOL/USDT", "XRP/USDT")  # the fake's markets; the source starts with SYMBOLS
+
+
+def test_added_symbols_get_history_up_to_the_current_minute_then_are_polled_from_it():
+    async def scenario():
+        async with FakeBinance(LISTED, now_ms=NOW, first_open_ms=T0) as fake:
+            source = CcxtRestSource(
+                fake_config(fake, symbols=SYMBOLS, start_lookback_minutes=3, max_concurrency=1),
+                clock_ms=lambda: fake.now_ms,
+            )
+            assert isinstance(source, ChangesSymbols)
+            try:
+                await source.next_batch()
+                history = await source.add_symbols(["SOL/USDT", "BTC/USDT", "XRP/USDT"], 6)
+                symbols, added_status = source.symbols, source.status()
+                live = [await source.next_batch()]
+                fake.now_ms += MINUTE_MS
+                live.append(await source.next_batch())
+                return history, symbols, added_status, live, fake.max_klines_in_flight
+            finally:
+                await source.close()
+
+    history, symbols, status, live, in_flight = run(scenario())
+    added = ("SOL/USDT", "XRP/USDT")
+    assert symbols == (*SYMBOLS, *added)
+    assert sorted(candle_keys(history)) == sorted(
+        (s, t) for s in added for t in minutes(*range(4, 10))
+    )
+    assert candle_values(history) == expected_values(added, minutes(*range(4, 10)))
+    assert history.column("open_time").to_pylist() == sorted(
+        history.column("open_time").to_pylist()
+    )
+    for symbol in added:  # minute 10 was still open at the add: it is the first live candle
+        times = [t for s, t in candle_keys(history) if s == symbol]
+        times += sorted({t for b in live for s, t in candle_keys(b) if s == symbol})
+        assert times == minutes(*range(4, 12))
+        assert min(t for s, t in candle_keys(live[0]) if s == symbol) == minutes(10)[0]
+    assert sorted({s for s, _ in candle_keys(live[0])}) == sorted(symbols)
+    assert in_flight == 1  # history requests share next_batch's concurrency bound
+    assert status["stale_count"] == 0 and status["failing_count"] == 0
+
+
+def test_removed_symbols_are_no_longer_polled_nor_reported():
+    async def scenario():
+        async with FakeBinance(LISTED, now_ms=NOW, first_open_ms=T0) as fake:
+            source_now = [NOW]
+            config = fake_config(
+                fake, symbols=LISTED, start_lookback_minutes=3, stale_after_periods=2
+            )
+            source = CcxtRestSource(config, clock_ms=lambda: source_now[0])
+            try:
+                fake.add_fault("malformed", symbol="XRP/USDT")
+                await source.next_batch()
+                failing = source.status()["failing_symbols"]
+                source.remove_symbols(["XRP/USDT", "ETH/USDT", "DOGE/USDT"])
+                queries_before = len(fake.kline_queries)
+                source_now[0] += 3 * MINUTE_MS  # time passes, the exchange publishes nothing
+                after = await source.next_batch()
+                asked = {q["symbol"] for q in fake.kline_queries[queries_before:]}
+                return failing, source.symbols, after, asked, source.status()
+            finally:
+                await source.close()
+
+    failing, symbols, after, asked, status = run(scenario())
+    assert list(failing) == ["XRP/USDT"]
+    assert symbols == ("BTC/USDT", "SOL/USDT")
+    assert asked == {"BTCUSDT", "SOLUSDT"}
+    assert {s for s, _ in candle_keys(after)} == set(symbols)
+    assert status["failing_count"] == 0  # XRP's failure went with it
+    assert status["stale_symbols"] == list(symbols)  # only carried symbols can be stale
+
+
+def test_unknown_symbols_are_the_ones_the_exchange_does_not_list():
+    async def scenario():
+        async with FakeBinance(LISTED, now_ms=NOW, first_open_ms=T0) as fake:
+            source = CcxtRestSource(
+                fake_config(fake, symbols=SYMBOLS), clock_ms=lambda: fake.now_ms
+            )
+            try:
+                asked = ["DOGE/USDT", "SOL/USDT", "BTC/USDT", "sol/usdt", "XRP/USDT"]
+                unknown = await source.unknown_symbols(asked)
+                loads_first = fake.requests["exchangeInfo"]
+                with pytest.raises(ValueError, match="DOGE/USDT"):
+                    await source.add_symbols(["SOL/USDT", "DOGE/USDT"], 3)
+                return unknown, loads_first, source.symbols, fake.requests
+            finally:
+                await source.close()
+
+    unknown, loads_first, symbols, requests = run(scenario())
+    assert unknown == ["DOGE/USDT", "sol/usdt"]
+    assert loads_first == 1
+    assert symbols == SYMBOLS and requests["klines"] == 0  # nothing added, nothing fetched
+    assert requests["exchangeInfo"] == 2  # missing from loaded markets: loaded once more
+
+
+def test_a_market_listed_after_the_start_is_found_by_loading_markets_again():
+    async def scenario():
+        async with FakeBinance(SYMBOLS, now_ms=NOW, first_open_ms=T0) as fake:
+            source = CcxtRestSource(fake_config(fake), clock_ms=lambda: fake.now_ms)
+            try:
+                await source.next_batch()  # markets loaded: SOL is not listed yet
+                fake.symbols = (*SYMBOLS, "SOL/USDT")
+                fake._by_id["SOLUSDT"] = "SOL/USDT"
+                unknown = await source.unknown_symbols(["SOL/USDT", "DOGE/USDT"])
+                history = await source.add_symbols(["SOL/USDT"], 2)
+                return unknown, history
+            finally:
+                await source.close()
+
+    unknown, history = run(scenario())
+    assert unknown == ["DOGE/USDT"]
+    assert candle_keys(history) == [("SOL/USDT", t) for t in minutes(8, 9)]
+
+
+def test_a_failure_to_load_markets_raises_from_unknown_symbols():
+    async def scenario():
+        async with FakeBinance(SYMBOLS, now_ms=NOW, first_open_ms=T0) as fake:
+            config = fake_config(fake)
+        sleep = RecordingSleep()  # the server is gone: every attempt is refused
+        source = CcxtRestSource(config, clock_ms=lambda: NOW, sleep=sleep)
+        try:
+            with pytest.raises(FeedError) as raised:
+                await source.unknown_symbols(["SOL/USDT"])
+            return raised.value, source.status(), sleep.delays
+        finally:
+            await source.close()
+
+    error, status, delays = run(scenario())
+    assert error.kind is ErrorKind.TRANSIENT
+    assert status["errors"]["transient"] == 3 and len(delays) == 2
+    assert status["markets_loaded"] is False

@@ -7,6 +7,7 @@ import json
 import pyarrow as pa
 import pytest
 
+from orchestrator.feeds.base import ChangesSymbols
 from orchestrator.feeds.ccxt.ws import CcxtWsSource
 from orchestrator.feeds.errors import FatalFeedError
 from orchestrator.market.gate import CandleGate
@@ -318,3 +319,107 @@ def test_hundreds_of_symbols_over_chunked_subscriptions():
         (s, minutes(0)[0]) for s in many
     )
     assert status["subscriptions"] == 3 and connections == 1  # ccxt multiplexes them on one socket
+
+
+# --- symbols added and removed while running ----------------------------------------------
+
+LISTED = (*SYMBOLS, "SOL/USDT")  # the fake's markets; the source starts with SYMBOLS
+
+
+def _times_of(batches, symbol: str) -> list[int]:
+    return sorted({t for b in batches for s, t in candle_keys(b) if s == symbol})
+
+
+@pytest.mark.parametrize(
+    "per_symbol", [False, True], ids=["watch_ohlcv_for_symbols", "watch_ohlcv"]
+)
+def test_added_symbols_get_rest_history_then_stream_from_the_current_minute(per_symbol):
+    async def scenario():
+        async with FakeBinance(
+            LISTED, now_ms=T0 + 5 * MINUTE_MS + 30_000, first_open_ms=T0
+        ) as fake:
+            source = ws_source(fake, symbols=SYMBOLS)
+            if per_symbol:
+                source._client.has["watchOHLCVForSymbols"] = False
+            assert isinstance(source, ChangesSymbols)
+            try:
+                await source.next_batch()
+                await fake.wait_subscribed(SYMBOLS)
+                await push(fake, minutes(5))
+                await collect(source, {(s, minutes(5)[0]) for s in SYMBOLS})
+                unknown = await source.unknown_symbols(["DOGE/USDT", "SOL/USDT"])
+                history = await source.add_symbols(["SOL/USDT", "ETH/USDT"], 4)
+                symbols = source.symbols
+                first = await source.next_batch()  # polls SOL's current minute over REST
+                await fake.wait_subscribed(LISTED)
+                fake.now_ms = T0 + 6 * MINUTE_MS + 1_000
+                await push(fake, minutes(5, 6), symbols=LISTED)
+                rest = await collect_final(source, LISTED, minutes(5))
+                return unknown, history, symbols, first, rest, source.status(), fake
+            finally:
+                await source.close()
+
+    unknown, history, symbols, first, rest, status, fake = run(scenario())
+    assert unknown == ["DOGE/USDT"]
+    assert symbols == LISTED
+    assert candle_keys(history) == [("SOL/USDT", t) for t in minutes(1, 2, 3, 4)]
+    assert candle_values(history) == expected_values(["SOL/USDT"], minutes(1, 2, 3, 4))
+    assert _times_of([first], "SOL/USDT")[0] == minutes(5)[0]  # right after the history
+    assert _times_of([first, *rest], "SOL/USDT") == minutes(5, 6)
+    assert (
+        merged([first, *rest])[("SOL/USDT", minutes(5)[0])]
+        == expected_values(["SOL/USDT"], minutes(5))[("SOL/USDT", minutes(5)[0])]
+    )
+    assert status["subscriptions"] == (3 if per_symbol else 1)
+    assert status["disconnects"] == 0 and status["fatal"] is None
+    assert sum(status["errors"].values()) == 0
+    assert fake.ws_connections_total == 1  # resubscribed on the same connection
+
+
+@pytest.mark.parametrize("un_watch", [True, False], ids=["un_watch", "no_un_watch"])
+def test_removed_symbols_stop_and_can_be_added_again(un_watch):
+    async def scenario():
+        async with FakeBinance(SYMBOLS, now_ms=T0 + 30_000, first_open_ms=T0) as fake:
+            source = ws_source(fake)
+            if not un_watch:  # an exchange without un_watch: the stream stays, unswept
+                source._client.has["unWatchOHLCVForSymbols"] = False
+                source._client.has["unWatchOHLCV"] = False
+            try:
+                await source.next_batch()
+                await fake.wait_subscribed(SYMBOLS)
+                await push(fake, minutes(0))
+                await collect(source, {(s, minutes(0)[0]) for s in SYMBOLS})
+                source.remove_symbols(["ETH/USDT", "DOGE/USDT"])
+                removed_symbols = source.symbols
+                await source.next_batch()
+                streams = fake.subscribed_streams()
+                fake.now_ms = T0 + MINUTE_MS + 30_000
+                eth_reached = await fake.push_kline("ETH/USDT", minutes(1)[0])
+                await push(fake, minutes(1), symbols=("BTC/USDT",))
+                without = await collect(source, {("BTC/USDT", minutes(1)[0])})
+                without += [await source.next_batch() for _ in range(2)]
+                fake.now_ms = T0 + 2 * MINUTE_MS + 30_000
+                history = await source.add_symbols(["ETH/USDT"], 2)
+                again = [await source.next_batch()]
+                await fake.wait_subscribed(SYMBOLS)
+                await push(fake, minutes(2))
+                again += await collect(source, {(s, minutes(2)[0]) for s in SYMBOLS})
+                return removed_symbols, streams, eth_reached, without, history, again, source
+            finally:
+                await source.close()
+
+    removed_symbols, streams, eth_reached, without, history, again, source = run(scenario())
+    assert removed_symbols == ("BTC/USDT",)
+    if un_watch:
+        assert streams == {"btcusdt@kline_1m"} and eth_reached == 0
+    else:
+        assert "ethusdt@kline_1m" in streams and eth_reached == 1
+    assert {s for b in without for s, _ in candle_keys(b)} == {"BTC/USDT"}
+    assert source.symbols == SYMBOLS
+    assert candle_keys(history) == [("ETH/USDT", t) for t in minutes(0, 1)]
+    # ETH's first batch is the REST poll of minute 2: nothing swept from before the removal
+    assert [t for s, t in candle_keys(again[0]) if s == "ETH/USDT"] == minutes(2)
+    assert _times_of(again, "ETH/USDT") == minutes(2)
+    status = source.status()
+    assert status["fatal"] is None and status["errors"]["fatal"] == 0
+    assert status["disconnects"] == 0

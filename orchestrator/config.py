@@ -259,6 +259,10 @@ class ApiConfig(StrictModel):
 
     require_api_key: bool = Field(False, description="production: true")
     api_keys_env: str = Field("TICKCAST_API_KEYS", description="env variable: comma-separated keys")
+    admin_keys_env: str = Field(
+        "TICKCAST_ADMIN_KEYS",
+        description="env variable: comma-separated admin keys (X-Admin-Key); unset: admin off",
+    )
     rate_limit_per_s: float = Field(
         50.0, gt=0, description="requests per second per key (or client)"
     )
@@ -399,6 +403,34 @@ def parse_config(args: Mapping[str, Any] | TickcastConfig | None) -> TickcastCon
         ]
         hint = "".join(f"\n  moved: {m}" for m in moved)
         raise ConfigError(f"invalid tickcast config (application args):\n{exc}{hint}") from None
+
+
+def feed_symbol_lists(config: TickcastConfig) -> list[list[str] | None]:
+    """Per feed, the symbols its config names (None: every file of a replay): the part of
+    the config a redeploy changes in place (``Pipeline.reconfigure``), never by a restart."""
+    return [
+        list(feed.symbol_list())
+        if isinstance(feed, SyntheticFeedConfig)
+        else (None if feed.symbols is None else list(feed.symbols))
+        for feed in config.feeds
+    ]
+
+
+def with_feed_symbols(
+    config: TickcastConfig, symbols: list[list[str] | None] | None
+) -> TickcastConfig:
+    """``config`` with each feed's symbols replaced; None for ``symbols``: every feed's list
+    emptied, the stand-in the deployments are bound with (the lists travel in user_config)."""
+    lists = symbols if symbols is not None else [()] * len(config.feeds)
+    if len(lists) != len(config.feeds):
+        raise ConfigError(f"{len(lists)} symbol lists for {len(config.feeds)} feeds")
+    feeds = []
+    for feed, listed in zip(config.feeds, lists, strict=True):
+        update: dict[str, Any] = {"symbols": None if listed is None else tuple(listed)}
+        if isinstance(feed, SyntheticFeedConfig):
+            update["n_symbols"] = None
+        feeds.append(feed.model_copy(update=update))
+    return config.model_copy(update={"feeds": tuple(feeds)})
 
 
 def feed_actors(feeds: tuple[FeedConfig, ...]) -> list[tuple[str, FeedConfig]]:

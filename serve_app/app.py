@@ -9,7 +9,13 @@ from __future__ import annotations
 from ray import serve
 
 from orchestrator import resolve_path
-from orchestrator.config import ConfigError, TickcastConfig, parse_config
+from orchestrator.config import (
+    ConfigError,
+    TickcastConfig,
+    feed_symbol_lists,
+    parse_config,
+    with_feed_symbols,
+)
 from orchestrator.models.registry import Registry
 from serve_app.ingress import Ingress
 from serve_app.model_server import ModelServer
@@ -43,7 +49,12 @@ def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
     unversioned = config.model_copy(
         update={"models": tuple(r.model_copy(update={"version": None}) for r in config.models)}
     )
-    pipeline = Pipeline.bind(unversioned, models)
+    # Nor its feeds' symbol lists: they too travel in user_config (Pipeline.reconfigure), so
+    # a redeploy that adds or removes symbols changes them in place.
+    bound = with_feed_symbols(unversioned, None)
+    pipeline = Pipeline.options(user_config={"symbols": feed_symbol_lists(config)}).bind(
+        bound, models
+    )
     # Serve's default of 5 ongoing requests per replica would queue 32 clients behind 5, and
     # every open WebSocket holds one slot for as long as it is connected.
     ingress = Ingress.options(
@@ -51,7 +62,7 @@ def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
         max_ongoing_requests=config.serving.ingress_max_ongoing_requests,
         **_scaling(config.serving.ingress_autoscaling),
     )
-    return ingress.bind(unversioned, pipeline, models)
+    return ingress.bind(bound, pipeline, models)
 
 
 def _scaling(autoscaling) -> dict:

@@ -87,6 +87,16 @@ class ServeBackend:
         merged = {"http_predicts": self._coalescer.requests, "model_calls": self._coalescer.calls}
         return {**status, "ingress": merged}
 
+    async def feed_symbols(self, feed: str) -> dict:
+        return await _answer(self._pipeline.feed_symbols.remote(feed))
+
+    async def change_symbols(
+        self, feed: str, add: list[str], remove: list[str], warmup_minutes: int | None
+    ) -> dict:
+        return await _answer(
+            self._pipeline.change_symbols.remote(feed, add, remove, warmup_minutes)
+        )
+
     async def ready(self) -> tuple[bool, dict]:
         try:
             served = await self.served_models()

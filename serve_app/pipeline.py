@@ -18,15 +18,26 @@ import ray
 from ray import serve
 
 from orchestrator import resolve_path
-from orchestrator.actors.feed import FeedActor
+from orchestrator.actors.feed import (
+    FeedActor,
+    SymbolsNotChangeable,
+    UnknownSymbols,
+    declared_symbols,
+)
 from orchestrator.actors.metrics import PipelineMetrics
 from orchestrator.actors.shard import FeatureShard
 from orchestrator.actors.sink import PredictionSink
-from orchestrator.config import SyntheticFeedConfig, TickcastConfig
+from orchestrator.config import (
+    FeedSettings,
+    SyntheticFeedConfig,
+    TickcastConfig,
+    with_feed_symbols,
+)
 from orchestrator.features.drift import RunningMoments, drift_psi, summarize_psi
 from orchestrator.models.registry import Registry
 from orchestrator.stream.outcomes import merge_metrics
 from orchestrator.stream.routing import shard_of
+from serve_app.api.backend import BackendError
 
 log = logging.getLogger("ray.serve")
 
@@ -113,16 +124,90 @@ class Pipeline:
             )
             for settings in config.shard_settings()
         ]
-        feed_settings = config.feed_settings()
-        self.feed_names = [s.name for s in feed_settings]  # status and quarantine name them
-        self.feeds = [
-            FeedActor.options(num_cpus=0.1).remote(settings, self.shards)
-            for settings in feed_settings
-        ]
+        # The feeds start in the first reconfigure: their symbol lists come in user_config,
+        # so a redeploy that changes them reconfigures this replica instead of replacing it.
+        self.feed_names: list[str] = []  # status and quarantine name them
+        self.feeds: list = []
+        self._symbol_lists: list | None = None
         self.feed_restarts = 0
         self.metrics = PipelineMetrics()
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
-        log.info("%s", startup_summary(config))
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """``{"symbols": [per feed: its symbol list, or None for every replay file]}``.
+
+        The first call starts the feeds; a later one (``serve deploy`` with other lists)
+        declares the new lists to the running feeds, starts feed actors a longer list needs
+        and retires those it no longer does, without stopping anything else."""
+        lists = user_config.get("symbols")
+        if lists == self._symbol_lists:
+            return
+        config = with_feed_symbols(self.config, lists)
+        settings = {s.name: s for s in config.feed_settings()}
+        if self._symbol_lists is None:
+            self._start_feeds(list(settings.values()))
+            log.info("%s", startup_summary(config))
+        else:
+            await self._redeclare(settings)
+        self._symbol_lists = lists
+
+    def _start_feeds(self, settings: list[FeedSettings]) -> None:
+        for feed in settings:
+            self.feeds.append(FeedActor.options(num_cpus=0.1).remote(feed, self.shards))
+            self.feed_names.append(feed.name)
+
+    async def _redeclare(self, settings: dict[str, FeedSettings]) -> None:
+        running = dict(zip(self.feed_names, self.feeds, strict=True))
+        for name in [n for n in running if n not in settings]:
+            await self._retire(name, running[name])
+        kept = [n for n in settings if n in running]
+        results = await asyncio.gather(
+            *(running[n].declare.remote(declared_symbols(settings[n].source)) for n in kept),
+            return_exceptions=True,
+        )
+        for name, result in zip(kept, results, strict=True):
+            if isinstance(result, BaseException):  # the others still change; this one says why
+                log.error("feed %s: new symbol list not applied: %s", name, result)
+            else:
+                await self._forget_removed(result)
+        self._start_feeds([s for n, s in settings.items() if n not in running])
+        log.info("feeds redeclared: %s", ", ".join(settings))
+
+    async def _retire(self, name: str, feed) -> None:
+        """A feed actor the new config no longer has: its symbols go, then the actor."""
+        try:
+            await self._forget_removed(await feed.declare.remote([]))
+        except Exception:  # noqa: BLE001 - retiring goes on: the actor is killed below
+            log.warning("feed %s: symbols not dropped before retiring", name, exc_info=True)
+        ray.kill(feed, no_restart=True)
+        index = self.feed_names.index(name)
+        del self.feed_names[index], self.feeds[index]
+
+    async def _forget_removed(self, result: dict) -> None:
+        if result["removed"]:
+            await self.sink.forget.remote(result["exchange"], result["removed"])
+
+    def _feed(self, name: str):
+        if name not in self.feed_names:
+            raise BackendError(404, f"no feed {name!r}; feeds: {', '.join(self.feed_names)}")
+        return self.feeds[self.feed_names.index(name)]
+
+    async def feed_symbols(self, name: str) -> dict:
+        return {"feed": name, "symbols": await self._feed(name).symbols.remote()}
+
+    async def change_symbols(
+        self, name: str, add: list[str], remove: list[str], warmup_minutes: int | None = None
+    ) -> dict:
+        """The admin endpoint: symbols added to and removed from one running feed."""
+        feed = self._feed(name)
+        try:
+            result = await feed.change_symbols.remote(add, remove, warmup_minutes)
+        except UnknownSymbols as exc:
+            raise BackendError(422, str(exc).splitlines()[-1]) from None
+        except SymbolsNotChangeable as exc:
+            raise BackendError(409, str(exc).splitlines()[-1]) from None
+        await self._forget_removed(result)
+        return result
 
     async def _supervise(self) -> None:
         """Keep every feed's loop running: after Ray restarts a feed actor, start it again.
@@ -132,10 +217,11 @@ class Pipeline:
             rounds += 1
             if rounds % METRICS_EVERY_ROUNDS == 0:
                 await self._publish_metrics()
+            feeds = list(self.feeds)  # a redeploy may add or retire feeds meanwhile
             results = await asyncio.gather(
-                *(f.status.remote() for f in self.feeds), return_exceptions=True
+                *(f.status.remote() for f in feeds), return_exceptions=True
             )
-            for feed, status in zip(self.feeds, results, strict=True):
+            for feed, status in zip(feeds, results, strict=True):
                 if isinstance(status, dict) and not status["running"] and not status["done"]:
                     self.feed_restarts += status["epoch"] > 0
                     feed.start.remote()
@@ -153,10 +239,11 @@ class Pipeline:
         return await self.sink.latest.remote(symbol, timeframe)
 
     async def status(self) -> dict:
+        names = list(self.feed_names)
         feeds, shards, (sink,) = await asyncio.gather(
-            _statuses(self.feeds), _statuses(self.shards), _statuses([self.sink])
+            _statuses(list(self.feeds)), _statuses(self.shards), _statuses([self.sink])
         )
-        for name, feed in zip(self.feed_names, feeds, strict=True):
+        for name, feed in zip(names, feeds, strict=True):
             feed.setdefault("name", name)  # a feed that is down still says which it is
         return {
             "environment": self.config.environment,
@@ -200,10 +287,10 @@ class Pipeline:
 
     async def quarantine(self, limit: int = 100) -> dict[str, list[dict] | str]:
         """Recent rejected candles per feed (reason and raw payload)."""
+        names, feeds = list(self.feed_names), list(self.feeds)
         results = await asyncio.gather(
-            *(f.quarantine.remote(limit) for f in self.feeds), return_exceptions=True
+            *(f.quarantine.remote(limit) for f in feeds), return_exceptions=True
         )
-        names = self.feed_names
         return {
             n: r if isinstance(r, list) else f"unavailable: {type(r).__name__}"
             for n, r in zip(names, results, strict=True)

@@ -21,9 +21,10 @@ import pyarrow.compute as pc
 import ray
 from ray.exceptions import RayActorError
 
+from orchestrator import resolve_path
 from orchestrator.actors.metrics import FeedMetrics
 from orchestrator.config import FeedSettings, ReplayFeedConfig, SyntheticFeedConfig
-from orchestrator.feeds.base import FetchesRange, HasHistory, Snapshottable
+from orchestrator.feeds.base import ChangesSymbols, FetchesRange, HasHistory, Snapshottable
 from orchestrator.feeds.ccxt.config import ExchangeConfig
 from orchestrator.health.log_limit import limit_logging
 from orchestrator.market.gate import CandleGate, Gap
@@ -56,6 +57,25 @@ def build_source(
     from orchestrator.feeds.ccxt.rest import CcxtRestSource
 
     return CcxtRestSource(config)
+
+
+class SymbolsNotChangeable(TypeError):
+    """This feed's source cannot add or remove symbols while it runs."""
+
+
+class UnknownSymbols(ValueError):
+    """Symbols the feed's exchange (or replay folder) does not have; the message names them."""
+
+
+def declared_symbols(config: SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig) -> list:
+    """The symbols a feed's config names; for a replay of "every file", the files' symbols."""
+    if isinstance(config, SyntheticFeedConfig):
+        return list(config.symbol_list())
+    if isinstance(config, ReplayFeedConfig) and config.symbols is None:
+        from orchestrator.feeds.replay import replay_files
+
+        return sorted({symbol for _, symbol in replay_files(resolve_path(config.path), None)})
+    return list(config.symbols or ())
 
 
 def _load_or_none(path: Path) -> dict | None:
@@ -157,6 +177,13 @@ class FeedActor:
         )
         self._epoch = snap["epoch"] + 1 if snap else 0
         self._warmed = bool(snap and snap["warmed"])
+        # Symbols added or removed while running outlive a restart, until a redeploy names
+        # another list for this feed: then the config's list wins.
+        self._declared = declared_symbols(config)
+        kept = snap and snap.get("declared") == self._declared and snap.get("symbols")
+        # A restored offline source brings its own set: the target overrides it either way.
+        self._target: list[str] | None = list(kept) if kept else (self._declared if snap else None)
+        self._changing = asyncio.Lock()  # a symbol change runs between two batches
         self._links = [ShardLink(f"{name}#{self._epoch}", shard, in_flight) for shard in shards]
         self._router = ShardRouter(len(shards))
         self._checkpoint_every, self._since_checkpoint = settings.checkpoint_every, 0
@@ -171,6 +198,8 @@ class FeedActor:
             "warmup_candles": 0,
             "unrepairable_gaps": 0,
             "checkpoints": 0,
+            "symbols_added": 0,
+            "symbols_removed": 0,
         }
         self._last_open_time: int | None = None
         self._done = False
@@ -183,23 +212,30 @@ class FeedActor:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        if self._warmup_minutes and not self._warmed:
-            await self._warm_up()
-            # Live candles start once the shards hold the history (and their model routers
-            # are up), so the first live tick does not queue behind the warm-up.
-            await asyncio.gather(*(link.drain() for link in self._links))
+        async with self._changing:
+            if self._warmup_minutes and not self._warmed:
+                await self._warm_up()
+                # Live candles start once the shards hold the history (and their model routers
+                # are up), so the first live tick does not queue behind the warm-up.
+                await asyncio.gather(*(link.drain() for link in self._links))
+            if self._target is not None:
+                await self._restore_symbols(self._target)
         self._times["live_since"] = time.time()
         while True:
-            try:
-                batch = await self._source.next_batch()
-            except Exception:  # a source error is counted and retried, never fatal to the feed
-                self._counters["source_errors"] += 1
-                log.exception("feed %s: source error", self.name)
+            failed = False
+            async with self._changing:  # fair: a waiting symbol change goes before the next
+                try:
+                    batch = await self._source.next_batch()
+                except Exception:  # a source error is counted and retried, never fatal
+                    self._counters["source_errors"] += 1
+                    log.exception("feed %s: source error", self.name)
+                    failed = True
+                else:
+                    if batch is None:
+                        break
+                    await self._step(batch)
+            if failed:
                 await asyncio.sleep(1.0)
-                continue
-            if batch is None:
-                break
-            await self._step(batch)
         await self._route(self._gate.flush(now_ms() + 10**12))  # a finished source: all is final
         await self.checkpoint()
         self._done = True
@@ -268,6 +304,107 @@ class FeedActor:
         await self._links[shard_id].drain()  # the reset goes between the batches around it
         await self._links[shard_id].shard.reset_symbols.remote(gap.exchange, [gap.symbol])
 
+    # --- symbols added and removed while running ----------------------------------------
+    async def change_symbols(
+        self, add: list[str], remove: list[str], warmup_minutes: int | None = None
+    ) -> dict:
+        """Add and remove symbols between two batches (the admin endpoint); durable at once:
+        the shards and this feed checkpoint before the answer."""
+        async with self._changing:
+            return await self._change(add, remove, warmup_minutes)
+
+    async def declare(self, symbols: list[str]) -> dict:
+        """A redeploy names ``symbols`` for this feed: run exactly those from now on."""
+        async with self._changing:
+            changed = await self._change(*self._difference(symbols), None, durable=False)
+            self._declared = list(symbols)
+            await self.checkpoint()
+            return changed
+
+    def symbols(self) -> list[str]:
+        return list(self._source.symbols)
+
+    def _difference(self, target: list[str]) -> tuple[list[str], list[str]]:
+        current, wanted = set(self._source.symbols), set(target)
+        add = [s for s in target if s not in current]
+        return add, [s for s in self._source.symbols if s not in wanted]
+
+    async def _restore_symbols(self, target: list[str]) -> None:
+        """After a restart, the set the last checkpoint ran (additions warm up again)."""
+        try:
+            await self._change(*self._difference(target), None, durable=False)
+        except Exception:  # e.g. a symbol delisted since: the config's set runs instead
+            log.exception("feed %s: could not restore its symbols; running the config's", self.name)
+
+    async def _change(
+        self, add: list[str], remove: list[str], warmup_minutes: int | None, durable: bool = True
+    ) -> dict:
+        if not isinstance(self._source, ChangesSymbols):
+            raise SymbolsNotChangeable(
+                f"feed {self.name}: a {type(self._source).__name__} cannot change symbols"
+            )
+        current = set(self._source.symbols)
+        adding = [s for s in dict.fromkeys(add) if s not in current]
+        removing = [s for s in dict.fromkeys(remove) if s in current]
+        if adding and (unknown := await self._source.unknown_symbols(adding)):
+            raise UnknownSymbols(
+                f"feed {self.name}: not on {self._source.exchange}: {', '.join(unknown)}"
+            )
+        if removing:
+            await self._remove(removing)
+        minutes = self._warmup_minutes if warmup_minutes is None else warmup_minutes
+        history = await self._add(adding, minutes) if adding else 0
+        if durable and (adding or removing):
+            await self.checkpoint()
+        self._counters["symbols_added"] += len(adding)
+        self._counters["symbols_removed"] += len(removing)
+        if adding or removing:
+            log.info(
+                "feed %s: +%d symbols (%d warm-up candles), -%d; %d now",
+                self.name,
+                len(adding),
+                history,
+                len(removing),
+                len(self._source.symbols),
+            )
+        return {
+            "feed": self.name,
+            "exchange": self._source.exchange,
+            "added": adding,
+            "removed": removing,
+            "unchanged": [s for s in (*add, *remove) if s not in adding and s not in removing],
+            "warmup_candles": history,
+            "symbols": len(self._source.symbols),
+        }
+
+    async def _add(self, symbols: list[str], warmup_minutes: int) -> int:
+        """Their history first, marked warm-up, then they ride the live batches: the first
+        live candle of each finds its features warm and is predicted."""
+        history = await self._source.add_symbols(symbols, warmup_minutes)
+        self._gate.set_symbols(self._source.symbols)
+        await self._route(self._gate.offer(history, now_ms()), warmup=True)
+        await asyncio.gather(*(link.drain() for link in self._links))
+        return history.num_rows
+
+    async def _remove(self, symbols: list[str]) -> None:
+        """Nothing more is routed for them; once the batches in flight are through, every
+        shard drops their features, charts and pending outcomes."""
+        self._source.remove_symbols(symbols)
+        self._gate.set_symbols(self._source.symbols)
+        self._gate.forget(symbols)
+        await asyncio.gather(*(link.drain() for link in self._links))
+        exchange = self._source.exchange
+        shard_of_symbol = self._router.shards([exchange] * len(symbols), symbols)
+        await asyncio.gather(
+            *(
+                self._links[shard_id].shard.drop_symbols.remote(
+                    exchange,
+                    [s for s, i in zip(symbols, shard_of_symbol, strict=True) if i == shard_id],
+                )
+                for shard_id in np.unique(shard_of_symbol)
+            )
+        )
+
     async def _fetch_gap(self, gap: Gap) -> pa.RecordBatch | None:
         if not isinstance(self._source, FetchesRange):
             return None
@@ -311,6 +448,8 @@ class FeedActor:
                 "epoch": self._epoch,
                 "gate": self._gate.snapshot(),
                 "warmed": self._warmed,
+                "symbols": list(self._source.symbols),
+                "declared": self._declared,
             },
         )
         for link in self._links:

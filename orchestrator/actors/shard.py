@@ -207,6 +207,16 @@ class FeatureShard:
     def reset_symbols(self, exchange: str, symbols: list[str]) -> None:
         self._state.reset(exchange, symbols)
 
+    async def drop_symbols(self, exchange: str, symbols: list[str]) -> int:
+        """Symbols removed from their feed: their features, charts and pending outcomes go,
+        and with them from the next checkpoint. Returns once the predictions already made
+        for them are with the sink, so the sink may forget them after this."""
+        async with self._checkpointing, self._batches.paused():
+            await asyncio.gather(*self._unconfirmed, return_exceptions=True)
+            dropped = self._state.drop(exchange, symbols)
+            self._outcomes.drop(exchange, symbols)
+        return dropped
+
     async def _predict_tick(self, tick: FeatureTick, emitted_at_ms: float) -> tuple | None:
         """(predictions, the outcomes its candles settle) of one tick, or None when there is
         nothing to send."""

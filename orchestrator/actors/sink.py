@@ -134,6 +134,10 @@ class PredictionSink:
     async def latest(self, symbol: str | None = None, timeframe: str | None = None) -> list[dict]:
         return self._latest.rows(symbol, timeframe)
 
+    def forget(self, exchange: str, symbols: list[str]) -> int:
+        """Symbols removed from their feed leave /v1/predictions/latest."""
+        return self._latest.forget(exchange, symbols)
+
     async def flush(self) -> int:
         return self._flush_all()
 

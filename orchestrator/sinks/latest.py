@@ -62,6 +62,16 @@ class LatestStore:
         for table_id in [t for t in self._tables if t not in live]:
             del self._tables[table_id]
 
+    def forget(self, exchange: str, symbols: list[str]) -> int:
+        """Drop the latest predictions of ``symbols`` (removed from their feed); returns how
+        many keys went. The stream tail keeps them: it is history, not the current state."""
+        gone = set(symbols)
+        keys = [k for k in self._where if k[0] == exchange and k[1] in gone]
+        for key in keys:
+            del self._where[key]
+        self._trim()
+        return len(keys)
+
     def rows(self, symbol: str | None = None, timeframe: str | None = None) -> list[dict]:
         wanted: dict[int, list[int]] = {}
         for key, (_, table_id, row) in self._where.items():

@@ -29,6 +29,7 @@ def create_api(config: ApiConfig, backend: Backend, registry: Registry) -> FastA
     )
     api.state.backend, api.state.registry, api.state.config = backend, registry, config
     api.state.keys = load_api_keys(config.api_keys_env)
+    api.state.admin_keys = load_api_keys(config.admin_keys_env)
     api.state.limiter = RateLimiter(config.rate_limit_per_s, config.rate_limit_burst)
     api.state.stream_clients = 0
     api.state.feature_lists = FeatureLists(registry)
@@ -36,7 +37,7 @@ def create_api(config: ApiConfig, backend: Backend, registry: Registry) -> FastA
         api.add_middleware(
             CORSMiddleware,
             allow_origins=list(config.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=[API_KEY_HEADER, "Content-Type"],
         )
     api.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)

@@ -18,6 +18,7 @@ from fastapi import Request
 from serve_app.api.schemas import ApiError
 
 API_KEY_HEADER = "X-API-Key"
+ADMIN_KEY_HEADER = "X-Admin-Key"
 
 
 def load_api_keys(env_name: str, environ: dict | None = None) -> frozenset[str]:
@@ -120,6 +121,24 @@ def caller_of(request_or_socket, keys: frozenset[str], required: bool) -> str:
 async def guard(request: Request) -> str:
     state = request.app.state
     caller = caller_of(request, state.keys, state.config.require_api_key)
+    wait = state.limiter.allow(caller)
+    if wait:
+        raise ApiError(429, "header", f"rate limit exceeded; retry after {max(1, round(wait))} s")
+    return caller
+
+
+async def admin_guard(request: Request) -> str:
+    """Changes to the running system need an admin key (never a read key, never in the URL);
+    with no admin key configured the admin endpoints are off."""
+    state = request.app.state
+    if not state.admin_keys:
+        raise ApiError(
+            403, "header", f"admin endpoints are off: set {state.config.admin_keys_env} to enable"
+        )
+    key = request.headers.get(ADMIN_KEY_HEADER)
+    if not key_is_valid(key, state.admin_keys):
+        raise ApiError(401, f"header.{ADMIN_KEY_HEADER}", "missing or unknown admin key")
+    caller = f"admin:{key}"
     wait = state.limiter.allow(caller)
     if wait:
         raise ApiError(429, "header", f"rate limit exceeded; retry after {max(1, round(wait))} s")

@@ -21,6 +21,9 @@ class BackendError(RuntimeError):
         super().__init__(message)
         self.status = status
 
+    def __reduce__(self):  # raised in a deployment, re-raised in the ingress: keep the status
+        return type(self), (self.status, str(self))
+
 
 class Backend(Protocol):
     async def predict(
@@ -54,4 +57,16 @@ class Backend(Protocol):
 
     async def served_models(self) -> dict[str, str]:
         """model id -> version currently served."""
+        ...
+
+    async def feed_symbols(self, feed: str) -> dict:
+        """{feed, symbols}: what one feed carries now (404: no such feed)."""
+        ...
+
+    async def change_symbols(
+        self, feed: str, add: list[str], remove: list[str], warmup_minutes: int | None
+    ) -> dict:
+        """Symbols added to and removed from a running feed: {feed, exchange, added,
+        removed, unchanged, warmup_candles, symbols}; 404 no feed, 422 unknown symbols,
+        409 a source that cannot change."""
         ...

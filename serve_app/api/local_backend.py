@@ -93,3 +93,11 @@ class LocalBackend:
 
     async def served_models(self) -> dict[str, str]:
         return dict(self._served)
+
+    async def feed_symbols(self, feed: str) -> dict:
+        raise BackendError(404, f"no feed {feed!r}: this backend runs no feeds")
+
+    async def change_symbols(
+        self, feed: str, add: list[str], remove: list[str], warmup_minutes: int | None
+    ) -> dict:
+        raise BackendError(404, f"no feed {feed!r}: this backend runs no feeds")

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI, Query, Request, Response, WebSocket
+from fastapi import Depends, FastAPI, Path, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
 from orchestrator.models.registry import Registry
 from orchestrator.sinks.parquet_log import HistoryQuery
-from serve_app.api.auth import guard
+from serve_app.api.auth import admin_guard, guard
 from serve_app.api.predict import predict_response
 from serve_app.api.schemas import (
     ARROW_STREAM,
     EXCHANGE_PATTERN,
+    FEED_PATTERN,
     SYMBOL_PATTERN,
     TIMEFRAME_PATTERN,
     ApiError,
     ArrowQuery,
     Candle,
     CandleSeries,
+    FeedSymbols,
     LatestPredictions,
     PredictionPage,
     PredictRequest,
     PredictResponse,
     Scoreboard,
+    SymbolChange,
+    SymbolChangeResult,
     query_parameters,
     to_prediction,
     to_scoreboard,
@@ -145,6 +149,46 @@ def add_routes(api: FastAPI) -> None:
     async def scoreboard(request: Request) -> Scoreboard:
         backend = request.app.state.backend
         return to_scoreboard(await backend.outcomes(), await backend.served_models())
+
+    @api.get(
+        "/v1/admin/feeds/{feed}/symbols",
+        response_model=FeedSymbols,
+        tags=["admin"],
+        dependencies=[Depends(admin_guard)],
+    )
+    async def feed_symbols(
+        request: Request, feed: str = Path(pattern=FEED_PATTERN, description="e.g. replay-0")
+    ) -> FeedSymbols:
+        return FeedSymbols(**await request.app.state.backend.feed_symbols(feed))
+
+    @api.post(
+        "/v1/admin/feeds/{feed}/symbols",
+        response_model=SymbolChangeResult,
+        tags=["admin"],
+        dependencies=[Depends(admin_guard)],
+    )
+    async def add_symbols(
+        request: Request, body: SymbolChange, feed: str = Path(pattern=FEED_PATTERN)
+    ) -> SymbolChangeResult:
+        """Start predicting ``symbols`` on a running feed: each warms up on its history and is
+        predicted from its first live candle after that. Unknown symbols: 422 naming them."""
+        backend = request.app.state.backend
+        changed = await backend.change_symbols(feed, body.symbols, [], body.warmup_minutes)
+        return SymbolChangeResult(**changed)
+
+    @api.delete(
+        "/v1/admin/feeds/{feed}/symbols",
+        response_model=SymbolChangeResult,
+        tags=["admin"],
+        dependencies=[Depends(admin_guard)],
+    )
+    async def remove_symbols(
+        request: Request, body: SymbolChange, feed: str = Path(pattern=FEED_PATTERN)
+    ) -> SymbolChangeResult:
+        """Stop ``symbols``: their state leaves the shards and the checkpoints, their latest
+        predictions leave /v1/predictions/latest (the log keeps their history)."""
+        changed = await request.app.state.backend.change_symbols(feed, [], body.symbols, None)
+        return SymbolChangeResult(**changed)
 
     @api.get("/", include_in_schema=False)
     async def dashboard() -> Response:

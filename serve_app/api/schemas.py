@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import orjson
@@ -151,6 +151,37 @@ class StreamCommand(Strict):
         description="with action auth: the first message, when the "
         "client cannot send the X-API-Key header (a browser)",
     )
+
+
+FEED_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
+Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN)]
+
+
+class SymbolChange(Strict):
+    """Body of POST / DELETE /v1/admin/feeds/{feed}/symbols."""
+
+    symbols: list[Symbol] = Field(min_length=1, max_length=5000, description="e.g. ['BTC/USDT']")
+    warmup_minutes: int | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="POST: history sent first to warm new symbols up (default: the feed's)",
+    )
+
+
+class SymbolChangeResult(BaseModel):
+    feed: str
+    exchange: str
+    added: list[str] = Field(description="symbols the feed carries from now on")
+    removed: list[str] = Field(description="symbols it no longer carries")
+    unchanged: list[str] = Field(description="already carried (POST) or not carried (DELETE)")
+    warmup_candles: int
+    symbols: int = Field(description="symbols the feed carries now")
+
+
+class FeedSymbols(BaseModel):
+    feed: str
+    symbols: list[str]
 
 
 class Candle(BaseModel):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
 
 from tests.redis_server import redis_server  # noqa: F401 - a real redis-server per test
+
+ADMIN_KEY = "integration-admin"
 
 
 def _free_port() -> int:
@@ -20,6 +23,8 @@ def ray_cluster():
     import ray
     from ray import serve
 
+    # Serve replicas inherit this process's environment: the admin endpoints' key.
+    os.environ.setdefault("TICKCAST_ADMIN_KEYS", ADMIN_KEY)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     # A free port, so the suite never collides with a tickcast serving on 8000.
     port = _free_port()

@@ -212,3 +212,39 @@ def test_each_actor_gets_its_own_typed_settings():
         (50, "/tmp/state/prod", "prod")
     }
     assert shards[0].features.timeframes == ("1m", "5m")
+
+
+def test_feed_symbol_lists_travel_apart_from_the_bound_config():
+    from orchestrator.config import feed_symbol_lists, with_feed_symbols
+
+    config = parse_config(
+        {
+            "feeds": [
+                {"kind": "synthetic", "n_symbols": 2},
+                {"kind": "replay", "path": "x"},
+                {"kind": "ccxt", "exchange": "binance", "symbols": ["BTC/USDT", "ETH/USDT"]},
+            ]
+        }
+    )
+    lists = feed_symbol_lists(config)
+    assert lists == [["SYN0000/USDT", "SYN0001/USDT"], None, ["BTC/USDT", "ETH/USDT"]]
+    bound = with_feed_symbols(config, None)
+    other = with_feed_symbols(
+        parse_config(
+            {
+                **config.model_dump(),
+                "feeds": [
+                    {"kind": "synthetic", "symbols": ["A/USDT"]},
+                    {"kind": "replay", "path": "x", "symbols": ["BTC/USDT"]},
+                    {"kind": "ccxt", "exchange": "binance", "symbols": ["SOL/USDT"]},
+                ],
+            }
+        ),
+        None,
+    )
+    assert bound == other  # changing symbols never changes what the deployments are bound with
+    restored = with_feed_symbols(bound, lists)
+    assert feed_symbol_lists(restored) == lists
+    assert [s.source.symbols for s in restored.feed_settings()][2] == ("BTC/USDT", "ETH/USDT")
+    with pytest.raises(ConfigError, match="2 symbol lists for 3 feeds"):
+        with_feed_symbols(bound, lists[:2])

@@ -112,6 +112,20 @@ def test_latest_store_keeps_the_newest_per_key():
     assert store.rows(timeframe="5m") == []
 
 
+def test_latest_store_forgets_removed_symbols_only_on_their_exchange():
+    store = LatestStore()
+    store.update(_predictions(60_000))
+    exchange = store.rows()[0]["exchange"]
+    assert store.forget("elsewhere", ["A/USDT"]) == 0 and len(store) == 2
+    assert store.forget(exchange, ["A/USDT", "C/USDT"]) == 1
+    assert [r["symbol"] for r in store.rows()] == ["B/USDT"]
+    store.update(_predictions(120_000, symbols=("A/USDT",), values=(0.5,)))  # added again
+    assert [(r["symbol"], r["open_time"]) for r in store.rows()] == [
+        ("A/USDT", 120_000),
+        ("B/USDT", 60_000),
+    ]
+
+
 def test_prediction_log_round_trip_partitioned_by_date(tmp_path):
     log = ParquetLog(tmp_path, flush_rows=3)
     log.append(_predictions(0))

@@ -28,6 +28,7 @@ from orchestrator.actors.metrics import PipelineMetrics
 from orchestrator.actors.shard import FeatureShard
 from orchestrator.actors.sink import PredictionSink
 from orchestrator.config import (
+    ConfigError,
     FeedSettings,
     SyntheticFeedConfig,
     TickcastConfig,
@@ -140,6 +141,11 @@ class Pipeline:
         declares the new lists to the running feeds, starts feed actors a longer list needs
         and retires those it no longer does, without stopping anything else."""
         lists = user_config.get("symbols")
+        if not isinstance(lists, list):
+            raise ConfigError(
+                "the Pipeline's user_config needs `symbols`: one list per feed (null: every "
+                f"replay file); got {user_config!r}"
+            )
         if lists == self._symbol_lists:
             return
         config = with_feed_symbols(self.config, lists)

@@ -53,6 +53,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "orchestrator.bench.dashboard",
         "the web page: weight, time to first chart, browser memory",
     ),
+    "symbols": (
+        "orchestrator.bench.symbols",
+        "symbols added and removed while running: the others' tick latency vs steady",
+    ),
     "soak": (
         "orchestrator.bench.soak",
         "the application for N minutes under load: memory, latency, queues",

@@ -214,3 +214,15 @@ def test_soak(tmp_path):
         (tmp_path / "soak" / f"{n}.png").stat().st_size > 1000
         for n in ("memory", "tick_p99", "queues")
     )
+
+
+@pytest.mark.slow
+def test_symbols():
+    out = run_bench("symbols", timeout=300)
+    rows = assert_table(
+        out, ("phase", "ticks", "rows", "p50 ms", "p99 ms", "max ms", "missed ticks"), 3
+    )
+    assert rows[0][0] == "steady (baseline)" and int(rows[0][1]) > 0, rows
+    assert all(r[6] == "0" for r in rows), rows  # the symbols that stay miss no tick
+    calls = assert_table(out, ("request", "n", "median s", "max s", "warm-up candles each"), 2)
+    assert calls[0][0].startswith("add") and int(calls[0][4]) > 0, calls

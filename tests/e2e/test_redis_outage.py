@@ -1,5 +1,5 @@
 """Redis stopped mid-run and started again, as an operator would see it: `serve run` of a
-synthetic market publishing to a real redis-server that goes away for 10 s and comes back
+synthetic market publishing to a real redis-server that goes away for 30 s and comes back
 on the same port. The log holds two lines about it, /v1/status shows it down then up,
 and the bus then carries every prediction made after it came back, and those the buffer
 kept from the outage."""
@@ -14,7 +14,7 @@ from orchestrator.bench.browser import dashboard_config, new_port, serve_run, wa
 from orchestrator.sinks.redis_bus import RedisStreamBus, decode_prediction
 from tests.redis_server import free_port, running_redis
 
-OUTAGE_S = 10
+OUTAGE_S = 30  # the issue's outage
 
 
 def _bus(base: str) -> dict:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 
-from orchestrator.health.log_limit import RateLimit, limit_logging
+from orchestrator.health.log_limit import JsonFormatter, RateLimit, limit_logging, log_formatter
 
 
 class Clock:
@@ -46,3 +48,27 @@ def test_installing_twice_keeps_one_filter():
     log, _, first, _ = _logger("test.limit.once")
     assert limit_logging(log) is first
     assert sum(isinstance(f, RateLimit) for h in log.handlers for f in h.filters) == 1
+
+
+def test_json_lines_when_the_deployment_asks_for_them():
+    assert isinstance(log_formatter({"TICKCAST_LOG_FORMAT": "json"}), JsonFormatter)
+    assert not isinstance(log_formatter({}), JsonFormatter)
+    logger = logging.getLogger("test.limit.json")
+    logger.propagate, logger.handlers = False, []
+    limit_logging(logger, environ={"TICKCAST_LOG_FORMAT": "json"})
+    (handler,) = logger.handlers
+    try:
+        raise ValueError("bad candle")
+    except ValueError:
+        record = logger.makeRecord(
+            logger.name,
+            logging.ERROR,
+            __file__,
+            1,
+            "feed %s: batch failed",
+            ("replay-0",),
+            sys.exc_info(),
+        )
+    line = json.loads(handler.format(record))
+    assert line["levelname"] == "ERROR" and line["name"] == "test.limit.json"
+    assert line["message"] == "feed replay-0: batch failed" and "ValueError" in line["exc_text"]

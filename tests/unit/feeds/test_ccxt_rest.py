@@ -386,9 +386,10 @@ def test_garbage_rows_are_left_for_the_validator_never_dropped_silently():
     assert gate_counters["rejected"] == 1  # ...and quarantined by the gate's validation
 
 
-def test_an_exchange_outage_is_two_log_lines_and_a_status_field(caplog):
-    """503s on every request for several polls: counted one by one, logged once down and
-    once back, and the candles come after it all the same."""
+def test_a_60_s_exchange_outage_is_two_log_lines_a_status_field_and_no_lost_candle(caplog):
+    """503s on every request for 60 s of the exchange's clock: counted one by one, backing
+    off (status), logged once down and once back, and every minute it held back comes after
+    it all the same."""
 
     async def scenario():
         async with FakeBinance(SYMBOLS, now_ms=NOW, first_open_ms=T0) as fake:
@@ -399,7 +400,10 @@ def test_an_exchange_outage_is_two_log_lines_and_a_status_field(caplog):
             )
             try:
                 fake.add_fault("http_5xx", times=10**6)  # every request, until removed
-                down = [await source.next_batch() for _ in range(3)]
+                down = []
+                for _ in range(12):  # a poll every 5 s for 60 s
+                    down.append(await source.next_batch())
+                    fake.now_ms += 5_000
                 during = source.status()
                 fake.faults.clear()
                 after = await source.next_batch()  # answers again: not yet "back"
@@ -412,13 +416,16 @@ def test_an_exchange_outage_is_two_log_lines_and_a_status_field(caplog):
 
     with caplog.at_level(logging.WARNING, logger="orchestrator.feeds.ccxt.common"):
         down, during, after, settling, status = run(scenario())
-    assert all(b.num_rows == 0 for b in down) and during["errors"]["transient"] >= 6
-    assert during["rest_health"]["up"] is False and during["rest_health"]["outages"] == 1
+    assert all(b.num_rows == 0 for b in down) and during["errors"]["transient"] >= 24
+    health = during["rest_health"]
+    assert health["up"] is False and health["outages"] == 1 and health["down_for_s"] >= 55
+    assert health["retry_in_s"] is not None and health["failed_attempts"] >= 24
     lines = [r.getMessage() for r in caplog.records if r.name == "orchestrator.feeds.ccxt.common"]
     assert len(lines) == 2, lines
     assert "is down" in lines[0] and "is back after" in lines[1]
     assert settling["rest_health"]["up"] is False and status["rest_health"]["up"] is True
-    assert sorted({k[1] for k in candle_keys(after)}) == minutes(7, 8, 9, 10)
+    # NOW is 30 s into minute 10; 60 s later minute 11 has closed: 7 (lookback) to 11, all.
+    assert sorted({k[1] for k in candle_keys(after)}) == minutes(7, 8, 9, 10, 11)
 
 
 # --- symbols added and removed while running ----------------------------------------------

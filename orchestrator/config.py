@@ -157,6 +157,14 @@ class StreamConfig(StrictModel):
             "checkpoint the shards, then the feed, every N minutes of candles a feed routes"
         ),
     )
+    warmup_minutes_per_batch: int = Field(
+        10,
+        ge=1,
+        description=(
+            "a symbol added while running: minutes of its history sent before each batch of "
+            "its feed (each costs the shard about a millisecond), until it is warm"
+        ),
+    )
     in_flight: int = Field(
         2,
         ge=1,
@@ -333,6 +341,7 @@ class TickcastConfig(StrictModel):
                 run_dir=self.run_dir,
                 checkpoint_every=self.stream.checkpoint_every,
                 in_flight=self.stream.in_flight,
+                warmup_minutes_per_batch=self.stream.warmup_minutes_per_batch,
             )
             for name, source in feed_actors(self.feeds)
         ]
@@ -360,6 +369,7 @@ class FeedSettings(StrictModel):
     run_dir: str
     checkpoint_every: int = Field(100, ge=1)
     in_flight: int = Field(1, ge=1)
+    warmup_minutes_per_batch: int = Field(10, ge=1)
 
 
 class ShardSettings(StrictModel):

@@ -24,7 +24,13 @@ from ray.exceptions import RayActorError
 from orchestrator import resolve_path
 from orchestrator.actors.metrics import FeedMetrics
 from orchestrator.config import FeedSettings, ReplayFeedConfig, SyntheticFeedConfig
-from orchestrator.feeds.base import ChangesSymbols, FetchesRange, HasHistory, Snapshottable
+from orchestrator.feeds.base import (
+    ChangesSymbols,
+    FetchesRange,
+    HasHistory,
+    Prefetches,
+    Snapshottable,
+)
 from orchestrator.feeds.ccxt.config import ExchangeConfig
 from orchestrator.health.log_limit import limit_logging
 from orchestrator.market.gate import CandleGate, Gap
@@ -86,6 +92,9 @@ def _load_or_none(path: Path) -> dict | None:
         return None
 
 
+TIME_ORDER = [("open_time", "ascending"), ("symbol", "ascending")]
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -120,6 +129,10 @@ class ShardLink:
         task = asyncio.get_running_loop().create_task(self._deliver(item))
         self._outstanding.add(task)
         task.add_done_callback(self._outstanding.discard)
+
+    def in_flight(self) -> list[asyncio.Task]:
+        """The deliveries under way now (not those sent after)."""
+        return list(self._outstanding)
 
     async def drain(self) -> None:
         """Wait until every batch sent so far has been processed."""
@@ -177,13 +190,23 @@ class FeedActor:
         )
         self._epoch = snap["epoch"] + 1 if snap else 0
         self._warmed = bool(snap and snap["warmed"])
+        # Candles of symbols added while running, not yet sent: their history first, then any
+        # live candle of theirs that came meanwhile. A few minutes of it go before each batch,
+        # so the other symbols' ticks never wait behind a whole warm-up.
+        self._warming: pa.Table | None = snap.get("warming") if snap else None
+        self._warmup_minutes_per_batch = settings.warmup_minutes_per_batch
         # Symbols added or removed while running outlive a restart, until a redeploy names
         # another list for this feed: then the config's list wins.
+        # Symbols added or removed while running outlive a restart (their own small record,
+        # written at each change), until a redeploy names another list: then the config wins.
         self._declared = declared_symbols(config)
-        kept = snap and snap.get("declared") == self._declared and snap.get("symbols")
+        self._symbols_path = Path(settings.run_dir) / f"feed-{name}-symbols.pkl"
+        record = _load_or_none(self._symbols_path)
+        kept = record and record["declared"] == self._declared and record["symbols"]
         # A restored offline source brings its own set: the target overrides it either way.
         self._target: list[str] | None = list(kept) if kept else (self._declared if snap else None)
-        self._changing = asyncio.Lock()  # a symbol change runs between two batches
+        self._changing = asyncio.Lock()  # held by each batch; a change goes between two
+        self._admin = asyncio.Lock()  # one symbol change at a time
         self._links = [ShardLink(f"{name}#{self._epoch}", shard, in_flight) for shard in shards]
         self._router = ShardRouter(len(shards))
         self._checkpoint_every, self._since_checkpoint = settings.checkpoint_every, 0
@@ -218,8 +241,8 @@ class FeedActor:
                 # Live candles start once the shards hold the history (and their model routers
                 # are up), so the first live tick does not queue behind the warm-up.
                 await asyncio.gather(*(link.drain() for link in self._links))
-            if self._target is not None:
-                await self._restore_symbols(self._target)
+        if self._target is not None:
+            await self._restore_symbols(self._target)
         self._times["live_since"] = time.time()
         while True:
             failed = False
@@ -237,6 +260,7 @@ class FeedActor:
             if failed:
                 await asyncio.sleep(1.0)
         await self._route(self._gate.flush(now_ms() + 10**12))  # a finished source: all is final
+        await self._warm_some(everything=True)
         await self.checkpoint()
         self._done = True
         self._times["done_at"] = time.time()
@@ -270,6 +294,7 @@ class FeedActor:
 
     async def _step(self, batch: pa.RecordBatch) -> None:
         try:
+            await self._warm_some()
             await self._route(self._gate.offer(batch, now_ms()))
             await self._repair_gaps()
             self._publish_metrics()
@@ -308,18 +333,17 @@ class FeedActor:
     async def change_symbols(
         self, add: list[str], remove: list[str], warmup_minutes: int | None = None
     ) -> dict:
-        """Add and remove symbols between two batches (the admin endpoint); durable at once:
-        the shards and this feed checkpoint before the answer."""
-        async with self._changing:
+        """Add and remove symbols (the admin endpoint). The feed pauses only to switch its
+        set and route the new symbols' history (fetched before, while it ran); the answer
+        comes once the change is recorded, so a restart keeps it."""
+        async with self._admin:
             return await self._change(add, remove, warmup_minutes)
 
     async def declare(self, symbols: list[str]) -> dict:
         """A redeploy names ``symbols`` for this feed: run exactly those from now on."""
-        async with self._changing:
-            changed = await self._change(*self._difference(symbols), None, durable=False)
+        async with self._admin:
             self._declared = list(symbols)
-            await self.checkpoint()
-            return changed
+            return await self._change(*self._difference(symbols), None)
 
     def symbols(self) -> list[str]:
         return list(self._source.symbols)
@@ -330,15 +354,14 @@ class FeedActor:
         return add, [s for s in self._source.symbols if s not in wanted]
 
     async def _restore_symbols(self, target: list[str]) -> None:
-        """After a restart, the set the last checkpoint ran (additions warm up again)."""
-        try:
-            await self._change(*self._difference(target), None, durable=False)
-        except Exception:  # e.g. a symbol delisted since: the config's set runs instead
-            log.exception("feed %s: could not restore its symbols; running the config's", self.name)
+        """After a restart, the set recorded last (additions warm up again)."""
+        async with self._admin:
+            try:
+                await self._change(*self._difference(target), None)
+            except Exception:  # e.g. a symbol delisted since: the config's set runs instead
+                log.exception("feed %s: could not restore its symbols", self.name)
 
-    async def _change(
-        self, add: list[str], remove: list[str], warmup_minutes: int | None, durable: bool = True
-    ) -> dict:
+    async def _change(self, add: list[str], remove: list[str], warmup_minutes: int | None) -> dict:
         if not isinstance(self._source, ChangesSymbols):
             raise SymbolsNotChangeable(
                 f"feed {self.name}: a {type(self._source).__name__} cannot change symbols"
@@ -346,16 +369,23 @@ class FeedActor:
         current = set(self._source.symbols)
         adding = [s for s in dict.fromkeys(add) if s not in current]
         removing = [s for s in dict.fromkeys(remove) if s in current]
-        if adding and (unknown := await self._source.unknown_symbols(adding)):
-            raise UnknownSymbols(
-                f"feed {self.name}: not on {self._source.exchange}: {', '.join(unknown)}"
-            )
-        if removing:
-            await self._remove(removing)
         minutes = self._warmup_minutes if warmup_minutes is None else warmup_minutes
-        history = await self._add(adding, minutes) if adding else 0
-        if durable and (adding or removing):
-            await self.checkpoint()
+        if adding:
+            if unknown := await self._source.unknown_symbols(adding):
+                raise UnknownSymbols(
+                    f"feed {self.name}: not on {self._source.exchange}: {', '.join(unknown)}"
+                )
+            if isinstance(self._source, Prefetches):
+                await self._source.prefetch(adding, minutes)
+        async with self._changing:  # between two batches
+            in_flight = self._stop(removing) if removing else []
+            history, warmup_from = await self._start(adding, minutes) if adding else (0, None)
+        if removing:
+            await self._drop(removing, in_flight)
+        save_checkpoint(
+            self._symbols_path,
+            {"symbols": list(self._source.symbols), "declared": self._declared},
+        )
         self._counters["symbols_added"] += len(adding)
         self._counters["symbols_removed"] += len(removing)
         if adding or removing:
@@ -374,25 +404,35 @@ class FeedActor:
             "removed": removing,
             "unchanged": [s for s in (*add, *remove) if s not in adding and s not in removing],
             "warmup_candles": history,
+            "warmup_from": warmup_from,
             "symbols": len(self._source.symbols),
         }
 
-    async def _add(self, symbols: list[str], warmup_minutes: int) -> int:
-        """Their history first, marked warm-up, then they ride the live batches: the first
-        live candle of each finds its features warm and is predicted."""
+    async def _start(self, symbols: list[str], warmup_minutes: int) -> tuple[int, int | None]:
+        """Their history is queued, to go a few minutes before each batch, marked warm-up,
+        with their live candles behind it: their first candle after it is predicted."""
         history = await self._source.add_symbols(symbols, warmup_minutes)
         self._gate.set_symbols(self._source.symbols)
-        await self._route(self._gate.offer(history, now_ms()), warmup=True)
-        await asyncio.gather(*(link.drain() for link in self._links))
-        return history.num_rows
+        final = self._gate.offer(history, now_ms())
+        if final.num_rows == 0:
+            return 0, None
+        self._hold(final)
+        return history.num_rows, int(pc.min(final["open_time"]).as_py())
 
-    async def _remove(self, symbols: list[str]) -> None:
-        """Nothing more is routed for them; once the batches in flight are through, every
-        shard drops their features, charts and pending outcomes."""
+    def _stop(self, symbols: list[str]) -> list[asyncio.Task]:
+        """Nothing more is routed for them; returns the deliveries still under way."""
         self._source.remove_symbols(symbols)
         self._gate.set_symbols(self._source.symbols)
         self._gate.forget(symbols)
-        await asyncio.gather(*(link.drain() for link in self._links))
+        if self._warming is not None:
+            kept = pc.invert(pc.is_in(self._warming["symbol"], value_set=pa.array(symbols)))
+            self._warming = self._warming.filter(kept) if pc.any(kept).as_py() else None
+        return [task for link in self._links for task in link.in_flight()]
+
+    async def _drop(self, symbols: list[str], in_flight: list[asyncio.Task]) -> None:
+        """Once the batches that may still carry them are through (the feed goes on), every
+        shard drops their features, charts and pending outcomes."""
+        await asyncio.gather(*in_flight, return_exceptions=True)
         exchange = self._source.exchange
         shard_of_symbol = self._router.shards([exchange] * len(symbols), symbols)
         await asyncio.gather(
@@ -405,6 +445,28 @@ class FeedActor:
             )
         )
 
+    def _hold(self, candles: pa.RecordBatch | pa.Table) -> None:
+        table = candles if isinstance(candles, pa.Table) else pa.Table.from_batches([candles])
+        parts = [table] if self._warming is None else [self._warming, table]
+        self._warming = pa.concat_tables(parts).sort_by(TIME_ORDER)
+
+    async def _warm_some(self, everything: bool = False) -> None:
+        """Send the next ``warmup_minutes_per_batch`` minutes of the warming candles (all of
+        them when the source is done), marked warm-up."""
+        if self._warming is None:
+            return
+        times = self._warming["open_time"]
+        minutes = pc.unique(times).to_numpy()
+        if everything or len(minutes) <= self._warmup_minutes_per_batch:
+            chunk, self._warming = self._warming, None
+        else:
+            later = pc.greater_equal(times, int(np.sort(minutes)[self._warmup_minutes_per_batch]))
+            chunk, self._warming = (
+                self._warming.filter(pc.invert(later)),
+                self._warming.filter(later),
+            )
+        await self._route(table_to_batch(chunk), warmup=True)
+
     async def _fetch_gap(self, gap: Gap) -> pa.RecordBatch | None:
         if not isinstance(self._source, FetchesRange):
             return None
@@ -415,6 +477,11 @@ class FeedActor:
             return None
 
     async def _route(self, batch: pa.RecordBatch, warmup: bool = False) -> None:
+        if self._warming is not None and not warmup and batch.num_rows:
+            held = pc.is_in(batch.column("symbol"), value_set=pc.unique(self._warming["symbol"]))
+            if pc.any(held).as_py():  # a symbol still warming up: after its history, in order
+                self._hold(batch.filter(held))
+                batch = batch.filter(pc.invert(held))
         if batch.num_rows == 0:
             return
         emitted_at_ms = time.time() * 1000.0
@@ -448,8 +515,7 @@ class FeedActor:
                 "epoch": self._epoch,
                 "gate": self._gate.snapshot(),
                 "warmed": self._warmed,
-                "symbols": list(self._source.symbols),
-                "declared": self._declared,
+                "warming": self._warming,
             },
         )
         for link in self._links:

@@ -76,3 +76,12 @@ class ChangesSymbols(Protocol):
     def remove_symbols(self, symbols: Sequence[str]) -> None:
         """Stops carrying them (unknown ones ignored): ``next_batch`` never returns them again."""
         ...
+
+
+@runtime_checkable
+class Prefetches(Protocol):
+    """Fetches what ``add_symbols`` needs (history over the network, files) ahead of it,
+    while the feed keeps running; ``add_symbols`` then only takes it, so the feed pauses
+    for milliseconds, not for the fetch."""
+
+    async def prefetch(self, symbols: Sequence[str], warmup_minutes: int) -> None: ...

@@ -101,6 +101,7 @@ class ReplaySource:
     def __init__(self, config: ReplayFeedConfig, state: dict | None = None):
         self.exchange = config.exchange
         self._directory = resolve_path(config.path)
+        self._prefetched: dict[tuple[str, ...], pa.Table] = {}  # files read ahead of an add
         resumed = state if state is not None and "cursor" in state else None
         self._set_timeline(self._load(tuple(resumed["symbols"]) if resumed else config.symbols))
         self.symbols = tuple(sorted(pc.unique(self._timeline.column("symbol")).to_pylist()))
@@ -184,7 +185,7 @@ class ReplaySource:
         new = tuple(s for s in dict.fromkeys(symbols) if path_safe_symbol(s) not in carried)
         if not new:
             return table_to_batch(CANDLE_SCHEMA.empty_table())
-        added = self._load(new)
+        added = self._prefetched.pop(new, None) or self._load(new)
         times = added.column("open_time")
         ahead = pc.greater_equal(times, self._cursor)
         since = pc.greater_equal(times, self._cursor - warmup_minutes * MINUTE_MS)
@@ -194,6 +195,13 @@ class ReplaySource:
         loaded = pc.unique(added.column("symbol")).to_pylist()
         self.symbols = tuple(sorted({*self.symbols, *loaded}))
         return table_to_batch(history)
+
+    async def prefetch(self, symbols: Sequence[str], warmup_minutes: int) -> None:
+        """Reads their files now, in a thread (the feed keeps running); kept for add_symbols."""
+        carried = {path_safe_symbol(s) for s in self.symbols}
+        new = tuple(s for s in dict.fromkeys(symbols) if path_safe_symbol(s) not in carried)
+        if new and not missing_symbols(self._directory, new):
+            self._prefetched = {new: await asyncio.to_thread(self._load, new)}
 
     def remove_symbols(self, symbols: Sequence[str]) -> None:
         gone = set(symbols) & set(self.symbols)

@@ -176,6 +176,10 @@ class SymbolChangeResult(BaseModel):
     removed: list[str] = Field(description="symbols it no longer carries")
     unchanged: list[str] = Field(description="already carried (POST) or not carried (DELETE)")
     warmup_candles: int
+    warmup_from: int | None = Field(
+        description="open time (epoch ms) of the first warm-up candle; predictions start after "
+        "the history, a few minutes of it sent with each batch (stream.warmup_minutes_per_batch)"
+    )
     symbols: int = Field(description="symbols the feed carries now")
 
 

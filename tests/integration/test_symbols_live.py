@@ -97,6 +97,7 @@ def test_add_50_then_remove_20_symbols_while_running(serve_app, ray_cluster, tmp
         change = answer.json()
         assert change["added"] == added and change["unchanged"] == first[:2]
         assert change["warmup_candles"] == ADDED * WARMUP and change["symbols"] == FIRST + ADDED
+        first_live = change["warmup_from"] + WARMUP * MINUTE_MS
         unknown = client.post(url, json={"symbols": ["NOPE/USDT"]}, headers=ADMIN)
         assert unknown.status_code == 422 and "NOPE/USDT" in unknown.text
 
@@ -133,10 +134,12 @@ def test_add_50_then_remove_20_symbols_while_running(serve_app, ray_cluster, tmp
     for symbol in kept_added:
         times = predicted[symbol]
         assert _contiguous(times) and times[-1] == last_minute, symbol
-        # The warm-up history ends right before the first predicted minute; features equal
-        # the batch twin's computed on that same history (a cold start), to the last bit.
+        assert first_live <= times[0] <= first_live + 2 * WARMUP // 10 * MINUTE_MS, symbol
+        # Predicted from the first minute after the warm-up (its history, then the live
+        # candles that came while it was sent); features equal the batch twin's from the same
+        # first candle on (a cold start), to the last bit.
         frame = frames[symbol]
-        history = frame[frame.open_time >= times[0] - WARMUP * MINUTE_MS].reset_index(drop=True)
+        history = frame[frame.open_time >= change["warmup_from"]].reset_index(drop=True)
         twin = compute_features(history).set_index(history.open_time)
         rows = features.filter(np.array(features["symbol"].to_pylist()) == symbol)
         logged = {t: i for i, t in enumerate(rows["open_time"].to_pylist())}

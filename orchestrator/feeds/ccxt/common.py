@@ -339,6 +339,8 @@ class CcxtSourceBase:
         self._staleness = Staleness(
             config.symbols, clock_ms(), config.stale_after_periods * MINUTE_MS
         )
+        # symbols -> (the minute their history ends at, each one's rows), fetched ahead
+        self._prefetched: dict[tuple[str, ...], tuple[int, list]] = {}
 
     async def unknown_symbols(self, symbols: Sequence[str]) -> list[str]:
         """Those of ``symbols`` that are not markets of the exchange, in input order.
@@ -376,18 +378,37 @@ class CcxtSourceBase:
         unknown = await self.unknown_symbols(new)
         if unknown:
             raise ValueError(f"not markets of {self.exchange}: {unknown[:5]}")
-        start = live_from - warmup_minutes * MINUTE_MS
-        results = await gather_bounded(
-            [partial(self._fetcher.fetch_range, s, start, live_from) for s in new],
-            self.config.max_concurrency,
-        )
-        raise_first_error(results)
+        fetched_to, results = self._prefetched.pop(tuple(new), (None, None))
+        if results is None or fetched_to is None:
+            results = await self._fetch_history(
+                new, live_from - warmup_minutes * MINUTE_MS, live_from
+            )
+        elif fetched_to < live_from:  # a minute closed since the prefetch: its candles too
+            later = await self._fetch_history(new, fetched_to, live_from)
+            results = [a + b for a, b in zip(results, later, strict=True)]
         history, rejected = rows_to_batch(self.exchange, dict(zip(new, results, strict=True)))
         self.counters.rejected_rows += rejected
         self.symbols = (*self.symbols, *new)
         self._staleness.track(new, now_ms)
         observe_batch(self._staleness, history, now_ms)
         return new, live_from, history
+
+    async def prefetch(self, symbols: Sequence[str], warmup_minutes: int) -> None:
+        """The history ``add_symbols`` would fetch, fetched now (the feed keeps running)."""
+        new = tuple(s for s in dict.fromkeys(symbols) if s not in set(self.symbols))
+        if new:
+            now_ms = self._clock()
+            live_from = now_ms - now_ms % MINUTE_MS
+            start = live_from - warmup_minutes * MINUTE_MS
+            self._prefetched = {new: (live_from, await self._fetch_history(new, start, live_from))}
+
+    async def _fetch_history(self, symbols: Sequence[str], start: int, end: int) -> list:
+        results = await gather_bounded(
+            [partial(self._fetcher.fetch_range, s, start, end) for s in symbols],
+            self.config.max_concurrency,
+        )
+        raise_first_error(results)
+        return results
 
     def _stop_carrying(self, symbols: Sequence[str]) -> list[str]:
         """Drops the carried ones of ``symbols`` from ``symbols`` and staleness; returns them."""

@@ -45,6 +45,7 @@ class FeedsBackend(LocalBackend):
             "removed": removed,
             "unchanged": [s for s in add + remove if s not in added + removed],
             "warmup_candles": 60 * len(added) if warmup_minutes is None else 0,
+            "warmup_from": 0 if added else None,
             "symbols": len(self.carried),
         }
 

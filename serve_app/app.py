@@ -49,8 +49,9 @@ def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
     unversioned = config.model_copy(
         update={"models": tuple(r.model_copy(update={"version": None}) for r in config.models)}
     )
-    # Nor its feeds' symbol lists: they too travel in user_config (Pipeline.reconfigure), so
-    # a redeploy that adds or removes symbols changes them in place.
+    # Nor its feeds' symbol lists: they travel in its user_config (Pipeline.reconfigure), so a
+    # `serve deploy` overriding only that user_config changes them in place (a change of
+    # `args` changes Serve's code version for the app, which replaces every replica).
     bound = with_feed_symbols(unversioned, None)
     pipeline = Pipeline.options(user_config={"symbols": feed_symbol_lists(config)}).bind(
         bound, models

@@ -126,7 +126,7 @@ class Pipeline:
             for settings in config.shard_settings()
         ]
         # The feeds start in the first reconfigure: their symbol lists come in user_config,
-        # so a redeploy that changes them reconfigures this replica instead of replacing it.
+        # so a `serve deploy` that changes only them reconfigures this replica in place.
         self.feed_names: list[str] = []  # status and quarantine name them
         self.feeds: list = []
         self._symbol_lists: list | None = None

@@ -195,8 +195,6 @@ class FeedActor:
         # so the other symbols' ticks never wait behind a whole warm-up.
         self._warming: pa.Table | None = snap.get("warming") if snap else None
         self._warmup_minutes_per_batch = settings.warmup_minutes_per_batch
-        # Symbols added or removed while running outlive a restart, until a redeploy names
-        # another list for this feed: then the config's list wins.
         # Symbols added or removed while running outlive a restart (their own small record,
         # written at each change), until a redeploy names another list: then the config wins.
         self._declared = declared_symbols(config)
@@ -333,17 +331,21 @@ class FeedActor:
     async def change_symbols(
         self, add: list[str], remove: list[str], warmup_minutes: int | None = None
     ) -> dict:
-        """Add and remove symbols (the admin endpoint). The feed pauses only to switch its
-        set and route the new symbols' history (fetched before, while it ran); the answer
-        comes once the change is recorded, so a restart keeps it."""
+        """Add and remove symbols (the admin endpoint). The new symbols' history is fetched
+        while the feed runs; it pauses between two batches only to switch its set and queue
+        that history. The answer comes once the change is recorded: a restart keeps it."""
         async with self._admin:
             return await self._change(add, remove, warmup_minutes)
 
     async def declare(self, symbols: list[str]) -> dict:
         """A redeploy names ``symbols`` for this feed: run exactly those from now on."""
         async with self._admin:
-            self._declared = list(symbols)
-            return await self._change(*self._difference(symbols), None)
+            before, self._declared = self._declared, list(symbols)
+            try:
+                return await self._change(*self._difference(symbols), None)
+            except Exception:  # not applied: the list last applied stays the declared one
+                self._declared = before
+                raise
 
     def symbols(self) -> list[str]:
         return list(self._source.symbols)
@@ -548,6 +550,7 @@ class FeedActor:
             "shard_recoveries": sum(link.recoveries for link in self._links),
             "shard_call_errors": sum(link.errors for link in self._links),
             "unacked_batches": sum(len(link.unacked) for link in self._links),
+            "warming_candles": 0 if self._warming is None else self._warming.num_rows,
             **self._times,
             **self._counters,
         }

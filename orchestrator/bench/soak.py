@@ -91,12 +91,17 @@ class ClientLoad:
 def sample(base: str, sid: int, started: float) -> dict:
     status = httpx.get(f"{base}/v1/status", timeout=30).json()
     by_kind: dict[str, dict] = {}
+    core: dict[str, int] = {}  # Ray's own processes one by one: which of them grows
     for pid in session_pids(sid):
         kind = process_kind(pid)
         entry = by_kind.setdefault(kind, {"pss_kb": 0, "cpu_s": 0.0, "n": 0})
-        entry["pss_kb"] += memory_kb(pid)[1]
+        pss = memory_kb(pid)[1]
+        entry["pss_kb"] += pss
         entry["cpu_s"] += cpu_seconds(pid)
         entry["n"] += 1
+        if kind.startswith("ray/serve core"):
+            name = process_name(pid)
+            core[name] = core.get(name, 0) + pss
     shards = [s for s in status["shards"] if s.get("up", True)]
     p99 = [s["latency_ms"]["1m"]["recent_p99"] for s in shards if "1m" in s.get("latency_ms", {})]
     sink = status["sink"]
@@ -104,6 +109,10 @@ def sample(base: str, sid: int, started: float) -> dict:
         "minute": round((time.monotonic() - started) / 60, 2),
         "processes": by_kind,
         "tick_p99_ms": max(p99) if p99 else None,
+        "core_pss_kb": core,
+        # cumulative seconds per shard stage and ticks: the report shows ms per tick per minute
+        "stages": _summed([s.get("stage_seconds", {}) for s in shards]),
+        "ticks": sum(s.get("ticks", 0) for s in shards),
         "queues": {
             "sink buffer rows": sink.get("buffered", 0),
             "bus waiting rows": (sink.get("bus") or {}).get("waiting", 0),
@@ -112,6 +121,38 @@ def sample(base: str, sid: int, started: float) -> dict:
         },
         "predictions": sink.get("received", 0),
     }
+
+
+def process_name(pid: int) -> str:
+    """The program a process runs (gcs_server, raylet, the dashboard's python ...)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "gone"
+    words = [Path(a.decode(errors="replace")).name for a in argv[:3] if a]
+    script = next((w for w in words[1:] if w.endswith(".py")), None)
+    return script or (words[0] if words else "?")
+
+
+def _summed(parts: list[dict]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def stage_rows(samples: list[dict]) -> list[tuple]:
+    """Per sample: ms per tick spent in each shard stage since the previous sample."""
+    rows = []
+    for before, now in zip(samples, samples[1:], strict=False):
+        ticks = now["ticks"] - before["ticks"]
+        per_tick = {
+            k: (v - before["stages"].get(k, 0.0)) * 1000 / ticks if ticks else None
+            for k, v in now["stages"].items()
+        }
+        rows.append((now["minute"], ticks, per_tick))
+    return rows
 
 
 def summarize(samples: list[dict], settle_min: float) -> tuple[list[tuple], list[tuple]]:
@@ -190,12 +231,44 @@ def write_report(out: Path, samples: list[dict], memory, queues, args, load: Cli
         "| ---: | ---: |",
         *[f"| {s['minute']} | {s['tick_p99_ms']} |" for s in samples],
         "",
+        "Shard time per tick by stage since the previous sample, ms (model_wait overlaps the "
+        "next batch's features):",
+        "",
+        *_stage_table(samples),
+        "",
+        "Ray's own processes, PSS in MiB at the settled sample and at the end:",
+        "",
+        *_core_table(samples, args.settle_min),
+        "",
         "![memory](memory.png) ![tick p99](tick_p99.png) ![queues](queues.png)",
     ]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     (out / "samples.json").write_text(json.dumps(samples, indent=1))
     return report
+
+
+def _stage_table(samples: list[dict]) -> list[str]:
+    rows = stage_rows(samples)
+    stages = sorted({k for _, _, per in rows for k in per})
+    lines = [
+        "| minute | ticks | " + " | ".join(stages) + " |",
+        "| ---: | ---: | " + " | ".join("---:" for _ in stages) + " |",
+    ]
+    for minute, ticks, per in rows:
+        cells = ["-" if per.get(k) is None else f"{per[k]:.2f}" for k in stages]
+        lines.append(f"| {minute} | {ticks} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _core_table(samples: list[dict], settle_min: float) -> list[str]:
+    settled = next((s for s in samples if s["minute"] >= settle_min), samples[0])
+    last = samples[-1]
+    lines = ["| process | at settle | at end | growth MiB |", "| --- | ---: | ---: | ---: |"]
+    for name in sorted(last["core_pss_kb"], key=lambda n: -last["core_pss_kb"][n]):
+        then, now = settled["core_pss_kb"].get(name, 0) // 1024, last["core_pss_kb"][name] // 1024
+        lines.append(f"| {name} | {then} | {now} | {now - then:+d} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from orchestrator import resolve_path
+from orchestrator.actors import every_batch
 from orchestrator.actors.metrics import FeedMetrics
 from orchestrator.config import FeedSettings, ReplayFeedConfig, SyntheticFeedConfig
 from orchestrator.feeds.base import (
@@ -538,6 +539,7 @@ class FeedActor:
         """The most recent rejected candles: reason, exchange, symbol, open time, raw row."""
         return [r.to_dict() for r in self._gate.quarantine.records[-limit:]]
 
+    @every_batch
     def status(self) -> dict:
         return {
             "name": self.name,

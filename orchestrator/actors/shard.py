@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from orchestrator.actors import every_batch
 from orchestrator.actors.metrics import ShardMetrics
 from orchestrator.config import ShardSettings
 from orchestrator.features import FEATURE_NAMES
@@ -139,6 +140,7 @@ class FeatureShard:
         self._metrics = ShardMetrics(shard_id)
         self._latency: dict[str, deque] = {}  # recent tick latencies per timeframe (status p50/p99)
 
+    @every_batch
     async def on_candles(
         self, feed: str, seq: int, batch: pa.RecordBatch, emitted_at_ms: float, warmup: bool = False
     ) -> int:
@@ -320,9 +322,11 @@ class FeatureShard:
         found = self._state.candles(exchange, symbol, timeframe, limit)
         return None if found is None else {k: v.tolist() for k, v in found.items()}
 
+    @every_batch
     def outcome_metrics(self) -> dict:
         return self._outcomes.metrics()
 
+    @every_batch
     def drift_counts(self) -> dict[str, tuple[np.ndarray, dict]]:
         """Per timeframe: live counts in the training bins and running moments (the
         pipeline merges shards)."""
@@ -331,6 +335,7 @@ class FeatureShard:
     def pid(self) -> int:
         return os.getpid()
 
+    @every_batch
     def status(self) -> dict:
         latency = {tf: latency_summary(list(v)) for tf, v in self._latency.items()}
         return {

@@ -18,6 +18,7 @@ import pyarrow as pa
 import ray
 
 from orchestrator import resolve_path
+from orchestrator.actors import every_batch
 from orchestrator.config import SinkConfig
 from orchestrator.health.log_limit import limit_logging
 from orchestrator.health.outage import Outage
@@ -89,6 +90,7 @@ class PredictionSink:
         if self._bus is not None:
             self._bus.publish(fresh)
 
+    @every_batch
     async def deliver(self, ticks: list[tuple]) -> None:
         """One shard call: per timeframe, the predictions and the outcomes the shard scored."""
         for predictions, outcomes in ticks:
@@ -102,6 +104,7 @@ class PredictionSink:
             self._counters["outcomes"] += fresh.num_rows
             self._outcome_log.append(fresh)
 
+    @every_batch
     async def record_features(self, rows: pa.Table) -> None:
         self._ensure_flusher()
         self._features.append(rows)
@@ -122,6 +125,7 @@ class PredictionSink:
             self._wal.truncate()
         return written + self._features.flush() + self._outcome_log.flush()
 
+    @every_batch
     async def since(self, cursor: int, timeout_s: float = 1.0) -> tuple[int, list[dict], bool]:
         """Predictions after ``cursor``; waits up to ``timeout_s`` when there are none yet."""
         result = self._latest.since(cursor)
@@ -131,6 +135,7 @@ class PredictionSink:
             await asyncio.wait_for(self._recorded.wait(), timeout_s)
         return self._latest.since(cursor)
 
+    @every_batch
     async def latest(self, symbol: str | None = None, timeframe: str | None = None) -> list[dict]:
         return self._latest.rows(symbol, timeframe)
 
@@ -144,6 +149,7 @@ class PredictionSink:
     def pid(self) -> int:
         return os.getpid()
 
+    @every_batch
     async def status(self) -> dict:
         return {
             "received": self._received,

@@ -114,8 +114,9 @@ async def _answer(call):
     """Await a handle call; the backend being down is a 503, a refused request keeps its status."""
     try:
         return await call
-    except BackendError as exc:
-        raise BackendError(getattr(exc, "status", 502), str(exc).splitlines()[-1]) from None
+    except BackendError as exc:  # raised in the pipeline: its own message, not Ray's wrapping
+        message = str(getattr(exc, "cause", None) or exc).splitlines()[-1]
+        raise BackendError(getattr(exc, "status", 502), message) from None
     except RayError as exc:
         raise BackendError(503, f"backend unavailable: {type(exc).__name__}") from None
 

@@ -209,9 +209,9 @@ class Pipeline:
         try:
             result = await feed.change_symbols.remote(add, remove, warmup_minutes)
         except UnknownSymbols as exc:
-            raise BackendError(422, str(exc).splitlines()[-1]) from None
+            raise BackendError(422, _message(exc)) from None
         except SymbolsNotChangeable as exc:
-            raise BackendError(409, str(exc).splitlines()[-1]) from None
+            raise BackendError(409, _message(exc)) from None
         await self._forget_removed(result)
         return result
 
@@ -318,6 +318,11 @@ class Pipeline:
             "sink": self.sink,
             "run_id": self.run_id,
         }
+
+
+def _message(exc: Exception) -> str:
+    """An actor's exception's own message, without Ray's traceback and class names."""
+    return str(getattr(exc, "cause", None) or exc).splitlines()[-1]
 
 
 async def _statuses(actors: list) -> list[dict]:

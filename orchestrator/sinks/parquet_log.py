@@ -1,8 +1,10 @@
 """Append-only Parquet logs (predictions, feature rows), partitioned by date and timeframe.
 
-Rows are buffered and written as one file per flush (one row group per partition), so the
-log is readable by pyarrow/pandas/DuckDB while the pipeline runs. Any table with
-``open_time`` (epoch ms) and ``timeframe`` columns can be logged.
+Rows are buffered and written as one file per flush and partition (sorted by symbol, in row
+groups of ``ROW_GROUP_ROWS``), so the log is readable by pyarrow/pandas/DuckDB while the
+pipeline runs. Any table with ``open_time`` (epoch ms) and ``timeframe`` columns can be
+logged. The sink's compactor merges the small files as they pile up (``compaction``);
+``history`` reads pages of it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from orchestrator.sinks.compaction import ROW_GROUP_ROWS, live_files, sorted_for_reading
 from orchestrator.stream.events import PREDICTION_SCHEMA
 
 DAY_MS = 86_400_000
@@ -47,7 +49,7 @@ class ParquetLog:
     def flush(self) -> int:
         if not self._pending_rows:
             return 0
-        table = pa.concat_tables(self._pending)
+        table = sorted_for_reading(pa.concat_tables(self._pending))
         table = table.append_column("date", utc_dates(table["open_time"]))
         # Written beside the log (pyarrow skips "_"-prefixed folders when reading) and then
         # renamed into place, so a reader never opens a half-written file.
@@ -60,6 +62,7 @@ class ParquetLog:
                 pa.schema([("date", pa.string()), ("timeframe", pa.string())]), flavor="hive"
             ),
             basename_template=f"part-{uuid.uuid4().hex}-{{i}}.parquet",
+            max_rows_per_group=ROW_GROUP_ROWS,
             existing_data_behavior="overwrite_or_ignore",
         )
         _move_into(staging, self.root)
@@ -86,64 +89,20 @@ def utc_dates(open_time: pa.ChunkedArray | pa.Array) -> pa.Array:
     return names.take(pa.array(index.astype(np.int32)))
 
 
-def _utc_date(ms: int) -> str:
+def utc_date(ms: int) -> str:
     return utc_dates(pa.array([ms], pa.int64()))[0].as_py()
 
 
 def read_log(root: Path, empty: pa.Schema = PREDICTION_SCHEMA) -> pa.Table:
-    """The whole log as one table (its columns plus the `date` partition)."""
-    if not Path(root).exists():
+    """The whole log as one table (its columns plus the partition columns), each row once
+    while a compaction runs (see ``compaction.live_files``)."""
+    files = [str(p) for folder in _partition_folders(root) for p in live_files(folder)]
+    if not files:
         return empty.empty_table()
-    return ds.dataset(root, format="parquet", partitioning="hive").to_table()
+    return ds.dataset(
+        files, format="parquet", partitioning="hive", partition_base_dir=str(root)
+    ).to_table()
 
 
-@dataclass(frozen=True)
-class HistoryQuery:
-    """A page of the prediction log: filters, then ``limit`` rows from ``offset``, ordered by
-    (open_time, symbol, model_id)."""
-
-    symbol: str | None = None
-    timeframe: str | None = None
-    model_id: str | None = None
-    start_ms: int | None = None  # inclusive, candle open time
-    end_ms: int | None = None  # exclusive
-    limit: int = 500
-    offset: int = 0
-
-
-def query_log(root: Path, query: HistoryQuery) -> tuple[list[dict], int]:
-    """(rows of the page, total rows matching the filters)."""
-    if not Path(root).exists():
-        return [], 0
-    # The schema is given, not inferred, so an empty log (no file yet) is just empty.
-    schema = PREDICTION_SCHEMA.append(pa.field("date", pa.string()))
-    dataset = ds.dataset(root, schema=schema, format="parquet", partitioning="hive")
-    table = dataset.to_table(filter=_filter(query))
-    table = table.sort_by(
-        [("open_time", "ascending"), ("symbol", "ascending"), ("model_id", "ascending")]
-    )
-    page = table.slice(query.offset, query.limit).drop_columns(["date"])
-    rows = page.to_pylist()
-    for row in rows:
-        row["outputs"] = dict(row.get("outputs") or [])
-    return rows, table.num_rows
-
-
-def _filter(query: HistoryQuery) -> ds.Expression | None:
-    conditions = []
-    for column in ("symbol", "timeframe", "model_id"):
-        if getattr(query, column) is not None:
-            conditions.append(ds.field(column) == getattr(query, column))
-    # The date conditions prune whole partitions (folders) before any file is opened.
-    if query.start_ms is not None:
-        conditions.append(ds.field("open_time") >= query.start_ms)
-        conditions.append(ds.field("date") >= _utc_date(query.start_ms))
-    if query.end_ms is not None:
-        conditions.append(ds.field("open_time") < query.end_ms)
-        conditions.append(ds.field("date") <= _utc_date(max(query.end_ms - 1, 0)))
-    if not conditions:
-        return None
-    expression = conditions[0]
-    for condition in conditions[1:]:
-        expression = expression & condition
-    return expression
+def _partition_folders(root: Path) -> list[Path]:
+    return sorted(p for p in Path(root).glob("date=*/*=*") if p.is_dir())

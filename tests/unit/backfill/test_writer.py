@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from orchestrator.batch.backfill.writer import ModelKey, PartitionedWriter, Scope, partition_file
-from orchestrator.sinks.parquet_log import HistoryQuery, query_log, read_log
+from orchestrator.sinks.history import HistoryQuery, query_log
+from orchestrator.sinks.parquet_log import read_log
 from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
 from tests.unit.backfill.helpers import MINUTE, START
 
@@ -67,11 +68,14 @@ def test_rows_land_in_the_live_log_layout_under_deterministic_names(tmp_path):
     log = _log(tmp_path)
     assert log.num_rows == 2 * 2 * 1440
     assert set(log.column("date").to_pylist()) == {"2026-01-01", "2026-01-02"}
-    rows, total = query_log(
+    page = query_log(
         tmp_path,
-        HistoryQuery(symbol="BBB/USDT", start_ms=START, end_ms=START + 10 * MINUTE, limit=5),
+        HistoryQuery(
+            symbol="BBB/USDT", start_ms=START, end_ms=START + 10 * MINUTE, limit=5, count=True
+        ),
     )
-    assert total == 10 and [r["open_time"] for r in rows] == [START + i * MINUTE for i in range(5)]
+    assert page.total == 10
+    assert [r["open_time"] for r in page.rows] == [START + i * MINUTE for i in range(5)]
 
 
 def test_running_the_same_range_again_changes_nothing(tmp_path):

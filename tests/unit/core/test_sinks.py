@@ -168,18 +168,19 @@ def test_latest_store_tail_streams_everything_after_a_cursor():
 
 
 def test_query_log_filters_and_pages(tmp_path):
-    from orchestrator.sinks.parquet_log import HistoryQuery, query_log
+    from orchestrator.sinks.history import HistoryQuery, query_log
 
     log = ParquetLog(tmp_path, flush_rows=1)
     for minute in range(5):
         log.append(_predictions(minute * 60_000))
-    rows, total = query_log(tmp_path, HistoryQuery(symbol="B/USDT", start_ms=60_000, limit=2))
-    assert total == 4 and [r["open_time"] for r in rows] == [60_000, 120_000]
-    rows, _ = query_log(tmp_path, HistoryQuery(symbol="B/USDT", start_ms=60_000, limit=2, offset=2))
-    assert [r["open_time"] for r in rows] == [180_000, 240_000]
-    assert rows[0]["outputs"] == {"prob_up": 0.3}
-    assert query_log(tmp_path, HistoryQuery(timeframe="1h")) == ([], 0)
-    assert query_log(tmp_path / "missing", HistoryQuery()) == ([], 0)
+    query = HistoryQuery(symbol="B/USDT", start_ms=60_000, limit=2, count=True)
+    page = query_log(tmp_path, query)
+    assert page.total == 4 and [r["open_time"] for r in page.rows] == [60_000, 120_000]
+    page = query_log(tmp_path, HistoryQuery(symbol="B/USDT", start_ms=60_000, limit=2, offset=2))
+    assert [r["open_time"] for r in page.rows] == [180_000, 240_000]
+    assert page.rows[0]["outputs"] == {"prob_up": 0.3} and page.next_cursor is None
+    assert query_log(tmp_path, HistoryQuery(timeframe="1h", count=True)).total == 0
+    assert query_log(tmp_path / "missing", HistoryQuery()).rows == []
 
 
 def test_latest_store_takes_each_keys_newest_row_from_a_multi_minute_table():
@@ -235,7 +236,7 @@ def test_a_reader_never_sees_a_file_being_written(tmp_path):
     ],
 )
 def test_a_time_range_prunes_day_partitions_and_keeps_every_row_in_range(tmp_path, start, end):
-    from orchestrator.sinks.parquet_log import HistoryQuery, query_log
+    from orchestrator.sinks.history import HistoryQuery, query_log
 
     log = ParquetLog(tmp_path)
     times = [
@@ -244,6 +245,6 @@ def test_a_time_range_prunes_day_partitions_and_keeps_every_row_in_range(tmp_pat
     for t in times:
         log.append(direction_predictions(t, ["A/USDT"]))
     log.flush()
-    rows, total = query_log(tmp_path, HistoryQuery(start_ms=start, end_ms=end, limit=100))
+    page = query_log(tmp_path, HistoryQuery(start_ms=start, end_ms=end, limit=100, count=True))
     want = [t for t in times if (start is None or t >= start) and (end is None or t < end)]
-    assert [r["open_time"] for r in rows] == want and total == len(want)
+    assert [r["open_time"] for r in page.rows] == want and page.total == len(want)

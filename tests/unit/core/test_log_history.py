@@ -1,0 +1,165 @@
+"""Pages of the prediction log and its compaction: every page equals the same page cut from
+the whole log read and sorted (the reference), before, during and after compaction."""
+
+import random
+import shutil
+import time
+
+import pyarrow as pa
+import pytest
+
+from orchestrator.bench.history import prediction_rows
+from orchestrator.sinks.compaction import Compactor, live_files
+from orchestrator.sinks.history import BadCursor, HistoryQuery, query_log
+from orchestrator.sinks.parquet_log import ParquetLog, read_log
+
+DAY = 86_400_000
+HOUR = 3_600_000
+SYMBOLS = ["A/USDT", "B/USDT", "C/USDT", "D/USDT"]
+KEY = ("open_time", "symbol", "model_id")
+
+
+@pytest.fixture
+def log_root(tmp_path):
+    """Three and a half days of 1h and 4h predictions of two models, written as the sink
+    writes (a file per small flush), so each date partition holds several files."""
+    log = ParquetLog(tmp_path / "log", flush_rows=40)
+    for timeframe, step in (("1h", HOUR), ("4h", 4 * HOUR)):
+        for start in range(0, 3 * DAY + 12 * HOUR, step):
+            log.append(prediction_rows([start], SYMBOLS, timeframe, ("direction", "volatility")))
+    log.flush()
+    return log.root
+
+
+def _reference(root, query: HistoryQuery) -> list[tuple]:
+    table = read_log(root)
+    rows = [r for r in table.to_pylist() if _matches(r, query)]
+    rows.sort(key=lambda r: tuple(r[k] for k in KEY), reverse=query.descending)
+    return [tuple(r[k] for k in (*KEY, "timeframe")) for r in rows]
+
+
+def _matches(row: dict, q: HistoryQuery) -> bool:
+    return (
+        all(getattr(q, c) is None or row[c] == getattr(q, c) for c in ("symbol", "timeframe"))
+        and (q.model_id is None or row["model_id"] == q.model_id)
+        and (q.start_ms is None or row["open_time"] >= q.start_ms)
+        and (q.end_ms is None or row["open_time"] < q.end_ms)
+    )
+
+
+def _walk(root, query: HistoryQuery) -> tuple[list[tuple], int]:
+    """Every page by cursor: (rows, pages)."""
+    rows, pages, cursor = [], 0, None
+    while True:
+        page = query_log(root, HistoryQuery(**{**query.__dict__, "cursor": cursor}))
+        rows += [tuple(r[k] for k in (*KEY, "timeframe")) for r in page.rows]
+        pages += 1
+        assert len(page.rows) <= query.limit
+        if page.next_cursor is None:
+            return rows, pages
+        cursor = page.next_cursor
+
+
+def _random_queries(seed: int, n: int) -> list[HistoryQuery]:
+    rng = random.Random(seed)
+    queries = []
+    for _ in range(n):
+        start = rng.choice([None, rng.randrange(0, 4 * DAY, HOUR)])
+        end = rng.choice([None, (start or 0) + rng.randrange(1, 3 * DAY)])
+        queries.append(
+            HistoryQuery(
+                symbol=rng.choice([None, *SYMBOLS]),
+                timeframe=rng.choice([None, "1h", "4h"]),
+                model_id=rng.choice([None, "direction-1h", "volatility-4h"]),
+                start_ms=start,
+                end_ms=end,
+                limit=rng.choice([5, 16, 200]),
+                descending=rng.random() < 0.5,
+            )
+        )
+    return queries
+
+
+def _check_pages_equal_reference(root, queries) -> None:
+    for query in queries:
+        want = _reference(root, query)
+        rows, _ = _walk(root, query)
+        assert rows == want, query
+        first = query_log(root, HistoryQuery(**{**query.__dict__, "count": True}))
+        assert first.total == len(want)
+        offset = query_log(root, HistoryQuery(**{**query.__dict__, "offset": 3}))
+        assert [r["open_time"] for r in offset.rows] == [r[0] for r in want[3 : 3 + query.limit]]
+
+
+def test_every_page_by_cursor_equals_the_sorted_whole_log(log_root):
+    assert max(len(live_files(f)) for f in log_root.glob("date=*/*")) > 3  # many small files
+    _check_pages_equal_reference(log_root, _random_queries(1, 16))
+
+
+def test_pages_are_the_same_after_compaction_and_the_files_few(log_root):
+    before = read_log(log_root).num_rows
+    compactor = Compactor(log_root, fanout=3, band_rows=50)
+    compactor.run()  # every folder still "open": merged by levels only
+    assert read_log(log_root).num_rows == before
+    assert max(len(live_files(f)) for f in log_root.glob("date=*/*")) < 3 * 2
+    _check_pages_equal_reference(log_root, _random_queries(2, 8))
+    compactor.run(now_s=time.time() + 7200)  # closed: one file per folder
+    assert {len(live_files(f)) for f in log_root.glob("date=*/*")} == {1}
+    assert read_log(log_root).num_rows == before
+    _check_pages_equal_reference(log_root, _random_queries(3, 8))
+    merged = live_files(next(log_root.glob("date=*/timeframe=1h")))[0]
+    symbols = pa.parquet.read_table(merged).column("symbol").to_pylist()
+    assert symbols == sorted(symbols)  # symbol-major: a symbol's rows in few row groups
+
+
+def test_a_page_of_the_newest_rows_opens_only_the_newest_day(log_root):
+    page = query_log(log_root, HistoryQuery(symbol="B/USDT", limit=10, descending=True))
+    assert page.dates_read == 1 and page.rows[0]["open_time"] == 3 * DAY + 11 * HOUR
+    page = query_log(log_root, HistoryQuery(symbol="B/USDT", timeframe="4h", limit=12))
+    assert page.dates_read == 2  # 4h: 6 candles a day (x2 models) for 13 rows (12 + is there more?)
+    assert query_log(log_root, HistoryQuery(limit=10, count=True)).dates_read == 1
+
+
+def test_the_log_stays_at_a_bounded_number_of_files_as_it_grows(tmp_path):
+    log = ParquetLog(tmp_path, flush_rows=1)
+    compactor = Compactor(tmp_path, fanout=4)
+    counts = []
+    for minute in range(300):
+        log.append(prediction_rows([minute * 60_000], ["A/USDT"], "1m", ("direction",)))
+        if minute % 10 == 9:
+            compactor.run()
+            counts.append(len(live_files(tmp_path / "date=1970-01-01" / "timeframe=1m")))
+    assert max(counts) <= 3 * 4  # at most fanout - 1 files of each of three levels
+    times = read_log(tmp_path).column("open_time").to_pylist()
+    assert sorted(times) == [m * 60_000 for m in range(300)]  # each row once
+
+
+def test_a_crash_between_publish_and_delete_shows_no_row_twice(log_root, tmp_path):
+    folder = next(log_root.glob("date=*/timeframe=1h"))
+    saved = tmp_path / "saved"
+    shutil.copytree(folder, saved)
+    rows = read_log(log_root).num_rows
+    Compactor(log_root, fanout=2).run(now_s=time.time() + 7200)
+    for path in saved.iterdir():  # the sources back: as if the process died before deleting
+        shutil.copy(path, folder / path.name)
+    assert len(list(folder.glob("*.parquet"))) > 1
+    assert read_log(log_root).num_rows == rows  # the merged file names them: skipped
+    query = HistoryQuery(timeframe="1h", limit=10_000)
+    assert len(query_log(log_root, query).rows) == len(_reference(log_root, query))
+    compactor = Compactor(log_root, fanout=2)
+    compactor.run()
+    assert compactor.stats.leftovers_removed == len(list(saved.iterdir()))
+    assert len(list(folder.glob("*.parquet"))) == 1
+
+
+def test_a_cursor_from_elsewhere_is_refused(log_root):
+    page = query_log(log_root, HistoryQuery(limit=2))
+    with pytest.raises(BadCursor, match="other order"):
+        query_log(log_root, HistoryQuery(limit=2, cursor=page.next_cursor, descending=True))
+    with pytest.raises(BadCursor, match="not one this API handed out"):
+        query_log(log_root, HistoryQuery(cursor="bm90IGpzb24"))
+
+
+def test_a_missing_log_is_an_empty_page(tmp_path):
+    page = query_log(tmp_path / "missing", HistoryQuery(count=True))
+    assert (page.rows, page.next_cursor, page.total) == ([], None, 0)

@@ -57,6 +57,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "orchestrator.bench.symbols",
         "symbols added and removed while running: the others' tick latency vs steady",
     ),
+    "history": (
+        "orchestrator.bench.history",
+        "history pages of a 30-day log: latency, memory, files vs the previous reader",
+    ),
     "soak": (
         "orchestrator.bench.soak",
         "the application for N minutes under load: memory, latency, queues",

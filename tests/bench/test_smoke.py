@@ -112,6 +112,20 @@ def test_feeds_without_ray(capsys, tmp_path):
     assert rows[-1][1] == "skipped (--no-replay)"
 
 
+def test_history(capsys, tmp_path):
+    from orchestrator.bench import history
+
+    assert history.main(["--smoke", "--dir", str(tmp_path / "log")]) == 0
+    out = capsys.readouterr().out
+    headers = ("log", "page", "reader", "n", "p50 ms", "p99 ms", "max ms", "peak RSS MiB")
+    rows = assert_table(out, (*headers, "files", "most in a folder"), 10)
+    readers = {r[2] for r in rows}
+    assert readers == {"paged (this)", "previous"}, readers
+    assert {r[0] for r in rows} == {"1 d", "3 d"}
+    written = assert_table(out, ("log days", "rows", "write + compact s", "rows/s"), 2)
+    assert int(written[-1][1].replace(",", "")) == 3 * (1440 + 288) * 20 * 2
+
+
 # --- in a subprocess: Ray or Serve ------------------------------------------------------------
 
 

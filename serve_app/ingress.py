@@ -15,7 +15,7 @@ from ray.serve.handle import DeploymentHandle
 from orchestrator import resolve_path
 from orchestrator.config import TickcastConfig
 from orchestrator.models.registry import Registry
-from orchestrator.sinks.parquet_log import HistoryQuery, query_log
+from orchestrator.sinks.history import HistoryPage, HistoryQuery, query_log
 from serve_app.api.app import create_api
 from serve_app.api.backend import BackendError
 from serve_app.api.coalesce import Coalescer
@@ -62,7 +62,7 @@ class ServeBackend:
     async def latest(self, symbol: str | None, timeframe: str | None) -> list[dict]:
         return await _answer(self._pipeline.latest.remote(symbol, timeframe))
 
-    async def history(self, query: HistoryQuery) -> tuple[list[dict], int]:
+    async def history(self, query: HistoryQuery) -> HistoryPage:
         return await asyncio.to_thread(query_log, self._log_dir, query)
 
     async def since(self, cursor: int, timeout_s: float) -> tuple[int, list[dict], bool]:

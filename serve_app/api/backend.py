@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from orchestrator.sinks.parquet_log import HistoryQuery
+from orchestrator.sinks.history import HistoryPage, HistoryQuery
 
 
 class BackendError(RuntimeError):
@@ -34,7 +34,7 @@ class Backend(Protocol):
 
     async def latest(self, symbol: str | None, timeframe: str | None) -> list[dict]: ...
 
-    async def history(self, query: HistoryQuery) -> tuple[list[dict], int]: ...
+    async def history(self, query: HistoryQuery) -> HistoryPage: ...
 
     async def since(self, cursor: int, timeout_s: float) -> tuple[int, list[dict], bool]:
         """Predictions recorded after ``cursor`` (waiting up to ``timeout_s`` for one)."""

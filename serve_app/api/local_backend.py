@@ -11,8 +11,8 @@ import numpy as np
 
 from orchestrator.models.predictor import OnnxPredictor
 from orchestrator.models.registry import ModelManifest, Registry, RegistryError
+from orchestrator.sinks.history import HistoryPage, HistoryQuery, query_log
 from orchestrator.sinks.latest import LatestStore
-from orchestrator.sinks.parquet_log import HistoryQuery, query_log
 from serve_app.api.backend import BackendError
 
 
@@ -67,7 +67,7 @@ class LocalBackend:
     async def latest(self, symbol: str | None, timeframe: str | None) -> list[dict]:
         return self.store.rows(symbol, timeframe)
 
-    async def history(self, query: HistoryQuery) -> tuple[list[dict], int]:
+    async def history(self, query: HistoryQuery) -> HistoryPage:
         return query_log(self.log_dir, query)
 
     async def since(self, cursor: int, timeout_s: float) -> tuple[int, list[dict], bool]:

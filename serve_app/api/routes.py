@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import Depends, FastAPI, Path, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
 from orchestrator.models.registry import Registry
-from orchestrator.sinks.parquet_log import HistoryQuery
+from orchestrator.sinks.history import BadCursor, HistoryQuery
 from serve_app.api.auth import admin_guard, guard
 from serve_app.api.predict import predict_response
 from serve_app.api.schemas import (
@@ -33,6 +35,10 @@ from serve_app.api.schemas import (
 )
 from serve_app.api.static import static_response
 from serve_app.api.stream import serve_stream
+
+# An offset page holds offset + limit rows in memory while it is read: deeper pages use the
+# cursor, which costs only the page.
+MAX_OFFSET = 100_000
 
 
 def _finite(value):
@@ -82,18 +88,33 @@ def add_routes(api: FastAPI) -> None:
         ),
         end: int | None = Query(None, ge=0, lt=10**14, description="open time < end (epoch ms)"),
         limit: int | None = Query(None, ge=1, le=10_000),
-        offset: int = Query(0, ge=0, le=10**9),
+        order: Literal["asc", "desc"] = Query(
+            "asc", description="asc: oldest first; desc: newest first"
+        ),
+        cursor: str | None = Query(
+            None, max_length=512, description="next_cursor of the previous page"
+        ),
+        offset: int = Query(
+            0, ge=0, le=MAX_OFFSET, description="rows to skip; deeper pages go by cursor"
+        ),
+        count: bool = Query(False, description="also count every matching row (slower)"),
     ) -> PredictionPage:
         limit = limit or request.app.state.config.page_size
-        query = HistoryQuery(symbol, timeframe, model_id, start, end, limit, offset)
-        rows, total = await request.app.state.backend.history(query)
-        following = offset + len(rows)
+        query = HistoryQuery(
+            symbol, timeframe, model_id, start, end, limit, offset, cursor, order == "desc", count
+        )
+        try:
+            page = await request.app.state.backend.history(query)
+        except BadCursor as exc:
+            raise ApiError(422, "query.cursor", str(exc)) from None
+        following = offset + len(page.rows)
         return PredictionPage(
-            total=total,
+            total=page.total,
             offset=offset,
             limit=limit,
-            next_offset=following if following < total else None,
-            predictions=[to_prediction(r) for r in rows],
+            next_offset=following if page.next_cursor and following <= MAX_OFFSET else None,
+            next_cursor=page.next_cursor,
+            predictions=[to_prediction(r) for r in page.rows],
         )
 
     # The guard, the query and the body are read by hand (documented by PREDICT_DOC): FastAPI's

@@ -134,10 +134,11 @@ class LatestPredictions(BaseModel):
 
 
 class PredictionPage(BaseModel):
-    total: int
+    total: int | None = Field(None, description="every matching row; only with count=true")
     offset: int
     limit: int
     next_offset: int | None
+    next_cursor: str | None = Field(None, description="pass as cursor for the next page")
     predictions: list[Prediction]
 
 

@@ -608,20 +608,20 @@
     const ctl = new AbortController();
     cs.historyCtl = ctl;
     const start = cs.candles[0].time * 1000;
-    let offset = 0;
+    let cursor = null;
     let pages = 0;
     let added = 0;
     cs.historyNote = 'history\u2026';
     try {
-      while (offset !== null && offset !== undefined && pages < HISTORY_MAX_PAGES) {
-        const d = await api('/v1/predictions?' + q({
-          symbol: cs.symbol, timeframe: cs.timeframe, start, limit: HISTORY_PAGE, offset,
-        }), { timeout: HISTORY_TIMEOUT_MS, signal: ctl.signal });
+      while (pages < HISTORY_MAX_PAGES && (pages === 0 || cursor)) {
+        const query = { symbol: cs.symbol, timeframe: cs.timeframe, start, limit: HISTORY_PAGE };
+        if (cursor) query.cursor = cursor;
+        const d = await api('/v1/predictions?' + q(query), { timeout: HISTORY_TIMEOUT_MS, signal: ctl.signal });
         if (cs !== chartState || ctl.signal.aborted) return;
         for (const p of (d && d.predictions) || []) {
           if (p.exchange === cs.exchange && p.timeframe === cs.timeframe) { addPrediction(cs, p); added += 1; }
         }
-        offset = d ? d.next_offset : null;
+        cursor = d ? d.next_cursor : null;
         pages += 1;
         dirty.chart = true;
         schedule();

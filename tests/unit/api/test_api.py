@@ -210,11 +210,24 @@ def test_latest_and_history_with_filters_and_pages(client, tmp_path):
     for minute in range(4):
         log.append(_predictions(minute * 60_000))
     page = client.get("/v1/predictions", params={"symbol": "A/USDT", "limit": 3}).json()
-    assert page["total"] == 4 and page["next_offset"] == 3 and len(page["predictions"]) == 3
+    assert page["total"] is None and page["next_offset"] == 3 and len(page["predictions"]) == 3
     last = client.get(
-        "/v1/predictions", params={"symbol": "A/USDT", "limit": 3, "offset": 3}
+        "/v1/predictions", params={"symbol": "A/USDT", "limit": 3, "offset": 3, "count": True}
     ).json()
     assert last["next_offset"] is None and last["predictions"][0]["open_time"] == 180_000
+    assert last["total"] == 4 and last["next_cursor"] is None
+    after = client.get(
+        "/v1/predictions", params={"symbol": "A/USDT", "limit": 3, "cursor": page["next_cursor"]}
+    ).json()
+    assert [p["open_time"] for p in after["predictions"]] == [180_000]
+    newest = client.get(
+        "/v1/predictions", params={"symbol": "A/USDT", "limit": 2, "order": "desc"}
+    ).json()
+    assert [p["open_time"] for p in newest["predictions"]] == [180_000, 120_000]
+    wrong = client.get("/v1/predictions", params={"cursor": page["next_cursor"], "order": "desc"})
+    assert wrong.status_code == 422 and "other order" in wrong.text
+    assert client.get("/v1/predictions", params={"cursor": "x" * 600}).status_code == 422
+    assert client.get("/v1/predictions", params={"offset": 100_001}).status_code == 422
     assert client.get("/v1/predictions", params={"start": -1}).status_code == 422
     assert client.get("/v1/predictions", params={"symbol": "no-slash"}).status_code == 422
 

@@ -301,6 +301,15 @@ class SinkConfig(StrictModel):
         ),
     )
     bus_max_backoff_s: float = Field(30.0, gt=0, description="longest wait between retries")
+    compact_every_s: float = Field(
+        60.0, ge=0, description="how often the logs' small files are merged; 0 turns it off"
+    )
+    compact_fanout: int = Field(
+        8, ge=2, description="files of one level merged into one of the next"
+    )
+    compact_closed_after_s: float = Field(
+        3600.0, gt=0, description="a folder unwritten this long is merged into one file"
+    )
 
 
 class TickcastConfig(StrictModel):

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 
 import pyarrow as pa
 import ray
@@ -23,6 +24,7 @@ from orchestrator.config import SinkConfig
 from orchestrator.health.log_limit import limit_logging
 from orchestrator.health.outage import Outage
 from orchestrator.sinks.bus_link import BusLink
+from orchestrator.sinks.compaction import Compactor
 from orchestrator.sinks.dedupe import SeenKeys, recent_event_ids
 from orchestrator.sinks.latest import LatestStore
 from orchestrator.sinks.parquet_log import ParquetLog
@@ -51,6 +53,12 @@ class PredictionSink:
         self._counters = {"outcomes": 0}
         self._received = 0
         self._recover()
+        self._compactors = [
+            Compactor(log.root, config.compact_fanout, config.compact_closed_after_s)
+            for log in (self._predictions, self._features, self._outcome_log)
+        ]
+        self._compacted_at = time.monotonic()
+        self._compacting: asyncio.Task | None = None
         self._flusher: asyncio.Task | None = None
         self._recorded = asyncio.Event()  # set on every record: wakes stream long-polls
 
@@ -118,6 +126,32 @@ class PredictionSink:
                 log.exception("log flush failed; rows stay buffered (and in the WAL)")
             if self._bus is not None and self._bus.outage.ready():
                 self._bus.flush()  # a quiet pipeline still drains what waited out an outage
+            self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
+        """The logs' small files merged in a thread beside the event loop (files are
+        immutable, so flushes go on meanwhile); one pass at a time."""
+        every = self._config.compact_every_s
+        if not every or time.monotonic() - self._compacted_at < every:
+            return
+        if self._compacting is not None and not self._compacting.done():
+            return
+        self._compacted_at = time.monotonic()
+        self._compacting = asyncio.get_running_loop().create_task(self._compact())
+
+    async def _compact(self) -> None:
+        for compactor in self._compactors:
+            try:
+                await asyncio.to_thread(compactor.run)
+                compactor.stats.last_error = None
+            except Exception as exc:  # a log stays readable unmerged: warn, try next time
+                compactor.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("compaction of %s failed: %s", compactor.root, exc)
+
+    async def compact(self) -> dict:
+        """One compaction pass now (tests, operators); the predictions log's totals."""
+        await self._compact()
+        return self._compactors[0].stats.as_dict()
 
     def _flush_all(self) -> int:
         written = self._predictions.flush()
@@ -158,6 +192,7 @@ class PredictionSink:
             "buffered": self._predictions.pending_rows,
             "feature_rows_written": self._features.rows_written,
             "latest_keys": len(self._latest),
+            "compaction": self._compactors[0].stats.as_dict(),
             **self._counters,
             **self._bus_status(),
         }

@@ -72,7 +72,14 @@ def test_killing_every_kind_of_process_loses_and_duplicates_nothing(serve_app, t
         "features": {"shards": 2, "num_cpus": 0.1},
         "stream": {"checkpoint_every": 25, "state_dir": str(tmp_path / "state")},
         "serving": {"num_cpus": 0.1},
-        "sink": {"log_dir": str(tmp_path / "log"), "flush_rows": 500, "flush_seconds": 1.0},
+        "sink": {
+            "log_dir": str(tmp_path / "log"),
+            "flush_rows": 500,
+            "flush_seconds": 1.0,
+            # Compaction runs through every kill: the log must still hold each key once.
+            "compact_every_s": 1.0,
+            "compact_fanout": 3,
+        },
     }
     serve_app.run(build_app(args), name="tickcast", route_prefix="/")
     pipeline = serve_app.get_deployment_handle("Pipeline", app_name="tickcast")
@@ -104,6 +111,7 @@ def test_killing_every_kind_of_process_loses_and_duplicates_nothing(serve_app, t
     # Not asserted: duplicates_dropped > 0. The sink's counters restart with the supervisor,
     # and a kill just after a checkpoint replays nothing; the log check below is the guarantee.
 
+    assert list((tmp_path / "log").glob("date=*/timeframe=1m/compact-L*.parquet"))
     log = read_log(tmp_path / "log").to_pylist()
     keys = [(r["symbol"], r["open_time"]) for r in log]
     version = Registry(PROJECT_ROOT / "models_onnx").resolve("direction", "1m").version

@@ -13,6 +13,7 @@ specific class wins), and ``QUIRKS`` lists the exchange-specific exceptions to t
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ from enum import StrEnum
 from typing import ClassVar
 
 import aiohttp
-import ccxt
 
 
 class ErrorKind(StrEnum):
@@ -65,32 +65,6 @@ ERROR_CLASS_BY_KIND: Mapping[ErrorKind, type[FeedError]] = {
     for cls in (TransientFeedError, RateLimitedFeedError, InvalidFeedError, FatalFeedError)
 }
 
-# Looked up along type(exc).__mro__, so the most specific listed class wins (for example
-# RateLimitExceeded before NetworkError, BadSymbol before BadRequest before ExchangeError).
-KIND_BY_ERROR: Mapping[type[BaseException], ErrorKind] = {
-    ccxt.RateLimitExceeded: ErrorKind.RATE_LIMITED,
-    ccxt.DDoSProtection: ErrorKind.TRANSIENT,
-    ccxt.RequestTimeout: ErrorKind.TRANSIENT,
-    ccxt.ExchangeNotAvailable: ErrorKind.TRANSIENT,  # OnMaintenance is a subclass
-    ccxt.InvalidNonce: ErrorKind.TRANSIENT,
-    ccxt.NetworkError: ErrorKind.TRANSIENT,
-    ccxt.BadResponse: ErrorKind.INVALID,  # NullResponse is a subclass
-    ccxt.OperationFailed: ErrorKind.TRANSIENT,
-    ccxt.BadSymbol: ErrorKind.INVALID,
-    ccxt.BadRequest: ErrorKind.INVALID,
-    ccxt.ArgumentsRequired: ErrorKind.INVALID,
-    ccxt.OperationRejected: ErrorKind.INVALID,  # MarketClosed and friends
-    ccxt.AuthenticationError: ErrorKind.FATAL,  # PermissionDenied, AccountSuspended
-    ccxt.NotSupported: ErrorKind.FATAL,
-    ccxt.ExchangeError: ErrorKind.FATAL,
-    # Failures raised below ccxt (our own awaits, websocket plumbing).
-    TimeoutError: ErrorKind.TRANSIENT,
-    ConnectionError: ErrorKind.TRANSIENT,
-    aiohttp.ClientError: ErrorKind.TRANSIENT,
-    OSError: ErrorKind.TRANSIENT,
-    ValueError: ErrorKind.INVALID,  # json.JSONDecodeError included
-}
-
 
 @dataclass(frozen=True)
 class ErrorQuirk:
@@ -114,34 +88,79 @@ class ErrorQuirk:
         return self.cause is None or any(isinstance(c, self.cause) for c in _causes(exc))
 
 
-QUIRKS: tuple[ErrorQuirk, ...] = (
-    ErrorQuirk(
-        ccxt.DDoSProtection,
-        ErrorKind.RATE_LIMITED,
-        message_pattern=r"\b429\b",
-        why="binance.handle_errors raises DDoSProtection (not RateLimitExceeded) for HTTP 429",
-    ),
-    ErrorQuirk(
-        ccxt.DDoSProtection,
-        ErrorKind.RATE_LIMITED,
-        message_pattern=r"\b418\b",
-        why="binance answers 418 (IP auto-ban) after ignored 429s: back off like a 429, longer",
-    ),
-    ErrorQuirk(
-        ccxt.ExchangeError,
-        ErrorKind.TRANSIENT,
-        cause=aiohttp.ClientError,
-        exact_type=True,
-        why="ccxt wraps aiohttp payload errors (connection cut mid-body) in a bare ExchangeError",
-    ),
-    ErrorQuirk(
-        ccxt.ExchangeError,
-        ErrorKind.TRANSIENT,
-        cause=OSError,
-        exact_type=True,
-        why="socket errors surfacing through ccxt as ExchangeError are network failures",
-    ),
-)
+@functools.cache
+def error_tables() -> tuple[Mapping[type[BaseException], ErrorKind], tuple[ErrorQuirk, ...]]:
+    """(kind by error class, quirks): built on first use, so that a process which reads the
+    feed config but never talks to an exchange does not import ccxt (~0.4 s)."""
+    import ccxt
+
+    # Looked up along type(exc).__mro__, so the most specific listed class wins (for example
+    # RateLimitExceeded before NetworkError, BadSymbol before BadRequest before ExchangeError).
+    kind_by_error: dict[type[BaseException], ErrorKind] = {
+        ccxt.RateLimitExceeded: ErrorKind.RATE_LIMITED,
+        ccxt.DDoSProtection: ErrorKind.TRANSIENT,
+        ccxt.RequestTimeout: ErrorKind.TRANSIENT,
+        ccxt.ExchangeNotAvailable: ErrorKind.TRANSIENT,  # OnMaintenance is a subclass
+        ccxt.InvalidNonce: ErrorKind.TRANSIENT,
+        ccxt.NetworkError: ErrorKind.TRANSIENT,
+        ccxt.BadResponse: ErrorKind.INVALID,  # NullResponse is a subclass
+        ccxt.OperationFailed: ErrorKind.TRANSIENT,
+        ccxt.BadSymbol: ErrorKind.INVALID,
+        ccxt.BadRequest: ErrorKind.INVALID,
+        ccxt.ArgumentsRequired: ErrorKind.INVALID,
+        ccxt.OperationRejected: ErrorKind.INVALID,  # MarketClosed and friends
+        ccxt.AuthenticationError: ErrorKind.FATAL,  # PermissionDenied, AccountSuspended
+        ccxt.NotSupported: ErrorKind.FATAL,
+        ccxt.ExchangeError: ErrorKind.FATAL,
+        # Failures raised below ccxt (our own awaits, websocket plumbing).
+        TimeoutError: ErrorKind.TRANSIENT,
+        ConnectionError: ErrorKind.TRANSIENT,
+        aiohttp.ClientError: ErrorKind.TRANSIENT,
+        OSError: ErrorKind.TRANSIENT,
+        ValueError: ErrorKind.INVALID,  # json.JSONDecodeError included
+    }
+
+    quirks = (
+        ErrorQuirk(
+            ccxt.DDoSProtection,
+            ErrorKind.RATE_LIMITED,
+            message_pattern=r"\b429\b",
+            why="binance.handle_errors raises DDoSProtection (not RateLimitExceeded) for HTTP 429",
+        ),
+        ErrorQuirk(
+            ccxt.DDoSProtection,
+            ErrorKind.RATE_LIMITED,
+            message_pattern=r"\b418\b",
+            why="binance answers 418 (IP auto-ban) after ignored 429s: back off like a 429, longer",
+        ),
+        ErrorQuirk(
+            ccxt.ExchangeError,
+            ErrorKind.TRANSIENT,
+            cause=aiohttp.ClientError,
+            exact_type=True,
+            why=(
+                "ccxt wraps aiohttp payload errors (connection cut mid-body) in a bare "
+                "ExchangeError"
+            ),
+        ),
+        ErrorQuirk(
+            ccxt.ExchangeError,
+            ErrorKind.TRANSIENT,
+            cause=OSError,
+            exact_type=True,
+            why="socket errors surfacing through ccxt as ExchangeError are network failures",
+        ),
+    )
+    return kind_by_error, quirks
+
+
+def __getattr__(name: str):
+    """``KIND_BY_ERROR`` and ``QUIRKS`` as before, built when first asked for."""
+    if name == "KIND_BY_ERROR":
+        return error_tables()[0]
+    if name == "QUIRKS":
+        return error_tables()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -157,12 +176,13 @@ def classify(exc: BaseException, exchange: str = "*") -> ErrorKind:
     """The kind of ``exc``: quirks first, then the most specific class in the table, else fatal."""
     if isinstance(exc, FeedError):
         return exc.kind
-    for quirk in QUIRKS:
+    kind_by_error, quirks = error_tables()
+    for quirk in quirks:
         if quirk.matches(exc, exchange):
             return quirk.kind
     for cls in type(exc).__mro__:
-        if cls in KIND_BY_ERROR:
-            return KIND_BY_ERROR[cls]
+        if cls in kind_by_error:
+            return kind_by_error[cls]
     return ErrorKind.FATAL
 
 

@@ -14,9 +14,6 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-import ccxt
-import ccxt.async_support as ccxt_async
-import ccxt.pro as ccxt_pro
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.feeds.errors import mask_secrets
@@ -105,6 +102,8 @@ class ExchangeConfig(BaseModel):
     @field_validator("exchange")
     @classmethod
     def _known_exchange(cls, value: str) -> str:
+        import ccxt  # here, not at the top: every process reads the config, few talk to ccxt
+
         if value not in ccxt.exchanges:
             raise ValueError(f"unknown ccxt exchange id {value!r}")
         return value
@@ -141,6 +140,8 @@ class ExchangeConfig(BaseModel):
     def _websocket_needs_ccxt_pro(self) -> ExchangeConfig:
         if self.mode != "websocket":
             return self
+        import ccxt.pro as ccxt_pro
+
         if self.exchange not in ccxt_pro.exchanges:
             raise ValueError(f"mode 'websocket': ccxt.pro has no exchange {self.exchange!r}")
         if self.poll_interval_s <= 0:
@@ -261,6 +262,9 @@ def build_client(
     A ``ccxt.pro`` client is also a full REST client (it subclasses the async one), which
     is how the websocket source repairs gaps. Call ``await client.close()`` when done.
     """
+    import ccxt.async_support as ccxt_async
+    import ccxt.pro as ccxt_pro
+
     websocket = config.mode == "websocket" if websocket is None else websocket
     module = ccxt_pro if websocket else ccxt_async
     client = getattr(module, config.exchange)(ccxt_constructor_params(config, environ))
@@ -279,6 +283,8 @@ def install_strict_json(client) -> None:
     which for ``fetch_ohlcv`` silently yields ``[]``: a truncated answer would look like
     "no new candles". Non-JSON bodies (an HTML error page) still take ccxt's usual path.
     """
+
+    import ccxt
 
     def strict_parse_json(http_response):
         if not client.is_json_encoded_object(http_response):

@@ -1,12 +1,13 @@
 """The prediction log's history queries at size: pages, memory and files as the log grows.
 
 Writes a log the way the sink does (a file per flush of ``--flush-rows`` rows, 1m and 5m
-predictions of two models for ``--symbols`` symbols), compacts each day when it is over (as
-the sink's compactor does an hour after a day's last write) and levels the day being
-written. At two points, ``--early-days`` days (nothing compacted yet, the log as the sink
-wrote it) and ``--days`` days, it runs the same filtered pages in a fresh process each
-with this reader and with the previous one (the whole filtered log read and sorted, then
-sliced: the baseline), and prints their latency and the process's peak memory.
+predictions of two models for ``--symbols`` symbols). The first ``--early-days`` days are
+left as written (a file per flush, as before compaction existed); from then on the log is
+compacted as the sink's compactor does it (levels while a day is written, one file per
+folder once it is over, the early days included). At both points it runs the same pages,
+each set in a fresh process, with this reader and with the previous one (the whole filtered
+log read and sorted, then sliced: the baseline), and prints their latency, the process's
+peak memory and the log's files.
 
     tickcast bench history [--days 30] [--symbols 1000] [--queries 60] [--smoke]
 """
@@ -72,13 +73,17 @@ def prediction_rows(
 
 
 def write_days(
-    root: Path, first_day: int, days: int, symbols: list[str], flush_rows: int
+    root: Path, first_day: int, days: int, symbols: list[str], flush_rows: int, compact: bool
 ) -> tuple[float, int]:
-    """Days ``first_day``.. of 1m and 5m predictions, as the sink writes them, each finished
-    day compacted into one file per folder; (seconds, rows)."""
+    """Days ``first_day``.. of 1m and 5m predictions, as the sink writes them; with
+    ``compact``, merged by levels as they are written and each finished day (the days before
+    too) into one file per folder, as the sink's compactor does. (seconds, rows)"""
     log = ParquetLog(root, flush_rows)
     compactor = Compactor(root)
     started, rows = time.perf_counter(), 0
+    if compact:  # days written before without compaction are over
+        for folder in compactor.partitions():
+            compactor.compact(folder, closed=True)
     chunk = max(1, flush_rows // (2 * len(symbols)))  # minutes of 1m rows per append
     for day in range(first_day, first_day + days):
         day_start = START_MS + day * DAY_MS
@@ -90,9 +95,10 @@ def write_days(
                     table = prediction_rows(times, symbols, timeframe, ("direction", "volatility"))
                     log.append(table)
                     rows += table.num_rows
-            compactor.run()  # the sink's periodic pass: levels only, the day is still open
+            if compact:
+                compactor.run()  # the sink's periodic pass: levels only, the day is open
         log.flush()
-        if day > 0:  # yesterday is over: one file per folder
+        if compact and day > first_day:  # yesterday is over: one file per folder
             date = time.strftime("%Y-%m-%d", time.gmtime((day_start - DAY_MS) / 1000))
             for folder in sorted(root.glob(f"date={date}/*")):
                 compactor.compact(folder, closed=True)
@@ -217,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         done = rows = 0
         seconds = 0.0
-        for days in (args.early_days, args.days):
-            spent, added = write_days(root, done, days - done, symbols, args.flush_rows)
+        for days, compact in ((args.early_days, False), (args.days, True)):
+            spent, added = write_days(root, done, days - done, symbols, args.flush_rows, compact)
             seconds, rows, done = seconds + spent, rows + added, days
             written.append((days, rows, seconds))
             kinds = query_kinds(symbols, days, args.queries, seed=days)
@@ -230,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                     ms = [s * 1000 for s in samples]
                     results.append(
                         (
-                            f"{days} d",
+                            f"{days} d" + ("" if compact else ", as written"),
                             kind,
                             reader,
                             len(ms),

@@ -121,7 +121,7 @@ def test_history(capsys, tmp_path):
     rows = assert_table(out, (*headers, "files", "most in a folder"), 10)
     readers = {r[2] for r in rows}
     assert readers == {"paged (this)", "previous"}, readers
-    assert {r[0] for r in rows} == {"1 d", "3 d"}
+    assert {r[0] for r in rows} == {"1 d, as written", "3 d"}
     written = assert_table(out, ("log days", "rows", "write + compact s", "rows/s"), 2)
     assert int(written[-1][1].replace(",", "")) == 3 * (1440 + 288) * 20 * 2
 

@@ -49,6 +49,8 @@ class PredictionSink:
         self._seen.add(recent_event_ids(root))
         self._outcomes_seen = SeenKeys()  # a restored shard scores its replayed predictions again
         self._outcome_log = ParquetLog(root.parent / f"{root.name}-outcomes", config.flush_rows)
+        for parquet_log in (self._predictions, self._features, self._outcome_log):
+            parquet_log.remove_torn_flushes()
         self._bus = _bus_or_none(config)
         self._counters = {"outcomes": 0}
         self._received = 0
@@ -57,7 +59,7 @@ class PredictionSink:
             Compactor(log.root, config.compact_fanout, config.compact_closed_after_s)
             for log in (self._predictions, self._features, self._outcome_log)
         ]
-        self._compacted_at = time.monotonic()
+        self._compacted_at = -float("inf")  # a first pass soon after start: old files pile up
         self._compacting: asyncio.Task | None = None
         self._flusher: asyncio.Task | None = None
         self._recorded = asyncio.Event()  # set on every record: wakes stream long-polls
@@ -136,7 +138,7 @@ class PredictionSink:
             return
         if self._compacting is not None and not self._compacting.done():
             return
-        self._compacted_at = time.monotonic()
+        self._compacted_at = -float("inf")  # a first pass soon after start: old files pile up
         self._compacting = asyncio.get_running_loop().create_task(self._compact())
 
     async def _compact(self) -> None:

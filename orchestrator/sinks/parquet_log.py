@@ -33,6 +33,14 @@ class ParquetLog:
         self._pending_rows = 0
         self.rows_written = 0
 
+    def remove_torn_flushes(self) -> int:
+        """Staging folders a flush killed mid-way left behind (their rows are still in the
+        sink's write-ahead log and are written again): call before the first flush."""
+        torn = [p for p in self.root.glob("_staging-*") if p.is_dir()]
+        for path in torn:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(torn)
+
     def append(self, predictions: pa.Table) -> bool:
         """Buffer rows; returns True when this append flushed everything to Parquet."""
         self._pending.append(predictions)

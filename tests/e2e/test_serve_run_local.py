@@ -141,6 +141,14 @@ def _check_log_and_redis(base: str, tmp_path: Path, redis) -> None:
         "1h",
     }
     assert RedisStreamBus(redis.url).length() > 0
+    # The same log over HTTP, newest first, two pages by cursor: one series, no overlap.
+    query = {"symbol": "BTC/USDT", "timeframe": "1m", "limit": 3, "order": "desc"}
+    first = httpx.get(f"{base}/v1/predictions", params=query, timeout=10).json()
+    second = httpx.get(
+        f"{base}/v1/predictions", params={**query, "cursor": first["next_cursor"]}, timeout=10
+    ).json()
+    keys = [(p["open_time"], p["model_id"]) for p in first["predictions"] + second["predictions"]]
+    assert len(keys) == 6 and keys == sorted(keys, reverse=True) and len(set(keys)) == 6
 
 
 def _check_api_over_http(base: str) -> None:

@@ -221,6 +221,8 @@ def test_a_reader_never_sees_a_file_being_written(tmp_path):
     half.parent.mkdir(parents=True)
     half.write_bytes(b"PAR1 torn")  # what a flush killed mid-write leaves behind
     assert read_log(tmp_path).num_rows == 2
+    assert log.remove_torn_flushes() == 1 and not list(tmp_path.glob("_staging-*"))
+    assert read_log(tmp_path).num_rows == 2
 
 
 @pytest.mark.parametrize(

@@ -247,6 +247,13 @@ class ServingConfig(StrictModel):
     autoscaling: AutoscalingConfig | None = Field(
         None, description="model deployments; none: 1 replica"
     )
+    model_groups: Literal["none", "timeframe", "all"] = Field(
+        "none",
+        description=(
+            "models per Serve deployment: none (one each, scaled each on its own), "
+            "timeframe (one per timeframe) or all (one for every model): fewer processes"
+        ),
+    )
     ingress_num_cpus: float = Field(0.1, gt=0)
     ingress_max_ongoing_requests: int = Field(
         256, ge=1, description="HTTP requests and open streams"

@@ -18,6 +18,7 @@ from orchestrator.config import (
 )
 from orchestrator.models.registry import Registry
 from serve_app.ingress import Ingress
+from serve_app.model_group import ModelInGroup, deployment_groups
 from serve_app.model_server import ModelServer
 from serve_app.pipeline import Pipeline
 
@@ -27,23 +28,33 @@ __all__ = ["ConfigError", "build_app"]
 def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
     config = parse_config(args)
     registry = Registry(resolve_path(config.models_dir))
-    models = {}
+    versions = {}
     for ref in config.models:
         manifest = registry.resolve(ref.model_type, ref.timeframe, ref.version)  # fail fast
         registry.load_bytes(manifest)
+        versions[ref.key] = manifest.version
+    models: dict = {}
+    for name, model_ids in deployment_groups(versions, config.serving.model_groups).items():
+        grouped = config.serving.model_groups != "none"
         user_config = {
-            "version": manifest.version,
+            **(
+                {"versions": {key: versions[key] for key in model_ids}}
+                if grouped
+                else {"version": versions[model_ids[0]]}
+            ),
             "max_batch_size": config.serving.max_batch_size,
             "batch_wait_timeout_s": config.serving.batch_wait_timeout_s,
         }
-        models[ref.key] = ModelServer.options(
-            name=f"model-{ref.key}",
+        deployment = ModelServer.options(
+            name=name,
             user_config=user_config,
             ray_actor_options={"num_cpus": config.serving.num_cpus},
             # A batch never exceeds max_ongoing_requests, so keep room for a full one.
-            max_ongoing_requests=max(256, 2 * config.serving.max_batch_size),
+            max_ongoing_requests=max(256, 2 * config.serving.max_batch_size * len(model_ids)),
             **_scaling(config.serving.autoscaling),
-        ).bind(ref.model_type, ref.timeframe, config.models_dir)
+        ).bind(model_ids, config.models_dir)
+        for key in model_ids:
+            models[key] = ModelInGroup(deployment, key) if grouped else deployment
     # The pipeline's config names no model versions: a version switch changes only the model
     # deployment's user_config (reconfigured in place), never the pipeline's arguments.
     unversioned = config.model_copy(

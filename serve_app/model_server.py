@@ -1,9 +1,17 @@
-"""ModelServer: one Serve deployment per (model type, timeframe), ONNX Runtime inside.
+"""ModelServer: a Serve deployment hosting one model (type, timeframe) or a group of them,
+ONNX Runtime inside.
 
 Requests are whole feature matrices (every symbol that closed on a tick), and
-``@serve.batch`` merges concurrent requests from several shards into one ONNX call.
-A version switch arrives as a new ``user_config``: the new session is loaded first and then
-swapped in with one reference assignment, so in-flight batches finish on the old one.
+``@serve.batch`` merges concurrent requests from several shards into one ONNX call per
+model. A version switch arrives as a new ``user_config``: the new session is loaded first
+and then swapped in with one reference assignment, so in-flight batches finish on the old
+one; in a group, each model switches on its own (``{"versions": {model_id: version}}``).
+
+One model per deployment (``serving.model_groups: none``) scales each model on its own; a
+group (``timeframe`` or ``all``) shares one process, its imports and its ONNX Runtime among
+its models (a replica is ~140 MiB before its first model) and starts once, and its models
+scale together. ``ModelInGroup`` gives a group's model the same handle interface as a
+deployment of its own (``.predict.remote(rows)``), so shards and the ingress never know.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from orchestrator import resolve_path
 from orchestrator.models.predictor import OnnxPredictor
 from orchestrator.models.registry import Registry, RegistryError
 from serve_app.api.backend import BackendError
+from serve_app.model_group import split_key
 
 MAX_PINNED_VERSIONS = 4
 
@@ -28,78 +37,105 @@ def split_rows(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return np.split(values, np.cumsum(sizes)[:-1])
 
 
+def _response(predictor: OnnxPredictor, values: np.ndarray) -> dict:
+    m = predictor.manifest
+    return {
+        "model_id": m.model_id,
+        "model_type": m.model_type,
+        "version": m.version,
+        "names": list(predictor.outputs.names),
+        "values": values,
+    }
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
 class ModelServer:
-    def __init__(self, model_type: str, timeframe: str, models_dir: str):
-        self.model_type, self.timeframe = model_type, timeframe
+    def __init__(self, model_ids: tuple[str, ...], models_dir: str):
+        """``model_ids``: ``type-timeframe`` of each model it hosts (the first answers the
+        calls that name none)."""
         self._registry = Registry(resolve_path(models_dir))
-        self._predictor = self._load(None)
-        self._pinned: dict[str, OnnxPredictor] = {}  # other versions asked for by name
+        self._ids = tuple(model_ids)
+        self._predictors = {key: self._load(key, None) for key in self._ids}
+        self._pinned: dict[tuple[str, str], OnnxPredictor] = {}  # versions asked for by name
 
-    def _load(self, version: str | None) -> OnnxPredictor:
-        manifest = self._registry.resolve(self.model_type, self.timeframe, version)
+    def _load(self, key: str, version: str | None) -> OnnxPredictor:
+        model_type, timeframe = split_key(key)
+        manifest = self._registry.resolve(model_type, timeframe, version)
         predictor = OnnxPredictor(manifest, self._registry.load_bytes(manifest))
         predictor.warm_up()
         log.info("loaded %s (stage %s)", manifest.key, manifest.stage)
         return predictor
 
     def reconfigure(self, user_config: dict) -> None:
-        version = user_config.get("version")
-        if version is not None and version != self._predictor.manifest.version:
-            self._predictor = self._load(version)  # load fully, then swap one reference
-        self.predict.set_max_batch_size(int(user_config.get("max_batch_size", 64)))
-        self.predict.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", 0.0)))
+        versions = dict(user_config.get("versions") or {})
+        if "version" in user_config:  # a deployment of one model
+            versions[self._ids[0]] = user_config["version"]
+        for key, version in versions.items():
+            current = self._predictors.get(key)
+            if current is not None and version is not None and version != current.manifest.version:
+                # load fully, then swap one reference: the other models are untouched
+                self._predictors[key] = self._load(key, version)
+        size = int(user_config.get("max_batch_size", 64))
+        wait = float(user_config.get("batch_wait_timeout_s", 0.0))
+        for method in (self.predict, self.predict_model):
+            method.set_max_batch_size(size)
+            method.set_batch_wait_timeout_s(wait)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
     async def predict(self, matrices: list[np.ndarray]) -> list[dict]:
-        predictor = self._predictor  # one version for the whole batch, even mid-switch
-        values = predictor.predict(np.concatenate(matrices))
-        m = predictor.manifest
-        names = list(predictor.outputs.names)
-        return [
-            {
-                "model_id": m.model_id,
-                "model_type": m.model_type,
-                "version": m.version,
-                "names": names,
-                "values": part,
-            }
-            for part in split_rows(values, [len(x) for x in matrices])
-        ]
+        """The hosted model (the first, in a group)."""
+        return self._predict(matrices, [self._ids[0]] * len(matrices))
 
-    async def predict_version(self, rows: np.ndarray, version: str) -> dict:
-        """A request that names its version (not batched: it is the rare path)."""
-        predictor = self._predictor
-        if version != predictor.manifest.version:
-            predictor = self._pinned.get(version) or self._pin(version)
-        m = predictor.manifest
-        return {
-            "model_id": m.model_id,
-            "model_type": m.model_type,
-            "version": m.version,
-            "names": list(predictor.outputs.names),
-            "values": predictor.predict(rows),
-        }
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    async def predict_model(self, matrices: list[np.ndarray], keys: list[str]) -> list[dict]:
+        """Calls for any of the hosted models, batched together: one ONNX call per model."""
+        return self._predict(matrices, keys)
 
-    def _pin(self, version: str) -> OnnxPredictor:
+    def _predict(self, matrices: list[np.ndarray], keys: list[str]) -> list[dict]:
+        answers: list[dict] = [{}] * len(matrices)
+        for key in dict.fromkeys(keys):
+            predictor = self._predictor(key)  # one version for the whole batch, even mid-switch
+            calls = [i for i, k in enumerate(keys) if k == key]
+            values = predictor.predict(np.concatenate([matrices[i] for i in calls]))
+            parts = split_rows(values, [len(matrices[i]) for i in calls])
+            for i, part in zip(calls, parts, strict=True):
+                answers[i] = _response(predictor, part)
+        return answers
+
+    def _predictor(self, key: str) -> OnnxPredictor:
         try:
-            predictor = self._load(version)
+            return self._predictors[key]
+        except KeyError:
+            raise BackendError(404, f"model {key} is not in this deployment") from None
+
+    async def predict_version(self, rows: np.ndarray, version: str, key: str | None = None) -> dict:
+        """A request that names its version (not batched: it is the rare path)."""
+        key = key or self._ids[0]
+        predictor = self._predictor(key)
+        if version != predictor.manifest.version:
+            predictor = self._pinned.get((key, version)) or self._pin(key, version)
+        return _response(predictor, predictor.predict(rows))
+
+    def _pin(self, key: str, version: str) -> OnnxPredictor:
+        try:
+            predictor = self._load(key, version)
         except RegistryError as exc:
             raise BackendError(404, str(exc)) from None
         if len(self._pinned) >= MAX_PINNED_VERSIONS:
             self._pinned.pop(next(iter(self._pinned)))
-        self._pinned[version] = predictor
+        self._pinned[(key, version)] = predictor
         return predictor
 
     def pid(self) -> int:
         return os.getpid()
 
-    def describe(self) -> dict:
-        m = self._predictor.manifest
+    def describe(self, key: str | None = None) -> dict:
+        predictor = self._predictor(key or self._ids[0])
+        m = predictor.manifest
         return {
             "model_id": m.model_id,
             "version": m.version,
             "stage": m.stage,
             "features": list(m.feature_names),
-            "outputs": list(self._predictor.outputs.names),
+            "outputs": list(predictor.outputs.names),
         }

@@ -58,7 +58,11 @@ def process_kind(pid: int) -> str:
     title = title.split(".")[0]  # an actor's title names the method it runs: one kind for all
     if title.startswith("ray::ServeReplica:"):
         deployment = title.split(":")[-1]
-        return "model replica" if deployment.startswith("model-") else f"replica {deployment}"
+        return (
+            "model replica"
+            if deployment.startswith(("model-", "models"))
+            else f"replica {deployment}"
+        )
     if title.startswith("ray::"):
         return title.split()[0]
     return "ray/serve core (gcs, raylet, dashboard, serve run...)"

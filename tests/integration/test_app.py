@@ -98,6 +98,34 @@ def test_model_server_batches_concurrent_matrices(serve_app, tmp_path):
     assert all(r["model_id"] == "direction-1m" for r in results)
 
 
+def test_a_model_group_answers_each_of_its_models_in_one_batch(serve_app, tmp_path):
+    args = FAST_SYNTHETIC | {
+        "feeds": [],
+        "models": [
+            {"model_type": "direction", "timeframe": "1m"},
+            {"model_type": "volatility", "timeframe": "1m"},
+        ],
+        "serving": {"num_cpus": 0.1, "model_groups": "all"},
+        "stream": {"state_dir": str(tmp_path / "state")},
+        "sink": {"log_dir": str(tmp_path / "log")},
+    }
+    serve_app.run(build_app(args), name="tickcast", route_prefix="/")
+    group = serve_app.get_deployment_handle("models", app_name="tickcast")
+    rng = np.random.default_rng(1)
+    matrices = [rng.normal(size=(n, len(FEATURE_NAMES))) for n in (3, 8, 5, 2)]
+    keys = ["direction-1m", "volatility-1m", "direction-1m", "volatility-1m"]
+    calls = [group.predict_model.remote(m, k) for m, k in zip(matrices, keys, strict=True)]
+    results = [call.result() for call in calls]
+    assert [r["model_id"] for r in results] == keys
+    assert [len(r["values"]) for r in results] == [3, 8, 5, 2]
+    solo = group.predict_model.remote(matrices[1], "volatility-1m").result()["values"]
+    np.testing.assert_allclose(results[1]["values"], solo, rtol=0, atol=1e-7)
+    assert group.describe.remote("volatility-1m").result()["model_id"] == "volatility-1m"
+    missing = group.predict_version.remote(matrices[0], "v1", "swing-1m")
+    with pytest.raises(Exception, match="not in this deployment"):
+        missing.result()
+
+
 def test_replay_of_both_archive_formats_predicts_every_symbol(serve_app, shared_data, tmp_path):
     args = {
         "feeds": [

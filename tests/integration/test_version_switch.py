@@ -10,6 +10,7 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 
 from orchestrator import PROJECT_ROOT
 from orchestrator.features import REQUIRED_FEATURES
@@ -72,15 +73,26 @@ def _until(condition, timeout_s: float = 120.0) -> None:
         time.sleep(0.1)
 
 
-def test_switching_versions_under_load_drops_nothing(serve_app, ray_cluster, tmp_path):
+@pytest.mark.parametrize("groups", ["none", "all"])
+def test_switching_versions_under_load_drops_nothing(serve_app, ray_cluster, tmp_path, groups):
+    """Also with every model in one deployment: the switched model moves to v2 under load,
+    the other model of its group keeps its version and answers throughout."""
     models_dir = _registry_with_two_versions(tmp_path)
+    other = Registry(PROJECT_ROOT / "models_onnx").resolve("volatility", "1m")
+    shutil.copytree(
+        PROJECT_ROOT / "models_onnx" / "volatility-1m" / other.version,
+        models_dir / "volatility-1m" / other.version,
+    )
 
     def args(version: str) -> dict:
         return {
             "models_dir": str(models_dir),
             "feeds": [],
-            "serving": {"num_cpus": 0.1},
-            "models": [{"model_type": "direction", "timeframe": "1m", "version": version}],
+            "serving": {"num_cpus": 0.1, "model_groups": groups},
+            "models": [
+                {"model_type": "direction", "timeframe": "1m", "version": version},
+                {"model_type": "volatility", "timeframe": "1m"},
+            ],
             "stream": {"state_dir": str(tmp_path / "state")},
             "sink": {"log_dir": str(tmp_path / "log")},
             "api": {"rate_limit_per_s": 1e6, "rate_limit_burst": 10**6},
@@ -92,13 +104,11 @@ def test_switching_versions_under_load_drops_nothing(serve_app, ray_cluster, tmp
         "timeframe": "1m",
         "rows": [[0.1] * len(REQUIRED_FEATURES)] * 4,
     }
-    stop, results = threading.Event(), []
-    workers = [
-        threading.Thread(
-            target=_load, args=(f"{ray_cluster.tickcast_http}/v1/predict", body, stop, results)
-        )
-        for _ in range(4)
-    ]
+    stop, results, others = threading.Event(), [], []
+    url = f"{ray_cluster.tickcast_http}/v1/predict"
+    workers = [threading.Thread(target=_load, args=(url, body, stop, results)) for _ in range(3)]
+    other_body = {**body, "model_type": "volatility"}
+    workers.append(threading.Thread(target=_load, args=(url, other_body, stop, others)))
     for worker in workers:
         worker.start()
     _until(lambda: len(results) >= 30)  # load is flowing before the switch
@@ -116,3 +126,5 @@ def test_switching_versions_under_load_drops_nothing(serve_app, ray_cluster, tmp
     after = [v for t, _, v in results if t > switch_done + 1.0]
     assert len(before) > 20 and set(before) == {"v1"}
     assert len(after) > 20 and set(after) == {"v2"}
+    assert len(others) > 10 and {r[1] for r in others} == {200}
+    assert {r[2] for r in others} == {other.version}

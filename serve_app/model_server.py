@@ -37,17 +37,6 @@ def split_rows(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return np.split(values, np.cumsum(sizes)[:-1])
 
 
-def _response(predictor: OnnxPredictor, values: np.ndarray) -> dict:
-    m = predictor.manifest
-    return {
-        "model_id": m.model_id,
-        "model_type": m.model_type,
-        "version": m.version,
-        "names": list(predictor.outputs.names),
-        "values": values,
-    }
-
-
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
 class ModelServer:
     def __init__(self, model_ids: tuple[str, ...], models_dir: str):
@@ -99,7 +88,7 @@ class ModelServer:
             values = predictor.predict(np.concatenate([matrices[i] for i in calls]))
             parts = split_rows(values, [len(matrices[i]) for i in calls])
             for i, part in zip(calls, parts, strict=True):
-                answers[i] = _response(predictor, part)
+                answers[i] = predictor.answer(part)
         return answers
 
     def _predictor(self, key: str) -> OnnxPredictor:
@@ -114,7 +103,7 @@ class ModelServer:
         predictor = self._predictor(key)
         if version != predictor.manifest.version:
             predictor = self._pinned.get((key, version)) or self._pin(key, version)
-        return _response(predictor, predictor.predict(rows))
+        return predictor.answer(predictor.predict(rows))
 
     def _pin(self, key: str, version: str) -> OnnxPredictor:
         try:

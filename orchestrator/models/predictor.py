@@ -89,3 +89,14 @@ class OnnxPredictor:
         out = self._session.run([self.outputs.tensor], {self._input: x})[0]
         out = out.reshape(len(x), -1)
         return out[:, list(self.outputs.columns)].astype(np.float64)
+
+    def answer(self, values: np.ndarray) -> dict:
+        """A model call's answer (what ``ModelOutput.from_response`` reads) for ``values``."""
+        m = self.manifest
+        return {
+            "model_id": m.model_id,
+            "model_type": m.model_type,
+            "version": m.version,
+            "names": list(self.outputs.names),
+            "values": values,
+        }

@@ -55,14 +55,7 @@ class LocalBackend:
         if model_id not in self._served:
             raise BackendError(404, f"model {model_id} is not served here")
         predictor = self._predictor(model_type, timeframe, version or self._served[model_id])
-        m = predictor.manifest
-        return {
-            "model_id": m.model_id,
-            "model_type": m.model_type,
-            "version": m.version,
-            "names": list(predictor.outputs.names),
-            "values": predictor.predict(rows),
-        }
+        return predictor.answer(predictor.predict(rows))
 
     async def latest(self, symbol: str | None, timeframe: str | None) -> list[dict]:
         return self.store.rows(symbol, timeframe)

@@ -138,7 +138,7 @@ class PredictionSink:
             return
         if self._compacting is not None and not self._compacting.done():
             return
-        self._compacted_at = -float("inf")  # a first pass soon after start: old files pile up
+        self._compacted_at = time.monotonic()
         self._compacting = asyncio.get_running_loop().create_task(self._compact())
 
     async def _compact(self) -> None:

@@ -192,8 +192,10 @@ class Compactor:
 
     def _merge(self, folder: Path, sources: list[Path], level: int) -> Path:
         """One sorted file of ``sources``, written a band of symbols at a time so that memory
-        holds a band (about ``band_rows`` rows), not the folder: the sources are sorted by
-        symbol too, so each band's scan decodes only their row groups that overlap it."""
+        holds a band (about ``band_rows`` rows), not the folder. Merged sources are sorted by
+        symbol too, so a band's scan decodes only their row groups that overlap it; flush
+        files (unsorted, a few row groups each) are small, and a level-1 merge of them is
+        usually a single band."""
         schema = pa.unify_schemas([pq.read_schema(p).remove_metadata() for p in sources])
         schema = schema.with_metadata({REPLACES_KEY: json.dumps(sorted(p.name for p in sources))})
         dataset = ds.dataset([str(p) for p in sources], schema=schema, format="parquet")

@@ -145,7 +145,6 @@ class PredictionSink:
         for compactor in self._compactors:
             try:
                 await asyncio.to_thread(compactor.run)
-                compactor.stats.last_error = None
             except Exception as exc:  # a log stays readable unmerged: warn, try next time
                 compactor.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("compaction of %s failed: %s", compactor.root, exc)

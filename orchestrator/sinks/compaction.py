@@ -149,12 +149,16 @@ class Compactor:
         started = time.perf_counter()
         now = time.time() if now_s is None else now_s
         self.stats.runs += 1
+        self.stats.last_error = None
         for folder in self.partitions():
             try:
                 newest = max((p.stat().st_mtime for p in live_files(folder)), default=now)
                 self.compact(folder, closed=now - newest >= self.closed_after_s)
             except FileNotFoundError:  # the folder changed under the pass: next run
                 continue
+            except Exception as exc:  # noqa: BLE001 - one bad folder must not stop the rest
+                self.stats.last_error = f"{folder.name} of {folder.parent.name}: {exc!r}"[:300]
+                log.warning("compaction of %s failed: %s", folder, exc)
         self.stats.seconds += time.perf_counter() - started
         return self.stats
 

@@ -2,9 +2,10 @@
 
 Rows are buffered and written as one file per flush and partition (row groups of
 ``ROW_GROUP_ROWS``; not sorted: the compactor sorts once, and sorting here cost the sink
-0.7 µs per row), so the log is readable by pyarrow/pandas/DuckDB while the pipeline runs. Any table with ``open_time`` (epoch ms) and ``timeframe`` columns can be
-logged. The sink's compactor merges the small files as they pile up (``compaction``);
-``history`` reads pages of it.
+0.7 us per row), so the log is readable by pyarrow/pandas/DuckDB while the pipeline runs.
+Any table with ``open_time`` (epoch ms) and ``timeframe`` columns can be logged. The
+sink's compactor merges the small files as they pile up (``compaction``); ``history``
+reads pages of it.
 """
 
 from __future__ import annotations

@@ -163,3 +163,14 @@ def test_a_cursor_from_elsewhere_is_refused(log_root):
 def test_a_missing_log_is_an_empty_page(tmp_path):
     page = query_log(tmp_path / "missing", HistoryQuery(count=True))
     assert (page.rows, page.next_cursor, page.total) == ([], None, 0)
+
+
+def test_a_broken_file_stops_the_merge_of_its_folder_only(log_root):
+    folders = sorted(log_root.glob("date=*/timeframe=1h"))
+    (folders[0] / "part-broken-0.parquet").write_bytes(b"PAR1 not parquet")
+    compactor = Compactor(log_root, fanout=2)
+    compactor.run(now_s=time.time() + 7200)
+    where = f"{folders[0].name} of {folders[0].parent.name}: "
+    assert str(compactor.stats.last_error).startswith(where)
+    assert len(live_files(folders[0])) > 1  # left as it was, readable file by file
+    assert all(len(live_files(f)) == 1 for f in folders[1:])  # the others merged

@@ -149,11 +149,6 @@ class PredictionSink:
                 compactor.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("compaction of %s failed: %s", compactor.root, exc)
 
-    async def compact(self) -> dict:
-        """One compaction pass now (tests, operators); the predictions log's totals."""
-        await self._compact()
-        return self._compactors[0].stats.as_dict()
-
     def _flush_all(self) -> int:
         written = self._predictions.flush()
         if not self._predictions.pending_rows:

@@ -37,8 +37,8 @@ from orchestrator.bench.harness import (
 )
 from orchestrator.market.timeframes import MINUTE_MS
 from orchestrator.sinks.compaction import Compactor, live_files
-from orchestrator.sinks.history import LOG_SCHEMA, HistoryQuery, query_log
-from orchestrator.sinks.parquet_log import ParquetLog
+from orchestrator.sinks.history import LOG_SCHEMA, HistoryQuery, all_of, query_log
+from orchestrator.sinks.parquet_log import ParquetLog, utc_date
 from orchestrator.stream.events import ModelOutput, TickRows, build_predictions
 
 DAY_MS = 86_400_000
@@ -99,27 +99,27 @@ def write_days(
                 compactor.run()  # the sink's periodic pass: levels only, the day is open
         log.flush()
         if compact and day > first_day:  # yesterday is over: one file per folder
-            date = time.strftime("%Y-%m-%d", time.gmtime((day_start - DAY_MS) / 1000))
-            for folder in sorted(root.glob(f"date={date}/*")):
+            for folder in sorted(root.glob(f"date={utc_date(day_start - DAY_MS)}/*")):
                 compactor.compact(folder, closed=True)
     return time.perf_counter() - started, rows
 
 
 def previous_reader(root: Path, query: HistoryQuery) -> list[dict]:
-    """The reader before this one: every matching row read, sorted, then the page cut."""
-    filters = [ds.field(c) == getattr(query, c) for c in ("symbol", "timeframe", "model_id")]
-    filters = [
-        f
-        for f, c in zip(filters, ("symbol", "timeframe", "model_id"), strict=True)
+    """The reader before this one, as it was: every row matching the filters read (the date
+    folders outside the time range pruned), sorted, then the page cut."""
+    conditions = [
+        ds.field(c) == getattr(query, c)
+        for c in ("symbol", "timeframe", "model_id")
         if getattr(query, c) is not None
     ]
     if query.start_ms is not None:
-        filters.append(ds.field("open_time") >= query.start_ms)
-    expression = filters[0]
-    for f in filters[1:]:
-        expression = expression & f
+        conditions.append(ds.field("open_time") >= query.start_ms)
+        conditions.append(ds.field("date") >= utc_date(query.start_ms))
+    if query.end_ms is not None:
+        conditions.append(ds.field("open_time") < query.end_ms)
+        conditions.append(ds.field("date") <= utc_date(max(query.end_ms - 1, 0)))
     dataset = ds.dataset(root, schema=LOG_SCHEMA, format="parquet", partitioning="hive")
-    table = dataset.to_table(filter=expression).sort_by(
+    table = dataset.to_table(filter=all_of(conditions)).sort_by(
         [("open_time", "ascending"), ("symbol", "ascending"), ("model_id", "ascending")]
     )
     return table.slice(query.offset, query.limit).to_pylist()

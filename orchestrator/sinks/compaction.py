@@ -27,7 +27,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +87,11 @@ def _replaced_by(entry: os.DirEntry) -> frozenset[str]:
     return names
 
 
+def partition_folders(root: Path) -> list[Path]:
+    """Every ``date=…/timeframe=…`` folder of a log."""
+    return sorted(p for p in Path(root).glob("date=*/*=*") if p.is_dir())
+
+
 def level_of(name: str) -> int | None:
     """0 for a flush file, n for ``compact-Ln-…``, None for a file compaction leaves alone."""
     if name.startswith(FLUSH_PREFIX):
@@ -114,15 +119,7 @@ class CompactionStats:
     last_error: str | None = None
 
     def as_dict(self) -> dict:
-        return {
-            "runs": self.runs,
-            "merges": self.merges,
-            "files_merged": self.files_merged,
-            "rows_merged": self.rows_merged,
-            "leftovers_removed": self.leftovers_removed,
-            "seconds": round(self.seconds, 3),
-            "last_error": self.last_error,
-        }
+        return asdict(self) | {"seconds": round(self.seconds, 3)}
 
 
 class Compactor:
@@ -163,7 +160,7 @@ class Compactor:
         return self.stats
 
     def partitions(self) -> list[Path]:
-        return sorted(p for p in self.root.glob("date=*/*=*") if p.is_dir())
+        return partition_folders(self.root)
 
     def _remove_leftovers(self, folder: Path) -> None:
         """Sources a crash left after their merged file was published."""

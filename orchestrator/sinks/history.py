@@ -19,9 +19,12 @@ the log) is counted only when asked: it is the one answer that has to touch ever
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import json
+import operator
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -113,9 +116,7 @@ def query_log(root: Path, query: HistoryQuery) -> HistoryPage:
 
 def count_rows(root: Path, query: HistoryQuery) -> int:
     """Every row matching the filters (the cursor and the page ignored)."""
-    unpaged = HistoryQuery(
-        query.symbol, query.timeframe, query.model_id, query.start_ms, query.end_ms
-    )
+    unpaged = replace(query, cursor=None, offset=0, count=False)
     total = 0
     for date in _dates(root, unpaged, None):
         total += _retrying(_count_date, root, date, unpaged)
@@ -129,13 +130,10 @@ def _count_date(root: Path, date: str, query: HistoryQuery) -> int:
 
 def _retrying(read, *args):
     """A compaction may delete a file between the listing and the read: list again."""
-    for attempt in range(3):
-        try:
+    for _ in range(2):
+        with contextlib.suppress(FileNotFoundError):
             return read(*args)
-        except FileNotFoundError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    return read(*args)
 
 
 def _dates(root: Path, query: HistoryQuery, after: tuple | None) -> list[str]:
@@ -262,12 +260,12 @@ def _row_filter(query: HistoryQuery, after: tuple | None) -> ds.Expression | Non
         conditions.append(ds.field("open_time") < query.end_ms)
     if after is not None:
         conditions.append(_beyond(after, query.descending))
-    if not conditions:
-        return None
-    expression = conditions[0]
-    for condition in conditions[1:]:
-        expression = expression & condition
-    return expression
+    return all_of(conditions)
+
+
+def all_of(conditions: list[ds.Expression]) -> ds.Expression | None:
+    """The conjunction of ``conditions`` (None: no condition, every row)."""
+    return functools.reduce(operator.and_, conditions) if conditions else None
 
 
 def _beyond(after: tuple[int, str, str], descending: bool) -> ds.Expression:
@@ -282,10 +280,6 @@ def _beyond(after: tuple[int, str, str], descending: bool) -> ds.Expression:
         return (t <= open_time) & exact
     exact = (t > open_time) | ((t == open_time) & ((s > symbol) | ((s == symbol) & (m > model_id))))
     return (t >= open_time) & exact
-
-
-def _schema() -> pa.Schema:
-    return LOG_SCHEMA
 
 
 def _pylist(table: pa.Table) -> list[dict]:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from orchestrator.sinks.compaction import ROW_GROUP_ROWS, live_files
+from orchestrator.sinks.compaction import ROW_GROUP_ROWS, live_files, partition_folders
 from orchestrator.stream.events import PREDICTION_SCHEMA
 
 DAY_MS = 86_400_000
@@ -105,13 +105,9 @@ def utc_date(ms: int) -> str:
 def read_log(root: Path, empty: pa.Schema = PREDICTION_SCHEMA) -> pa.Table:
     """The whole log as one table (its columns plus the partition columns), each row once
     while a compaction runs (see ``compaction.live_files``)."""
-    files = [str(p) for folder in _partition_folders(root) for p in live_files(folder)]
+    files = [str(p) for folder in partition_folders(root) for p in live_files(folder)]
     if not files:
         return empty.empty_table()
     return ds.dataset(
         files, format="parquet", partitioning="hive", partition_base_dir=str(root)
     ).to_table()
-
-
-def _partition_folders(root: Path) -> list[Path]:
-    return sorted(p for p in Path(root).glob("date=*/*=*") if p.is_dir())

@@ -65,14 +65,25 @@ class ServeBackend:
     async def history(self, query: HistoryQuery) -> HistoryPage:
         return await asyncio.to_thread(query_log, self._log_dir, query)
 
+    async def snapshot(self) -> tuple[int, list[dict]]:
+        # From the sink itself, as ``since`` is: through the pipeline, its answer could
+        # overtake or trail a ``since`` in flight.
+        try:
+            return await (await self._sink_actor()).snapshot.remote()
+        except RayActorError:
+            raise BackendError(503, "the sink is restarting; subscribe again") from None
+
     async def since(self, cursor: int, timeout_s: float) -> tuple[int, list[dict], bool]:
         try:
-            if self._sink is None:
-                self._sink = (await self._pipeline.actors.remote())["sink"]
-            return await self._sink.since.remote(cursor, timeout_s)
+            return await (await self._sink_actor()).since.remote(cursor, timeout_s)
         except RayActorError:  # the sink is restarting: nothing new for now
             await asyncio.sleep(timeout_s)
             return cursor, [], False
+
+    async def _sink_actor(self):
+        if self._sink is None:
+            self._sink = (await self._pipeline.actors.remote())["sink"]
+        return self._sink
 
     async def candles(
         self, exchange: str, symbol: str, timeframe: str, limit: int

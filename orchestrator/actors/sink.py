@@ -169,6 +169,11 @@ class PredictionSink:
     async def latest(self, symbol: str | None = None, timeframe: str | None = None) -> list[dict]:
         return self._latest.rows(symbol, timeframe)
 
+    @every_batch
+    async def snapshot(self) -> tuple[int, list[dict]]:
+        """For a stream's start: the latest rows and the ``since`` cursor they are current at."""
+        return self._latest.snapshot()
+
     def forget(self, exchange: str, symbols: list[str]) -> int:
         """Symbols removed from their feed leave /v1/predictions/latest."""
         return self._latest.forget(exchange, symbols)

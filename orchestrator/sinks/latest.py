@@ -82,6 +82,11 @@ class LatestStore:
             selected, key=lambda r: (r["exchange"], r["symbol"], r["timeframe"], r["model_id"])
         )
 
+    def snapshot(self) -> tuple[int, list[dict]]:
+        """The latest rows with the cursor they are current at: ``since(cursor)`` then gives
+        exactly what was recorded after them, neither a row twice nor an older one later."""
+        return self.cursor, self.rows()
+
     def since(self, cursor: int, limit: int = 5000) -> tuple[int, list[dict], bool]:
         """(new cursor, rows after ``cursor``, whether rows were lost to the tail's bound)."""
         if not self._segments or cursor >= self.cursor:

@@ -36,6 +36,11 @@ class Backend(Protocol):
 
     async def history(self, query: HistoryQuery) -> HistoryPage: ...
 
+    async def snapshot(self) -> tuple[int, list[dict]]:
+        """The latest prediction of every key and the ``since`` cursor it is current at, read
+        at one instant (a stream's first message)."""
+        ...
+
     async def since(self, cursor: int, timeout_s: float) -> tuple[int, list[dict], bool]:
         """Predictions recorded after ``cursor`` (waiting up to ``timeout_s`` for one)."""
         ...

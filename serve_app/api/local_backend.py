@@ -63,6 +63,9 @@ class LocalBackend:
     async def history(self, query: HistoryQuery) -> HistoryPage:
         return query_log(self.log_dir, query)
 
+    async def snapshot(self) -> tuple[int, list[dict]]:
+        return self.store.snapshot()
+
     async def since(self, cursor: int, timeout_s: float) -> tuple[int, list[dict], bool]:
         result = self.store.since(cursor)
         if not result[1]:

@@ -10,7 +10,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from serve_app.api.auth import API_KEY_HEADER, caller_of, key_is_valid
-from serve_app.api.backend import Backend
+from serve_app.api.backend import Backend, BackendError
 from serve_app.api.schemas import ApiError, StreamCommand, to_prediction
 
 AUTH_TIMEOUT_S = 5.0  # for the first message, when the key comes in it
@@ -61,7 +61,8 @@ class StreamSession:
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=queue_size)
         self.symbols: set[str] | None = None
         self.timeframes: set[str] | None = None
-        self.sent = self.dropped_for_lag = 0
+        self.subscribed = asyncio.Event()  # set by a subscribe, cleared by its snapshot
+        self.sent = 0
         self.started = time.monotonic()
 
     async def run(self) -> None:
@@ -92,13 +93,7 @@ class StreamSession:
         elif command.action == "subscribe":
             self.symbols = set(command.symbols) if command.symbols else None
             self.timeframes = set(command.timeframes) if command.timeframes else None
-            rows = await self.backend.latest(None, None)
-            self._offer(
-                {
-                    "type": "snapshot",
-                    "predictions": [to_prediction(r).model_dump() for r in rows if self._wanted(r)],
-                }
-            )
+            self.subscribed.set()  # the pump sends the snapshot, in order with what follows
         elif command.action == "status":
             self._offer({"type": "status", "status": await self.backend.status()})
         else:
@@ -112,14 +107,42 @@ class StreamSession:
             )
 
     async def _pump(self) -> None:
+        """One task sends the snapshot and the predictions after it, so that each subscription
+        reads as "the latest, then every newer one": the snapshot's cursor is where the stream
+        goes on, and a poll in flight when a subscription comes is dropped (the snapshot
+        holds what it would have said)."""
         cursor, _, _ = await self.backend.since(1 << 62, 0)  # start from now
         while True:
-            cursor, rows, lost = await self.backend.since(cursor, 1.0)
+            if self.subscribed.is_set():
+                self.subscribed.clear()
+                cursor = await self._snapshot(cursor)
+                continue
+            poll = asyncio.ensure_future(self.backend.since(cursor, 1.0))
+            woken = asyncio.ensure_future(self.subscribed.wait())
+            try:
+                await asyncio.wait({poll, woken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
+            if self.subscribed.is_set():
+                poll.cancel()
+                poll.add_done_callback(_consume)
+                continue
+            cursor, rows, lost = poll.result()
             if lost:
                 self._offer({"type": "gap", "detail": "some predictions were not streamed"})
             for row in rows:
                 if self._wanted(row):
                     self._offer({"type": "prediction", **to_prediction(row).model_dump()})
+
+    async def _snapshot(self, cursor: int) -> int:
+        try:
+            cursor, rows = await self.backend.snapshot()
+        except BackendError as exc:
+            self._offer({"type": "error", "detail": str(exc)})
+            return cursor
+        wanted = [to_prediction(r).model_dump() for r in rows if self._wanted(r)]
+        self._offer({"type": "snapshot", "predictions": wanted})
+        return cursor
 
     def _offer(self, message: dict) -> None:
         try:
@@ -136,6 +159,12 @@ class StreamSession:
         return (self.symbols is None or row["symbol"] in self.symbols) and (
             self.timeframes is None or row["timeframe"] in self.timeframes
         )
+
+
+def _consume(task: asyncio.Future) -> None:
+    """A dropped poll's error, if it had one, is not reported as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 class SlowClient(Exception):

@@ -261,6 +261,34 @@ def test_websocket_snapshot_then_live_predictions_and_commands(client):
         assert socket.receive_json()["type"] == "stats"
 
 
+def test_websocket_never_sends_a_prediction_older_than_its_snapshot(client):
+    """A poll answered before a subscription but delivered after its snapshot (a reply in
+    transit from the sink) is dropped: the stream goes on from the snapshot's cursor."""
+    import asyncio
+    import time
+
+    backend = client.backend
+    polled = backend.since
+
+    async def since_in_transit(cursor, timeout_s):
+        answer = await polled(cursor, timeout_s)
+        await asyncio.sleep(0.4 if answer[1] else 0)
+        return answer
+
+    backend.since = since_in_transit
+    with client.websocket_connect("/v1/stream") as socket:
+        time.sleep(0.2)  # the stream starts from now
+        backend.store.update(_predictions(60_000))
+        time.sleep(0.15)  # read by a poll, whose answer is on its way
+        backend.store.update(_predictions(120_000))
+        socket.send_json({"action": "subscribe", "symbols": ["A/USDT"]})
+        snapshot = socket.receive_json()
+        assert [p["open_time"] for p in snapshot["predictions"]] == [120_000]
+        backend.store.update(_predictions(180_000))
+        live = socket.receive_json()
+        assert (live["type"], live["open_time"]) == ("prediction", 180_000)
+
+
 def test_model_columns_are_picked_by_name_as_a_view_or_a_gather():
     from orchestrator.models.predictor import _column_selector
 

@@ -66,3 +66,54 @@ class ModelInGroup:
     @property
     def pid(self):
         return self.handle.pid
+
+
+class ModelsInGroup:
+    """Several models of one group deployment called as one: ``.predict.remote(rows)`` sends
+    the rows once and answers a list, one answer per model in ``keys`` order. A feature
+    shard calls each timeframe's group this way: one Serve call per tick and group, however
+    many model types it hosts."""
+
+    def __init__(self, handle, keys: tuple[str, ...]):
+        self.handle, self.keys = handle, tuple(keys)
+
+    @property
+    def predict(self) -> _Bound:
+        return _Bound(self.handle.predict_models, self.keys)
+
+    @property
+    def describe(self) -> _Bound:
+        return _Bound(self.handle.describe, self.keys[0])
+
+    @property
+    def pid(self):
+        return self.handle.pid
+
+
+def calls_per_tick(handles: list) -> list:
+    """A timeframe's model handles with the members of one group deployment merged into one
+    ``ModelsInGroup``, in first-seen order; other handles are kept as they are."""
+    merged: dict[object, list] = {}
+    order: list = []
+    for handle in handles:
+        if isinstance(handle, ModelInGroup):
+            members = merged.setdefault(_deployment_of(handle.handle), [])
+            if not members:
+                order.append(members)
+            members.append(handle)
+        else:
+            order.append(handle)
+    return [
+        entry
+        if not isinstance(entry, list)
+        else entry[0]
+        if len(entry) == 1
+        else ModelsInGroup(entry[0].handle, tuple(m.key for m in entry))
+        for entry in order
+    ]
+
+
+def _deployment_of(handle) -> object:
+    """Which deployment a handle calls: handles unpickled apart are distinct objects."""
+    name = getattr(handle, "deployment_name", None)
+    return (getattr(handle, "app_name", None), name) if name else id(handle)

@@ -11,7 +11,9 @@ One model per deployment (``serving.model_groups: none``) scales each model on i
 group (``timeframe`` or ``all``) shares one process, its imports and its ONNX Runtime among
 its models (a replica is ~140 MiB before its first model) and starts once, and its models
 scale together. ``ModelInGroup`` gives a group's model the same handle interface as a
-deployment of its own (``.predict.remote(rows)``), so shards and the ingress never know.
+deployment of its own (``.predict.remote(rows)``), so the ingress never knows; a feature
+shard calls all of a timeframe's models in a group at once (``ModelsInGroup``,
+``predict_models``): one call per tick and group, the rows sent once.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class ModelServer:
                 self._predictors[key] = self._load(key, version)
         size = int(user_config.get("max_batch_size", 64))
         wait = float(user_config.get("batch_wait_timeout_s", 0.0))
-        for method in (self.predict, self.predict_model):
+        for method in (self.predict, self.predict_model, self.predict_models):
             method.set_max_batch_size(size)
             method.set_batch_wait_timeout_s(wait)
 
@@ -80,12 +82,27 @@ class ModelServer:
         """Calls for any of the hosted models, batched together: one ONNX call per model."""
         return self._predict(matrices, keys)
 
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    async def predict_models(
+        self, matrices: list[np.ndarray], key_lists: list[tuple[str, ...]]
+    ) -> list[list[dict]]:
+        """Calls that each carry one matrix for several hosted models (a shard's tick: every
+        model of its timeframe), batched: still one ONNX call per model, and the rows
+        crossed the wire once per call instead of once per model."""
+        flat = self._predict(
+            [m for m, keys in zip(matrices, key_lists, strict=True) for _ in keys],
+            [k for keys in key_lists for k in keys],
+        )
+        ends = np.cumsum([len(keys) for keys in key_lists]).tolist()
+        return [flat[end - len(keys) : end] for end, keys in zip(ends, key_lists, strict=True)]
+
     def _predict(self, matrices: list[np.ndarray], keys: list[str]) -> list[dict]:
         answers: list[dict] = [{}] * len(matrices)
         for key in dict.fromkeys(keys):
             predictor = self._predictor(key)  # one version for the whole batch, even mid-switch
             calls = [i for i, k in enumerate(keys) if k == key]
-            values = predictor.predict(np.concatenate([matrices[i] for i in calls]))
+            parts = [matrices[i] for i in calls]
+            values = predictor.predict(parts[0] if len(parts) == 1 else np.concatenate(parts))
             parts = split_rows(values, [len(matrices[i]) for i in calls])
             for i, part in zip(calls, parts, strict=True):
                 answers[i] = predictor.answer(part)

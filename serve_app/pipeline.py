@@ -39,6 +39,7 @@ from orchestrator.models.registry import Registry
 from orchestrator.stream.outcomes import merge_metrics
 from orchestrator.stream.routing import shard_of
 from serve_app.api.backend import BackendError
+from serve_app.model_group import calls_per_tick
 
 log = logging.getLogger("ray.serve")
 
@@ -73,10 +74,12 @@ def drift_report(distribution: dict, shard_parts: list[tuple]) -> dict:
 
 
 def models_by_timeframe(config: TickcastConfig, handles: dict) -> dict[str, list]:
+    """Timeframe -> what a shard calls on each of its ticks: one handle per deployment (a
+    group's models of that timeframe are one call)."""
     grouped: dict[str, list] = {}
     for ref in config.models:
         grouped.setdefault(ref.timeframe, []).append(handles[ref.key])
-    return grouped
+    return {tf: calls_per_tick(members) for tf, members in grouped.items()}
 
 
 def startup_summary(config: TickcastConfig) -> str:

@@ -1,4 +1,4 @@
-"""FeatureShard actor: rolling features for its symbols, one model call per (model, tick).
+"""FeatureShard actor: rolling features for its symbols, one model call per (deployment, tick).
 
 Crash safety: feeds ask shards to checkpoint (every ``checkpoint_every`` of their batches).
 Ray restarts a dead shard (``max_restarts``) by running ``__init__`` again, which restores
@@ -27,6 +27,7 @@ from orchestrator.config import ShardSettings
 from orchestrator.features import FEATURE_NAMES
 from orchestrator.features.drift import DriftMonitor
 from orchestrator.health.log_limit import limit_logging
+from orchestrator.market.timeframes import TIMEFRAMES
 from orchestrator.stream.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.stream.events import ModelOutput, TickRows, build_predictions
 from orchestrator.stream.outcomes import OutcomeTracker
@@ -77,7 +78,8 @@ class FeatureShard:
     """One shard of the feature pool.
 
     ``models`` maps timeframe -> model DeploymentHandles; each tick makes exactly one call
-    per (model, timeframe) carrying every closed symbol's row, never one per symbol.
+    per (deployment, timeframe) carrying every closed symbol's row, never one per symbol: a
+    deployment of one model answers a dict, a group's several models a list of them.
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class FeatureShard:
         }
         self._metrics = ShardMetrics(shard_id)
         self._latency: dict[str, deque] = {}  # recent tick latencies per timeframe (status p50/p99)
+        self._batch_latency: dict[str, deque] = {}  # per kind of batch: "1m", "1m+5m", ...
 
     @every_batch
     async def on_candles(
@@ -174,11 +177,18 @@ class FeatureShard:
         self._routers_ready = True
 
     async def _predict_ticks(self, ticks: list[FeatureTick], emitted_at_ms: float) -> None:
-        """One model call per (model, timeframe) for all of the batch's ticks, concurrently,
+        """One model call per (deployment, timeframe) for all of the batch's ticks, concurrently,
         then ONE sink call with each timeframe's predictions and the outcomes they settled."""
         self._counters["ticks"] += len(ticks)
         merged = merge_by_timeframe(ticks)
         parts = await asyncio.gather(*(self._predict_tick(t, emitted_at_ms) for t in merged))
+        # Candle close to the batch's last prediction, by which timeframes closed in it.
+        kind = "+".join(
+            tf for tf in TIMEFRAMES if any(t.timeframe == tf and len(t.features) for t in merged)
+        )
+        if kind:
+            samples = self._batch_latency.setdefault(kind, deque(maxlen=LATENCY_SAMPLES))
+            samples.append(time.time() * 1000.0 - emitted_at_ms)
         parts = [p for p in parts if p is not None]
         if parts:
             self._unconfirmed.append(self._sink.deliver.remote(parts))
@@ -249,7 +259,9 @@ class FeatureShard:
                 emitted_at_ms,
                 trend_labels(tick.features, FEATURE_NAMES),
             )
-            tables = [t for t in (self._to_events(r, rows) for r in results) if t is not None]
+            # A call to several models of one group deployment answers a list, one per model.
+            answers = [a for r in results for a in (r if isinstance(r, list) else [r])]
+            tables = [t for t in (self._to_events(a, rows) for a in answers) if t is not None]
         latency_ms = time.time() * 1000.0 - emitted_at_ms
         self._latency.setdefault(tick.timeframe, deque(maxlen=LATENCY_SAMPLES)).append(latency_ms)
         self._metrics.tick(tick.timeframe, len(tick.features), latency_ms)
@@ -342,6 +354,9 @@ class FeatureShard:
             "shard": self.shard_id,
             "candles_in": self._state.candles_in,
             "latency_ms": latency,
+            "batch_latency_ms": {
+                kind: latency_summary(list(v)) for kind, v in self._batch_latency.items()
+            },
             "stage_seconds": {k: round(v, 3) for k, v in self._stage_s.items()},
             "symbols": len(self._state.keys),
             "rejected_minutes": self._state.rejected_minutes,

@@ -121,6 +121,15 @@ def test_a_model_group_answers_each_of_its_models_in_one_batch(serve_app, tmp_pa
     solo = group.predict_model.remote(matrices[1], "volatility-1m").result()["values"]
     np.testing.assert_allclose(results[1]["values"], solo, rtol=0, atol=1e-7)
     assert group.describe.remote("volatility-1m").result()["model_id"] == "volatility-1m"
+    # A shard's tick: one call carrying the rows once for both models, batched with others.
+    both = ("direction-1m", "volatility-1m")
+    together = [group.predict_models.remote(m, both) for m in matrices[:2]]
+    alone = [group.predict_model.remote(matrices[0], "volatility-1m")]
+    answers = [call.result() for call in together + alone]
+    assert [[a["model_id"] for a in answer] for answer in answers[:2]] == [list(both)] * 2
+    np.testing.assert_allclose(answers[0][1]["values"], answers[2]["values"], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(answers[1][1]["values"], solo, rtol=0, atol=1e-7)
+    assert [len(a["values"]) for a in answers[1]] == [8, 8]
     missing = group.predict_version.remote(matrices[0], "v1", "swing-1m")
     with pytest.raises(Exception, match="not in this deployment"):
         missing.result()

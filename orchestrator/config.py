@@ -10,6 +10,7 @@ deployments get the frozen model and the actors their own settings (``FeedSettin
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -66,6 +67,27 @@ class SyntheticFeedConfig(OfflineFeedConfig):
         None, ge=1, description="stop after this many candles per symbol"
     )
     warmup_minutes: int = Field(0, ge=0, description="history sent at start to warm features up")
+    start: datetime | None = Field(
+        None,
+        description=(
+            "the market's first minute (UTC; minute-aligned), warm-up included; default "
+            "2026-01-01T00:00:00Z"
+        ),
+    )
+
+    @field_validator("start")
+    @classmethod
+    def _minute_aligned(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        if value.second or value.microsecond:
+            raise ValueError("start must be a whole minute")
+        return value
+
+    @property
+    def start_ms(self) -> int | None:
+        return None if self.start is None else int(self.start.timestamp() * 1000)
 
     def symbol_list(self) -> tuple[str, ...]:
         if self.n_symbols is None:

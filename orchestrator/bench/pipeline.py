@@ -16,6 +16,9 @@ symbols, 30 minutes and an 8-tick latency run, no target judged.
 
     tickcast bench pipeline [--symbols 1000] [--minutes 2000] [--shards 1] [--in-flight 2]
         [--smoke]
+
+``--matrix``: the production shape instead, 10,000 symbols on six timeframes and 24 models
+(``orchestrator/bench/matrix.py``; its own options).
 """
 
 from __future__ import annotations
@@ -151,14 +154,15 @@ def _cpu_by_stage(pipeline) -> dict[str, float]:
     from ray import serve
 
     actors = pipeline.actors.remote().result()
+    deployments = serve.status().applications["tickcast"].deployments
+    models = [name for name in deployments if name.startswith(("model-", "models"))]
     known = {
         "feed": ray.get([f.pid.remote() for f in actors["feeds"]]),
         "feature shards": ray.get([s.pid.remote() for s in actors["shards"]]),
         "sink": [ray.get(actors["sink"].pid.remote())],
-        "model replica": [
-            serve.get_deployment_handle("model-direction-1m", app_name="tickcast")
-            .pid.remote()
-            .result()
+        "model replicas": [
+            serve.get_deployment_handle(name, app_name="tickcast").pid.remote().result()
+            for name in models
         ],
     }
     cpu = {stage: sum(map(cpu_seconds, pids)) for stage, pids in known.items()}
@@ -204,6 +208,11 @@ def _rate(status: dict) -> tuple[int, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--matrix" in argv:  # the production shape: orchestrator/bench/matrix.py
+        from orchestrator.bench import matrix
+
+        return matrix.main([a for a in argv if a != "--matrix"])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--symbols", type=int, default=1000)
     parser.add_argument(

@@ -22,6 +22,10 @@ UNIFIED_SYMBOL = re.compile(
 )
 
 
+def _start(config: SyntheticFeedConfig) -> dict:
+    return {} if config.start_ms is None else {"start_ms": config.start_ms}
+
+
 class SyntheticSource:
     """Deterministic, paced, endless unless ``max_minutes`` is set."""
 
@@ -36,7 +40,7 @@ class SyntheticSource:
         self._market = (
             SyntheticMarket.from_snapshot(state["market"])
             if state
-            else SyntheticMarket(len(self.symbols), seed=config.seed)
+            else SyntheticMarket(len(self.symbols), seed=config.seed, **_start(config))
         )
         self._emitted = state["emitted"] if state else 0
         self._pacer = Pacer(config.speed)

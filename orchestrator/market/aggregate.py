@@ -119,6 +119,33 @@ class TimeframeAggregator:
         self._last_time[idx] = minute
         return self._completed(complete, idx, bucket, values)
 
+    def open_bucket(
+        self,
+        timeframe: str,
+        slots: np.ndarray,
+        start_ms: int,
+        through_ms: int,
+        columns: Mapping[str, np.ndarray],
+    ) -> None:
+        """Open ``timeframe``'s bucket at ``start_ms`` for ``slots`` as though its 1m candles
+        up to ``through_ms`` had been folded in, their aggregate given by ``columns`` (one
+        value per slot): an exchange's in-progress candle of that timeframe, taken at
+        start, so the first close after it is complete instead of dropped. The next 1m
+        candle of each slot is then the one after ``through_ms``."""
+        step = _checked_step(timeframe)
+        if start_ms % step or not start_ms <= through_ms < start_ms + step - MINUTE_MS:
+            raise ValueError(
+                f"an open {timeframe} bucket starts on its boundary and ends before its "
+                f"last minute: got {start_ms}..{through_ms}"
+            )
+        if through_ms % MINUTE_MS:
+            raise ValueError("through_ms must be a minute")
+        k, slots = self.timeframes.index(timeframe), np.asarray(slots, dtype=np.int64)
+        self._bucket[k, slots] = start_ms
+        self._filled[k, slots] = (through_ms - start_ms) // MINUTE_MS + 1
+        self._values[:, k, slots] = _stack_columns(columns, slice(None), len(slots))
+        self._last_time[slots] = np.maximum(self._last_time[slots], through_ms)
+
     def resize(self, n_slots: int) -> None:
         """Grow to ``n_slots`` (symbols added while running); new slots start empty."""
         grown = TimeframeAggregator(n_slots, self.timeframes)

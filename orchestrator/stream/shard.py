@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from orchestrator.features import IncrementalFeatures, warm_rows
-from orchestrator.market.aggregate import CompletedCandles, TimeframeAggregator
+from orchestrator.market.aggregate import VALUE_COLUMNS, CompletedCandles, TimeframeAggregator
 from orchestrator.market.timeframes import run_bounds
 from orchestrator.stream.history import CandleHistory
 from orchestrator.stream.keyindex import KeyIndex
@@ -146,6 +146,40 @@ class ShardState:
                 self._minute({k: v[start:stop] for k, v in cols.items()}, slots[start:stop])
             )
         return ticks
+
+    def warm_timeframe(self, timeframe: str, batch: pa.RecordBatch | pa.Table) -> int:
+        """Warm a higher timeframe's features with its own closed candles (an exchange's 1d
+        klines, say), time-ordered and older than any 1m candle processed since: days of
+        1m history are not needed to warm the 1d features. Returns the candles consumed."""
+        if timeframe == "1m" or timeframe not in self.engines:
+            raise ValueError(f"{timeframe!r} is not a higher timeframe of this shard")
+        cols = {
+            name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names
+        }
+        slots = self.slots_for(batch.column("exchange"), batch.column("symbol"))
+        bounds = run_bounds(cols["open_time"]).tolist()
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            part = {k: v[start:stop] for k, v in cols.items()}
+            self._features(timeframe, slots[start:stop], part["open_time"], part)
+        return len(slots)
+
+    def open_period(
+        self, timeframe: str, batch: pa.RecordBatch | pa.Table, through_ms: int
+    ) -> None:
+        """Each symbol's in-progress ``timeframe`` candle (``open_time`` its period's start),
+        covering its 1m candles up to ``through_ms``: with ``warm_timeframe`` before it, the
+        timeframe's first live close predicts instead of being dropped as incomplete."""
+        if self.aggregator is None or timeframe not in self.aggregator.timeframes:
+            raise ValueError(f"{timeframe!r} is not a higher timeframe of this shard")
+        cols = {
+            name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names
+        }
+        starts = np.unique(cols["open_time"])
+        if len(starts) != 1:
+            raise ValueError("one open period at a time: every row's open_time must be equal")
+        slots = self.slots_for(batch.column("exchange"), batch.column("symbol"))
+        values = {k: v.astype(np.float64) for k, v in cols.items() if k in VALUE_COLUMNS}
+        self.aggregator.open_bucket(timeframe, slots, int(starts[0]), through_ms, values)
 
     def _minute(self, cols: dict[str, np.ndarray], slots: np.ndarray) -> list[FeatureTick]:
         fresh = cols["open_time"] > self.last_time[slots]

@@ -150,6 +150,26 @@ def test_pipeline():
 
 
 @pytest.mark.slow
+def test_pipeline_matrix():
+    out = run_bench("pipeline", "--matrix", timeout=300)
+    rows = assert_table(
+        out,
+        (
+            "tick kind (timeframes closing)",
+            "ticks",
+            "Serve: emit -> last prediction p50 / p99 / max",
+            "baseline: one process p50 / p99 / max",
+        ),
+        2,
+    )
+    kinds = {row[0]: int(row[1]) for row in rows}
+    # The live ticks cross the day's close: all six timeframes close at once, and predict.
+    assert kinds.get("1m+5m+15m+1h+4h+1d") == 1 and kinds.get("1m", 0) > 0, rows
+    assert "model errors: 0" in out
+    assert_table(out, ("process kind (end of run)", "count", "PSS sum"), 3)
+
+
+@pytest.mark.slow
 def test_backfill(data_args):
     out = run_bench("backfill", *data_args, timeout=180)
     rows = assert_table(

@@ -193,3 +193,43 @@ def test_dropping_unknown_symbols_changes_nothing_and_dropping_all_leaves_an_emp
     _collect(fresh, minutes[60:61])
     rows = _collect(state, minutes[61:])
     assert rows and _identical(rows, _collect(fresh, minutes[61:]))
+
+
+def _partial_candle(minutes: list[pa.RecordBatch], timeframe: str, start: int) -> pa.RecordBatch:
+    """The in-progress ``timeframe`` candle of ``minutes`` (one period's first minutes)."""
+    table = pa.Table.from_batches(minutes)
+    ohlcv = {}
+    for name, fold in (("open", "first"), ("high", "max"), ("low", "min"), ("close", "last")):
+        ohlcv[name] = np.array(
+            [
+                getattr(pc, fold)(table.filter(pc.equal(table["symbol"], s))[name]).as_py()
+                for s in SYMBOLS
+            ]
+        )
+    ohlcv["volume"] = np.array(
+        [pc.sum(table.filter(pc.equal(table["symbol"], s))["volume"]).as_py() for s in SYMBOLS]
+    )
+    return candles_from_arrays("x", SYMBOLS, timeframe, [start] * len(SYMBOLS), ohlcv)
+
+
+def test_a_timeframe_warmed_from_its_own_candles_continues_as_if_streamed_from_1m():
+    """Closed 15m candles (``warm_timeframe``) and the open period's partial candle
+    (``open_period``) leave the 15m features exactly where 1m streaming would have."""
+    batches = _minutes(15 * 60, seed=3)
+    streamed = _collect(ShardState(("1m", "15m")), batches)
+    closed, partial = 45 * 15, 7  # 45 closed periods, then 7 minutes into the next one
+    warmed = ShardState(("1m", "15m"))
+    warmed.warm_timeframe("15m", resample(pa.Table.from_batches(batches[:closed]), "15m"))
+    start = batches[closed].column("open_time")[0].as_py()
+    through = batches[closed + partial - 1].column("open_time")[0].as_py()
+    warmed.open_period(
+        "15m", _partial_candle(batches[closed : closed + partial], "15m", start), through
+    )
+    rest = _collect(warmed, batches[closed + partial :])
+    later = {k: v for k, v in streamed.items() if k[0] == "15m" and k[2] >= start}
+    assert len(later) == 15 * len(SYMBOLS)  # every close after the warm-up, the open one first
+    assert {k for k in rest if k[0] == "15m"} == set(later)
+    for key, expected in later.items():
+        np.testing.assert_allclose(rest[key], expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+    with pytest.raises(ValueError, match="not a higher timeframe"):
+        warmed.warm_timeframe("1m", batches[0])

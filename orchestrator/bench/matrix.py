@@ -34,7 +34,7 @@ import numpy as np
 
 from orchestrator import PROJECT_ROOT
 from orchestrator.bench.harness import add_smoke_flag, apply_smoke, print_header, print_table
-from orchestrator.bench.pipeline import _cpu_by_stage, _minute, _node_processes
+from orchestrator.bench.pipeline import market_minute, node_processes, wait_done
 from orchestrator.bench.stack import stack_memory
 from orchestrator.market.schema import candles_from_arrays
 from orchestrator.market.synthetic import DEFAULT_START_MS, SyntheticMarket
@@ -112,10 +112,10 @@ def baseline(n_symbols: int, before: int, after: int, warmup: int) -> dict[str, 
     state = seeded_state(symbols, first)
     market = SyntheticMarket(n_symbols, seed=7, start_ms=first)
     for _ in range(warmup):
-        state.process(_minute(market, symbols))
+        state.process(market_minute(market, symbols))
     latencies: dict[str, list[float]] = {}
     for _ in range(before + after):
-        batch = _minute(market, symbols)
+        batch = market_minute(market, symbols)
         started = time.perf_counter()
         ticks = merge_by_timeframe(state.process(batch))
         for tick in ticks:
@@ -162,26 +162,12 @@ def through_serve(args: argparse.Namespace) -> dict:
         serve.run(build_app(config), name="tickcast", route_prefix=None)
         try:
             pipeline = serve.get_deployment_handle("Pipeline", app_name="tickcast")
-            status = _wait_done(pipeline)
+            status = wait_done(pipeline, poll_s=2.0)
             time.sleep(2)  # the last ticks' predictions reach the sink
-            status["memory"] = stack_memory(sorted(_node_processes()))
+            status["memory"] = stack_memory(sorted(node_processes()))
             return status
         finally:
             serve.delete("tickcast")
-
-
-def _wait_done(pipeline) -> dict:
-    before = None
-    while True:
-        status = pipeline.status.remote().result()
-        feed = status["feeds"][0]
-        if before is None and feed.get("live_since"):
-            before = _cpu_by_stage(pipeline)
-        if feed.get("done"):
-            after = _cpu_by_stage(pipeline)
-            before = before if before is not None else {}
-            return {**status, "cpu": {k: after[k] - before.get(k, 0.0) for k in after}}
-        time.sleep(2.0)
 
 
 def worst_by_kind(status: dict) -> dict[str, dict]:

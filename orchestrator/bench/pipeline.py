@@ -59,7 +59,7 @@ def baseline(n_symbols: int, minutes: int, batch_minutes: int) -> tuple[float, l
     symbols = [f"SYN{i:04d}/USDT" for i in range(n_symbols)]
     market, state, store = SyntheticMarket(n_symbols, seed=7), ShardState(("1m",)), LatestStore()
     for _ in range(WARMUP_MINUTES):
-        state.process(_minute(market, symbols))
+        state.process(market_minute(market, symbols))
     batches = [_minutes(market, symbols, batch_minutes) for _ in range(minutes // batch_minutes)]
     latencies, started = [], time.perf_counter()
     for batch in batches:
@@ -75,14 +75,14 @@ def baseline(n_symbols: int, minutes: int, batch_minutes: int) -> tuple[float, l
     return n_symbols * len(batches) * batch_minutes / (time.perf_counter() - started), latencies
 
 
-def _minute(market: SyntheticMarket, symbols: list[str]) -> pa.RecordBatch:
+def market_minute(market: SyntheticMarket, symbols: list[str]) -> pa.RecordBatch:
     m = market.next_minute()
     ohlcv = {k: getattr(m, k) for k in ("open", "high", "low", "close", "volume")}
     return candles_from_arrays("synthetic", symbols, "1m", [m.open_time] * len(symbols), ohlcv)
 
 
 def _minutes(market: SyntheticMarket, symbols: list[str], count: int) -> pa.Table:
-    return pa.Table.from_batches([_minute(market, symbols) for _ in range(count)])
+    return pa.Table.from_batches([market_minute(market, symbols) for _ in range(count)])
 
 
 def through_serve(
@@ -125,12 +125,12 @@ def through_serve(
         }
         serve.run(build_app(args), name="tickcast", route_prefix=None)
         try:
-            return _wait_done(serve.get_deployment_handle("Pipeline", app_name="tickcast"))
+            return wait_done(serve.get_deployment_handle("Pipeline", app_name="tickcast"))
         finally:
             serve.delete("tickcast")
 
 
-def _wait_done(pipeline) -> dict:
+def wait_done(pipeline, poll_s: float = 0.5) -> dict:
     """The final status; the feed reports when its live replay started and ended, so this
     polls rarely (a status call reaches every actor: polling often would slow the run)."""
     before = None
@@ -138,16 +138,16 @@ def _wait_done(pipeline) -> dict:
         status = pipeline.status.remote().result()
         feed = status["feeds"][0]
         if before is None and feed.get("live_since"):
-            before = _cpu_by_stage(pipeline)
+            before = cpu_by_stage(pipeline)
         if feed.get("done"):
-            after = _cpu_by_stage(pipeline)
+            after = cpu_by_stage(pipeline)
             # A run shorter than one poll (a smoke run) counts its warm-up too.
             before = before if before is not None else {}
             return {**status, "cpu": {k: after[k] - before.get(k, 0.0) for k in after}}
-        time.sleep(0.5)
+        time.sleep(poll_s)
 
 
-def _cpu_by_stage(pipeline) -> dict[str, float]:
+def cpu_by_stage(pipeline) -> dict[str, float]:
     """CPU seconds used so far by each stage's processes (Linux /proc); every other process
     of this Ray node (controller, proxy, supervisor, ingress, raylet, GCS, ...) as one."""
     import ray
@@ -167,11 +167,11 @@ def _cpu_by_stage(pipeline) -> dict[str, float]:
     }
     cpu = {stage: sum(map(cpu_seconds, pids)) for stage, pids in known.items()}
     mine = {pid for pids in known.values() for pid in pids}
-    cpu["Ray and Serve (all other processes)"] = sum(map(cpu_seconds, _node_processes() - mine))
+    cpu["Ray and Serve (all other processes)"] = sum(map(cpu_seconds, node_processes() - mine))
     return cpu
 
 
-def _node_processes() -> set[int]:
+def node_processes() -> set[int]:
     """This node's Ray daemons and every worker process the raylet started."""
     import ray
 

@@ -29,3 +29,10 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("real market data (../shared/data) is not present on this machine")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_tree_cache(tmp_path_factory) -> None:
+    """Compiled tree models (``orchestrator.models.compiled``) go to a folder of this run,
+    not the user's cache: each run compiles from scratch, as CI does."""
+    os.environ.setdefault("TICKCAST_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from orchestrator.batch.backfill.job import MODEL_TIMEFRAMES, BackfillOptions, run_backfill
 from orchestrator.batch.backfill.models import DEFAULT_SPECS, ModelSpec
+from orchestrator.batch.backfill.predict import ENGINES
 from orchestrator.batch.backfill.sources import DataSource
 from orchestrator.batch.backfill.writer import DEFAULT_FLUSH_ROWS
 from orchestrator.market.timeframes import timeframe_ms
@@ -117,6 +118,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--feature-cpus", type=float, default=0.5, help="CPUs per feature task")
     p.add_argument("--batch-size", type=int, default=65_536, help="rows per model batch")
     p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="auto: tree-ensemble models compiled to native code (checked against ONNX "
+        "Runtime on their first rows), the others on ONNX Runtime; onnx: all on ONNX Runtime",
+    )
+    p.add_argument(
         "--flush-rows",
         type=int,
         default=DEFAULT_FLUSH_ROWS,
@@ -149,6 +157,7 @@ def options_from(args: argparse.Namespace) -> BackfillOptions:
         actor_cpus=args.actor_cpus,
         feature_cpus=args.feature_cpus,
         batch_size=args.batch_size,
+        engine=args.engine,
         flush_rows=args.flush_rows,
         **extra,
     )

@@ -48,7 +48,7 @@ def make_session(model_bytes: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
-def _column_selector(columns: list[int]) -> slice | np.ndarray:
+def column_selector(columns: list[int]) -> slice | np.ndarray:
     """A slice when a model reads one unbroken range of the feature columns (a view, no
     gather), else the column indices."""
     if columns == list(range(columns[0], columns[0] + len(columns))):
@@ -64,7 +64,7 @@ class OnnxPredictor:
         self.outputs = OutputSpec.of(manifest)
         self._session = make_session(model_bytes)
         self._input = self._session.get_inputs()[0].name
-        self._columns = _column_selector([FEATURE_NAMES.index(n) for n in manifest.feature_names])
+        self._columns = column_selector([FEATURE_NAMES.index(n) for n in manifest.feature_names])
         tensors = [o.name for o in self._session.get_outputs()]
         if self.outputs.tensor not in tensors:
             raise ValueError(

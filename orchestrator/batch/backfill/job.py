@@ -72,6 +72,7 @@ class BackfillOptions:
     actor_cpus: float = 0.5
     feature_cpus: float = 0.5  # for the feature map if Ray Data does not fuse it into the actors
     batch_size: int = 65_536
+    engine: str = "auto"  # "onnx": every model on ONNX Runtime (predict.ENGINES)
     flush_rows: int = DEFAULT_FLUSH_ROWS  # rows buffered per output before merging to files
     models_dir: Path = PROJECT_ROOT / "models_onnx"
     environment: str = ENVIRONMENT
@@ -286,7 +287,12 @@ def predict_stream(
         yield from predict_with_ray_data(series, models, options, now_ms)
         return
     predictor = BatchPredictor(
-        models, options.signals.high, options.signals.very_high, now_ms, options.environment
+        models,
+        options.signals.high,
+        options.signals.very_high,
+        now_ms,
+        options.environment,
+        options.engine,
     )
     for candles in series:
         rows = feature_rows(candles, options.start_ms, options.end_ms, label_types(models))

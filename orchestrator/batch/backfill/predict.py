@@ -1,7 +1,9 @@
 """Predictions of backfill feature rows, built exactly as the live shard builds them.
 
-``BatchPredictor`` holds one ONNX Runtime session per model (``OnnxPredictor``, the class
-the model deployments serve with) and turns ``FEATURE_ROW_SCHEMA`` rows of any timeframes
+``BatchPredictor`` holds one predictor per model: its trees compiled to native code where
+the model is one tree ensemble (``orchestrator.models.compiled``, checked against ONNX
+Runtime on its first rows), else an ONNX Runtime session (``OnnxPredictor``, the class the
+model deployments serve with); it turns ``FEATURE_ROW_SCHEMA`` rows of any timeframes
 into prediction rows made by ``build_predictions`` (the live event builder: same schema,
 same event ids, same signals and trend labels), each followed by its outcome: the realized
 label and the live scorer's ``score`` of it (NaN/null where the label is not known).
@@ -20,6 +22,7 @@ import pyarrow.compute as pc
 from orchestrator.batch.backfill.features import HIST_VOLATILITY, feature_matrix, label_column
 from orchestrator.features import FEATURE_NAMES
 from orchestrator.market.timeframes import timeframe_ms
+from orchestrator.models.compiled import CompiledTrees, fastest_predictor
 from orchestrator.models.labels import LABEL_SPECS
 from orchestrator.models.predictor import OnnxPredictor
 from orchestrator.models.registry import ModelManifest
@@ -28,6 +31,8 @@ from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows,
 from orchestrator.stream.outcomes import OUTCOME_SCHEMA
 from orchestrator.stream.signals import trend_labels
 
+Predictor = OnnxPredictor | CompiledTrees
+ENGINES = ("auto", "onnx")
 ENVIRONMENT = "backfill"  # the ``environment`` column tells backfilled rows from live ones
 
 # Outcome and evaluation columns that follow the prediction columns in a predictor's output.
@@ -67,10 +72,20 @@ class BatchPredictor:
         very_high: float,
         now_ms: int,
         environment: str = ENVIRONMENT,
+        engine: str = "auto",
     ):
-        self._by_timeframe: dict[str, list[OnnxPredictor]] = {}
+        """``engine``: ``auto`` runs a tree-ensemble model compiled (``compiled.py``:
+        checked against ONNX Runtime on its first rows) and the rest on ONNX Runtime;
+        ``onnx`` runs every model on ONNX Runtime."""
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        self._by_timeframe: dict[str, list[Predictor]] = {}
         for model in models:
-            predictor = OnnxPredictor(model.manifest, model.model_bytes)
+            predictor: Predictor = (
+                fastest_predictor(model.manifest, model.model_bytes)
+                if engine == "auto"
+                else OnnxPredictor(model.manifest, model.model_bytes)
+            )
             self._by_timeframe.setdefault(model.manifest.timeframe, []).append(predictor)
         self._high, self._very_high = high, very_high
         self._now_ms, self._environment = now_ms, environment
@@ -83,9 +98,7 @@ class BatchPredictor:
                 parts.extend(self._predict(timeframe, group, models))
         return pa.concat_tables(parts) if parts else PREDICTED_SCHEMA.empty_table()
 
-    def _predict(
-        self, timeframe: str, rows: pa.Table, models: list[OnnxPredictor]
-    ) -> list[pa.Table]:
+    def _predict(self, timeframe: str, rows: pa.Table, models: list[Predictor]) -> list[pa.Table]:
         features = feature_matrix(rows)
         tick = TickRows(
             # Arrow strings, not numpy objects: build_predictions only passes them to
@@ -101,7 +114,7 @@ class BatchPredictor:
         return [self._model_rows(model, features, tick, rows) for model in models]
 
     def _model_rows(
-        self, model: OnnxPredictor, features: np.ndarray, tick: TickRows, rows: pa.Table
+        self, model: Predictor, features: np.ndarray, tick: TickRows, rows: pa.Table
     ) -> pa.Table:
         m = model.manifest
         output = ModelOutput(

@@ -63,6 +63,7 @@ def predict_with_ray_data(
             "very_high": options.signals.very_high,
             "now_ms": now_ms,
             "environment": options.environment,
+            "engine": options.engine,
         },
         batch_size=options.batch_size,
         batch_format="pyarrow",

@@ -290,11 +290,11 @@ def test_websocket_never_sends_a_prediction_older_than_its_snapshot(client):
 
 
 def test_model_columns_are_picked_by_name_as_a_view_or_a_gather():
-    from orchestrator.models.predictor import _column_selector
+    from orchestrator.models.predictor import column_selector
 
     rows = np.arange(40.0).reshape(4, 10)
     for columns in ([2, 3, 4], [0], [4, 2, 7], [3, 5]):
-        selector = _column_selector(columns)
+        selector = column_selector(columns)
         assert isinstance(selector, slice) == (columns in ([2, 3, 4], [0]))
         np.testing.assert_array_equal(rows[:, selector], rows[:, columns])
 

@@ -3,9 +3,11 @@
 
 Prints one table of candle rows per second through the backfill code path:
 features only (``feature_rows``: batch twin, warm mask, realized labels), then features
-plus each 1m model alone (``BatchPredictor``: ONNX Runtime, the live prediction rows from
-``build_predictions`` and their outcomes), then plus every 1m model; each in this process
-(one core, with the CPU time per row and the part of it inside ONNX Runtime) and in two
+plus each 1m model alone (``BatchPredictor``: tree ensembles compiled to native code, the
+others on ONNX Runtime; the live prediction rows from ``build_predictions`` and their
+outcomes), the production direction model on ONNX Runtime (the compiled path's baseline),
+then plus every 1m model; each in this process (one core, with the CPU time per row and
+the part of it inside the models) and in two
 worker processes (both cores, no Ray), and, for features only, the production direction
 model, the cheapest single model and all models, through Ray Data as ``tickcast backfill``
 (``orchestrator/cli/backfill.py``) runs it (end to end including the actors' start, and
@@ -109,31 +111,43 @@ def repeated(series: list[pa.Table], scale: int) -> list[pa.Table]:
     return copies
 
 
-def cases() -> list[tuple[str, list]]:
-    """(name, models): features alone, each 1m model alone, then every 1m model."""
+def cases() -> list[tuple[str, list, str]]:
+    """(name, models, engine): features alone, each 1m model alone (tree ensembles compiled),
+    the production direction model on ONNX Runtime (the previous path, the baseline of the
+    compiled one), then every 1m model."""
     every = select_models(MODELS_DIR, tuple(ModelSpec.parse("all")), ("1m",))[0]
-    production = {m.key for m in select_models(MODELS_DIR, (ModelSpec("direction"),), ("1m",))[0]}
-    singles = [(f"+ {m.key}{' (production)' if m.key in production else ''}", [m]) for m in every]
-    return [("features only", []), *singles, (f"+ all {len(every)} models", every)]
+    production = select_models(MODELS_DIR, (ModelSpec("direction"),), ("1m",))[0]
+    keys = {m.key for m in production}
+    singles = [(f"+ {m.key}{' (production)' if m.key in keys else ''}", [m], "auto") for m in every]
+    return [
+        ("features only", [], "auto"),
+        *singles,
+        (f"+ {production[0].key} (production, ONNX Runtime)", production, "onnx"),
+        (f"+ all {len(every)} models", every, "auto"),
+    ]
 
 
 # --- the backfill code path, in process ------------------------------------------------------
 
 
-def session_seconds(series: list[pa.Table], models: list, repeats: int) -> float:
-    """CPU seconds of the models' ONNX Runtime sessions alone (``OnnxPredictor.predict``
-    on every series' feature rows): the floor under each case's CPU time."""
+def model_seconds(series: list[pa.Table], models: list, engine: str, repeats: int) -> float:
+    """CPU seconds of the models' predictors alone (compiled trees or ONNX Runtime sessions,
+    as ``engine`` picks, on every series' feature rows): the floor under a case's CPU time."""
     from orchestrator.batch.backfill.features import feature_matrix
+    from orchestrator.models.compiled import fastest_predictor
     from orchestrator.models.predictor import OnnxPredictor
 
     matrices = [feature_matrix(feature_rows(c, label_types=())) for c in series]
-    predictors = [OnnxPredictor(m.manifest, m.model_bytes) for m in models]
+    make = fastest_predictor if engine == "auto" else OnnxPredictor
+    predictors = [make(m.manifest, m.model_bytes) for m in models]
+    for predictor in predictors:
+        predictor.predict(matrices[0])  # a compiled model checks itself on its first call
     return best_times(lambda: [p.predict(x) for p in predictors for x in matrices], repeats)[1]
 
 
-def run_series(series: list[pa.Table], models: list) -> int:
+def run_series(series: list[pa.Table], models: list, engine: str = "auto") -> int:
     """Rows predicted (or feature rows, without models) for every series."""
-    predictor = BatchPredictor(models, 0.6, 0.7, NOW_MS) if models else None
+    predictor = BatchPredictor(models, 0.6, 0.7, NOW_MS, engine=engine) if models else None
     produced = 0
     for candles in series:
         rows = feature_rows(candles, label_types=label_types(models) if models else ())
@@ -143,7 +157,7 @@ def run_series(series: list[pa.Table], models: list) -> int:
 
 def _worker(part: int) -> int:
     series, models = _WORK["series"][part::2], _WORK["models"]
-    predictor = BatchPredictor(models, 0.6, 0.7, NOW_MS) if models else None
+    predictor = BatchPredictor(models, 0.6, 0.7, NOW_MS, engine=_WORK["engine"]) if models else None
     out = []
     for candles in series:
         rows = feature_rows(candles, label_types=label_types(models) if models else ())
@@ -151,8 +165,8 @@ def _worker(part: int) -> int:
     return sum(t.num_rows for t in out)
 
 
-def two_processes(series: list[pa.Table], models: list, repeats: int) -> float:
-    _WORK.update(series=series, models=models)
+def two_processes(series: list[pa.Table], models: list, engine: str, repeats: int) -> float:
+    _WORK.update(series=series, models=models, engine=engine)
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
         list(pool.map(_worker, (0, 1)))  # fork and warm both workers
         return best_times(lambda: list(pool.map(_worker, (0, 1))), repeats)[0]
@@ -252,12 +266,12 @@ def measure(series: list[pa.Table], args) -> list[tuple]:
         series[0], all_cases[-1][1], args.baseline_rows, args.window
     )
     plain = []
-    for name, models in all_cases:
-        run_series(series[:1], models)  # load sessions, warm caches
-        wall, cpu = best_times(lambda m=models: run_series(series, m), args.repeats)
-        both = rows_in / two_processes(series, models, args.repeats)
+    for name, models, engine in all_cases:
+        run_series(series[:1], models, engine)  # compile or load models, warm caches
+        wall, cpu = best_times(lambda m=models, e=engine: run_series(series, m, e), args.repeats)
+        both = rows_in / two_processes(series, models, engine, args.repeats)
         naive = 1.0 / (naive_features + sum(naive_calls[m.key] for m in models))
-        session = session_seconds(series, models, args.repeats) / rows_in if models else 0.0
+        session = model_seconds(series, models, engine, args.repeats) / rows_in if models else 0.0
         plain.append((name, models, (rows_in / wall, cpu / rows_in, session), both, naive))
         print(f"  measured {name} without Ray", file=sys.stderr, flush=True)
     from orchestrator.batch.backfill.ray_data import ensure_ray
@@ -285,7 +299,7 @@ HEADERS = (
     "case",
     "1 process",
     "CPU us",
-    "ORT us",
+    "model us",
     "2-core cap",
     "2 processes",
     "Ray Data",
@@ -318,7 +332,8 @@ def print_table(results: list[tuple], rows_in: int, args) -> None:
     )
     print(
         f"candle rows per second; {rows_in:,} rows in. CPU us: CPU time per row in one "
-        "process; ORT us: the part of it spent in the models' ONNX Runtime sessions; 2-core "
+        "process; model us: the part of it spent in the models (compiled trees where a model is "
+        "one tree ensemble, else ONNX Runtime; '(ONNX Runtime)': all ONNX Runtime); 2-core "
         "cap: 2 / CPU us, what two idle cores could do. Ray Data: end to end, the actors' "
         "start included; 'Ray steady': after the first output block (actors up). naive: "
         f"pandas indicators over {args.window} candles per row + one call per row per model "
@@ -343,9 +358,15 @@ def print_targets(results: list[tuple]) -> None:
             f"target features + one model >= {TARGET_ROWS_PER_S:,} rows/s on 2 cores, "
             f"{label} ({r[0][2:]}): best {rate:,.0f} (2 processes {r[4]:,.0f}, Ray Data "
             f"{format_cell(r[5])}, Ray steady {format_cell(r[6])}; 2-core cap "
-            f"{2 / r[2]:,.0f}; ONNX Runtime alone {r[3] * 1e6:.2f} us/row, a cap of "
+            f"{2 / r[2]:,.0f}; the model alone {r[3] * 1e6:.2f} us/row, a cap of "
             f"{2 / r[3]:,.0f}) -> {verdict}"
         )
+    onnx = next(r for r in results if r[0].endswith("(production, ONNX Runtime)"))
+    print(
+        f"production direction model, compiled trees vs ONNX Runtime in this run: "
+        f"2 processes {production[4]:,.0f} vs {onnx[4]:,.0f} rows/s; the model alone "
+        f"{production[3] * 1e6:.2f} vs {onnx[3] * 1e6:.2f} us/row"
+    )
     ratio = fastest(production[1], production[4], production[5]) / production[7]
     print(
         f"target >= {TARGET_RATIO}x the naive baseline (production direction model): "

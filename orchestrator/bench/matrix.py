@@ -267,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         ],
         formats=(None, ",.2f"),
     )
+    print()
+    print_table(
+        ("shard stage (live ticks; wall, summed over shards)", "µs per 1m symbol-candle"),
+        [(stage, seconds / candles * 1e6) for stage, seconds in status["stages"].items()],
+        formats=(None, ",.2f"),
+    )
     rss, pss, kinds = status["memory"]
     print()
     print_table(

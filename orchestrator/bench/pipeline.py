@@ -133,18 +133,32 @@ def through_serve(
 def wait_done(pipeline, poll_s: float = 0.5) -> dict:
     """The final status; the feed reports when its live replay started and ended, so this
     polls rarely (a status call reaches every actor: polling often would slow the run)."""
-    before = None
+    before = walls = None
     while True:
         status = pipeline.status.remote().result()
         feed = status["feeds"][0]
         if before is None and feed.get("live_since"):
-            before = cpu_by_stage(pipeline)
+            before, walls = cpu_by_stage(pipeline), shard_stages(status)
         if feed.get("done"):
             after = cpu_by_stage(pipeline)
             # A run shorter than one poll (a smoke run) counts its warm-up too.
-            before = before if before is not None else {}
-            return {**status, "cpu": {k: after[k] - before.get(k, 0.0) for k in after}}
+            before, walls = before or {}, walls or {}
+            return {
+                **status,
+                "cpu": {k: after[k] - before.get(k, 0.0) for k in after},
+                "stages": {k: v - walls.get(k, 0.0) for k, v in shard_stages(status).items()},
+            }
         time.sleep(poll_s)
+
+
+def shard_stages(status: dict) -> dict[str, float]:
+    """Wall seconds so far per shard stage (features, model_wait, events, outcomes), summed
+    over the shards."""
+    stages: dict[str, float] = {}
+    for shard in status["shards"]:
+        for stage, seconds in shard.get("stage_seconds", {}).items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    return stages
 
 
 def cpu_by_stage(pipeline) -> dict[str, float]:
@@ -324,14 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         ],
         formats=(None, ",.2f"),
     )
-    stages: dict[str, float] = {}
-    for shard in fast["shards"]:
-        for stage, seconds in shard.get("stage_seconds", {}).items():
-            stages[stage] = stages.get(stage, 0.0) + seconds
     print()
     print_table(
         ("shard stage (wall, summed over shards)", "µs per symbol-candle"),
-        [(stage, seconds / predicted * 1e6) for stage, seconds in stages.items()],
+        [(stage, seconds / predicted * 1e6) for stage, seconds in fast["stages"].items()],
         formats=(None, ",.2f"),
     )
     return 0

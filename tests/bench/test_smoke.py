@@ -178,7 +178,7 @@ def test_backfill(data_args):
             "case",
             "1 process",
             "CPU us",
-            "ORT us",
+            "model us",
             "2-core cap",
             "2 processes",
             "Ray Data",

@@ -328,6 +328,10 @@ def _concat(a: dict, b: dict) -> dict:
     return {k: np.concatenate([a[k], b[k]]) for k in a}
 
 
+def _concat_all(parts: list[dict]) -> dict:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 def _codes(values: np.ndarray) -> np.ndarray:
     """Small integer codes of string values (equal strings, equal codes), hashed in Arrow."""
     return pa.array(values, pa.string()).dictionary_encode().indices.to_numpy().astype(np.int64)
@@ -378,34 +382,50 @@ class OutcomeTracker:
             )
         self.window, self.max_pending, self.expire_after = window, max_pending, expire_after
         self._ring = CandleRing(history)
-        self._pending = {k: np.empty(0, dtype=t) for k, t in PENDING_DTYPES.items()}
+        # Pending predictions per timeframe (its step in ms): a tick touches only its own.
+        self._pending: dict[int, dict] = {}
         self._windows: dict[tuple[str, str], RollingOutcomes] = {}
         self._totals: dict[tuple[str, str], dict] = {}
         self.unscorable = 0  # predictions of an unknown model type or timeframe
 
     @property
     def pending(self) -> int:
-        return len(self._pending["event_id"])
+        return sum(len(part["event_id"]) for part in self._pending.values())
+
+    def _pending_of(self, step: int) -> dict:
+        return self._pending.get(step) or {
+            k: np.empty(0, dtype=t) for k, t in PENDING_DTYPES.items()
+        }
 
     # --- predictions ---------------------------------------------------------------------
     def add_predictions(self, table: pa.Table) -> None:
         new = self._pending_rows(table)
-        merged = _concat(
-            self._pending, _take(new, _unseen(new["event_id"], self._pending["event_id"]))
-        )
-        keep = self._within_bound(merged)
-        self._count(_take(merged, ~keep), "dropped")
-        self._pending = _take(merged, keep)
+        steps = self._ring.step[new["slot"]]
+        unique = np.unique(steps).tolist()
+        for step in unique:
+            rows = new if len(unique) == 1 else _take(new, steps == step)
+            part = self._pending_of(step)
+            # An id names its candle's open time: only pending rows of those times can match.
+            times = part["open_time"]
+            near = (times >= rows["open_time"].min()) & (times <= rows["open_time"].max())
+            fresh = _unseen(rows["event_id"], part["event_id"][near])
+            merged = _concat(part, _take(rows, fresh))
+            keep = self._within_bound(merged)
+            self._count(_take(merged, ~keep), "dropped")
+            self._pending[step] = _take(merged, keep)
 
     def drop(self, exchange: str, symbols: list[str]) -> int:
         """Forget ``symbols`` (removed from the pipeline): their candles on every timeframe
         and their pending predictions, which are not counted as outcomes of any kind (the
         rolling windows keep what they scored). Returns how many predictions went."""
         moved = self._ring.drop_slots(self._ring.slots_of(exchange, symbols))
-        slot = moved[self._pending["slot"]]
-        kept = slot >= 0
-        self._pending = {**_take(self._pending, kept), "slot": slot[kept]}
-        return int((~kept).sum())
+        gone = 0
+        for step, part in self._pending.items():
+            slot = moved[part["slot"]]
+            kept = slot >= 0
+            self._pending[step] = {**_take(part, kept), "slot": slot[kept]}
+            gone += int((~kept).sum())
+        return gone
 
     def _pending_rows(self, table: pa.Table) -> dict:
         known = pc.is_in(
@@ -456,25 +476,26 @@ class OutcomeTracker:
         slots = self._ring.slots_for(exchange, symbol, np.full(n, timeframe, dtype=object))
         self._ring.write(slots, open_time, close, high, low)
         step, now = timeframe_ms(timeframe), int(open_time.max())
-        same_timeframe = self._ring.step[self._pending["slot"]] == step
-        due = np.flatnonzero(same_timeframe & (self._pending["settle"] <= now))
-        scored, outcomes = self._score(due)
-        late = self._pending["settle"] + self.expire_after * step < now
-        expired = same_timeframe & late & ~scored
-        self._count(_take(self._pending, expired), "expired")
-        self._pending = _take(self._pending, ~(scored | expired))
+        pending = self._pending_of(step)
+        due = np.flatnonzero(pending["settle"] <= now)
+        scored, outcomes = self._score(pending, due)
+        late = pending["settle"] + self.expire_after * step < now
+        expired = late & ~scored
+        self._count(_take(pending, expired), "expired")
+        if scored.any() or expired.any():
+            self._pending[step] = _take(pending, ~(scored | expired))
         if outcomes is None:
             return OUTCOME_SCHEMA.empty_table()
         self._record(outcomes)
         return self._outcome_table(outcomes)
 
-    def _score(self, due: np.ndarray) -> tuple[np.ndarray, dict | None]:
-        """(which pending rows are settled now, their outcome columns)."""
-        scored = np.zeros(self.pending, dtype=bool)
+    def _score(self, pending: dict, due: np.ndarray) -> tuple[np.ndarray, dict | None]:
+        """(which of ``pending`` are settled now, their outcome columns)."""
+        scored = np.zeros(len(pending["event_id"]), dtype=bool)
         parts = []
-        for model_type in np.unique(self._pending["model_type"][due]).tolist():
-            index = due[self._pending["model_type"][due] == model_type]
-            complete, columns = self._score_type(model_type, _take(self._pending, index))
+        for model_type in np.unique(pending["model_type"][due]).tolist():
+            index = due[pending["model_type"][due] == model_type]
+            complete, columns = self._score_type(model_type, _take(pending, index))
             scored[index[complete]] = True
             parts.append(columns)
         if not parts:
@@ -570,7 +591,7 @@ class OutcomeTracker:
                 "history": self._ring.size,
             },
             "ring": self._ring.snapshot(),
-            "pending": {k: v.copy() for k, v in self._pending.items()},
+            "pending": _concat_all([self._pending_of(0), *self._pending.values()]),
             "totals": {k: dict(v) for k, v in self._totals.items()},
             "windows": {k: (w.values.copy(), w.filled, w.next) for k, w in self._windows.items()},
             "unscorable": self.unscorable,
@@ -582,7 +603,11 @@ class OutcomeTracker:
             raise ValueError(f"outcome snapshot version {snap.get('version')!r} is not supported")
         tracker = cls(**snap["config"])
         tracker._ring = CandleRing.from_snapshot(snap["ring"])
-        tracker._pending = {k: v.copy() for k, v in snap["pending"].items()}
+        pending = {k: np.asarray(v).copy() for k, v in snap["pending"].items()}
+        steps = tracker._ring.step[pending["slot"]]
+        tracker._pending = {
+            step: _take(pending, steps == step) for step in np.unique(steps).tolist()
+        }
         tracker._totals = {tuple(k): dict(v) for k, v in snap["totals"].items()}
         for key, (values, filled, nxt) in snap["windows"].items():
             window = tracker._windows[tuple(key)] = RollingOutcomes(len(values))

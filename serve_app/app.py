@@ -52,7 +52,7 @@ def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
             # A batch never exceeds max_ongoing_requests, so keep room for a full one.
             max_ongoing_requests=max(256, 2 * config.serving.max_batch_size * len(model_ids)),
             **_scaling(config.serving.autoscaling),
-        ).bind(model_ids, config.models_dir)
+        ).bind(model_ids, config.models_dir, config.serving.engine)
         for key in model_ids:
             models[key] = ModelInGroup(deployment, key) if grouped else deployment
     # The pipeline's config names no model versions: a version switch changes only the model

@@ -25,6 +25,7 @@ import numpy as np
 from ray import serve
 
 from orchestrator import resolve_path
+from orchestrator.models.compiled import Predictor, engine_of, fastest_predictor
 from orchestrator.models.predictor import OnnxPredictor
 from orchestrator.models.registry import Registry, RegistryError
 from serve_app.api.backend import BackendError
@@ -41,18 +42,19 @@ def split_rows(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
 class ModelServer:
-    def __init__(self, model_ids: tuple[str, ...], models_dir: str):
+    def __init__(self, model_ids: tuple[str, ...], models_dir: str, engine: str = "onnx"):
         """``model_ids``: ``type-timeframe`` of each model it hosts (the first answers the
-        calls that name none)."""
+        calls that name none); ``engine``: ``serving.engine``."""
         self._registry = Registry(resolve_path(models_dir))
+        self._make = fastest_predictor if engine == "auto" else OnnxPredictor
         self._ids = tuple(model_ids)
         self._predictors = {key: self._load(key, None) for key in self._ids}
-        self._pinned: dict[tuple[str, str], OnnxPredictor] = {}  # versions asked for by name
+        self._pinned: dict[tuple[str, str], Predictor] = {}  # versions asked for by name
 
-    def _load(self, key: str, version: str | None) -> OnnxPredictor:
+    def _load(self, key: str, version: str | None) -> Predictor:
         model_type, timeframe = split_key(key)
         manifest = self._registry.resolve(model_type, timeframe, version)
-        predictor = OnnxPredictor(manifest, self._registry.load_bytes(manifest))
+        predictor = self._make(manifest, self._registry.load_bytes(manifest))
         predictor.warm_up()
         log.info("loaded %s (stage %s)", manifest.key, manifest.stage)
         return predictor
@@ -108,7 +110,7 @@ class ModelServer:
                 answers[i] = predictor.answer(part)
         return answers
 
-    def _predictor(self, key: str) -> OnnxPredictor:
+    def _predictor(self, key: str) -> Predictor:
         try:
             return self._predictors[key]
         except KeyError:
@@ -122,7 +124,7 @@ class ModelServer:
             predictor = self._pinned.get((key, version)) or self._pin(key, version)
         return predictor.answer(predictor.predict(rows))
 
-    def _pin(self, key: str, version: str) -> OnnxPredictor:
+    def _pin(self, key: str, version: str) -> Predictor:
         try:
             predictor = self._load(key, version)
         except RegistryError as exc:
@@ -144,4 +146,5 @@ class ModelServer:
             "stage": m.stage,
             "features": list(m.feature_names),
             "outputs": list(predictor.outputs.names),
+            "engine": engine_of(predictor),
         }

@@ -381,3 +381,12 @@ def fastest_predictor(manifest: ModelManifest, model_bytes: bytes) -> OnnxPredic
     except Exception as exc:  # a compiler failure costs speed, never the job
         log.warning("%s: compiling its trees failed (%s); ONNX Runtime instead", manifest.key, exc)
     return OnnxPredictor(manifest, model_bytes)
+
+
+Predictor = OnnxPredictor | CompiledTrees  # what ``fastest_predictor`` gives
+
+
+def engine_of(predictor: Predictor) -> str:
+    """What answers for ``predictor`` now: ``compiled trees`` or ``onnxruntime``."""
+    compiled = isinstance(predictor, CompiledTrees) and predictor.active
+    return "compiled trees" if compiled else "onnxruntime"

@@ -7,7 +7,10 @@ import time
 import numpy as np
 import pytest
 
+from orchestrator import PROJECT_ROOT
 from orchestrator.features import FEATURE_NAMES
+from orchestrator.models.predictor import OnnxPredictor
+from orchestrator.models.registry import Registry
 from serve_app.app import build_app
 
 FAST_SYNTHETIC = {
@@ -105,7 +108,8 @@ def test_a_model_group_answers_each_of_its_models_in_one_batch(serve_app, tmp_pa
             {"model_type": "direction", "timeframe": "1m"},
             {"model_type": "volatility", "timeframe": "1m"},
         ],
-        "serving": {"num_cpus": 0.1, "model_groups": "all"},
+        # Compiled trees (serving.engine auto) in the group: ONNX Runtime's answers to 1e-6.
+        "serving": {"num_cpus": 0.1, "model_groups": "all", "engine": "auto"},
         "stream": {"state_dir": str(tmp_path / "state")},
         "sink": {"log_dir": str(tmp_path / "log")},
     }
@@ -120,7 +124,8 @@ def test_a_model_group_answers_each_of_its_models_in_one_batch(serve_app, tmp_pa
     assert [len(r["values"]) for r in results] == [3, 8, 5, 2]
     solo = group.predict_model.remote(matrices[1], "volatility-1m").result()["values"]
     np.testing.assert_allclose(results[1]["values"], solo, rtol=0, atol=1e-7)
-    assert group.describe.remote("volatility-1m").result()["model_id"] == "volatility-1m"
+    described = group.describe.remote("volatility-1m").result()
+    assert described["model_id"] == "volatility-1m" and described["engine"] == "compiled trees"
     # A shard's tick: one call carrying the rows once for both models, batched with others.
     both = ("direction-1m", "volatility-1m")
     together = [group.predict_models.remote(m, both) for m in matrices[:2]]
@@ -130,6 +135,11 @@ def test_a_model_group_answers_each_of_its_models_in_one_batch(serve_app, tmp_pa
     np.testing.assert_allclose(answers[0][1]["values"], answers[2]["values"], rtol=0, atol=1e-7)
     np.testing.assert_allclose(answers[1][1]["values"], solo, rtol=0, atol=1e-7)
     assert [len(a["values"]) for a in answers[1]] == [8, 8]
+    registry = Registry(PROJECT_ROOT / "models_onnx")
+    for answer in answers[0]:
+        manifest = registry.resolve(*answer["model_id"].split("-"))
+        expected = OnnxPredictor(manifest, registry.load_bytes(manifest)).predict(matrices[0])
+        np.testing.assert_allclose(answer["values"], expected, rtol=0, atol=1e-6)
     missing = group.predict_version.remote(matrices[0], "v1", "swing-1m")
     with pytest.raises(Exception, match="not in this deployment"):
         missing.result()

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from orchestrator.batch.backfill.features import HIST_VOLATILITY, feature_matrix, label_column
 from orchestrator.features import FEATURE_NAMES
 from orchestrator.market.timeframes import timeframe_ms
-from orchestrator.models.compiled import CompiledTrees, fastest_predictor
+from orchestrator.models.compiled import Predictor, fastest_predictor
 from orchestrator.models.labels import LABEL_SPECS
 from orchestrator.models.predictor import OnnxPredictor
 from orchestrator.models.registry import ModelManifest
@@ -31,7 +31,6 @@ from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows,
 from orchestrator.stream.outcomes import OUTCOME_SCHEMA
 from orchestrator.stream.signals import trend_labels
 
-Predictor = OnnxPredictor | CompiledTrees
 ENGINES = ("auto", "onnx")
 ENVIRONMENT = "backfill"  # the ``environment`` column tells backfilled rows from live ones
 

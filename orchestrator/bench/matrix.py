@@ -16,8 +16,8 @@ same ticks computed in one plain process (the baseline: the same feature engine 
 models, no Ray, no sink); the CPU each stage spent per symbol-candle; and the memory (PSS)
 of every process of the node at the end of the run.
 
-    tickcast bench pipeline --matrix [--symbols 10000] [--groups timeframe] [--pace 0.5]
-        [--before 62] [--after 3] [--shards 1] [--smoke]
+    tickcast bench pipeline --matrix [--symbols 10000] [--groups timeframe] [--engine auto]
+        [--pace 0.5] [--before 62] [--after 3] [--shards 1] [--smoke]
 """
 
 from __future__ import annotations
@@ -153,7 +153,12 @@ def through_serve(args: argparse.Namespace) -> dict:
                 {"model_type": m, "timeframe": tf} for tf in TIMEFRAMES for m in MODEL_TYPES
             ],
             "stream": {"state_dir": f"{tmp}/state"},
-            "serving": {"num_cpus": 0.1, "max_batch_size": 64, "model_groups": args.groups},
+            "serving": {
+                "num_cpus": 0.1,
+                "max_batch_size": 64,
+                "model_groups": args.groups,
+                "engine": args.engine,
+            },
             "sink": {"log_dir": f"{tmp}/log", "flush_rows": 200_000},
         }
         seed_checkpoints(
@@ -189,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         default="timeframe",
         help="serving.model_groups (production: timeframe)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("onnx", "auto"),
+        default="auto",
+        help="serving.engine (production: auto, tree ensembles compiled)",
+    )
     parser.add_argument("--pace", type=float, default=0.5, help="one-minute ticks per second")
     parser.add_argument("--before", type=int, default=62, help="live ticks before the day ends")
     parser.add_argument("--after", type=int, default=3, help="live ticks after it")
@@ -211,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     interval_ms = 1000.0 / args.pace
     print(
         f"{args.symbols:,} symbols, timeframes {', '.join(TIMEFRAMES)}, 24 models "
-        f"(model_groups: {args.groups}), {args.shards} shard(s), 2 CPUs; "
+        f"(model_groups: {args.groups}, engine: {args.engine}), {args.shards} shard(s), 2 CPUs; "
         f"{args.before + args.after} one-minute ticks at {args.pace:g}/s "
         f"(one every {interval_ms:,.0f} ms), across the day's close\n"
     )

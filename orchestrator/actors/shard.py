@@ -38,6 +38,7 @@ from orchestrator.stream.signals import trend_labels
 log = logging.getLogger(__name__)
 MODEL_RETRY_S = 60.0
 LATENCY_SAMPLES = 2000
+SKIPPED = object()  # a tick with no warm row or no model: nothing to predict or settle
 # Drift histograms need a sample, not every row: a live tick (one minute) is counted whole,
 # a fast replay's many-minute batch by every k-th row.
 DRIFT_ROWS_PER_TICK = 2000
@@ -178,20 +179,46 @@ class FeatureShard:
 
     async def _predict_ticks(self, ticks: list[FeatureTick], emitted_at_ms: float) -> None:
         """One model call per (deployment, timeframe) for all of the batch's ticks, concurrently,
-        then ONE sink call with each timeframe's predictions and the outcomes they settled."""
+        then ONE sink call with every timeframe's predictions; then the outcomes the batch's
+        candles settle, in a second call. Scoring (the largest part of a big tick's shard work)
+        never delays a prediction, and the batch is still finished, predictions and outcomes
+        handed over, before a checkpoint can be taken."""
         self._counters["ticks"] += len(ticks)
         merged = merge_by_timeframe(ticks)
-        parts = await asyncio.gather(*(self._predict_tick(t, emitted_at_ms) for t in merged))
+        done = await asyncio.gather(*(self._predict_tick(t, emitted_at_ms) for t in merged))
+        predicted = [(t, p) for t, p in zip(merged, done, strict=True) if p is not SKIPPED]
+        tables = [p for _, p in predicted if p is not None]
+        if tables:
+            self._unconfirmed.append(self._sink.deliver.remote([(p, None) for p in tables]))
         # Candle close to the batch's last prediction, by which timeframes closed in it.
         kind = "+".join(
-            tf for tf in TIMEFRAMES if any(t.timeframe == tf and len(t.features) for t in merged)
+            tf
+            for tf in TIMEFRAMES
+            if any(t.timeframe == tf and p is not None for t, p in predicted)
         )
         if kind:
             samples = self._batch_latency.setdefault(kind, deque(maxlen=LATENCY_SAMPLES))
             samples.append(time.time() * 1000.0 - emitted_at_ms)
-        parts = [p for p in parts if p is not None]
-        if parts:
-            self._unconfirmed.append(self._sink.deliver.remote(parts))
+        with self._timed("outcomes"):
+            settled = [self._settle(t, p) for t, p in predicted]
+        settled = [o for o in settled if o.num_rows]
+        if settled:
+            self._unconfirmed.append(self._sink.deliver.remote([(None, o) for o in settled]))
+
+    def _settle(self, tick: FeatureTick, predictions: pa.Table | None) -> pa.Table:
+        """The outcomes this tick's candles settle (in a multi-minute batch, also of the
+        batch's own predictions), even if no model answered this time."""
+        if predictions is not None:
+            self._outcomes.add_predictions(predictions)
+        return self._outcomes.observe_candles(
+            tick.exchange,
+            tick.symbol,
+            tick.timeframe,
+            tick.open_time,
+            tick.close,
+            tick.high,
+            tick.low,
+        )
 
     def _too_late(self, lag_ms: float) -> bool:
         return (
@@ -229,12 +256,12 @@ class FeatureShard:
             self._outcomes.drop(exchange, symbols)
         return dropped
 
-    async def _predict_tick(self, tick: FeatureTick, emitted_at_ms: float) -> tuple | None:
-        """(predictions, the outcomes its candles settle) of one tick, or None when there is
-        nothing to send."""
+    async def _predict_tick(self, tick: FeatureTick, emitted_at_ms: float):
+        """One tick's predictions (None if no model answered), or ``SKIPPED`` when it has no
+        warm row or no model (its candles then settle nothing either)."""
         self._counters["rows_cold"] += tick.cold
         if len(tick.features) == 0:
-            return None
+            return SKIPPED
         if tick.timeframe in self._drift:
             stride = -(
                 -len(tick.features) // DRIFT_ROWS_PER_TICK
@@ -244,7 +271,7 @@ class FeatureShard:
             self._unconfirmed.append(self._sink.record_features.remote(feature_rows(tick)))
         handles = self._models.get(tick.timeframe, [])
         if not handles:
-            return None
+            return SKIPPED
         with self._timed("model_wait"):
             results = await asyncio.gather(
                 *(self._call_model(h, tick.features) for h in handles), return_exceptions=True
@@ -265,22 +292,7 @@ class FeatureShard:
         latency_ms = time.time() * 1000.0 - emitted_at_ms
         self._latency.setdefault(tick.timeframe, deque(maxlen=LATENCY_SAMPLES)).append(latency_ms)
         self._metrics.tick(tick.timeframe, len(tick.features), latency_ms)
-        predictions = pa.concat_tables(tables) if tables else None
-        with self._timed("outcomes"):
-            if predictions is not None:
-                self._outcomes.add_predictions(predictions)
-            # The candles settle earlier predictions (in a multi-minute batch, also the
-            # batch's own), even if no model answered this time.
-            outcomes = self._outcomes.observe_candles(
-                tick.exchange,
-                tick.symbol,
-                tick.timeframe,
-                tick.open_time,
-                tick.close,
-                tick.high,
-                tick.low,
-            )
-        return predictions, outcomes
+        return pa.concat_tables(tables) if tables else None
 
     @contextlib.contextmanager
     def _timed(self, stage: str):

@@ -102,11 +102,13 @@ class PredictionSink:
 
     @every_batch
     async def deliver(self, ticks: list[tuple]) -> None:
-        """One shard call: per timeframe, the predictions and the outcomes the shard scored."""
+        """One shard call: per timeframe, the predictions and/or the outcomes the shard
+        scored (either may be None)."""
         for predictions, outcomes in ticks:
             if predictions is not None:
                 await self.record(predictions)
-            self.record_outcomes(outcomes)
+            if outcomes is not None:
+                self.record_outcomes(outcomes)
 
     def record_outcomes(self, outcomes: pa.Table) -> None:
         fresh = self._outcomes_seen.keep_new(outcomes)

@@ -12,9 +12,10 @@ timeframe per symbol (``ShardState.warm_timeframe``); the feed's warm-up minutes
 
 It prints, per kind of tick, the latency from the feed emitting the candles to the last
 prediction of the tick handed to the sink (p50 / p99 / max, the worst shard), beside the
-same ticks computed in one plain process (the baseline: the same feature engine and ONNX
-models, no Ray, no sink); the CPU each stage spent per symbol-candle; and the memory (PSS)
-of every process of the node at the end of the run.
+same ticks computed in one plain process (the baseline: the same feature engine and models
+on the same ``--engine``; no Ray, no events, outcomes or sink); the CPU each stage spent per
+symbol-candle, the shard's wall time per stage; and the memory (PSS) of every process of
+the node at the end of the run.
 
     tickcast bench pipeline --matrix [--symbols 10000] [--groups timeframe] [--engine auto]
         [--pace 0.5] [--before 62] [--after 3] [--shards 1] [--smoke]
@@ -39,6 +40,7 @@ from orchestrator.bench.stack import stack_memory
 from orchestrator.market.schema import candles_from_arrays
 from orchestrator.market.synthetic import DEFAULT_START_MS, SyntheticMarket
 from orchestrator.market.timeframes import timeframe_ms
+from orchestrator.models.compiled import Predictor, fastest_predictor
 from orchestrator.models.predictor import OnnxPredictor
 from orchestrator.models.registry import Registry
 from orchestrator.stream.checkpoint import save_checkpoint
@@ -97,15 +99,18 @@ def kind_of(timeframes: set[str]) -> str:
     return "+".join(tf for tf in TIMEFRAMES if tf in timeframes)
 
 
-def baseline(n_symbols: int, before: int, after: int, warmup: int) -> dict[str, list[float]]:
+def baseline(
+    n_symbols: int, before: int, after: int, warmup: int, engine: str = "onnx"
+) -> dict[str, list[float]]:
     """Per kind of tick, the milliseconds one plain process takes for it: features of every
-    timeframe that closed, then each of its four models over the rows."""
+    timeframe that closed, then each of its four models over the rows (on ``engine``)."""
     registry = Registry(PROJECT_ROOT / "models_onnx")
-    predictors: dict[str, list[OnnxPredictor]] = {}
+    make = fastest_predictor if engine == "auto" else OnnxPredictor
+    predictors: dict[str, list[Predictor]] = {}
     for timeframe in TIMEFRAMES:
         for model_type in MODEL_TYPES:
             manifest = registry.resolve(model_type, timeframe)
-            predictor = OnnxPredictor(manifest, registry.load_bytes(manifest))
+            predictor = make(manifest, registry.load_bytes(manifest))
             predictors.setdefault(timeframe, []).append(predictor)
     symbols = symbols_of(n_symbols)
     first = live_start_ms(before) - warmup * MINUTE_MS
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     apply_smoke(parser, args, symbols=40, before=16, after=1, pace=4.0, warmup=35)
     print_header("pipeline --matrix", f"{args.symbols:,} symbols x 24 models", smoke=args.smoke)
-    base = baseline(args.symbols, args.before, args.after, args.warmup)
+    base = baseline(args.symbols, args.before, args.after, args.warmup, args.engine)
 
     import ray
 

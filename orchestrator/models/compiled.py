@@ -31,14 +31,16 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
 
 from orchestrator.features import FEATURE_NAMES
 from orchestrator.models.predictor import OnnxPredictor, OutputSpec, column_selector
 from orchestrator.models.registry import ModelManifest
+
+if TYPE_CHECKING:  # onnx is imported where a model is read: replicas on ONNX Runtime skip it
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ def _below_f32(x) -> float:
 def _ensemble_node(model: onnx.ModelProto, tensor: str) -> onnx.NodeProto:
     """The TreeEnsemble node whose scores (a classifier's probabilities, a regressor's
     values) ``tensor`` is, through nodes that pass them on unchanged."""
+    from onnx import numpy_helper
+
     producers = {out: node for node in model.graph.node for out in node.output}
     ones = {
         init.name for init in model.graph.initializer if np.all(numpy_helper.to_array(init) == 1)
@@ -111,6 +115,9 @@ def _passes_through(node: onnx.NodeProto, ones: set[str]) -> bool:
 
 def parse_ensemble(model_bytes: bytes, tensor: str, n_features: int) -> Ensemble:
     """The tree ensemble that answers ``tensor`` (the manifest's output tensor)."""
+    import onnx
+    from onnx import helper
+
     model = onnx.load_from_string(model_bytes)
     node = _ensemble_node(model, tensor)
     a = {x.name: helper.get_attribute_value(x) for x in node.attribute}

@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -66,6 +68,32 @@ def process_kind(pid: int) -> str:
     if title.startswith("ray::"):
         return title.split()[0]
     return "ray/serve core (gcs, raylet, dashboard, serve run...)"
+
+
+# Lines of `serve run`'s output that mark a step of the start: (label, phrase, the last such
+# line rather than the first).
+MILESTONES = (
+    ("Ray started (raylet, GCS, dashboard)", "Started a local Ray instance", False),
+    ("Serve started (controller, proxy)", "Started Serve in namespace", False),
+    ("first model loaded (a model replica up)", "(stage ", False),
+    ("last model loaded", "(stage ", True),
+    ("pipeline started (feeds, shards, sink declared)", " started:", False),
+)
+_STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
+
+
+def milestones(log: str, started_wall: float) -> list[tuple[str, float]]:
+    """Seconds after ``started_wall`` (epoch) at which each ``MILESTONES`` line was logged."""
+    lines = log.splitlines()
+    found = []
+    for label, phrase, last in MILESTONES:
+        for line in reversed(lines) if last else lines:
+            stamp = _STAMP.search(line)
+            if phrase in line and stamp:
+                at = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f")
+                found.append((label, at.timestamp() - started_wall))
+                break
+    return sorted(found, key=lambda step: step[1])
 
 
 def first_prediction(base: str, proc: subprocess.Popen, budget_s: float) -> float:
@@ -139,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(yaml.safe_dump(stack_config(config, Path(tmp), port, args.smoke)))
         serve_bin = Path(sys.executable).with_name("serve")
         log = Path(tmp) / "serve.log"
+        started_wall = time.time()
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [str(serve_bin), "run", str(path)],
@@ -152,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.settle)
             pids = session_pids(proc.pid)
             rss, pss, kinds = stack_memory(pids)
+            steps = milestones(log.read_text(errors="replace"), started_wall)
+            if os.environ.get("TICKCAST_BENCH_KEEP_LOG"):
+                Path(os.environ["TICKCAST_BENCH_KEEP_LOG"]).write_bytes(log.read_bytes())
         except SystemExit:
             tail = log.read_text(errors="replace").splitlines()[-20:]
             print("serve run's last lines:", *tail, sep="\n", file=sys.stderr)
@@ -167,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             ("resident memory, PSS sum", f"{pss / 1024:,.0f} MiB"),
             ("resident memory, RSS sum (double-counts shared pages)", f"{rss / 1024:,.0f} MiB"),
         ],
+    )
+    print()
+    print_table(
+        ("start-up step (serve run's log)", "s after serve run"),
+        [*((label, f"{at:.1f}") for label, at in steps), ("first prediction", f"{ttfp:.1f}")],
     )
     print()
     print_table(

@@ -121,11 +121,12 @@ class StreamSession:
             woken = asyncio.ensure_future(self.subscribed.wait())
             try:
                 await asyncio.wait({poll, woken}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
+            finally:  # also when the session ends: nothing is left waiting on the sink
                 woken.cancel()
+                if self.subscribed.is_set() or not poll.done():
+                    poll.cancel()
+                    poll.add_done_callback(_consume)
             if self.subscribed.is_set():
-                poll.cancel()
-                poll.add_done_callback(_consume)
                 continue
             cursor, rows, lost = poll.result()
             if lost:

@@ -347,9 +347,16 @@ def _per_value(values: np.ndarray, of) -> np.ndarray:
 def _unseen(ids: np.ndarray, seen: np.ndarray) -> np.ndarray:
     """Rows whose id is not in ``seen`` and not an earlier row's (replays are no-ops)."""
     arrow = pa.array(ids, pa.string())
-    fresh = ~pc.is_in(arrow, value_set=pa.array(seen, pa.string())).to_numpy(zero_copy_only=False)
+    fresh = (
+        ~pc.is_in(arrow, value_set=pa.array(seen, pa.string())).to_numpy(zero_copy_only=False)
+        if len(seen)
+        else np.ones(len(ids), dtype=bool)
+    )
+    encoded = arrow.dictionary_encode()
+    if len(encoded.dictionary) == len(ids):  # all distinct, as a tick's rows are
+        return fresh
     first = np.zeros(len(ids), dtype=bool)
-    first[np.unique(_codes(ids), return_index=True)[1]] = True
+    first[np.unique(encoded.indices.to_numpy(), return_index=True)[1]] = True
     return fresh & first
 
 
@@ -461,6 +468,8 @@ class OutcomeTracker:
             return np.ones(0, dtype=bool)
         model_code = _codes(pending["model_id"])
         group = model_code * self._ring.n_slots + pending["slot"]
+        if np.bincount(group).max() <= self.max_pending:  # no series over its bound: no sort
+            return np.ones(len(group), dtype=bool)
         return _rank_within_groups(group, pending["open_time"]) < self.max_pending
 
     # --- candles -------------------------------------------------------------------------

@@ -17,13 +17,14 @@ float32 values, and rows are rounded to float32 before the compiled code sees th
 call also runs ONNX Runtime on up to ``CHECK_ROWS`` of the rows and falls back to it for
 good if any answer differs by more than ``TOLERANCE``.
 
-Compiled objects are cached per model hash, lleaves version and host CPU under
+Compiled objects are cached per rewritten model (its hash), lleaves version and host CPU under
 ``$TICKCAST_CACHE_DIR`` (default ``~/.cache/tickcast``): a worker that finds one loads it
 in milliseconds instead of compiling for a second or two.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -304,7 +305,9 @@ def _compiled_model(manifest: ModelManifest, text: str):
     from llvmlite import binding
 
     cpu = f"{platform.machine()}-{binding.get_host_cpu_name()}"
-    name = f"{manifest.sha256[:16]}-lleaves{version('lleaves')}-{cpu}"
+    # Named by the text compiled, not the model file: a change of this rewrite recompiles.
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    name = f"{manifest.model_id}-{digest}-lleaves{version('lleaves')}-{cpu}"
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
@@ -343,7 +346,7 @@ class CompiledTrees:
         if not self.active:
             return self._onnx.predict(rows)
         values = self._native(rows)
-        if not self.checked:
+        if not self.checked and len(values):
             self.checked = True
             sample = rows[:CHECK_ROWS]
             expected = self._onnx.predict(sample)

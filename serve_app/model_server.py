@@ -25,8 +25,7 @@ import numpy as np
 from ray import serve
 
 from orchestrator import resolve_path
-from orchestrator.models.compiled import Predictor, engine_of, fastest_predictor
-from orchestrator.models.predictor import OnnxPredictor
+from orchestrator.models.compiled import Predictor, engine_of, predictor_factory
 from orchestrator.models.registry import Registry, RegistryError
 from serve_app.api.backend import BackendError
 from serve_app.model_group import split_key
@@ -46,7 +45,7 @@ class ModelServer:
         """``model_ids``: ``type-timeframe`` of each model it hosts (the first answers the
         calls that name none); ``engine``: ``serving.engine``."""
         self._registry = Registry(resolve_path(models_dir))
-        self._make = fastest_predictor if engine == "auto" else OnnxPredictor
+        self._make = predictor_factory(engine)
         self._ids = tuple(model_ids)
         self._predictors = {key: self._load(key, None) for key in self._ids}
         self._pinned: dict[tuple[str, str], Predictor] = {}  # versions asked for by name
@@ -103,8 +102,8 @@ class ModelServer:
         for key in dict.fromkeys(keys):
             predictor = self._predictor(key)  # one version for the whole batch, even mid-switch
             calls = [i for i, k in enumerate(keys) if k == key]
-            parts = [matrices[i] for i in calls]
-            values = predictor.predict(parts[0] if len(parts) == 1 else np.concatenate(parts))
+            inputs = [matrices[i] for i in calls]
+            values = predictor.predict(inputs[0] if len(inputs) == 1 else np.concatenate(inputs))
             parts = split_rows(values, [len(matrices[i]) for i in calls])
             for i, part in zip(calls, parts, strict=True):
                 answers[i] = predictor.answer(part)

@@ -134,11 +134,10 @@ def model_seconds(series: list[pa.Table], models: list, engine: str, repeats: in
     """CPU seconds of the models' predictors alone (compiled trees or ONNX Runtime sessions,
     as ``engine`` picks, on every series' feature rows): the floor under a case's CPU time."""
     from orchestrator.batch.backfill.features import feature_matrix
-    from orchestrator.models.compiled import fastest_predictor
-    from orchestrator.models.predictor import OnnxPredictor
+    from orchestrator.models.compiled import predictor_factory
 
     matrices = [feature_matrix(feature_rows(c, label_types=())) for c in series]
-    make = fastest_predictor if engine == "auto" else OnnxPredictor
+    make = predictor_factory(engine)
     predictors = [make(m.manifest, m.model_bytes) for m in models]
     for predictor in predictors:
         predictor.predict(matrices[0])  # a compiled model checks itself on its first call

@@ -40,8 +40,7 @@ from orchestrator.bench.stack import stack_memory
 from orchestrator.market.schema import candles_from_arrays
 from orchestrator.market.synthetic import DEFAULT_START_MS, SyntheticMarket
 from orchestrator.market.timeframes import timeframe_ms
-from orchestrator.models.compiled import Predictor, fastest_predictor
-from orchestrator.models.predictor import OnnxPredictor
+from orchestrator.models.compiled import Predictor, predictor_factory
 from orchestrator.models.registry import Registry
 from orchestrator.stream.checkpoint import save_checkpoint
 from orchestrator.stream.routing import shard_of
@@ -105,7 +104,7 @@ def baseline(
     """Per kind of tick, the milliseconds one plain process takes for it: features of every
     timeframe that closed, then each of its four models over the rows (on ``engine``)."""
     registry = Registry(PROJECT_ROOT / "models_onnx")
-    make = fastest_predictor if engine == "auto" else OnnxPredictor
+    make = predictor_factory(engine)
     predictors: dict[str, list[Predictor]] = {}
     for timeframe in TIMEFRAMES:
         for model_type in MODEL_TYPES:

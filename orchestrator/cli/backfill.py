@@ -33,10 +33,10 @@ from pathlib import Path
 
 from orchestrator.batch.backfill.job import MODEL_TIMEFRAMES, BackfillOptions, run_backfill
 from orchestrator.batch.backfill.models import DEFAULT_SPECS, ModelSpec
-from orchestrator.batch.backfill.predict import ENGINES
 from orchestrator.batch.backfill.sources import DataSource
 from orchestrator.batch.backfill.writer import DEFAULT_FLUSH_ROWS
 from orchestrator.market.timeframes import timeframe_ms
+from orchestrator.models.compiled import ENGINES
 
 
 def epoch_ms(text: str) -> int:

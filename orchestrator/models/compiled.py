@@ -400,3 +400,14 @@ def engine_of(predictor: Predictor) -> str:
     """What answers for ``predictor`` now: ``compiled trees`` or ``onnxruntime``."""
     compiled = isinstance(predictor, CompiledTrees) and predictor.active
     return "compiled trees" if compiled else "onnxruntime"
+
+
+ENGINES = ("auto", "onnx")
+
+
+def predictor_factory(engine: str):
+    """What makes a predictor for ``engine`` (``serving.engine``, ``backfill --engine``):
+    ``fastest_predictor`` for ``auto``, ``OnnxPredictor`` for ``onnx``."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    return fastest_predictor if engine == "auto" else OnnxPredictor

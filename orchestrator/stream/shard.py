@@ -135,9 +135,7 @@ class ShardState:
         A symbol's candle at or before the last one it processed was seen already (a replay
         after a restore) and is skipped, so replaying overlapping batches is harmless.
         """
-        cols = {
-            name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names
-        }
+        cols = _numpy_columns(batch)
         slots = self.slots_for(batch.column("exchange"), batch.column("symbol"))
         ticks: list[FeatureTick] = []
         bounds = run_bounds(cols["open_time"]).tolist()
@@ -153,9 +151,7 @@ class ShardState:
         1m history are not needed to warm the 1d features. Returns the candles consumed."""
         if timeframe == "1m" or timeframe not in self.engines:
             raise ValueError(f"{timeframe!r} is not a higher timeframe of this shard")
-        cols = {
-            name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names
-        }
+        cols = _numpy_columns(batch)
         slots = self.slots_for(batch.column("exchange"), batch.column("symbol"))
         bounds = run_bounds(cols["open_time"]).tolist()
         for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
@@ -171,9 +167,7 @@ class ShardState:
         timeframe's first live close predicts instead of being dropped as incomplete."""
         if self.aggregator is None or timeframe not in self.aggregator.timeframes:
             raise ValueError(f"{timeframe!r} is not a higher timeframe of this shard")
-        cols = {
-            name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names
-        }
+        cols = _numpy_columns(batch)
         starts = np.unique(cols["open_time"])
         if len(starts) != 1:
             raise ValueError("one open period at a time: every row's open_time must be equal")
@@ -282,6 +276,10 @@ class ShardState:
         for history in state.history.values():
             history.resize(len(state.keys))
         return state
+
+
+def _numpy_columns(batch: pa.RecordBatch | pa.Table) -> dict[str, np.ndarray]:
+    return {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
 
 
 def merge_by_timeframe(ticks: list[FeatureTick]) -> list[FeatureTick]:

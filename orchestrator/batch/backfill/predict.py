@@ -22,16 +22,14 @@ import pyarrow.compute as pc
 from orchestrator.batch.backfill.features import HIST_VOLATILITY, feature_matrix, label_column
 from orchestrator.features import FEATURE_NAMES
 from orchestrator.market.timeframes import timeframe_ms
-from orchestrator.models.compiled import Predictor, fastest_predictor
+from orchestrator.models.compiled import Predictor, predictor_factory
 from orchestrator.models.labels import LABEL_SPECS
-from orchestrator.models.predictor import OnnxPredictor
 from orchestrator.models.registry import ModelManifest
 from orchestrator.models.scoring import score
 from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
 from orchestrator.stream.outcomes import OUTCOME_SCHEMA
 from orchestrator.stream.signals import trend_labels
 
-ENGINES = ("auto", "onnx")
 ENVIRONMENT = "backfill"  # the ``environment`` column tells backfilled rows from live ones
 
 # Outcome and evaluation columns that follow the prediction columns in a predictor's output.
@@ -76,15 +74,10 @@ class BatchPredictor:
         """``engine``: ``auto`` runs a tree-ensemble model compiled (``compiled.py``:
         checked against ONNX Runtime on its first rows) and the rest on ONNX Runtime;
         ``onnx`` runs every model on ONNX Runtime."""
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        make = predictor_factory(engine)
         self._by_timeframe: dict[str, list[Predictor]] = {}
         for model in models:
-            predictor: Predictor = (
-                fastest_predictor(model.manifest, model.model_bytes)
-                if engine == "auto"
-                else OnnxPredictor(model.manifest, model.model_bytes)
-            )
+            predictor: Predictor = make(model.manifest, model.model_bytes)
             self._by_timeframe.setdefault(model.manifest.timeframe, []).append(predictor)
         self._high, self._very_high = high, very_high
         self._now_ms, self._environment = now_ms, environment

@@ -236,10 +236,20 @@ class FeedActor:
     async def _run(self) -> None:
         async with self._changing:
             if self._warmup_minutes and not self._warmed:
+                started = time.monotonic()
                 await self._warm_up()
+                sent = time.monotonic()
                 # Live candles start once the shards hold the history (and their model routers
                 # are up), so the first live tick does not queue behind the warm-up.
                 await asyncio.gather(*(link.drain() for link in self._links))
+                log.info(
+                    "feed %s: warm: %d history candles read in %.1f s, in the shards %.1f s"
+                    " later; live",
+                    self.name,
+                    self._counters["warmup_candles"],
+                    sent - started,
+                    time.monotonic() - sent,
+                )
         if self._target is not None:
             await self._restore_symbols(self._target)
         self._times["live_since"] = time.time()

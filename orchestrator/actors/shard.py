@@ -160,7 +160,11 @@ class FeatureShard:
                 lag_ms = time.time() * 1000.0 - emitted_at_ms
                 self._metrics.lag(lag_ms)
                 with self._timed("features"):
-                    ticks = self._state.process(batch)
+                    if warmup:
+                        self._state.warm_up(batch)
+                        ticks = []
+                    else:
+                        ticks = self._state.process(batch)
                 await self._batches.advance(feed, seq)
                 if not warmup and self._too_late(lag_ms):
                     self._counters["stale_ticks_skipped"] += len(ticks)

@@ -12,7 +12,7 @@ from orchestrator.features.specs import MAX_WARMUP
 from orchestrator.market.resample import resample
 from orchestrator.market.schema import candles_from_arrays
 from orchestrator.market.synthetic import SyntheticMarket
-from orchestrator.stream.shard import ShardState, merge_by_timeframe
+from orchestrator.stream.shard import WARM_ONE_MINUTE, ShardState, merge_by_timeframe
 
 SYMBOLS = ["A/USDT", "B/USDT", "C/USDT"]
 TIMEFRAMES = ("1m", "5m", "15m")
@@ -233,3 +233,44 @@ def test_a_timeframe_warmed_from_its_own_candles_continues_as_if_streamed_from_1
         np.testing.assert_allclose(rest[key], expected, rtol=1e-12, atol=1e-12, equal_nan=True)
     with pytest.raises(ValueError, match="not a higher timeframe"):
         warmed.warm_timeframe("1m", batches[0])
+
+
+def test_a_warm_up_leaves_every_timeframe_where_processing_the_history_would():
+    """``warm_up`` folds only a new series' newest WARM_ONE_MINUTE 1m candles into its 1m
+    features: the live ticks after it equal those after ``process`` of the same history (1m
+    within float rounding, the higher timeframes exactly); a series the 1m features already
+    hold gets every candle, gap-free."""
+    history, live = _minutes(2 * WARM_ONE_MINUTE + 60, seed=4), _minutes(120, seed=5)
+    live = [_shifted(b, len(history)) for b in live]
+    full = ShardState(TIMEFRAMES, chart_candles=WARM_ONE_MINUTE + 100)
+    full.process(pa.Table.from_batches(history))
+    fast = ShardState(TIMEFRAMES, chart_candles=WARM_ONE_MINUTE + 100)
+    assert fast.warm_up(pa.Table.from_batches(history)) == len(history) * len(SYMBOLS)
+    assert fast.candles_in == full.candles_in
+    assert fast.engines["1m"].candles_seen([0, 1, 2]).tolist() == [WARM_ONE_MINUTE] * 3
+    expected, got = _collect(full, live), _collect(fast, live)
+    assert got.keys() == expected.keys() and {k[0] for k in got} == set(TIMEFRAMES)
+    for key, value in expected.items():
+        if key[0] == "1m":
+            np.testing.assert_allclose(got[key], value, rtol=1e-12, atol=1e-15, equal_nan=True)
+        else:
+            np.testing.assert_array_equal(got[key], value)
+    # Charts hold the skipped 1m candles too.
+    chart, full_chart = (s.candles("x", "A/USDT", "1m", 10_000) for s in (fast, full))
+    assert chart is not None and full_chart is not None and chart.keys() == full_chart.keys()
+    assert len(chart["open_time"]) == WARM_ONE_MINUTE + 100
+    for column, values in full_chart.items():
+        np.testing.assert_array_equal(chart[column], values)
+    # A series already held is folded whole: the 1m features see every candle of the batch.
+    again = _minutes(WARM_ONE_MINUTE + 10, seed=6)
+    fast.warm_up(pa.Table.from_batches([_shifted(b, len(history) + 120) for b in again]))
+    assert fast.engines["1m"].candles_seen([0]).tolist() == [2 * WARM_ONE_MINUTE + 130]
+
+
+def _shifted(batch: pa.RecordBatch, minutes: int) -> pa.RecordBatch:
+    """``batch`` moved ``minutes`` later (the synthetic market starts every seed at one time)."""
+    times = pc.add(batch.column("open_time"), minutes * 60_000)
+    close_times = pc.add(batch.column("close_time"), minutes * 60_000)
+    columns = dict(zip(batch.schema.names, batch.columns, strict=True))
+    columns.update(open_time=times, close_time=close_times)
+    return pa.RecordBatch.from_arrays(list(columns.values()), schema=batch.schema)

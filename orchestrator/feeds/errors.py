@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
-import aiohttp
-
 
 class ErrorKind(StrEnum):
     TRANSIENT = "transient"
@@ -92,6 +90,7 @@ class ErrorQuirk:
 def error_tables() -> tuple[Mapping[type[BaseException], ErrorKind], tuple[ErrorQuirk, ...]]:
     """(kind by error class, quirks): built on first use, so that a process which reads the
     feed config but never talks to an exchange does not import ccxt (~0.4 s)."""
+    import aiohttp
     import ccxt
 
     # Looked up along type(exc).__mro__, so the most specific listed class wins (for example

@@ -75,13 +75,23 @@ class TickRows:
 def event_ids(output: ModelOutput, rows: TickRows) -> pa.Array:
     """Idempotent key: the same model version on the same candle always gives the same id
     (``model_id@version|exchange|symbol|timeframe|open_time``), joined in Arrow, not Python."""
-    parts = [
-        pa.scalar(f"{output.model_id}@{output.version}"),  # scalars broadcast
+    return join_event_ids(
+        pa.scalar(model_key(output.model_id, output.version)),  # scalars broadcast
         pa.array(rows.exchange, pa.string()),
         pa.array(rows.symbol, pa.string()),
         pa.scalar(rows.timeframe),
-        pc.cast(pa.array(rows.open_time, pa.int64()), pa.string()),
-    ]
+        pa.array(rows.open_time, pa.int64()),
+    )
+
+
+def model_key(model_id: str, version: str) -> str:
+    return f"{model_id}@{version}"
+
+
+def join_event_ids(model, exchange, symbol, timeframe, open_time: pa.Array) -> pa.Array:
+    """The event ids of rows whose parts are given as Arrow arrays or scalars (the one
+    definition: an outcome recomputes its prediction's id with it)."""
+    parts = [model, exchange, symbol, timeframe, pc.cast(open_time, pa.string())]
     return pc.binary_join_element_wise(*parts, "|")
 
 

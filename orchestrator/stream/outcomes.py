@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from orchestrator.market.timeframes import TIMEFRAME_MS, timeframe_ms
 from orchestrator.models.labels import LABEL_SPECS
 from orchestrator.models.scoring import CLASSIFIERS, score, window_labels
+from orchestrator.stream.events import join_event_ids, model_key
 from orchestrator.stream.keyindex import KeyIndex
 
 SNAPSHOT_VERSION = 1
@@ -47,17 +48,17 @@ OUTCOME_SCHEMA = pa.schema(
     ]
 )
 
+# Pending predictions are numbers only: "model" is a code for (model_id, model_version,
+# model_type) and the event id is recomputed from the key when an outcome is written.
 PENDING_DTYPES = {
-    "event_id": object,
-    "model_id": object,
-    "model_version": object,
-    "model_type": object,
+    "model": np.int64,
     "slot": np.int64,
     "open_time": np.int64,
     "value": np.float64,
     "p_low": np.float64,  # swing models' P(swing low); NaN for other types
     "settle": np.int64,  # open time of the candle that settles the prediction
 }
+MODEL_COLUMNS = ("model_id", "model_version", "model_type")
 
 
 # --- state ---------------------------------------------------------------------------------
@@ -71,6 +72,7 @@ class CandleRing:
         self.size = size
         self._index = KeyIndex(KEY_SEPARATOR)  # exchange, symbol, timeframe per slot
         self.columns = {name: np.empty(0, dtype=object) for name in KEY_COLUMNS}  # per slot
+        self.arrow = {name: pa.array([], pa.string()) for name in KEY_COLUMNS}  # the same
         self.step = np.empty(0, dtype=np.int64)
         self.time = np.empty((0, size), dtype=np.int64)
         self.ohlc = {name: np.empty((0, size)) for name in ("close", "high", "low")}
@@ -91,8 +93,12 @@ class CandleRing:
             self._register(known)
         return slots
 
-    def _register(self, first_new: int) -> None:
+    def _key_columns(self) -> None:
         self.columns = dict(zip(KEY_COLUMNS, self._index.split(len(KEY_COLUMNS)), strict=True))
+        self.arrow = {k: pa.array(v, pa.string()) for k, v in self.columns.items()}
+
+    def _register(self, first_new: int) -> None:
+        self._key_columns()
         new = len(self._index) - first_new
         self.step = np.concatenate(
             [self.step, [timeframe_ms(t) for t in self.columns["timeframe"][first_new:]]]
@@ -129,7 +135,7 @@ class CandleRing:
         kept = np.ones(self.n_slots, dtype=bool)
         kept[slots] = False
         self._index.drop_slots(slots)
-        self.columns = dict(zip(KEY_COLUMNS, self._index.split(len(KEY_COLUMNS)), strict=True))
+        self._key_columns()
         self.step, self.time = self.step[kept], self.time[kept]
         self.ohlc = {name: values[kept] for name, values in self.ohlc.items()}
         return np.where(kept, np.cumsum(kept) - 1, -1)
@@ -150,7 +156,7 @@ class CandleRing:
     def from_snapshot(cls, snap: dict) -> CandleRing:
         ring = cls(snap["size"])
         ring._index = KeyIndex(KEY_SEPARATOR, [KEY_SEPARATOR.join(k) for k in snap["keys"]])
-        ring.columns = dict(zip(KEY_COLUMNS, ring._index.split(len(KEY_COLUMNS)), strict=True))
+        ring._key_columns()
         ring.step, ring.time = snap["step"].copy(), snap["time"].copy()
         ring.ohlc = {k: v.copy() for k, v in snap["ohlc"].items()}
         return ring
@@ -332,32 +338,22 @@ def _concat_all(parts: list[dict]) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _codes(values: np.ndarray) -> np.ndarray:
-    """Small integer codes of string values (equal strings, equal codes), hashed in Arrow."""
-    return pa.array(values, pa.string()).dictionary_encode().indices.to_numpy().astype(np.int64)
+def _pair_keys(high: np.ndarray, low: np.ndarray) -> np.ndarray | None:
+    """One int64 per (high, low) pair of non-negative ints, equal exactly when both are, or
+    None when the pairs do not fit in 63 bits."""
+    if not len(high):
+        return np.zeros(0, dtype=np.int64)
+    span = int(low.max()) + 1
+    if (int(high.max()) + 1) * span >= 1 << 62:
+        return None
+    return high * span + low
 
 
-def _per_value(values: np.ndarray, of) -> np.ndarray:
-    """``of(v)`` for each row, computed once per distinct value."""
-    encoded = pa.array(values, pa.string()).dictionary_encode()
-    table = np.array([of(v) for v in encoded.dictionary.to_pylist()])
-    return table[encoded.indices.to_numpy()] if len(table) else np.empty(0)
-
-
-def _unseen(ids: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    """Rows whose id is not in ``seen`` and not an earlier row's (replays are no-ops)."""
-    arrow = pa.array(ids, pa.string())
-    fresh = (
-        ~pc.is_in(arrow, value_set=pa.array(seen, pa.string())).to_numpy(zero_copy_only=False)
-        if len(seen)
-        else np.ones(len(ids), dtype=bool)
-    )
-    encoded = arrow.dictionary_encode()
-    if len(encoded.dictionary) == len(ids):  # all distinct, as a tick's rows are
-        return fresh
-    first = np.zeros(len(ids), dtype=bool)
-    first[np.unique(encoded.indices.to_numpy(), return_index=True)[1]] = True
-    return fresh & first
+def _first_of_each(keys: np.ndarray) -> np.ndarray:
+    """Rows whose key no earlier row has."""
+    first = np.zeros(len(keys), dtype=bool)
+    first[np.unique(keys, return_index=True)[1]] = True
+    return first
 
 
 def _rank_within_groups(group: np.ndarray, newest_first: np.ndarray) -> np.ndarray:
@@ -369,6 +365,56 @@ def _rank_within_groups(group: np.ndarray, newest_first: np.ndarray) -> np.ndarr
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n) - np.repeat(starts, sizes)
     return rank
+
+
+class ModelCodes:
+    """Small integer codes of (model_id, model_version, model_type), so pending predictions
+    and their groups are numbers; the strings come back once per code."""
+
+    TYPES = tuple(LABEL_SPECS)
+
+    def __init__(self) -> None:
+        self.models: list[tuple[str, str, str]] = []
+        self._code: dict[tuple[str, str, str], int] = {}
+        self._ids: dict[str, int] = {}
+        self.id_code = np.zeros(0, dtype=np.int64)  # per code: its model_id's code
+        self.type_code = np.zeros(0, dtype=np.int64)  # per code: index in TYPES
+        self.horizon = np.zeros(0, dtype=np.int64)  # per code: candles to its settling one
+
+    def codes(self, model_id, model_version, model_type) -> np.ndarray:
+        """Each row's code (Arrow string columns in), new models registered."""
+        joined = pc.binary_join_element_wise(model_id, model_version, model_type, KEY_SEPARATOR)
+        encoded = (
+            joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+        ).dictionary_encode()
+        lookup = np.array(
+            [self.code(*v.split(KEY_SEPARATOR)) for v in encoded.dictionary.to_pylist()],
+            dtype=np.int64,
+        )
+        return lookup[encoded.indices.to_numpy()] if len(lookup) else np.zeros(0, np.int64)
+
+    def code(self, model_id: str, model_version: str, model_type: str) -> int:
+        key = (model_id, model_version, model_type)
+        if key not in self._code:
+            self._code[key] = len(self.models)
+            self.models.append(key)
+            id_code = self._ids.setdefault(model_id, len(self._ids))
+            self.id_code = np.append(self.id_code, id_code)
+            self.type_code = np.append(self.type_code, self.TYPES.index(model_type))
+            self.horizon = np.append(self.horizon, LABEL_SPECS[model_type].horizon)
+        return self._code[key]
+
+    def strings(self, codes: np.ndarray) -> dict[str, pa.Array]:
+        """model_id, model_version, model_type and the event id prefix of each row."""
+        columns = [pa.array(c, pa.string()) for c in zip(*self.models, strict=True)] or [
+            pa.array([], pa.string())
+        ] * 3
+        prefix = pa.array([model_key(m, v) for m, v, _ in self.models], pa.string())
+        index = pa.array(codes, pa.int64())
+        return {
+            **{name: c.take(index) for name, c in zip(MODEL_COLUMNS, columns, strict=True)},
+            "prefix": prefix.take(index),
+        }
 
 
 class OutcomeTracker:
@@ -389,6 +435,7 @@ class OutcomeTracker:
             )
         self.window, self.max_pending, self.expire_after = window, max_pending, expire_after
         self._ring = CandleRing(history)
+        self._models = ModelCodes()
         # Pending predictions per timeframe (its step in ms): a tick touches only its own.
         self._pending: dict[int, dict] = {}
         self._windows: dict[tuple[str, str], RollingOutcomes] = {}
@@ -397,7 +444,7 @@ class OutcomeTracker:
 
     @property
     def pending(self) -> int:
-        return sum(len(part["event_id"]) for part in self._pending.values())
+        return sum(len(part["slot"]) for part in self._pending.values())
 
     def _pending_of(self, step: int) -> dict:
         return self._pending.get(step) or {
@@ -412,14 +459,29 @@ class OutcomeTracker:
         for step in unique:
             rows = new if len(unique) == 1 else _take(new, steps == step)
             part = self._pending_of(step)
-            # An id names its candle's open time: only pending rows of those times can match.
+            # An event id is (model, series, open time): a replayed prediction is a no-op.
             times = part["open_time"]
             near = (times >= rows["open_time"].min()) & (times <= rows["open_time"].max())
-            fresh = _unseen(rows["event_id"], part["event_id"][near])
-            merged = _concat(part, _take(rows, fresh))
+            merged = _concat(part, _take(rows, self._unseen(rows, _take(part, near))))
             keep = self._within_bound(merged)
             self._count(_take(merged, ~keep), "dropped")
             self._pending[step] = _take(merged, keep)
+
+    def _unseen(self, rows: dict, seen: dict) -> np.ndarray:
+        """Rows not in ``seen`` and not an earlier row's (same model, series, open time)."""
+        n_rows, n_seen = len(rows["slot"]), len(seen["slot"])
+        both = _concat(rows, seen) if n_seen else rows
+        series = both["model"] * max(self._ring.n_slots, 1) + both["slot"]
+        keys = _pair_keys(series, both["open_time"] - both["open_time"].min())
+        if keys is None:  # too wide to pack: compare the pairs themselves
+            keys = np.unique(
+                np.column_stack([series, both["open_time"]]), axis=0, return_inverse=True
+            )[1].ravel()
+        fresh = ~np.isin(keys[:n_rows], keys[n_rows:]) if n_seen else np.ones(n_rows, dtype=bool)
+        mine = keys[:n_rows]
+        if len(np.unique(mine)) == n_rows:  # all distinct, as a tick's rows are
+            return fresh
+        return fresh & _first_of_each(mine)
 
     def drop(self, exchange: str, symbols: list[str]) -> int:
         """Forget ``symbols`` (removed from the pipeline): their candles on every timeframe
@@ -443,31 +505,26 @@ class OutcomeTracker:
         self.unscorable += int((~known).sum())
         if not known.all():
             table = table.filter(pa.array(known))
-        cols = {
-            name: table.column(name).to_numpy(zero_copy_only=False)
-            for name in (
-                "event_id",
-                "model_id",
-                "model_version",
-                "model_type",
-                "open_time",
-                "value",
-            )
-        }
-        cols["p_low"] = pc.map_lookup(table.column("outputs"), "p_swing_low", "first").to_numpy(
-            zero_copy_only=False
-        )
+        model = self._models.codes(*(table.column(k) for k in MODEL_COLUMNS))
         slot = self._ring.slots_for(*(table.column(k) for k in KEY_COLUMNS))  # Arrow in, no copies
-        horizon = _per_value(cols["model_type"], lambda t: LABEL_SPECS[t].horizon).astype(np.int64)
-        rows = {**cols, "slot": slot, "settle": cols["open_time"] + horizon * self._ring.step[slot]}
+        open_time = table.column("open_time").to_numpy()
+        rows = {
+            "model": model,
+            "slot": slot,
+            "open_time": open_time,
+            "value": table.column("value").to_numpy(zero_copy_only=False),
+            "p_low": pc.map_lookup(table.column("outputs"), "p_swing_low", "first").to_numpy(
+                zero_copy_only=False
+            ),
+            "settle": open_time + self._models.horizon[model] * self._ring.step[slot],
+        }
         return {k: np.asarray(rows[k], dtype=t) for k, t in PENDING_DTYPES.items()}
 
     def _within_bound(self, pending: dict) -> np.ndarray:
         """Keep the newest ``max_pending`` of each (model_id, series)."""
         if not len(pending["slot"]):
             return np.ones(0, dtype=bool)
-        model_code = _codes(pending["model_id"])
-        group = model_code * self._ring.n_slots + pending["slot"]
+        group = self._models.id_code[pending["model"]] * self._ring.n_slots + pending["slot"]
         if np.bincount(group).max() <= self.max_pending:  # no series over its bound: no sort
             return np.ones(len(group), dtype=bool)
         return _rank_within_groups(group, pending["open_time"]) < self.max_pending
@@ -500,10 +557,12 @@ class OutcomeTracker:
 
     def _score(self, pending: dict, due: np.ndarray) -> tuple[np.ndarray, dict | None]:
         """(which of ``pending`` are settled now, their outcome columns)."""
-        scored = np.zeros(len(pending["event_id"]), dtype=bool)
+        scored = np.zeros(len(pending["slot"]), dtype=bool)
         parts = []
-        for model_type in np.unique(pending["model_type"][due]).tolist():
-            index = due[pending["model_type"][due] == model_type]
+        types = self._models.type_code[pending["model"][due]]
+        for type_code in np.unique(types).tolist():
+            index = due[types == type_code]
+            model_type = ModelCodes.TYPES[type_code]
             complete, columns = self._score_type(model_type, _take(pending, index))
             scored[index[complete]] = True
             parts.append(columns)
@@ -524,10 +583,17 @@ class OutcomeTracker:
         return complete, {**rows, "realized": y, "hit": hit, "error": error, "log_loss": log_loss}
 
     def _outcome_table(self, c: dict) -> pa.Table:
+        models = self._models.strings(c["model"])
+        slot = pa.array(c["slot"], pa.int64())
+        keys = {k: self._ring.arrow[k].take(slot) for k in KEY_COLUMNS}
+        open_time = pa.array(c["open_time"], pa.int64())
         columns = {
-            **{k: c[k] for k in ("event_id", "model_id", "model_version", "model_type")},
-            **{k: self._ring.columns[k][c["slot"]] for k in KEY_COLUMNS},
-            "open_time": c["open_time"],
+            "event_id": join_event_ids(
+                models["prefix"], keys["exchange"], keys["symbol"], keys["timeframe"], open_time
+            ),
+            **{k: models[k] for k in MODEL_COLUMNS},
+            **keys,
+            "open_time": open_time,
             "value": c["value"],
             "realized": c["realized"],
             "correct": pa.array(c["hit"] == 1.0, mask=np.isnan(c["hit"])),
@@ -535,9 +601,8 @@ class OutcomeTracker:
             "log_loss": pa.array(c["log_loss"], pa.float64(), mask=np.isnan(c["log_loss"])),
             "scored_at_open_time": c["settle"],
         }
-        return pa.table(
-            {k: pa.array(v, OUTCOME_SCHEMA.field(k).type) for k, v in columns.items()},
-            schema=OUTCOME_SCHEMA,
+        return pa.Table.from_arrays(
+            [pa.array(columns[f.name], f.type) for f in OUTCOME_SCHEMA], schema=OUTCOME_SCHEMA
         )
 
     # --- metrics -------------------------------------------------------------------------
@@ -552,18 +617,14 @@ class OutcomeTracker:
         """(model_id, timeframe, model_type, row indices in order) of each group of rows."""
         if not len(rows["slot"]):
             return []
-        timeframes = self._ring.timeframes(rows["slot"])
-        key = _codes(rows["model_id"]) * (1 << 32) + _codes(timeframes)
+        key = self._models.id_code[rows["model"]] * (1 << 40) + self._ring.step[rows["slot"]]
         firsts, inverse = np.unique(key, return_index=True, return_inverse=True)[1:]
-        return [
-            (
-                rows["model_id"][i],
-                timeframes[i],
-                rows["model_type"][i],
-                np.flatnonzero(inverse == g),
-            )
-            for g, i in enumerate(firsts)
-        ]
+        groups = []
+        for g, i in enumerate(firsts.tolist()):
+            model_id, _, model_type = self._models.models[rows["model"][i]]
+            timeframe = str(self._ring.columns["timeframe"][rows["slot"][i]])
+            groups.append((model_id, timeframe, model_type, np.flatnonzero(inverse == g)))
+        return groups
 
     def _count(self, rows: dict, kind: str) -> None:
         for model_id, timeframe, model_type, index in self._groups(rows):
@@ -574,7 +635,9 @@ class OutcomeTracker:
         values = np.column_stack([c["hit"], c["error"], c["log_loss"], c["value"], c["realized"]])
         for model_id, timeframe, _, index in self._groups(c):
             self._windows[(model_id, timeframe)].extend(values[index])  # in outcome order
-            self._totals[(model_id, timeframe)]["version"] = str(c["model_version"][index[-1]])
+            self._totals[(model_id, timeframe)]["version"] = self._models.models[
+                c["model"][index[-1]]
+            ][1]
 
     def metrics(self) -> dict:
         """{"window", "pending", "unscorable", "models": {model_id: {timeframe: stats}}}."""
@@ -600,10 +663,25 @@ class OutcomeTracker:
                 "history": self._ring.size,
             },
             "ring": self._ring.snapshot(),
-            "pending": _concat_all([self._pending_of(0), *self._pending.values()]),
+            "pending": self._pending_snapshot(),
             "totals": {k: dict(v) for k, v in self._totals.items()},
             "windows": {k: (w.values.copy(), w.filled, w.next) for k, w in self._windows.items()},
             "unscorable": self.unscorable,
+        }
+
+    def _pending_snapshot(self) -> dict:
+        """Pending rows with their ids and model strings (the format snapshots have always
+        had; the codes are this process's own)."""
+        rows = _concat_all([self._pending_of(0), *self._pending.values()])
+        models = self._models.strings(rows["model"])
+        slot = pa.array(rows["slot"], pa.int64())
+        exchange, symbol, timeframe = (self._ring.arrow[k].take(slot) for k in KEY_COLUMNS)
+        open_time = pa.array(rows["open_time"], pa.int64())
+        ids = join_event_ids(models["prefix"], exchange, symbol, timeframe, open_time)
+        strings = {"event_id": ids, **{k: models[k] for k in MODEL_COLUMNS}}
+        return {
+            **{k: v.to_numpy(zero_copy_only=False) for k, v in strings.items()},
+            **{k: v for k, v in rows.items() if k != "model"},
         }
 
     @classmethod
@@ -612,7 +690,13 @@ class OutcomeTracker:
             raise ValueError(f"outcome snapshot version {snap.get('version')!r} is not supported")
         tracker = cls(**snap["config"])
         tracker._ring = CandleRing.from_snapshot(snap["ring"])
-        pending = {k: np.asarray(v).copy() for k, v in snap["pending"].items()}
+        saved = snap["pending"]
+        pending = {
+            k: np.asarray(saved[k]).astype(t) for k, t in PENDING_DTYPES.items() if k in saved
+        }
+        pending["model"] = tracker._models.codes(
+            *(pa.array(saved[k], pa.string()) for k in MODEL_COLUMNS)
+        )
         steps = tracker._ring.step[pending["slot"]]
         tracker._pending = {
             step: _take(pending, steps == step) for step in np.unique(steps).tolist()

@@ -18,7 +18,7 @@ from orchestrator.models.labels import (
     swing_points,
 )
 from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
-from orchestrator.stream.outcomes import OUTCOME_SCHEMA, OutcomeTracker, merge_metrics
+from orchestrator.stream.outcomes import OUTCOME_SCHEMA, OutcomeTracker, _pair_keys, merge_metrics
 from tests.unit.core.test_shard_state import _identical
 
 MINUTE = 60_000
@@ -320,6 +320,19 @@ def test_replayed_predictions_are_scored_once_and_unknown_ones_counted():
     assert tick(tracker, ["A"], 1).num_rows == 1
 
 
+def test_a_snapshot_keeps_each_pending_prediction_with_its_event_id_and_model():
+    """Pending rows are numbers inside the tracker; its snapshot still names them as the
+    predictions did (checkpoints written before keep restoring, and vice versa)."""
+    tracker = OutcomeTracker()
+    predictions = pa.concat_tables([direction_at(["A", "B"], 0), direction_at(["A"], 1)])
+    tracker.add_predictions(predictions)
+    pending = tracker.snapshot()["pending"]
+    for column in ("event_id", "model_id", "model_version", "model_type"):
+        assert pending[column].tolist() == predictions.column(column).to_pylist(), column
+    restored = OutcomeTracker.from_snapshot(pickle.loads(pickle.dumps(tracker.snapshot())))
+    assert restored.snapshot()["pending"]["event_id"].tolist() == pending["event_id"].tolist()
+
+
 def test_snapshot_restores_a_tracker_that_continues_identically():
     series = {f"S{i}": candle_series(70, seed=10 + i) for i in range(4)}
     original = OutcomeTracker(window=50)
@@ -551,3 +564,10 @@ def test_a_tracker_restored_after_a_drop_continues_identically():
     assert outcomes.equals(_feed_symbols(tracker, series, made, symbols, range(50, 100)))
     assert set(outcomes.column("symbol").to_pylist()) == set(symbols)
     assert restored.metrics() == tracker.metrics()
+
+
+def test_pair_keys_are_exact_or_refused():
+    high, low = np.array([0, 1, 1, 2]), np.array([5, 0, 5, 5])
+    keys = _pair_keys(high, low)
+    assert keys is not None and len(set(keys.tolist())) == 4
+    assert _pair_keys(np.array([1 << 40]), np.array([1 << 30])) is None  # would not fit

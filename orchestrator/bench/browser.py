@@ -5,8 +5,6 @@ application started the way a user starts it, on 127.0.0.1 with a free port."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -15,8 +13,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from orchestrator import PROJECT_ROOT
-from orchestrator.bench.harness import free_port
+from orchestrator.bench.harness import free_port, start_session, stop_session
 
 CHROMIUM = "/usr/bin/chromium"
 # Headless as root, and quiet: without the networking flags chromium keeps trying to reach
@@ -76,23 +73,13 @@ def dashboard_config(tmp: Path, port: int, n_symbols: int, **args) -> Path:
 def serve_run(config: Path, log: Path, env: dict | None = None):
     """``serve run CONFIG`` in its own session; stopped as Ctrl-C stops it."""
     serve_bin = Path(sys.executable).with_name("serve")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
     with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(serve_bin), "run", str(config)],
-            cwd=PROJECT_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})},
-            start_new_session=True,
-        )
+        proc = start_session([str(serve_bin), "run", str(config)], out, env)
         try:
             yield proc
         finally:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_session(proc)
 
 
 def wait_for_predictions(

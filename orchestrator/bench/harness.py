@@ -10,11 +10,14 @@ then mean nothing and no target is judged (``targets_not_judged``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import numbers
 import os
 import re
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator import resolve_path
+from orchestrator import PROJECT_ROOT, resolve_path
 
 DEFAULT_DATA = "../shared/data"  # the shared real data set, relative to the repository
 SMOKE_HELP = (
@@ -204,6 +207,39 @@ def session_pids(sid: int) -> list[int]:
             except (ProcessLookupError, PermissionError):
                 continue
     return pids
+
+
+def start_session(command: list[str], output, env: dict | None = None) -> subprocess.Popen:
+    """``command`` in its own session (so ``stop_session`` reaches every process it starts),
+    from the repository, with Ctrl-C at its default: a shell script's background jobs
+    inherit SIGINT ignored, and ``serve run`` would then never shut down."""
+    return subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_default_sigint,
+    )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def stop_session(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
+    """Ctrl-C (``serve run`` shuts Serve and Ray down), then SIGKILL for whatever of the
+    session is still there after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    for pid in session_pids(proc.pid) + [proc.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -96,7 +96,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -121,6 +120,8 @@ from orchestrator.bench.harness import (
     print_header,
     print_table,
     session_pids,
+    start_session,
+    stop_session,
     targets_not_judged,
 )
 
@@ -374,14 +375,7 @@ class Server:
     def __init__(self, command: list[str], env: dict[str, str], log: Path):
         self.log = log
         with open(log, "wb") as sink:
-            self.proc = subprocess.Popen(
-                command,
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.proc = start_session(command, sink, env)
 
     def cpu_seconds(self) -> float:
         return sum(map(cpu_seconds, session_pids(self.proc.pid)))
@@ -419,15 +413,7 @@ class Server:
                 return cores
 
     def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGINT)  # serve run shuts Serve and Ray down
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=30)
-        for pid in session_pids(self.proc.pid) + [self.proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
+        stop_session(self.proc, grace_s=30)
 
     def log_tail(self, lines: int = 15) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

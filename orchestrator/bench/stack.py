@@ -17,7 +17,6 @@ import argparse
 import copy
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from orchestrator.bench.harness import (
     print_header,
     print_table,
     session_pids,
+    start_session,
+    stop_session,
 )
 
 
@@ -171,13 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         log = Path(tmp) / "serve.log"
         started_wall = time.time()
         with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [str(serve_bin), "run", str(path)],
-                cwd=PROJECT_ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            proc = start_session([str(serve_bin), "run", str(path)], out)
         try:
             ttfp = first_prediction(f"http://127.0.0.1:{port}", proc, args.budget)
             time.sleep(args.settle)
@@ -191,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             print("serve run's last lines:", *tail, sep="\n", file=sys.stderr)
             raise
         finally:
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(timeout=60)
+            stop_session(proc)
     print_table(
         ("measure", label),
         [

@@ -18,7 +18,8 @@ class KeyIndex:
         self._array = pa.array(self.keys, pa.string())
 
     def slots(self, *parts) -> np.ndarray:
-        """Each row's slot; keys never seen before get the next slots."""
+        """Each row's slot (a part may be one scalar for every row); keys never seen
+        before get the next slots."""
         joined = pc.binary_join_element_wise(*(_strings(p) for p in parts), self.separator)
         found = pc.index_in(joined, value_set=self._array)
         if found.null_count:
@@ -46,7 +47,7 @@ class KeyIndex:
         return len(self.keys)
 
 
-def _strings(values) -> pa.Array | pa.ChunkedArray:
-    if isinstance(values, pa.Array | pa.ChunkedArray):
+def _strings(values) -> pa.Array | pa.ChunkedArray | pa.Scalar:
+    if isinstance(values, pa.Array | pa.ChunkedArray | pa.Scalar):  # a scalar broadcasts
         return values
     return pa.array(np.asarray(values, dtype=object), pa.string())

@@ -539,7 +539,7 @@ class OutcomeTracker:
         if n == 0:
             return OUTCOME_SCHEMA.empty_table()
         exchange, symbol = np.broadcast_to(exchange, n), np.broadcast_to(symbol, n)
-        slots = self._ring.slots_for(exchange, symbol, np.full(n, timeframe, dtype=object))
+        slots = self._ring.slots_for(exchange, symbol, pa.scalar(timeframe))  # broadcast
         self._ring.write(slots, open_time, close, high, low)
         step, now = timeframe_ms(timeframe), int(open_time.max())
         pending = self._pending_of(step)

@@ -80,7 +80,6 @@ MILESTONES = (
     ("last model loaded", "(stage ", True),
     ("pipeline started (feeds, shards, sink declared)", " started:", False),
     ("first feed live (its history featured by the shards)", " history candles read in ", False),
-    ("last feed live", " history candles read in ", True),
 )
 _STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 

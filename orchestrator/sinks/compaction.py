@@ -44,6 +44,15 @@ SORT_COLUMNS = ("symbol", "model_id", "open_time")
 # Small enough that a page's second pass (whole rows of the row groups holding it) decodes
 # little; large enough that a day's footer stays a few hundred KiB.
 ROW_GROUP_ROWS = 10_000
+UNIQUE_COLUMNS = ("event_id",)  # a value per row: no dictionary
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The string columns whose values repeat (symbols, models, signals, ...): only they
+    are dictionary-encoded. A dictionary tried on the event ids, unique per row, cost a
+    quarter of each flush and made the files bigger."""
+    return [f.name for f in schema if pa.types.is_string(f.type) and f.name not in UNIQUE_COLUMNS]
+
 
 # path -> (mtime_ns, names it replaces): a compacted file never changes once published.
 _replaces_cache: dict[str, tuple[int, frozenset[str]]] = {}
@@ -203,7 +212,7 @@ class Compactor:
         target = folder / f"{COMPACT_PREFIX}{level}-{uuid.uuid4().hex}.parquet"
         staging = folder / f".{target.name}.tmp"
         rows = 0
-        with pq.ParquetWriter(staging, schema) as writer:
+        with pq.ParquetWriter(staging, schema, use_dictionary=dictionary_columns(schema)) as writer:
             for band in self._bands(dataset):
                 table = dataset.to_table(filter=band) if band is not None else dataset.to_table()
                 writer.write_table(sorted_for_reading(table), row_group_size=self.row_group_rows)

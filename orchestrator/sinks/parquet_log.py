@@ -20,7 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from orchestrator.sinks.compaction import ROW_GROUP_ROWS, live_files, partition_folders
+from orchestrator.sinks.compaction import (
+    ROW_GROUP_ROWS,
+    dictionary_columns,
+    live_files,
+    partition_folders,
+)
 from orchestrator.stream.events import PREDICTION_SCHEMA
 
 DAY_MS = 86_400_000
@@ -73,6 +78,9 @@ class ParquetLog:
             basename_template=f"part-{uuid.uuid4().hex}-{{i}}.parquet",
             max_rows_per_group=ROW_GROUP_ROWS,
             existing_data_behavior="overwrite_or_ignore",
+            file_options=ds.ParquetFileFormat().make_write_options(
+                use_dictionary=dictionary_columns(table.schema)
+            ),
         )
         _move_into(staging, self.root)
         # Cleared only after the write succeeded: a failed flush keeps its rows for the next one.

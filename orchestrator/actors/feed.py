@@ -243,8 +243,8 @@ class FeedActor:
                 # are up), so the first live tick does not queue behind the warm-up.
                 await asyncio.gather(*(link.drain() for link in self._links))
                 log.info(
-                    "feed %s: warm: %d history candles read in %.1f s, in the shards %.1f s"
-                    " later; live",
+                    "feed %s: live; its %d warm-up candles took %.1f s to fetch, then %.1f s"
+                    " in the shards",
                     self.name,
                     self._counters["warmup_candles"],
                     sent - started,

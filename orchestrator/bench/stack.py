@@ -79,7 +79,7 @@ MILESTONES = (
     ("first model loaded (a model replica up)", "(stage ", False),
     ("last model loaded", "(stage ", True),
     ("pipeline started (feeds, shards, sink declared)", " started:", False),
-    ("first feed live (its history featured by the shards)", " history candles read in ", False),
+    ("first feed live (its history featured by the shards)", ": live; its ", False),
 )
 _STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 

@@ -72,7 +72,7 @@ class CandleRing:
         self.size = size
         self._index = KeyIndex(KEY_SEPARATOR)  # exchange, symbol, timeframe per slot
         self.columns = {name: np.empty(0, dtype=object) for name in KEY_COLUMNS}  # per slot
-        self.arrow = {name: pa.array([], pa.string()) for name in KEY_COLUMNS}  # the same
+        self.arrow = {name: pa.array([], pa.string()) for name in KEY_COLUMNS}  # as Arrow
         self.step = np.empty(0, dtype=np.int64)
         self.time = np.empty((0, size), dtype=np.int64)
         self.ohlc = {name: np.empty((0, size)) for name in ("close", "high", "low")}

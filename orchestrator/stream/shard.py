@@ -166,9 +166,9 @@ class ShardState:
         return self.candles_in - before
 
     def _one_minute_start(self, slots: np.ndarray, open_time: np.ndarray) -> np.ndarray | None:
-        """Per slot, the open time from which ``warm_up`` updates the 1m features: its
-        ``WARM_ONE_MINUTE``-th newest candle in the batch if the 1m features have not seen
-        it yet (a series they hold gets every candle, so no gap is folded in)."""
+        """Per slot, the open time from which ``warm_up`` updates the 1m features: that of
+        the series' ``WARM_ONE_MINUTE``-th newest candle in the batch when the 1m features
+        have not seen the series yet (one they hold gets every candle: no gap folded in)."""
         if "1m" not in self.engines or not len(slots):
             return None
         start = np.full(len(self.keys), np.iinfo(np.int64).min, dtype=np.int64)

@@ -22,6 +22,7 @@ import base64
 import contextlib
 import functools
 import json
+import logging
 import operator
 import os
 from dataclasses import dataclass, replace
@@ -30,10 +31,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from orchestrator.sinks.compaction import live_files
 from orchestrator.sinks.parquet_log import utc_date
 from orchestrator.stream.events import PREDICTION_SCHEMA
+
+log = logging.getLogger(__name__)
+# Files of the log that cannot be read (a disk or copy gone wrong), by (path, size, mtime):
+# pages skip them, each is logged once, and the compactor leaves their folder unmerged.
+_damaged: dict[tuple[str, int, int], str] = {}
 
 ORDER_COLUMNS = ("open_time", "symbol", "model_id")
 LOG_SCHEMA = PREDICTION_SCHEMA.append(pa.field("date", pa.string()))
@@ -67,6 +74,7 @@ class HistoryPage:
     next_cursor: str | None  # None: this was the last page
     total: int | None  # only when the query asked for a count
     dates_read: int  # date partitions the page opened (the cost, for tests and benchmarks)
+    skipped_files: int = 0  # damaged files of those dates left out: rows may be missing
 
 
 class BadCursor(ValueError):
@@ -95,10 +103,11 @@ def query_log(root: Path, query: HistoryQuery) -> HistoryPage:
     after = decode_cursor(query.cursor, query.descending) if query.cursor else None
     need = query.offset + query.limit + 1  # one more than the page: is there a next page?
     best: list[pa.Table] = []
-    held = dates_read = 0
+    held = dates_read = skipped = 0
     for date in _dates(root, query, after):
         table = _retrying(_read_date, root, date, query, after, need)
         dates_read += 1
+        skipped += len(_damaged_in(root, date, query))
         if table.num_rows:
             best.append(table)
             held += table.num_rows
@@ -111,7 +120,7 @@ def query_log(root: Path, query: HistoryQuery) -> HistoryPage:
     more = rows_table is not None and rows_table.num_rows > query.offset + query.limit
     cursor = encode_cursor(rows[-1], query.descending) if more and rows else None
     total = count_rows(root, query) if query.count else None
-    return HistoryPage(rows, cursor, total, dates_read)
+    return HistoryPage(rows, cursor, total, dates_read, skipped)
 
 
 def count_rows(root: Path, query: HistoryQuery) -> int:
@@ -128,12 +137,60 @@ def _count_date(root: Path, date: str, query: HistoryQuery) -> int:
     return 0 if dataset is None else dataset.count_rows(filter=_row_filter(query, None))
 
 
-def _retrying(read, *args):
-    """A compaction may delete a file between the listing and the read: list again."""
+def _retrying(read, root: Path, date: str, query: HistoryQuery, *args):
+    """A compaction may delete a file between the listing and the read: list again. A file
+    that cannot be read at all is set aside (``_damaged``) and the date read without it."""
     for _ in range(2):
         with contextlib.suppress(FileNotFoundError):
-            return read(*args)
-    return read(*args)
+            try:
+                return read(root, date, query, *args)
+            except (pa.ArrowInvalid, OSError) as exc:
+                if isinstance(exc, FileNotFoundError) or not _find_damaged(root, date, query):
+                    raise
+    return read(root, date, query, *args)
+
+
+def _files(root: Path, date: str, query: HistoryQuery) -> list[Path]:
+    folder = Path(root) / f"date={date}"
+    if query.timeframe is not None:
+        folders = [folder / f"timeframe={query.timeframe}"]
+    else:
+        folders = sorted(p for p in folder.glob("timeframe=*") if p.is_dir())
+    return [path for sub in folders for path in live_files(sub)]
+
+
+def _identity(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return (str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _damaged_in(root: Path, date: str, query: HistoryQuery) -> list[Path]:
+    if not _damaged:
+        return []
+    found = []
+    for path in _files(root, date, query):
+        with contextlib.suppress(FileNotFoundError):
+            if _identity(path) in _damaged:
+                found.append(path)
+    return found
+
+
+def _find_damaged(root: Path, date: str, query: HistoryQuery) -> bool:
+    """Open each file's footer; remember (and log once) those that fail. True if any new."""
+    new = False
+    for path in _files(root, date, query):
+        try:
+            identity = _identity(path)
+            if identity in _damaged:
+                continue
+            pq.read_table(path)  # the footer and every page: this is the failure path only
+        except FileNotFoundError:
+            continue
+        except (pa.ArrowInvalid, OSError) as exc:
+            _damaged[identity] = str(exc)[:200]
+            log.warning("prediction log: %s is damaged (%s); pages leave it out", path, exc)
+            new = True
+    return new
 
 
 def _dates(root: Path, query: HistoryQuery, after: tuple | None) -> list[str]:
@@ -155,12 +212,8 @@ def _dates(root: Path, query: HistoryQuery, after: tuple | None) -> list[str]:
 
 
 def _date_dataset(root: Path, date: str, query: HistoryQuery) -> ds.Dataset | None:
-    folder = Path(root) / f"date={date}"
-    if query.timeframe is not None:
-        folders = [folder / f"timeframe={query.timeframe}"]
-    else:
-        folders = sorted(p for p in folder.glob("timeframe=*") if p.is_dir())
-    files = [str(path) for sub in folders for path in live_files(sub)]
+    damaged = set(_damaged_in(root, date, query))
+    files = [str(path) for path in _files(root, date, query) if path not in damaged]
     if not files:
         return None
     # The schema is given, not inferred: every file of the log reads as the same columns; the

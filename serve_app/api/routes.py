@@ -114,6 +114,7 @@ def add_routes(api: FastAPI) -> None:
             limit=limit,
             next_offset=following if page.next_cursor and following <= MAX_OFFSET else None,
             next_cursor=page.next_cursor,
+            skipped_files=page.skipped_files,
             predictions=[to_prediction(r) for r in page.rows],
         )
 

@@ -139,6 +139,9 @@ class PredictionPage(BaseModel):
     limit: int
     next_offset: int | None
     next_cursor: str | None = Field(None, description="pass as cursor for the next page")
+    skipped_files: int = Field(
+        0, description="damaged log files left out of this page (rows may be missing; logged)"
+    )
     predictions: list[Prediction]
 
 

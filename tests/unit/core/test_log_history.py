@@ -6,6 +6,7 @@ import shutil
 import time
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.bench.history import prediction_rows
@@ -174,3 +175,33 @@ def test_a_broken_file_stops_the_merge_of_its_folder_only(log_root):
     assert str(compactor.stats.last_error).startswith(where)
     assert len(live_files(folders[0])) > 1  # left as it was, readable file by file
     assert all(len(live_files(f)) == 1 for f in folders[1:])  # the others merged
+
+
+def test_a_damaged_file_is_left_out_of_pages_and_named_once(log_root, caplog):
+    """A file that cannot be read (truncated by a full disk, say) costs its own rows only:
+    pages answer from the others, say how many files they skipped, and the log names it once."""
+    query = HistoryQuery(limit=10_000, descending=True)
+    whole = query_log(log_root, query).rows
+    folder = sorted(log_root.glob("date=*/timeframe=1h"))[-1]
+    victim = live_files(folder)[0]
+    lost = {(r["open_time"], r["symbol"], r["model_id"]) for r in read_log(log_root).to_pylist()}
+    victim.write_bytes(victim.read_bytes()[:100])  # torn: no footer
+    kept = {(r["open_time"], r["symbol"], r["model_id"]) for r in read_log_without(victim)}
+    with caplog.at_level("WARNING", logger="orchestrator.sinks.history"):
+        first = query_log(log_root, query)
+        again = query_log(log_root, query)
+    assert first.skipped_files == again.skipped_files == 1
+    assert {(r["open_time"], r["symbol"], r["model_id"]) for r in first.rows} == kept
+    assert len(first.rows) < len(whole) and len(lost) == len(whole)
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert str(victim) in caplog.records[0].message
+    assert query_log(log_root, HistoryQuery(limit=5)).skipped_files == 0  # oldest day: intact
+
+
+def read_log_without(damaged) -> list[dict]:
+    root = damaged.parents[2]
+    rows = []
+    for path in sorted(root.rglob("*.parquet")):
+        if path != damaged and path.name[0] not in "._":
+            rows += pq.read_table(path).to_pylist()
+    return rows

@@ -14,6 +14,7 @@ from ray.serve.handle import DeploymentHandle
 
 from orchestrator import resolve_path
 from orchestrator.config import TickcastConfig
+from orchestrator.health.log_limit import limit_logging
 from orchestrator.models.registry import Registry
 from orchestrator.sinks.history import HistoryPage, HistoryQuery, query_log
 from serve_app.api.app import create_api
@@ -25,6 +26,7 @@ log = logging.getLogger("ray.serve")
 
 class ServeBackend:
     def __init__(self, config: TickcastConfig, pipeline: DeploymentHandle, models: dict):
+        limit_logging()  # tickcast's own lines here (a damaged log file) formatted and capped
         self._pipeline, self._models = pipeline, models
         self._methods: dict[str, tuple[DeploymentHandle, DeploymentHandle]] = {}
         self._log_dir = resolve_path(config.sink.log_dir)

@@ -176,14 +176,18 @@ def _damaged_in(root: Path, date: str, query: HistoryQuery) -> list[Path]:
 
 
 def _find_damaged(root: Path, date: str, query: HistoryQuery) -> bool:
-    """Open each file's footer; remember (and log once) those that fail. True if any new."""
+    """Read each file of the date whole (only after a read failed); remember, and log once,
+    those that cannot be read. True if any was found that was not known."""
     new = False
     for path in _files(root, date, query):
         try:
             identity = _identity(path)
-            if identity in _damaged:
-                continue
-            pq.read_table(path)  # the footer and every page: this is the failure path only
+        except FileNotFoundError:
+            continue
+        if identity in _damaged:
+            continue
+        try:
+            pq.read_table(path)
         except FileNotFoundError:
             continue
         except (pa.ArrowInvalid, OSError) as exc:

@@ -107,7 +107,7 @@ def query_log(root: Path, query: HistoryQuery) -> HistoryPage:
     for date in _dates(root, query, after):
         table = _retrying(_read_date, root, date, query, after, need)
         dates_read += 1
-        skipped += len(_damaged_in(root, date, query))
+        skipped += len(_damaged_in(_files(root, date, query))) if _damaged else 0
         if table.num_rows:
             best.append(table)
             held += table.num_rows
@@ -164,11 +164,11 @@ def _identity(path: Path) -> tuple[str, int, int]:
     return (str(path), stat.st_size, stat.st_mtime_ns)
 
 
-def _damaged_in(root: Path, date: str, query: HistoryQuery) -> list[Path]:
+def _damaged_in(files: list[Path]) -> list[Path]:
     if not _damaged:
         return []
     found = []
-    for path in _files(root, date, query):
+    for path in files:
         with contextlib.suppress(FileNotFoundError):
             if _identity(path) in _damaged:
                 found.append(path)
@@ -216,8 +216,9 @@ def _dates(root: Path, query: HistoryQuery, after: tuple | None) -> list[str]:
 
 
 def _date_dataset(root: Path, date: str, query: HistoryQuery) -> ds.Dataset | None:
-    damaged = set(_damaged_in(root, date, query))
-    files = [str(path) for path in _files(root, date, query) if path not in damaged]
+    listed = _files(root, date, query)
+    damaged = set(_damaged_in(listed))
+    files = [str(path) for path in listed if path not in damaged]
     if not files:
         return None
     # The schema is given, not inferred: every file of the log reads as the same columns; the

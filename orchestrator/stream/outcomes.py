@@ -59,6 +59,7 @@ PENDING_DTYPES = {
     "settle": np.int64,  # open time of the candle that settles the prediction
 }
 MODEL_COLUMNS = ("model_id", "model_version", "model_type")
+PAIR_COLUMNS = ("model", "slot", "open_time")  # what an event id is made of
 
 
 # --- state ---------------------------------------------------------------------------------
@@ -125,8 +126,7 @@ class CandleRing:
     def slots_of(self, exchange: str, symbols: list[str]) -> np.ndarray:
         """The slots of every timeframe's series of ``symbols`` (a look-up, never an insert)."""
         wanted = pc.is_in(
-            pa.array(self.columns["symbol"], pa.string()),
-            value_set=pa.array(list(symbols), pa.string()),
+            self.arrow["symbol"], value_set=pa.array(list(symbols), pa.string())
         ).to_numpy(zero_copy_only=False)
         return np.flatnonzero((self.columns["exchange"] == exchange) & wanted)
 
@@ -139,9 +139,6 @@ class CandleRing:
         self.step, self.time = self.step[kept], self.time[kept]
         self.ohlc = {name: values[kept] for name, values in self.ohlc.items()}
         return np.where(kept, np.cumsum(kept) - 1, -1)
-
-    def timeframes(self, slots: np.ndarray) -> np.ndarray:
-        return self.columns["timeframe"][slots]
 
     def snapshot(self) -> dict:
         return {
@@ -380,6 +377,7 @@ class ModelCodes:
         self.id_code = np.zeros(0, dtype=np.int64)  # per code: its model_id's code
         self.type_code = np.zeros(0, dtype=np.int64)  # per code: index in TYPES
         self.horizon = np.zeros(0, dtype=np.int64)  # per code: candles to its settling one
+        self._arrow = self._arrays()  # per code: the strings, as Arrow (rebuilt on a new code)
 
     def codes(self, model_id, model_version, model_type) -> np.ndarray:
         """Each row's code (Arrow string columns in), new models registered."""
@@ -402,19 +400,20 @@ class ModelCodes:
             self.id_code = np.append(self.id_code, id_code)
             self.type_code = np.append(self.type_code, self.TYPES.index(model_type))
             self.horizon = np.append(self.horizon, LABEL_SPECS[model_type].horizon)
+            self._arrow = self._arrays()
         return self._code[key]
+
+    def _arrays(self) -> dict[str, pa.Array]:
+        columns = list(zip(*self.models, strict=True)) or [(), (), ()]
+        return {
+            **{n: pa.array(c, pa.string()) for n, c in zip(MODEL_COLUMNS, columns, strict=True)},
+            "prefix": pa.array([model_key(m, v) for m, v, _ in self.models], pa.string()),
+        }
 
     def strings(self, codes: np.ndarray) -> dict[str, pa.Array]:
         """model_id, model_version, model_type and the event id prefix of each row."""
-        columns = [pa.array(c, pa.string()) for c in zip(*self.models, strict=True)] or [
-            pa.array([], pa.string())
-        ] * 3
-        prefix = pa.array([model_key(m, v) for m, v, _ in self.models], pa.string())
         index = pa.array(codes, pa.int64())
-        return {
-            **{name: c.take(index) for name, c in zip(MODEL_COLUMNS, columns, strict=True)},
-            "prefix": prefix.take(index),
-        }
+        return {name: values.take(index) for name, values in self._arrow.items()}
 
 
 class OutcomeTracker:
@@ -462,7 +461,8 @@ class OutcomeTracker:
             # An event id is (model, series, open time): a replayed prediction is a no-op.
             times = part["open_time"]
             near = (times >= rows["open_time"].min()) & (times <= rows["open_time"].max())
-            merged = _concat(part, _take(rows, self._unseen(rows, _take(part, near))))
+            seen = {k: part[k][near] for k in PAIR_COLUMNS}
+            merged = _concat(part, _take(rows, self._unseen(rows, seen)))
             keep = self._within_bound(merged)
             self._count(_take(merged, ~keep), "dropped")
             self._pending[step] = _take(merged, keep)
@@ -470,13 +470,13 @@ class OutcomeTracker:
     def _unseen(self, rows: dict, seen: dict) -> np.ndarray:
         """Rows not in ``seen`` and not an earlier row's (same model, series, open time)."""
         n_rows, n_seen = len(rows["slot"]), len(seen["slot"])
-        both = _concat(rows, seen) if n_seen else rows
-        series = both["model"] * max(self._ring.n_slots, 1) + both["slot"]
-        keys = _pair_keys(series, both["open_time"] - both["open_time"].min())
+        model, slot, open_time = (np.concatenate([rows[k], seen[k]]) for k in PAIR_COLUMNS)
+        series = model * max(self._ring.n_slots, 1) + slot
+        keys = _pair_keys(series, open_time - open_time.min())
         if keys is None:  # too wide to pack: compare the pairs themselves
-            keys = np.unique(
-                np.column_stack([series, both["open_time"]]), axis=0, return_inverse=True
-            )[1].ravel()
+            keys = np.unique(np.column_stack([series, open_time]), axis=0, return_inverse=True)[
+                1
+            ].ravel()
         fresh = ~np.isin(keys[:n_rows], keys[n_rows:]) if n_seen else np.ones(n_rows, dtype=bool)
         mine = keys[:n_rows]
         if len(np.unique(mine)) == n_rows:  # all distinct, as a tick's rows are

@@ -139,15 +139,7 @@ class ShardState:
         A symbol's candle at or before the last one it processed was seen already (a replay
         after a restore) and is skipped, so replaying overlapping batches is harmless.
         """
-        cols = _numpy_columns(batch)
-        slots = self.slots_for(batch.column("exchange"), batch.column("symbol"))
-        ticks: list[FeatureTick] = []
-        bounds = run_bounds(cols["open_time"]).tolist()
-        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-            ticks.extend(
-                self._minute({k: v[start:stop] for k, v in cols.items()}, slots[start:stop])
-            )
-        return ticks
+        return self._fold(batch, warm_up=False)
 
     def warm_up(self, batch: pa.RecordBatch | pa.Table) -> int:
         """Like ``process`` for history sent at start (nothing is predicted from it), at a
@@ -155,15 +147,21 @@ class ShardState:
         newest ``WARM_ONE_MINUTE`` 1m candles there (they still build its higher timeframes,
         charts and position), which leaves its 1m features equal to a full fold within
         1e-15 relative and every other timeframe identical. Returns the candles consumed."""
+        before = self.candles_in
+        self._fold(batch, warm_up=True)
+        return self.candles_in - before
+
+    def _fold(self, batch: pa.RecordBatch | pa.Table, warm_up: bool) -> list[FeatureTick]:
+        """Every minute of ``batch`` in time order; its ticks."""
         cols = _numpy_columns(batch)
         slots = self.slots_for(batch.column("exchange"), batch.column("symbol"))
-        features_from = self._one_minute_start(slots, cols["open_time"])
-        before = self.candles_in
+        features_from = self._one_minute_start(slots, cols["open_time"]) if warm_up else None
+        ticks: list[FeatureTick] = []
         bounds = run_bounds(cols["open_time"]).tolist()
         for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
             part = {k: v[start:stop] for k, v in cols.items()}
-            self._minute(part, slots[start:stop], features_from)
-        return self.candles_in - before
+            ticks.extend(self._minute(part, slots[start:stop], features_from))
+        return ticks
 
     def _one_minute_start(self, slots: np.ndarray, open_time: np.ndarray) -> np.ndarray | None:
         """Per slot, the open time from which ``warm_up`` updates the 1m features: that of

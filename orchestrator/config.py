@@ -9,6 +9,7 @@ deployments get the frozen model and the actors their own settings (``FeedSettin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -131,8 +132,73 @@ class ReplayFeedConfig(OfflineFeedConfig):
         )
 
 
+KAFKA_ENV_PREFIX = "TICKCAST_KAFKA_"
+
+
+class KafkaConnection(StrictModel):
+    """Where a Kafka cluster is. Security settings never come from the config file: every
+    environment variable ``TICKCAST_KAFKA_<NAME>`` becomes the librdkafka setting ``<name>``
+    with ``_`` read as ``.`` (``TICKCAST_KAFKA_SASL_PASSWORD`` -> ``sasl.password``)."""
+
+    bootstrap_servers: str = Field(
+        description="host:port[,host:port...] of the brokers", min_length=1
+    )
+
+    def client_config(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        settings.update(overrides or {})
+        for name, value in os.environ.items():
+            if name.startswith(KAFKA_ENV_PREFIX) and len(name) > len(KAFKA_ENV_PREFIX):
+                settings[name[len(KAFKA_ENV_PREFIX) :].lower().replace("_", ".")] = value
+        return settings
+
+
+class KafkaFeedConfig(KafkaConnection):
+    """Closed 1m candles consumed from Kafka topics (orchestrator/feeds/kafka.py)."""
+
+    kind: Literal["kafka"] = "kafka"
+    exchange: str = Field("kafka", description="labels every candle of this feed")
+    topics: tuple[str, ...] = Field(min_length=1)
+    format: Literal["auto", "tickcast", "binance", "cryptofeed"] = Field(
+        "auto", description="the messages' format; auto: told apart per message"
+    )
+    symbols: tuple[str, ...] | None = Field(
+        None, description="only these symbols (others are quarantined); default: any"
+    )
+    group_id: str | None = Field(
+        None, description="consumer group the offsets are committed to; default tickcast-<feed>"
+    )
+    start: Literal["committed", "earliest", "latest"] | datetime = Field(
+        "committed",
+        description=(
+            "with no checkpoint of this feed: the group's committed offsets (earliest where "
+            "none), the earliest or latest offsets, or the first offsets at a time (a replay)"
+        ),
+    )
+    stop_at_end: bool = Field(
+        False, description="finish once every partition is read to its end (a replay, tests)"
+    )
+    max_messages: int = Field(10_000, ge=1, le=1_000_000, description="messages per batch")
+    poll_s: float = Field(0.1, gt=0, le=10, description="longest wait for a message")
+    warmup_minutes: Literal[0] = Field(
+        0, description="features warm up on the first candles (a topic has no history call)"
+    )
+
+    @field_validator("start")
+    @classmethod
+    def _utc(cls, value):
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @property
+    def start_ms(self) -> int | None:
+        return int(self.start.timestamp() * 1000) if isinstance(self.start, datetime) else None
+
+
 FeedConfig = Annotated[
-    SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig, Field(discriminator="kind")
+    SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig | KafkaFeedConfig,
+    Field(discriminator="kind"),
 ]
 
 
@@ -320,6 +386,45 @@ class ApiConfig(StrictModel):
     page_size: int = Field(500, ge=1, le=10_000, description="default rows per history page")
 
 
+class KafkaSinkConfig(KafkaConnection):
+    """Prediction events and outcomes written to Kafka topics (orchestrator/sinks/kafka_out.py)."""
+
+    predictions_topic: str = "tickcast.predictions"
+    outcomes_topic: str | None = Field(
+        "tickcast.outcomes", description="scored outcomes; null: not written to Kafka"
+    )
+    transactional: bool = Field(
+        True,
+        description=(
+            "write in transactions: a read_committed consumer sees each event once even when "
+            "the sink dies mid-batch; false: an idempotent producer (at least once across a "
+            "sink crash)"
+        ),
+    )
+    transactional_id: str | None = Field(
+        None, description="default tickcast-sink-<environment>: one per application"
+    )
+    flush_seconds: float = Field(
+        0.25, gt=0, le=60, description="longest an event waits before its transaction commits"
+    )
+    partitions: int = Field(6, ge=1, description="partitions of a topic the sink creates")
+    replication: int = Field(
+        -1, ge=-1, description="replicas of a topic the sink creates; -1: the broker's default"
+    )
+    buffer_rows: int = Field(
+        1_000_000,
+        ge=1000,
+        description=(
+            "events kept while the brokers are down (they are also on disk until written); past "
+            "it the oldest are dropped and counted (the Parquet log keeps them all)"
+        ),
+    )
+    max_backoff_s: float = Field(30.0, gt=0, description="longest wait between retries")
+    timeout_s: float = Field(
+        15.0, gt=0, le=300, description="a write, commit or look-up taking longer is an outage"
+    )
+
+
 class SinkConfig(StrictModel):
     log_dir: str = "var/predictions"
     flush_rows: int = Field(5000, ge=1)
@@ -338,6 +443,7 @@ class SinkConfig(StrictModel):
         ),
     )
     bus_max_backoff_s: float = Field(30.0, gt=0, description="longest wait between retries")
+    kafka: KafkaSinkConfig | None = Field(None, description="also write events to Kafka")
     compact_every_s: float = Field(
         60.0, ge=0, description="how often the logs' small files are merged; 0 turns it off"
     )
@@ -378,6 +484,16 @@ class TickcastConfig(StrictModel):
         """Checkpoints of this environment: restarted actors, a restarted supervisor and a
         restarted application all resume from the same folder."""
         return str(resolve_path(self.stream.state_dir) / self.environment)
+
+    def sink_settings(self) -> SinkConfig:
+        """The sink's section, its Kafka transactional id named after the environment when
+        the config leaves it out (one writer per application: a restarted sink fences the
+        one before it)."""
+        kafka = self.sink.kafka
+        if kafka is None or kafka.transactional_id is not None:
+            return self.sink
+        named = kafka.model_copy(update={"transactional_id": f"tickcast-sink-{self.environment}"})
+        return self.sink.model_copy(update={"kafka": named})
 
     def feed_settings(self) -> list[FeedSettings]:
         return [

@@ -105,9 +105,9 @@ def startup_summary(config: TickcastConfig) -> str:
 def _symbols(source) -> str:
     if isinstance(source, SyntheticFeedConfig):
         return f"{len(source.symbol_list())} symbols"
-    return (
-        "every symbol in its files" if source.symbols is None else f"{len(source.symbols)} symbols"
-    )
+    if source.symbols is not None:
+        return f"{len(source.symbols)} symbols"
+    return "any symbol on its topics" if source.kind == "kafka" else "every symbol in its files"
 
 
 SUPERVISE_EVERY_S = 1.0
@@ -119,7 +119,7 @@ class Pipeline:
     async def __init__(self, config: TickcastConfig, model_handles: dict):
         self.config = config
         self.run_id = config.environment
-        self.sink = PredictionSink.options(num_cpus=0.1).remote(self.config.sink)
+        self.sink = PredictionSink.options(num_cpus=0.1).remote(self.config.sink_settings())
         by_tf = models_by_timeframe(self.config, model_handles)
         self.drift_reference = training_distributions(self.config)
         self.shards = [

@@ -24,13 +24,21 @@ from ray.exceptions import RayActorError
 from orchestrator import resolve_path
 from orchestrator.actors import every_batch
 from orchestrator.actors.metrics import FeedMetrics
-from orchestrator.config import FeedSettings, ReplayFeedConfig, SyntheticFeedConfig
+from orchestrator.config import (
+    FeedSettings,
+    KafkaFeedConfig,
+    ReplayFeedConfig,
+    SyntheticFeedConfig,
+)
 from orchestrator.feeds.base import (
     ChangesSymbols,
+    CommitsPosition,
     FetchesRange,
     HasHistory,
     Prefetches,
+    Rejecting,
     Snapshottable,
+    TakesAnySymbol,
 )
 from orchestrator.feeds.ccxt.config import ExchangeConfig
 from orchestrator.health.log_limit import limit_logging
@@ -44,11 +52,13 @@ from orchestrator.stream.routing import ShardRouter
 log = logging.getLogger(__name__)
 
 
-def build_source(
-    config: SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig, state: dict | None = None
-):
+SourceConfig = SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig | KafkaFeedConfig
+
+
+def build_source(config: SourceConfig, state: dict | None = None, name: str = "feed"):
     """The source for a feed config (imported lazily: a replay never loads ccxt.pro).
-    ``state`` is a source snapshot to resume from (offline sources; live ones just go on)."""
+    ``state`` is a source snapshot to resume from (offline sources and Kafka offsets; live
+    exchanges just go on); ``name`` is the feed's (Kafka's default consumer group)."""
     if isinstance(config, SyntheticFeedConfig):
         from orchestrator.feeds.synthetic import SyntheticSource
 
@@ -57,6 +67,10 @@ def build_source(
         from orchestrator.feeds.replay import ReplaySource
 
         return ReplaySource(config, state)
+    if isinstance(config, KafkaFeedConfig):
+        from orchestrator.feeds.kafka import KafkaSource
+
+        return KafkaSource(config, state, name)
     if config.mode == "websocket":
         from orchestrator.feeds.ccxt.ws import CcxtWsSource
 
@@ -74,7 +88,7 @@ class UnknownSymbols(ValueError):
     """Symbols the feed's exchange (or replay folder) does not have; the message names them."""
 
 
-def declared_symbols(config: SyntheticFeedConfig | ReplayFeedConfig | ExchangeConfig) -> list:
+def declared_symbols(config: SourceConfig) -> list:
     """The symbols a feed's config names; for a replay of "every file", the files' symbols."""
     if isinstance(config, SyntheticFeedConfig):
         return list(config.symbol_list())
@@ -183,11 +197,14 @@ class FeedActor:
         config, in_flight = settings.source, settings.in_flight
         self._path = Path(settings.run_dir) / f"feed-{name}.pkl"
         snap = _load_or_none(self._path)
-        self._source = build_source(config, snap and snap["source"])
+        self._source = build_source(config, snap and snap["source"], name)
+        any_symbol = isinstance(self._source, TakesAnySymbol) and self._source.takes_any_symbol()
         self._gate = (
             CandleGate.from_snapshot(snap["gate"])
             if snap
-            else CandleGate(self._source.exchange, "1m", symbols=self._source.symbols)
+            else CandleGate(
+                self._source.exchange, "1m", symbols=None if any_symbol else self._source.symbols
+            )
         )
         self._epoch = snap["epoch"] + 1 if snap else 0
         self._warmed = bool(snap and snap["warmed"])
@@ -222,6 +239,8 @@ class FeedActor:
             "checkpoints": 0,
             "symbols_added": 0,
             "symbols_removed": 0,
+            "position_commits": 0,
+            "position_commit_errors": 0,
         }
         self._last_open_time: int | None = None
         self._done = False
@@ -250,7 +269,7 @@ class FeedActor:
                     sent - started,
                     time.monotonic() - sent,
                 )
-        if self._target is not None:
+        if self._target is not None and isinstance(self._source, ChangesSymbols):
             await self._restore_symbols(self._target)
         self._times["live_since"] = time.time()
         while True:
@@ -303,6 +322,9 @@ class FeedActor:
 
     async def _step(self, batch: pa.RecordBatch) -> None:
         try:
+            if isinstance(self._source, Rejecting):  # messages that held no candle at all
+                for rejects in self._source.take_rejects():
+                    self._gate.quarantine.add(rejects)
             await self._warm_some()
             await self._route(self._gate.offer(batch, now_ms()))
             await self._repair_gaps()
@@ -535,7 +557,19 @@ class FeedActor:
             link.unacked.clear()
         self._since_checkpoint = 0
         self._counters["checkpoints"] += 1
+        if isinstance(self._source, CommitsPosition):
+            await self._commit(source)
         return True
+
+    async def _commit(self, position: dict | None) -> None:
+        """Upstream learns the checkpointed position; failing that (a broker outage) costs
+        nothing but a re-read after a crash: the checkpoint itself holds the position."""
+        try:
+            await self._source.commit(position)
+            self._counters["position_commits"] += 1
+        except Exception as exc:  # noqa: BLE001 - the next checkpoint commits again
+            self._counters["position_commit_errors"] += 1
+            log.warning("feed %s: committing its position upstream failed: %s", self.name, exc)
 
     def _publish_metrics(self) -> None:
         if time.monotonic() >= self._metrics_due:  # at most once a second, not per batch

@@ -14,6 +14,8 @@ import contextlib
 import logging
 import os
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import ray
@@ -31,6 +33,9 @@ from orchestrator.sinks.parquet_log import ParquetLog
 from orchestrator.sinks.redis_bus import RedisStreamBus
 from orchestrator.sinks.wal import WriteAheadLog
 from orchestrator.stream.events import PREDICTION_SCHEMA
+
+if TYPE_CHECKING:
+    from orchestrator.sinks.kafka_out import KafkaOutbox
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,8 @@ class PredictionSink:
         for parquet_log in (self._predictions, self._features, self._outcome_log):
             parquet_log.remove_torn_flushes()
         self._bus = _bus_or_none(config)
+        self._kafka = _kafka_or_none(config, root)
+        self._kafka_pump: asyncio.Task | None = None
         self._counters = {"outcomes": 0}
         self._received = 0
         self._recover()
@@ -77,6 +84,18 @@ class PredictionSink:
     def _ensure_flusher(self) -> None:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
+        if self._kafka is not None and self._kafka_pump is None:
+            self._kafka_pump = asyncio.get_running_loop().create_task(self._pump_kafka())
+
+    async def _pump_kafka(self) -> None:
+        """Every ``kafka.flush_seconds``: what waits for Kafka goes in one transaction."""
+        assert self._kafka is not None
+        while True:
+            await asyncio.sleep(self._kafka.config.flush_seconds)
+            try:
+                await self._kafka.pump()
+            except Exception:  # never the end of the pump: the outbox keeps what waits
+                log.exception("kafka sink: pump failed")
 
     async def record(self, predictions: pa.Table) -> int:
         """Keep the rows never seen before; returns how many were new."""
@@ -84,6 +103,8 @@ class PredictionSink:
         self._received += predictions.num_rows
         fresh = self._seen.keep_new(predictions)
         if fresh.num_rows:
+            if self._kafka is not None:  # first: every row in the WAL is in the outbox too
+                self._kafka.add_predictions(fresh)
             self._wal.append(fresh)
             self._latest.update(fresh)
             if self._predictions.append(fresh):
@@ -115,6 +136,8 @@ class PredictionSink:
         if fresh.num_rows:
             self._counters["outcomes"] += fresh.num_rows
             self._outcome_log.append(fresh)
+            if self._kafka is not None:
+                self._kafka.add_outcomes(fresh)
 
     @every_batch
     async def record_features(self, rows: pa.Table) -> None:
@@ -198,7 +221,15 @@ class PredictionSink:
             "compaction": self._compactors[0].stats.as_dict(),
             **self._counters,
             **self._bus_status(),
+            "kafka": self._kafka_status(),
         }
+
+    def _kafka_status(self) -> dict:
+        if self._kafka is None:
+            return {"state": "off"}
+        link = self._kafka.status()
+        state = "down" if not link["up"] else "up" if link["tried"] else "not tried yet"
+        return {"state": state, "servers": self._kafka.config.bootstrap_servers, **link}
 
     def _bus_status(self) -> dict:
         if self._bus is None:
@@ -210,6 +241,16 @@ class PredictionSink:
             "bus_errors": link["failed_attempts"],
             "bus": {"state": state, "url": self._bus.bus.url, **link},
         }
+
+
+def _kafka_or_none(config: SinkConfig, root: Path) -> KafkaOutbox | None:
+    if config.kafka is None:
+        return None
+    from orchestrator.sinks.kafka_out import KafkaOutbox  # confluent-kafka only when used
+
+    name = f"kafka {config.kafka.bootstrap_servers}"
+    outage = Outage(name, log, max_backoff_s=config.kafka.max_backoff_s)
+    return KafkaOutbox(config.kafka, root.parent / f"{root.name}-kafka-outbox", outage)
 
 
 def _bus_or_none(config: SinkConfig) -> BusLink | None:

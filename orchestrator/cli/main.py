@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "orchestrator.cli.stream_client",
         "print the live prediction stream (WS /v1/stream)",
     ),
+    "kafka-produce": (
+        "orchestrator.cli.kafka_produce",
+        "write candles (files or synthetic) to a Kafka topic, as an upstream producer",
+    ),
     "bench": ("orchestrator.cli.main", "run a benchmark: tickcast bench NAME --help"),
 }
 # name -> (module, one line of help); each prints a table beside a baseline from the same run

@@ -8,6 +8,8 @@ from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
 
+from orchestrator.market.validate import Rejects
+
 
 @runtime_checkable
 class FeedSource(Protocol):
@@ -85,3 +87,28 @@ class Prefetches(Protocol):
     for milliseconds, not for the fetch."""
 
     async def prefetch(self, symbols: Sequence[str], warmup_minutes: int) -> None: ...
+
+
+@runtime_checkable
+class TakesAnySymbol(Protocol):
+    """Carries whatever symbols its messages name (a topic's): when ``takes_any_symbol()``
+    the gate accepts any symbol and ``symbols`` names those seen so far."""
+
+    def takes_any_symbol(self) -> bool: ...
+
+
+@runtime_checkable
+class Rejecting(Protocol):
+    """Reads messages that may not hold a candle at all (garbage bytes, an unknown format):
+    hands them over with a reason, for the feed's quarantine."""
+
+    def take_rejects(self) -> list[Rejects]: ...
+
+
+@runtime_checkable
+class CommitsPosition(Protocol):
+    """Tells its upstream how far it has been read (Kafka offsets to a consumer group), once
+    the feed's checkpoint holds that position: upstream then never forgets what a crash
+    would need again."""
+
+    async def commit(self, snapshot: dict) -> None: ...

@@ -30,7 +30,8 @@ volume column, optional ones included), ``non_positive_price``, ``high_below_low
 ``high_below_open_close``, ``low_above_open_close``, ``negative_volume`` (volume or any
 present optional volume/count column), ``misaligned_open_time``, ``bad_close_time``
 (not ``open_time + timeframe_ms - 1``), ``future_open_time`` (``open_time > now_ms +
-future_tolerance_ms``). ``out_of_order`` is never produced here: the gate uses it.
+future_tolerance_ms``). ``out_of_order`` is never produced here: the gate uses it; nor are
+``undecodable`` and ``bad_message``: message sources use them (``orchestrator.market.formats``).
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ class Reason(StrEnum):
     BAD_CLOSE_TIME = "bad_close_time"
     FUTURE = "future_open_time"
     OUT_OF_ORDER = "out_of_order"
+    # Not produced here either: a message source could not read a candle out of a message.
+    UNDECODABLE = "undecodable"  # not a JSON object
+    BAD_MESSAGE = "bad_message"  # JSON, but no known candle format, or a field missing
 
 
 REASONS: tuple[str, ...] = tuple(r.value for r in Reason)

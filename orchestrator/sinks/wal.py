@@ -35,6 +35,20 @@ class WriteAheadLog:
         self._writer.write_table(table.cast(self.schema))
         self._sink.flush()
 
+    def rotate(self) -> int:
+        """Close the current segment (later appends start a new one); returns its number:
+        everything appended so far is in segments up to it (``drop_through``)."""
+        self._close()
+        closed = self._segment
+        self._segment += 1
+        return closed
+
+    def drop_through(self, segment: int) -> None:
+        """Everything in segments up to ``segment`` is durable elsewhere: drop them."""
+        for path in self.directory.glob("segment-*.arrows"):
+            if int(path.stem.split("-")[1]) <= segment:
+                path.unlink()
+
     def truncate(self) -> None:
         """Everything appended so far is durable elsewhere: drop it."""
         self._close()

@@ -1,0 +1,422 @@
+"""Prediction events and outcomes into Kafka topics, once each for a read_committed reader.
+
+**Messages.** The value is the event as one JSON object (its ``PREDICTION_SCHEMA`` or
+``OUTCOME_SCHEMA`` columns; ``outputs`` an object; NaN and infinities null), the key
+``exchange:symbol`` (one symbol's events stay in order in one partition), and the header
+``event_id`` the idempotent key.
+
+**The outbox.** ``add`` encodes the events and appends them to an on-disk outbox (an Arrow
+IPC log beside the sink's write-ahead log, flushed to the OS) before the sink answers the
+shard, so what the shard's checkpoint counts as delivered reaches Kafka even if the sink
+dies. ``pump`` (every ``flush_seconds``) writes what waits in one transaction of an
+idempotent producer and, in the same transaction, commits per partition the offset after
+its last message to the consumer group named like the transactional id (the *marks*).
+Outbox segments are deleted once their transaction committed.
+
+**After a crash or a failed transaction** the producer is started again under the same
+``transactional.id`` (the broker aborts whatever the old one left open), and the events
+waiting are first looked for in the topics: a read_committed read from the marks to the
+end; those found are not written again. So a read_committed consumer sees each event once
+whether the sink died before, during or after a commit. (A broker that hands aborted
+messages to read_committed readers, like tansu 0.6, also hands them to this read, so the
+events are not written twice there either.)
+
+**Outages** are an ``Outage``: one warning, a capped backoff, one line when the brokers are
+back; events wait in a queue bounded by ``buffer_rows`` (past it the oldest are dropped
+from the queue and counted; the Parquet log keeps every event).
+
+With ``transactional: false`` the producer is idempotent only: no marks and no look-up, so a
+sink crash between a write and its outbox deletion writes those events again (at least
+once; consumers dedupe on the ``event_id`` header).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from orchestrator.health.outage import Outage
+from orchestrator.sinks.wal import WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+OUTBOX_SCHEMA = pa.schema(
+    [
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("key", pa.binary(), nullable=False),
+        pa.field("value", pa.binary(), nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),  # the outbox's own order, never reused
+    ]
+)
+
+
+class KafkaSinkSettings(Protocol):
+    """What the outbox reads of ``orchestrator.config.KafkaSinkConfig`` (sinks take values,
+    not the config module)."""
+
+    bootstrap_servers: str
+    predictions_topic: str
+    outcomes_topic: str | None
+    transactional: bool
+    transactional_id: str | None
+    flush_seconds: float
+    buffer_rows: int
+    partitions: int
+    replication: int
+    timeout_s: float
+
+    def client_config(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
+
+
+class KafkaSinkError(RuntimeError):
+    """A write to Kafka did not complete (brokers unreachable, topic missing, fenced)."""
+
+
+def event_messages(events: pa.Table, topic: str) -> pa.Table:
+    """Events (predictions or outcomes) as messages for ``topic`` (outbox rows but ``seq``)."""
+    rows = events.to_pylist()
+    for row in rows:
+        if row.get("outputs") is not None:
+            row["outputs"] = dict(row["outputs"])
+    key = pc.binary_join_element_wise(events.column("exchange"), events.column("symbol"), ":")
+    return pa.Table.from_arrays(
+        [
+            pa.array([topic] * len(rows), pa.string()),
+            key.cast(pa.binary()),
+            pa.array([orjson.dumps(row) for row in rows], pa.binary()),
+            events.column("event_id"),
+        ],
+        schema=pa.schema(list(OUTBOX_SCHEMA)[:-1]),
+    )
+
+
+class KafkaOutbox:
+    def __init__(self, config: KafkaSinkSettings, directory: Path, outage: Outage):
+        self.config, self.outage = config, outage
+        self.transactional_id = config.transactional_id or "tickcast-sink"
+        self._wal = WriteAheadLog(directory, OUTBOX_SCHEMA)
+        self._seq_path = Path(directory) / "next-seq"
+        self._queue: deque[tuple[int, pa.Table]] = deque()
+        self._next = 0
+        self.pending_rows = self.written = self.dropped = self.found_written = 0
+        self.transactions = 0
+        self.last_commit_s: float | None = None
+        recovered = self._wal.recover()
+        self._next_seq = self._saved_next_seq()
+        if recovered.num_rows:  # maybe written already: looked up before sending
+            self._enqueue(recovered)
+            self._next_seq = max(self._next_seq, pc.max(recovered.column("seq")).as_py() + 1)
+        # Ids of those, whose shard may send them again (the sink may have died between
+        # this outbox and its WAL): not queued twice.
+        self._recovered_ids = set(recovered.column("event_id").to_pylist())
+        self._reconcile = recovered.num_rows > 0 and config.transactional
+        self.recovered_rows = recovered.num_rows
+        self._producer: Producer | None = None
+        self._marks: Consumer | None = None  # group <id>: per partition, after our last write
+        self._seq_group: Consumer | None = None  # group <id>.seq: the last seq written
+
+    @property
+    def topics(self) -> list[str]:
+        return [t for t in (self.config.predictions_topic, self.config.outcomes_topic) if t]
+
+    # --- on the sink's event loop ---------------------------------------------------------
+    def add_predictions(self, predictions: pa.Table) -> None:
+        self.add(event_messages(predictions, self.config.predictions_topic))
+
+    def add_outcomes(self, outcomes: pa.Table) -> None:
+        if self.config.outcomes_topic:
+            self.add(event_messages(outcomes, self.config.outcomes_topic))
+
+    def add(self, messages: pa.Table) -> None:
+        """Durable (in the outbox on disk) when this returns."""
+        if self._recovered_ids and messages.num_rows:
+            ids = messages.column("event_id")
+            again = pc.is_in(ids, pa.array(list(self._recovered_ids), pa.string()))
+            messages = messages.filter(pc.invert(again))
+        if messages.num_rows:
+            seq = pa.array(range(self._next_seq, self._next_seq + messages.num_rows), pa.int64())
+            self._next_seq += messages.num_rows
+            messages = messages.append_column(OUTBOX_SCHEMA.field("seq"), seq)
+            self._wal.append(messages)
+            self._enqueue(messages)
+            self._bound()
+
+    def _saved_next_seq(self) -> int:
+        try:
+            return int(self._seq_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _save_next_seq(self) -> None:
+        """After outbox segments go, the next seq must outlive them (it orders the writes)."""
+        partial = self._seq_path.with_suffix(".partial")
+        partial.write_text(str(self._next_seq))
+        partial.replace(self._seq_path)
+
+    def _enqueue(self, messages: pa.Table) -> None:
+        self._queue.append((self._next, messages))
+        self._next += 1
+        self.pending_rows += messages.num_rows
+
+    def _bound(self) -> None:
+        while self.pending_rows > self.config.buffer_rows and len(self._queue) > 1:
+            _, oldest = self._queue.popleft()
+            self.pending_rows -= oldest.num_rows
+            self.dropped += oldest.num_rows
+
+    async def pump(self) -> None:
+        """Write what waits, in one transaction (in a thread; the sink goes on meanwhile)."""
+        if not self._queue or not self.outage.ready():
+            return
+        taken = list(self._queue)
+        segment = self._wal.rotate()  # everything taken is in segments up to this one
+        started = time.monotonic()
+        try:
+            written = await asyncio.to_thread(self._write, [t for _, t in taken])
+        except (KafkaSinkError, KafkaException, BufferError) as exc:
+            self.outage.failed(str(exc))
+            return
+        last = taken[-1][0]
+        while self._queue and self._queue[0][0] <= last:
+            _, table = self._queue.popleft()
+            self.pending_rows -= table.num_rows
+        self._wal.drop_through(segment)
+        self._save_next_seq()
+        self.written += written
+        self.transactions += 1
+        self.last_commit_s = time.monotonic() - started
+        self.outage.succeeded()
+
+    # --- in the pump's thread -------------------------------------------------------------
+    def _write(self, tables: list[pa.Table]) -> int:
+        try:
+            if self._producer is None:
+                self._start()
+            messages = pa.concat_tables(tables)
+            if self._reconcile:
+                messages = self._not_written(messages)
+                self._reconcile = False
+            if messages.num_rows:
+                self._send(messages)
+            return messages.num_rows
+        except Exception:
+            self._discard_producer()  # a new one fences it and aborts what it left open
+            raise
+
+    def _start(self) -> None:
+        self._ensure_topics()
+        transactional = self.config.transactional
+        producer = Producer(
+            self.config.client_config(
+                {
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "message.timeout.ms": int(self.config.timeout_s * 1000),
+                    "client.id": self.transactional_id,
+                    **(
+                        {"transactional.id": self.transactional_id, "transaction.timeout.ms": 60000}
+                        if transactional
+                        else {}
+                    ),
+                }
+            )
+        )
+        if transactional:
+            producer.init_transactions(self.config.timeout_s)
+            self._marks = self._marks or self._consumer(self.transactional_id)
+            self._seq_group = self._seq_group or self._consumer(f"{self.transactional_id}.seq")
+            self._reconcile = self._reconcile or self.pending_rows > 0
+        self._producer = producer
+
+    def _consumer(self, group: str) -> Consumer:
+        return Consumer(
+            self.config.client_config(
+                {
+                    "group.id": group,
+                    "isolation.level": "read_committed",
+                    "enable.partition.eof": True,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                }
+            )
+        )
+
+    def _ensure_topics(self) -> None:
+        admin = AdminClient(self.config.client_config())
+        existing = admin.list_topics(timeout=self.config.timeout_s).topics
+        missing = [t for t in self.topics if t not in existing]
+        if not missing:
+            return
+        futures = admin.create_topics(
+            [NewTopic(t, self.config.partitions, self.config.replication) for t in missing]
+        )
+        for topic, future in futures.items():
+            try:
+                future.result(self.config.timeout_s)
+                log.info(
+                    "kafka sink: created topic %s (%d partitions)", topic, self.config.partitions
+                )
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise KafkaSinkError(f"cannot create topic {topic}: {exc}") from None
+
+    def _send(self, messages: pa.Table) -> None:
+        producer = self._producer
+        assert producer is not None
+        transactional = self.config.transactional
+        failures: list[str] = []
+        ends: dict[tuple[str, int], int] = {}
+
+        def delivered(error, message) -> None:
+            if error is not None:
+                failures.append(str(error))
+            else:
+                key = (message.topic(), message.partition())
+                ends[key] = max(ends.get(key, 0), message.offset() + 1)
+
+        if transactional:
+            producer.begin_transaction()
+        columns = [messages.column(n).to_pylist() for n in ("topic", "key", "value", "event_id")]
+        for topic, key, value, event_id in zip(*columns, strict=True):
+            while True:
+                try:
+                    producer.produce(
+                        topic, value, key, headers=[("event_id", event_id)], on_delivery=delivered
+                    )
+                    break
+                except BufferError:  # the client's queue is full: let it drain
+                    producer.poll(0.1)
+        if producer.flush(self.config.timeout_s) or failures:
+            raise KafkaSinkError(
+                f"kafka sink: {len(failures)} events not delivered"
+                + (f" ({failures[0]})" if failures else " in time")
+            )
+        if transactional:
+            assert self._marks is not None and self._seq_group is not None
+            marks = [TopicPartition(t, p, end) for (t, p), end in ends.items()]
+            producer.send_offsets_to_transaction(
+                marks, self._marks.consumer_group_metadata(), self.config.timeout_s
+            )
+            # The seq after the last event of this transaction, committed with it: after a
+            # crash, outbox rows below it are known written. An offset is just a number here.
+            last_seq = pc.max(messages.column("seq")).as_py()
+            producer.send_offsets_to_transaction(
+                [TopicPartition(self.config.predictions_topic, 0, last_seq + 1)],
+                self._seq_group.consumer_group_metadata(),
+                self.config.timeout_s,
+            )
+            producer.commit_transaction(self.config.timeout_s)
+
+    def _not_written(self, messages: pa.Table) -> pa.Table:
+        """Those of ``messages`` a read_committed reader does not see in the topics yet:
+        below the committed seq they are written; above it, looked for from the marks on
+        (an aborted transaction's events, which a broker may show anyway)."""
+        assert self._seq_group is not None
+        committed = self._seq_group.committed(
+            [TopicPartition(self.config.predictions_topic, 0)], timeout=self.config.timeout_s
+        )[0].offset
+        below = pc.less(messages.column("seq"), max(committed, 0))
+        known = pc.sum(below).as_py() or 0
+        messages = messages.filter(pc.invert(below))
+        ids = messages.column("event_id").to_pylist()
+        found = self._written_ids(set(ids)) if ids else set()
+        found_count = known + len(found)
+        if found_count:
+            self.found_written += found_count
+            log.info("kafka sink: %d waiting events were already written; not again", found_count)
+        seen = set(found)
+        keep = []
+        for event_id in ids:
+            keep.append(event_id not in seen)
+            seen.add(event_id)
+        return messages.filter(pa.array(keep))
+
+    def _written_ids(self, wanted: set[str]) -> set[str]:
+        """Event ids of ``wanted`` in the topics from the marks on (read_committed)."""
+        consumer = self._marks
+        assert consumer is not None
+        metadata = consumer.list_topics(timeout=self.config.timeout_s)
+        partitions = [
+            TopicPartition(t, p)
+            for t in self.topics
+            if t in metadata.topics
+            for p in sorted(metadata.topics[t].partitions)
+        ]
+        if not partitions:
+            return set()
+        marks = consumer.committed(partitions, timeout=self.config.timeout_s)
+        consumer.assign(
+            [TopicPartition(m.topic, m.partition, max(m.offset, OFFSET_BEGINNING)) for m in marks]
+        )
+        reading = {(tp.topic, tp.partition) for tp in partitions}
+        found: set[str] = set()
+        deadline = time.monotonic() + 4 * self.config.timeout_s
+        try:
+            while reading:
+                if time.monotonic() > deadline:
+                    raise KafkaSinkError("kafka sink: looking up written events timed out")
+                for message in consumer.consume(10_000, 0.5):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            raise KafkaSinkError(f"kafka sink: reading back: {error}")
+                        reading.discard((message.topic(), message.partition()))
+                        continue
+                    for name, value in message.headers() or ():
+                        if name == "event_id" and value is not None:
+                            event_id = value.decode()
+                            if event_id in wanted:
+                                found.add(event_id)
+        finally:
+            consumer.unassign()
+        return found
+
+    def _discard_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+                self._producer.flush(0)
+            except Exception:  # noqa: BLE001 - it is dropped either way
+                pass
+        self._producer = None
+        self._reconcile = self.config.transactional
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(self.config.timeout_s)
+        for consumer in (self._marks, self._seq_group):
+            if consumer is not None:
+                consumer.close()
+
+    def status(self) -> dict:
+        return {
+            **self.outage.status(),
+            "transactional": self.config.transactional,
+            "written": self.written,
+            "waiting": self.pending_rows,
+            "dropped": self.dropped,
+            "transactions": self.transactions,
+            "recovered": self.recovered_rows,
+            "found_written": self.found_written,
+            "last_commit_s": None if self.last_commit_s is None else round(self.last_commit_s, 3),
+        }

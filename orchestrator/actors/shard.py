@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import ray
+from ray.exceptions import RayActorError
 
 from orchestrator.actors import every_batch
 from orchestrator.actors.metrics import ShardMetrics
@@ -37,6 +38,7 @@ from orchestrator.stream.signals import trend_labels
 
 log = logging.getLogger(__name__)
 MODEL_RETRY_S = 60.0
+SINK_RETRY_S = 0.2  # a dead sink: send again this often until Ray has restarted it
 LATENCY_SAMPLES = 2000
 SKIPPED = object()  # a tick with no warm row or no model: nothing to predict or settle
 # Drift histograms need a sample, not every row: a live tick (one minute) is counted whole,
@@ -129,9 +131,10 @@ class FeatureShard:
                     shard_id,
                     tf,
                 )
-        self._unconfirmed: list = []  # sink calls a checkpoint must see delivered first
+        self._unconfirmed: list[asyncio.Task] = []  # sink calls a checkpoint awaits first
         self._counters = {
             "ticks": 0,
+            "sink_resends": 0,
             "rows_predicted": 0,
             "rows_cold": 0,
             "model_errors": 0,
@@ -193,7 +196,7 @@ class FeatureShard:
         predicted = [(t, p) for t, p in zip(merged, done, strict=True) if p is not SKIPPED]
         tables = [p for _, p in predicted if p is not None]
         if tables:
-            self._unconfirmed.append(self._sink.deliver.remote([(p, None) for p in tables]))
+            self._to_sink("deliver", [(p, None) for p in tables])
         # Candle close to the batch's last prediction, by which timeframes closed in it.
         kind = "+".join(
             tf
@@ -207,7 +210,25 @@ class FeatureShard:
             settled = [self._settle(t, p) for t, p in predicted]
         settled = [o for o in settled if o.num_rows]
         if settled:
-            self._unconfirmed.append(self._sink.deliver.remote([(None, o) for o in settled]))
+            self._to_sink("deliver", [(None, o) for o in settled])
+
+    def _to_sink(self, method: str, *args) -> None:
+        """A sink call, sent now; the next checkpoint waits until it is delivered. While the
+        sink is dead it is sent again (Ray restarts the sink, which drops what it already
+        has), so what the shard handed over is never lost with a sink."""
+        ref = getattr(self._sink, method).remote(*args)
+        self._unconfirmed.append(
+            asyncio.get_running_loop().create_task(self._confirm(ref, method, args))
+        )
+
+    async def _confirm(self, ref, method: str, args: tuple):
+        while True:
+            try:
+                return await ref
+            except RayActorError:
+                self._counters["sink_resends"] += 1
+                await asyncio.sleep(SINK_RETRY_S)
+                ref = getattr(self._sink, method).remote(*args)
 
     def _settle(self, tick: FeatureTick, predictions: pa.Table | None) -> pa.Table:
         """The outcomes this tick's candles settle (in a multi-minute batch, also of the
@@ -272,7 +293,7 @@ class FeatureShard:
             )  # a systematic sample of big ticks
             self._drift[tick.timeframe].update(tick.features[::stride])
         if self._config.log_features:
-            self._unconfirmed.append(self._sink.record_features.remote(feature_rows(tick)))
+            self._to_sink("record_features", feature_rows(tick))
         handles = self._models.get(tick.timeframe, [])
         if not handles:
             return SKIPPED

@@ -91,6 +91,16 @@ class KafkaSinkError(RuntimeError):
     """A write to Kafka did not complete (brokers unreachable, topic missing, fenced)."""
 
 
+KEY_SEPARATOR = "\x1f"
+
+
+def message_keys(messages: pa.Table) -> pa.Array:
+    """topic + event id: a prediction and its outcome share the event id, not the topic."""
+    return pc.binary_join_element_wise(
+        messages.column("topic"), messages.column("event_id"), KEY_SEPARATOR
+    ).combine_chunks()
+
+
 def event_messages(events: pa.Table, topic: str) -> pa.Table:
     """Events (predictions or outcomes) as messages for ``topic`` (outbox rows but ``seq``)."""
     rows = events.to_pylist()
@@ -127,7 +137,7 @@ class KafkaOutbox:
             self._next_seq = max(self._next_seq, pc.max(recovered.column("seq")).as_py() + 1)
         # Ids of those, whose shard may send them again (the sink may have died between
         # this outbox and its WAL): not queued twice.
-        self._recovered_ids = set(recovered.column("event_id").to_pylist())
+        self._recovered_keys = set(message_keys(recovered).to_pylist())
         self._reconcile = recovered.num_rows > 0 and config.transactional
         self.recovered_rows = recovered.num_rows
         self._producer: Producer | None = None
@@ -148,9 +158,9 @@ class KafkaOutbox:
 
     def add(self, messages: pa.Table) -> None:
         """Durable (in the outbox on disk) when this returns."""
-        if self._recovered_ids and messages.num_rows:
-            ids = messages.column("event_id")
-            again = pc.is_in(ids, pa.array(list(self._recovered_ids), pa.string()))
+        if self._recovered_keys and messages.num_rows:
+            recovered = pa.array(list(self._recovered_keys), pa.string())
+            again = pc.is_in(message_keys(messages), recovered)
             messages = messages.filter(pc.invert(again))
         if messages.num_rows:
             seq = pa.array(range(self._next_seq, self._next_seq + messages.num_rows), pa.int64())
@@ -338,21 +348,22 @@ class KafkaOutbox:
         below = pc.less(messages.column("seq"), max(committed, 0))
         known = pc.sum(below).as_py() or 0
         messages = messages.filter(pc.invert(below))
-        ids = messages.column("event_id").to_pylist()
-        found = self._written_ids(set(ids)) if ids else set()
+        keys = message_keys(messages).to_pylist()
+        found = self._written_keys(set(keys)) if keys else set()
         found_count = known + len(found)
         if found_count:
             self.found_written += found_count
             log.info("kafka sink: %d waiting events were already written; not again", found_count)
-        seen = set(found)
+        seen = set(found)  # and each once: after a crash one can be in the outbox twice
         keep = []
-        for event_id in ids:
-            keep.append(event_id not in seen)
-            seen.add(event_id)
-        return messages.filter(pa.array(keep))
+        for key in keys:
+            keep.append(key not in seen)
+            seen.add(key)
+        return messages.filter(pa.array(keep, pa.bool_()))
 
-    def _written_ids(self, wanted: set[str]) -> set[str]:
-        """Event ids of ``wanted`` in the topics from the marks on (read_committed)."""
+    def _written_keys(self, wanted: set[str]) -> set[str]:
+        """Those of ``wanted`` (``message_keys``) in the topics from the marks on, as a
+        read_committed reader sees them."""
         consumer = self._marks
         assert consumer is not None
         metadata = consumer.list_topics(timeout=self.config.timeout_s)
@@ -384,9 +395,9 @@ class KafkaOutbox:
                         continue
                     for name, value in message.headers() or ():
                         if name == "event_id" and value is not None:
-                            event_id = value.decode()
-                            if event_id in wanted:
-                                found.add(event_id)
+                            key = f"{message.topic()}{KEY_SEPARATOR}{value.decode()}"
+                            if key in wanted:
+                                found.add(key)
         finally:
             consumer.unassign()
         return found

@@ -9,6 +9,7 @@ deployments get the frozen model and the actors their own settings (``FeedSettin
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -145,7 +146,12 @@ class KafkaConnection(StrictModel):
     )
 
     def client_config(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        """librdkafka settings; its own log lines go through Python logging (one logger, one
+        format string: the actors' rate limit keeps an outage to a few lines a minute)."""
+        settings: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "logger": logging.getLogger("orchestrator.kafka.client"),
+        }
         settings.update(overrides or {})
         for name, value in os.environ.items():
             if name.startswith(KAFKA_ENV_PREFIX) and len(name) > len(KAFKA_ENV_PREFIX):

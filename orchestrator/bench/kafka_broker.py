@@ -38,8 +38,8 @@ def _free_port() -> int:
 
 
 class LocalBroker:
-    def __init__(self, log_path: Path | None = None):
-        self.port = _free_port()
+    def __init__(self, log_path: Path | None = None, port: int | None = None):
+        self.port = port or _free_port()
         url = f"tcp://127.0.0.1:{self.port}"
         self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -108,3 +108,22 @@ def local_broker(log_path: Path | None = None) -> Iterator[LocalBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+def main() -> None:
+    """``python -m orchestrator.bench.kafka_broker [PORT]``: a local broker until Ctrl-C
+    (for ``configs/local-kafka.yaml``; its topics live in memory and go with it)."""
+    import sys
+
+    broker = LocalBroker(port=int(sys.argv[1]) if len(sys.argv) > 1 else 9092)
+    print(f"tansu Kafka-protocol broker on {broker.bootstrap} (in memory); Ctrl-C stops it")
+    try:
+        broker.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()

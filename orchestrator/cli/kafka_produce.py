@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from orchestrator import resolve_path
 from orchestrator.config import KafkaConnection
-from orchestrator.feeds.kafka import publish_candles
+from orchestrator.feeds.kafka import candle_producer, publish_candles
 from orchestrator.feeds.replay import load_timeline, replay_files
 from orchestrator.market.formats import FORMATS
 from orchestrator.market.schema import candles_from_arrays
@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.speed <= 0:
         sent = publish_candles(connection, args.topic, table, args.format)
     else:
-        sent = 0
+        sent, producer = 0, candle_producer(connection)
         times = table.column("open_time")
         for open_time in pc.unique(times).to_pylist():
             minute = table.filter(pc.equal(times, open_time))
-            sent += publish_candles(connection, args.topic, minute, args.format)
+            sent += publish_candles(connection, args.topic, minute, args.format, producer)
             time.sleep(1.0 / args.speed)
     print(f"{sent} candles ({args.format}) written to {args.topic} on {args.bootstrap_servers}")
     return 0

@@ -65,6 +65,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "orchestrator.bench.history",
         "history pages of a 30-day log: latency, memory, files vs the previous reader",
     ),
+    "kafka": (
+        "orchestrator.bench.kafka",
+        "Kafka in and out: events/s into a topic, candles/s through the pipeline vs plain loops",
+    ),
     "soak": (
         "orchestrator.bench.soak",
         "the application for N minutes under load: memory, latency, queues",

@@ -218,13 +218,21 @@ class KafkaSource:
             await asyncio.to_thread(self._consumer.commit, offsets=offsets, asynchronous=False)
 
 
+def candle_producer(connection: KafkaConnection) -> Producer:
+    return Producer(connection.client_config({"enable.idempotence": True, "linger.ms": 20}))
+
+
 def publish_candles(
-    connection: KafkaConnection, topic: str, candles: pa.Table, format: str = "tickcast"
+    connection: KafkaConnection,
+    topic: str,
+    candles: pa.Table,
+    format: str = "tickcast",
+    producer: Producer | None = None,
 ) -> int:
     """Writes ``candles`` to ``topic`` as closed-candle messages of ``format``, keyed by
     symbol (one symbol's candles stay in order in one partition), in the table's order:
     what an upstream producer does (``tickcast kafka-produce``, tests, the benchmark)."""
-    producer = Producer(connection.client_config({"enable.idempotence": True, "linger.ms": 20}))
+    producer = producer or candle_producer(connection)
     keys = candles.column("symbol").to_pylist()
     for key, value in zip(keys, encode_candles(candles, format), strict=True):
         while True:

@@ -259,3 +259,12 @@ def test_symbols():
     assert all(r[7] == "0" for r in rows), rows  # the symbols that stay miss no tick
     calls = assert_table(out, ("request", "n", "median s", "max s", "warm-up candles each"), 2)
     assert calls[0][0].startswith("add") and int(calls[0][4]) > 0, calls
+
+
+def test_kafka():
+    out = run_bench("kafka", timeout=300)
+    rows = assert_table(out, ("writing events", "events/s", "vs plain loop"), 3)
+    assert all(float(r[1].replace(",", "")) > 0 for r in rows)
+    headers = ("candles from a topic", "candles", "seconds", "candles/s", "vs plain loop")
+    through = assert_table(out, headers, 2)
+    assert through[1][1] == through[0][1] == "800"  # 20 symbols x 40 minutes, every one read

@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import ray
+from confluent_kafka import Producer
 
 from orchestrator.config import KafkaConnection
 from orchestrator.feeds.kafka import publish_candles
@@ -142,14 +145,10 @@ def test_kafka_in_and_out_with_bad_messages(serve_app, kafka_broker, candles, tm
     pipeline = serve_app.get_deployment_handle("Pipeline", app_name="tickcast")
     wait_for(pipeline, first + 299 * MINUTE_MS)
 
-    from confluent_kafka import Producer
-
     btc = candles.filter(pc.equal(candles.column("symbol"), "BTC/USDT")).slice(0, 1).to_pylist()[0]
     future = {**btc, "open_time": (time.time_ns() // 10**6 // MINUTE_MS + 1440) * MINUTE_MS}
     future["close_time"] = future["open_time"] + MINUTE_MS - 1
     older = {**btc, "open_time": first - 60 * MINUTE_MS, "close_time": first - 1 - 59 * MINUTE_MS}
-    import orjson
-
     producer = Producer({"bootstrap.servers": kafka_broker.bootstrap})
     for value in (
         b"\x00\xffgarbage",
@@ -207,3 +206,47 @@ def test_killing_the_feed_a_shard_and_the_sink_writes_each_event_once(
     ids = settle(pipeline, kafka_broker, len(expected))
     check_once_each(ids, tmp_path / "log", expected)
     assert _status(pipeline)["feeds"][0]["epoch"] >= 1  # the feed was restored
+
+
+def worker_log_lines(text: str) -> list[str]:
+    """Lines of this Ray session's worker logs that contain ``text``."""
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    return [
+        line
+        for path in logs.glob("worker-*.err")
+        for line in path.read_text(errors="replace").splitlines()
+        if text in line
+    ]
+
+
+def test_broker_down_30_s_mid_run_loses_nothing_and_warns_once(
+    serve_app, kafka_broker, candles, tmp_path
+):
+    kafka_broker.create_topic("candles", 3)
+    times = candles.column("open_time")
+    first = pc.min(times).as_py()
+    middle = first + (MINUTES // 2) * MINUTE_MS
+    publish(kafka_broker, candles.filter(pc.less(times, middle)))
+    serve_app.run(build_app(app_args(kafka_broker, tmp_path, "kafka-outage")), name="tickcast")
+    pipeline = serve_app.get_deployment_handle("Pipeline", app_name="tickcast")
+    wait_for(pipeline, first + 100 * MINUTE_MS)
+    kafka_broker.pause()  # mid-stream: the feed cannot read, the sink cannot write
+    try:
+        time.sleep(30)
+        down = _status(pipeline)["sink"]["kafka"]
+    finally:
+        kafka_broker.resume()
+    assert down["state"] == "down" and down["waiting"] > 0, down
+    publish(kafka_broker, candles.filter(pc.greater_equal(times, middle)))
+    wait_for(pipeline, pc.max(times).as_py())
+
+    expected = expected_keys(candles)
+    ids = settle(pipeline, kafka_broker, len(expected))
+    check_once_each(ids, tmp_path / "log", expected)
+    kafka = _status(pipeline)["sink"]["kafka"]
+    assert kafka["state"] == "up" and kafka["outages"] == 1 and kafka["dropped"] == 0
+    server = f"kafka {kafka_broker.bootstrap}"
+    assert len(worker_log_lines(f"{server} is down")) == 1
+    assert len(worker_log_lines(f"{server} is back")) == 1
+    # librdkafka's own lines (timeouts, reconnects of five clients) stay a few per minute.
+    assert len(worker_log_lines("orchestrator.kafka.client")) < 60

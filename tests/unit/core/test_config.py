@@ -106,7 +106,9 @@ def test_exchange_feed_secrets_are_named_not_given():
         )
 
 
-@pytest.mark.parametrize("name", ["local.yaml", "local-replay.yaml", "production.yaml"])
+@pytest.mark.parametrize(
+    "name", ["local.yaml", "local-replay.yaml", "local-kafka.yaml", "production.yaml"]
+)
 def test_shipped_configs_pass_serve_schema_and_ours(name):
     from ray.serve.schema import ServeDeploySchema
 
@@ -248,3 +250,37 @@ def test_feed_symbol_lists_travel_apart_from_the_bound_config():
     assert [s.source.symbols for s in restored.feed_settings()][2] == ("BTC/USDT", "ETH/USDT")
     with pytest.raises(ConfigError, match="2 symbol lists for 3 feeds"):
         with_feed_symbols(bound, lists[:2])
+
+
+def test_kafka_settings_come_from_the_environment_never_the_file(monkeypatch):
+    from orchestrator.config import KafkaFeedConfig, parse_config
+
+    monkeypatch.setenv("TICKCAST_KAFKA_SASL_PASSWORD", "s3cret")
+    monkeypatch.setenv("TICKCAST_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    feed = KafkaFeedConfig(bootstrap_servers="k:9092", topics=("candles",))
+    settings = feed.client_config({"group.id": "g"})
+    assert settings["sasl.password"] == "s3cret" and settings["security.protocol"] == "SASL_SSL"
+    assert settings["bootstrap.servers"] == "k:9092" and settings["group.id"] == "g"
+    with pytest.raises(ConfigError, match="sasl_password"):  # not a config field
+        parse_config(
+            {
+                "feeds": [
+                    {
+                        "kind": "kafka",
+                        "bootstrap_servers": "k",
+                        "topics": ["c"],
+                        "sasl_password": "x",
+                    }
+                ]
+            }
+        )
+
+
+def test_the_kafka_sink_is_named_after_the_environment():
+    from orchestrator.config import parse_config
+
+    config = parse_config(
+        {"environment": "prod", "sink": {"kafka": {"bootstrap_servers": "k:9092"}}}
+    )
+    assert config.sink_settings().kafka.transactional_id == "tickcast-sink-prod"
+    assert parse_config({}).sink_settings().kafka is None

@@ -96,10 +96,20 @@ def startup_summary(config: TickcastConfig) -> str:
             f"  feeds:  {'; '.join(feeds) or 'none'}",
             f"  shards: {config.features.shards} on {', '.join(config.features.timeframes)}",
             f"  models: {models}",
-            f"  log:    {resolve_path(config.sink.log_dir)}; bus: {bus or 'off'}",
+            f"  log:    {resolve_path(config.sink.log_dir)}; bus: {bus or 'off'}; "
+            f"kafka: {_kafka_out(config)}",
             "  API and dashboard: the Serve proxy (http_options), e.g. http://127.0.0.1:8000/",
         ]
     )
+
+
+def _kafka_out(config: TickcastConfig) -> str:
+    kafka = config.sink.kafka
+    if kafka is None:
+        return "off"
+    topics = ", ".join(t for t in (kafka.predictions_topic, kafka.outcomes_topic) if t)
+    mode = "transactions" if kafka.transactional else "idempotent"
+    return f"{topics} on {kafka.bootstrap_servers} ({mode})"
 
 
 def _symbols(source) -> str:

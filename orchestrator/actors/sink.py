@@ -90,11 +90,13 @@ class PredictionSink:
     async def _pump_kafka(self) -> None:
         """Every ``kafka.flush_seconds``: what waits for Kafka goes in one transaction."""
         assert self._kafka is not None
+        more = False
         while True:
-            await asyncio.sleep(self._kafka.config.flush_seconds)
+            await asyncio.sleep(0 if more else self._kafka.config.flush_seconds)
             try:
-                await self._kafka.pump()
+                more = await self._kafka.pump()  # a backlog: the next transaction at once
             except Exception:  # never the end of the pump: the outbox keeps what waits
+                more = False
                 log.exception("kafka sink: pump failed")
 
     async def record(self, predictions: pa.Table) -> int:

@@ -5,28 +5,34 @@
 ``exchange:symbol`` (one symbol's events stay in order in one partition), and the header
 ``event_id`` the idempotent key.
 
-**The outbox.** ``add`` encodes the events and appends them to an on-disk outbox (an Arrow
-IPC log beside the sink's write-ahead log, flushed to the OS) before the sink answers the
-shard, so what the shard's checkpoint counts as delivered reaches Kafka even if the sink
-dies. ``pump`` (every ``flush_seconds``) writes what waits in one transaction of an
-idempotent producer and, in the same transaction, commits per partition the offset after
-its last message to the consumer group named like the transactional id (the *marks*).
-Outbox segments are deleted once their transaction committed.
+**The outbox.** ``add`` encodes the events, numbers them (``seq``, never reused: the next
+number outlives the outbox in ``next-seq``) and appends them to an on-disk outbox (an Arrow
+IPC log, flushed to the OS). The sink calls it *before* its own WAL, so every row the WAL
+holds is in the outbox, and before it answers the shard, so what the shard's checkpoint
+counts as delivered reaches Kafka even if the sink dies. ``pump`` (every
+``flush_seconds``) writes what waits in one transaction of an idempotent producer and, in
+the same transaction, commits two kinds of consumer-group offsets: the seq after its last
+event (group ``<transactional id>.seq``) and, per partition, the offset after its last
+message (group ``<transactional id>``, the *marks*). Outbox segments are deleted once their
+transaction committed.
 
 **After a crash or a failed transaction** the producer is started again under the same
-``transactional.id`` (the broker aborts whatever the old one left open), and the events
-waiting are first looked for in the topics: a read_committed read from the marks to the
-end; those found are not written again. So a read_committed consumer sees each event once
-whether the sink died before, during or after a commit. (A broker that hands aborted
-messages to read_committed readers, like tansu 0.6, also hands them to this read, so the
-events are not written twice there either.)
+``transactional.id`` (the broker aborts whatever the old one left open). Of the events
+waiting, those below the committed seq are written already (the sink died after a commit,
+before deleting them); the others are looked for in the topics with a read_committed read
+from the marks to the end, and those found are not written again. Events the shards send
+again (the sink died between the outbox and its WAL) are recognised by their topic and
+event id and not queued twice. So a read_committed consumer sees each event once whether
+the sink died before, during or after a commit. (A broker that hands aborted messages to
+read_committed readers, like tansu 0.6, also hands them to this read, so the events are not
+written twice there either.)
 
 **Outages** are an ``Outage``: one warning, a capped backoff, one line when the brokers are
 back; events wait in a queue bounded by ``buffer_rows`` (past it the oldest are dropped
 from the queue and counted; the Parquet log keeps every event).
 
-With ``transactional: false`` the producer is idempotent only: no marks and no look-up, so a
-sink crash between a write and its outbox deletion writes those events again (at least
+With ``transactional: false`` the producer is idempotent only: no seq, marks or look-up, so
+a sink crash between a write and its outbox deletion writes those events again (at least
 once; consumers dedupe on the ``event_id`` header).
 """
 
@@ -68,6 +74,10 @@ OUTBOX_SCHEMA = pa.schema(
         pa.field("seq", pa.int64(), nullable=False),  # the outbox's own order, never reused
     ]
 )
+
+
+MAX_TRANSACTION_ROWS = 50_000  # a backlog after an outage goes out in transactions this big
+RESEND_WINDOW_S = 300.0  # how long after a restart shards may still send recovered events
 
 
 class KafkaSinkSettings(Protocol):
@@ -196,7 +206,8 @@ class KafkaOutbox:
         self.transactional_id = config.transactional_id or "tickcast-sink"
         self._wal = WriteAheadLog(directory, OUTBOX_SCHEMA)
         self._seq_path = Path(directory) / "next-seq"
-        self._queue: deque[tuple[int, pa.Table]] = deque()
+        # (number, events, the outbox segment they are in), oldest first
+        self._queue: deque[tuple[int, pa.Table, int]] = deque()
         self._next = 0
         self.pending_rows = self.written = self.dropped = self.found_written = 0
         self.transactions = 0
@@ -205,11 +216,12 @@ class KafkaOutbox:
         recovered = self._wal.recover()
         self._next_seq = self._saved_next_seq()
         if recovered.num_rows:  # maybe written already: looked up before sending
-            self._enqueue(recovered)
+            self._enqueue(recovered, self._wal.segment - 1)
             self._next_seq = max(self._next_seq, pc.max(recovered.column("seq")).as_py() + 1)
-        # Ids of those, whose shard may send them again (the sink may have died between
-        # this outbox and its WAL): not queued twice.
-        self._recovered_keys = set(message_keys(recovered).to_pylist())
+        # Their keys, for a while: a shard may send them again (the sink may have died
+        # between this outbox and its WAL), within seconds of the sink being back.
+        self._recovered_keys = message_keys(recovered) if recovered.num_rows else None
+        self._resends_until = time.monotonic() + RESEND_WINDOW_S
         self._reconcile = recovered.num_rows > 0 and config.transactional
         self.recovered_rows = recovered.num_rows
         self._producer: Producer | None = None
@@ -230,16 +242,18 @@ class KafkaOutbox:
 
     def add(self, messages: pa.Table) -> None:
         """Durable (in the outbox on disk) when this returns."""
-        if self._recovered_keys and messages.num_rows:
-            recovered = pa.array(list(self._recovered_keys), pa.string())
-            again = pc.is_in(message_keys(messages), recovered)
+        if self._recovered_keys is not None and time.monotonic() > self._resends_until:
+            self._recovered_keys = None
+        if self._recovered_keys is not None and messages.num_rows:
+            again = pc.is_in(message_keys(messages), self._recovered_keys)
             messages = messages.filter(pc.invert(again))
         if messages.num_rows:
             seq = pa.array(range(self._next_seq, self._next_seq + messages.num_rows), pa.int64())
             self._next_seq += messages.num_rows
             messages = messages.append_column(OUTBOX_SCHEMA.field("seq"), seq)
+            segment = self._wal.segment
             self._wal.append(messages)
-            self._enqueue(messages)
+            self._enqueue(messages, segment)
             self._bound()
 
     def _saved_next_seq(self) -> int:
@@ -254,40 +268,49 @@ class KafkaOutbox:
         partial.write_text(str(self._next_seq))
         partial.replace(self._seq_path)
 
-    def _enqueue(self, messages: pa.Table) -> None:
-        self._queue.append((self._next, messages))
+    def _enqueue(self, messages: pa.Table, segment: int) -> None:
+        self._queue.append((self._next, messages, segment))
         self._next += 1
         self.pending_rows += messages.num_rows
 
     def _bound(self) -> None:
         while self.pending_rows > self.config.buffer_rows and len(self._queue) > 1:
-            _, oldest = self._queue.popleft()
+            _, oldest, _ = self._queue.popleft()
             self.pending_rows -= oldest.num_rows
             self.dropped += oldest.num_rows
 
-    async def pump(self) -> None:
-        """Write what waits, in one transaction (in a thread; the sink goes on meanwhile)."""
+    async def pump(self) -> bool:
+        """Write the oldest events waiting, up to ``MAX_TRANSACTION_ROWS``, in one
+        transaction (in a thread; the sink goes on meanwhile). True if more wait."""
         if not self._queue or not self.outage.ready():
-            return
-        taken = list(self._queue)
-        segment = self._wal.rotate()  # everything taken is in segments up to this one
+            return False
+        self._wal.rotate()  # later events go to a new segment
+        taken, rows = [], 0
+        for item in self._queue:
+            if taken and rows + item[1].num_rows > MAX_TRANSACTION_ROWS:
+                break
+            taken.append(item)
+            rows += item[1].num_rows
         started = time.monotonic()
         try:
-            written = await asyncio.to_thread(self._write, [t for _, t in taken])
+            written = await asyncio.to_thread(self._write, [t for _, t, _ in taken])
         except (KafkaSinkError, KafkaException, BufferError) as exc:
             self.outage.failed(str(exc))
-            return
+            return False
         last = taken[-1][0]
         while self._queue and self._queue[0][0] <= last:
-            _, table = self._queue.popleft()
+            _, table, _ = self._queue.popleft()
             self.pending_rows -= table.num_rows
-        self._wal.drop_through(segment)
+        # Segments holding only written events go; one shared with a waiting event stays
+        # (after a crash its written events are known by their seq).
+        self._wal.drop_through(self._queue[0][2] - 1 if self._queue else self._wal.segment - 1)
         self._save_next_seq()
         self.written += written
         self.transactions += 1
         self.last_commit_s = time.monotonic() - started
         self.last_commit_at = time.time()
         self.outage.succeeded()
+        return bool(self._queue)
 
     # --- in the pump's thread -------------------------------------------------------------
     def _write(self, tables: list[pa.Table]) -> int:

@@ -35,6 +35,11 @@ class WriteAheadLog:
         self._writer.write_table(table.cast(self.schema))
         self._sink.flush()
 
+    @property
+    def segment(self) -> int:
+        """The segment the next append goes to."""
+        return self._segment
+
     def rotate(self) -> int:
         """Close the current segment (later appends start a new one); returns its number:
         everything appended so far is in segments up to it (``drop_through``)."""

@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator.config import KafkaSinkConfig
 from orchestrator.health.outage import Outage
+from orchestrator.sinks import kafka_out
 from orchestrator.sinks.kafka_out import KafkaOutbox
 from orchestrator.stream.events import PREDICTION_SCHEMA
 from orchestrator.stream.outcomes import OUTCOME_SCHEMA
@@ -104,7 +105,10 @@ def test_a_sink_dead_at_any_point_writes_each_event_once(kafka_broker, tmp_path,
         assert again.status()["found_written"] == 300
 
 
-def test_broker_down_then_back_loses_nothing_and_warns_once(kafka_broker, tmp_path, caplog):
+def test_broker_down_then_back_loses_nothing_and_warns_once(
+    kafka_broker, tmp_path, caplog, monkeypatch
+):
+    monkeypatch.setattr(kafka_out, "MAX_TRANSACTION_ROWS", 120)  # the backlog: 3 transactions
     box = outbox(kafka_broker, tmp_path / "outbox", buffer_rows=1000, timeout_s=2.0)
     box.add_predictions(predictions(0, 100))
     asyncio.run(box.pump())
@@ -118,9 +122,17 @@ def test_broker_down_then_back_loses_nothing_and_warns_once(kafka_broker, tmp_pa
         assert box.status()["up"] is False and box.status()["waiting"] == 300
     finally:
         kafka_broker.resume()
-    asyncio.run(box.pump())
+    before = box.status()["transactions"]
+
+    async def drain() -> None:
+        while await box.pump():
+            pass
+
+    asyncio.run(drain())
     status = box.status()
     assert status["up"] is True and status["waiting"] == 0
+    assert status["transactions"] - before == 3
+    assert not list((tmp_path / "outbox").glob("segment-*"))
     ids = event_ids(read_topic(kafka_broker.bootstrap, "tickcast.predictions"))
     assert sorted(ids) == sorted(predictions(0, 400)["event_id"].to_pylist())
     down = [r for r in caplog.records if "is down" in r.getMessage()]

@@ -147,6 +147,14 @@ class PipelineMetrics:
         self._bus_dropped = Gauge(
             "tickcast_bus_dropped_rows", "predictions dropped from a full bus buffer"
         )
+        self._kafka = {
+            "up": Gauge("tickcast_kafka_up", "1 while the Kafka sink's brokers answer, else 0"),
+            "waiting": Gauge("tickcast_kafka_waiting_events", "events waiting for Kafka"),
+            "written": Gauge("tickcast_kafka_written_events", "events the sink wrote to Kafka"),
+            "dropped": Gauge(
+                "tickcast_kafka_dropped_events", "events dropped from a full Kafka queue"
+            ),
+        }
 
     def outcomes(self, metrics: dict) -> None:
         for model_id, per_tf in metrics.get("models", {}).items():
@@ -173,3 +181,8 @@ class PipelineMetrics:
             self._bus_up.set(0.0 if bus["state"] == "down" else 1.0)
             self._bus_waiting.set(bus["waiting"])
             self._bus_dropped.set(bus["dropped"])
+        kafka = status.get("kafka") or {}
+        if kafka.get("state") in ("up", "down"):
+            self._kafka["up"].set(0.0 if kafka["state"] == "down" else 1.0)
+            for name in ("waiting", "written", "dropped"):
+                self._kafka[name].set(kafka[name])

@@ -84,6 +84,10 @@ class KafkaSource:
         self._positions: dict[tuple[str, int], int] = dict(state["offsets"]) if state else {}
         self._partitions: list[tuple[str, int]] = []
         self._at_end: set[tuple[str, int]] = set()
+        # Partitions started at a time: messages stamped before it are passed over until the
+        # first one at or after it (a broker's offset for a time may be coarser: tansu's is
+        # the partition's start).
+        self._not_before: dict[tuple[str, int], int] = {}
         self._rejects: list[Rejects] = []
         self._counters = {"messages": 0, "candles": 0, "not_closed": 0, "rejected": 0}
         self._errors = 0
@@ -124,6 +128,10 @@ class KafkaSource:
         if error is None:
             self._positions[key] = message.offset() + 1
             self._at_end.discard(key)
+            if key in self._not_before:
+                if message.timestamp()[1] < self._not_before[key]:
+                    return False
+                del self._not_before[key]
             return True
         if error.code() == KafkaError._PARTITION_EOF:
             self._at_end.add(key)
@@ -180,6 +188,7 @@ class KafkaSource:
         found = self._consumer.offsets_for_times(
             [TopicPartition(t, p, at) for t, p in partitions], timeout=METADATA_TIMEOUT_S
         )
+        self._not_before.update(dict.fromkeys(partitions, at))
         return {
             (tp.topic, tp.partition): tp.offset if tp.offset >= 0 else OFFSET_END for tp in found
         }
@@ -234,10 +243,13 @@ def publish_candles(
     what an upstream producer does (``tickcast kafka-produce``, tests, the benchmark)."""
     producer = producer or candle_producer(connection)
     keys = candles.column("symbol").to_pylist()
-    for key, value in zip(keys, encode_candles(candles, format), strict=True):
+    # Each message stamped with the instant its candle closed: a feed started at a time
+    # replays from the candles that closed then.
+    stamps = pc.add(candles.column("close_time"), 1).to_pylist()
+    for key, value, stamp in zip(keys, encode_candles(candles, format), stamps, strict=True):
         while True:
             try:
-                producer.produce(topic, value, key.encode())
+                producer.produce(topic, value, key.encode(), timestamp=stamp)
                 break
             except BufferError:
                 producer.poll(0.1)

@@ -31,6 +31,16 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def shared_schemas() -> Path:
+    """External systems' schemas (``../shared/schemas``: KubeRay's RayService CRD), read in
+    place, never copied."""
+    path = PROJECT_ROOT.parent / "shared" / "schemas"
+    if not (path / "kuberay").is_dir():
+        pytest.skip("external schemas (../shared/schemas) are not present on this machine")
+    return path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _compiled_tree_cache(tmp_path_factory) -> None:
     """Compiled tree models (``orchestrator.models.compiled``) go to a folder of this run,

@@ -450,6 +450,15 @@ class SinkConfig(StrictModel):
     )
     bus_max_backoff_s: float = Field(30.0, gt=0, description="longest wait between retries")
     kafka: KafkaSinkConfig | None = Field(None, description="also write events to Kafka")
+    dedupe_window_s: float = Field(
+        900.0,
+        ge=0,
+        description=(
+            "how long the write-ahead log keeps what was flushed: a restarted sink drops the "
+            "replayed predictions it wrote in this last stretch of writing, beside those of "
+            "the log's two newest dates"
+        ),
+    )
     compact_every_s: float = Field(
         60.0, ge=0, description="how often the logs' small files are merged; 0 turns it off"
     )

@@ -49,9 +49,14 @@ class PredictionSink:
         self._latest = LatestStore()
         self._predictions = ParquetLog(root, config.flush_rows)
         self._features = ParquetLog(root.parent / f"{root.name}-features", config.flush_rows)
-        self._wal = WriteAheadLog(root.parent / f"{root.name}-wal", PREDICTION_SCHEMA)
+        self._wal = WriteAheadLog(
+            root.parent / f"{root.name}-wal", PREDICTION_SCHEMA, keep_s=config.dedupe_window_s
+        )
         self._seen = SeenKeys()
+        # What replays can repeat: the log's newest dates (a live feed's) and what the sink
+        # wrote lately, whatever its dates (a replay of other days, a second feed's).
         self._seen.add(recent_event_ids(root))
+        self._seen.add(self._wal.recent().column("event_id").to_pylist())
         self._outcomes_seen = SeenKeys()  # a restored shard scores its replayed predictions again
         self._outcome_log = ParquetLog(root.parent / f"{root.name}-outcomes", config.flush_rows)
         for parquet_log in (self._predictions, self._features, self._outcome_log):

@@ -5,6 +5,11 @@ sink answers, so a killed process loses nothing it confirmed (an OS crash may: s
 not fsynced per record, a deliberate trade of durability for per-tick latency). When the
 buffered rows reach the Parquet log, the segment is deleted; on start, leftover segments are
 read back (a torn last message ends a segment) and written again.
+
+With ``keep_s``, flushed segments are not deleted but renamed ``flushed-*`` and kept until
+``keep_s`` older than the newest of them (by their last write, so a sink started hours
+later still finds the last stretch of writing): ``recent()`` is what the sink wrote lately,
+whatever candle dates it was for, the memory a restarted sink drops replays by.
 """
 
 from __future__ import annotations
@@ -16,16 +21,21 @@ import pyarrow.ipc as ipc
 
 
 class WriteAheadLog:
-    def __init__(self, directory: Path, schema: pa.Schema):
+    def __init__(self, directory: Path, schema: pa.Schema, keep_s: float = 0.0):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.schema = schema
+        self.keep_s = keep_s
         self._writer: ipc.RecordBatchStreamWriter | None = None
         self._sink = None
         self._segment = self._next_segment_number()
 
     def _next_segment_number(self) -> int:
-        numbers = [int(p.stem.split("-")[1]) for p in self.directory.glob("segment-*.arrows")]
+        numbers = [
+            int(p.stem.split("-")[1])
+            for pattern in ("segment-*.arrows", "flushed-*.arrows")
+            for p in self.directory.glob(pattern)
+        ]
         return max(numbers, default=-1) + 1
 
     def append(self, table: pa.Table) -> None:
@@ -55,11 +65,32 @@ class WriteAheadLog:
                 path.unlink()
 
     def truncate(self) -> None:
-        """Everything appended so far is durable elsewhere: drop it."""
+        """Everything appended so far is durable elsewhere: drop it (with ``keep_s``: keep it
+        a while as the record of recent writes)."""
         self._close()
         for path in self.directory.glob("segment-*.arrows"):
-            path.unlink()
+            if self.keep_s > 0:
+                path.replace(path.with_name("flushed-" + path.name.split("-", 1)[1]))
+            else:
+                path.unlink()
+        self._prune()
         self._segment += 1
+
+    def _prune(self) -> None:
+        flushed = [(p.stat().st_mtime, p) for p in self.directory.glob("flushed-*.arrows")]
+        if not flushed:
+            return
+        newest = max(mtime for mtime, _ in flushed)
+        for mtime, path in flushed:
+            if mtime < newest - self.keep_s:
+                path.unlink(missing_ok=True)
+
+    def recent(self) -> pa.Table:
+        """What was flushed in the last ``keep_s`` of writing (``keep_s`` 0: nothing)."""
+        tables = []
+        for path in sorted(self.directory.glob("flushed-*.arrows")):
+            tables.extend(_complete_batches(path))
+        return pa.Table.from_batches(tables, schema=self.schema)
 
     def recover(self) -> pa.Table:
         """Every complete record left by a previous process, in order."""

@@ -1,7 +1,7 @@
 """The shipped Grafana dashboard against a real Prometheus scraping a clean run.
 
 `serve run` of a quiet synthetic market (nothing rejected, duplicated or skipped; a real
-Redis for the event bus), Debian's
+Redis for the event bus and a real Kafka broker, tansu, for the Kafka sink), Debian's
 `prometheus` scraping Ray's metrics endpoints through the service-discovery file Ray
 writes, then every PromQL query of configs/grafana/tickcast-dashboard.json: each must find
 at least one series. A counter that exists only after its first increment leaves its panel
@@ -78,11 +78,18 @@ def _series(prometheus: str, query: str) -> int:
     return len(answer.get("data", {}).get("result", []))
 
 
-def test_every_dashboard_query_finds_series_on_a_clean_run(tmp_path, prometheus, redis_server):
+def test_every_dashboard_query_finds_series_on_a_clean_run(
+    tmp_path, prometheus, redis_server, kafka_broker
+):
     queries = dashboard_queries()
     assert len(queries) >= 20
     port = new_port()
-    sink = {"log_dir": str(tmp_path / "log"), "flush_seconds": 1.0, "redis_url": redis_server.url}
+    sink = {
+        "log_dir": str(tmp_path / "log"),
+        "flush_seconds": 1.0,
+        "redis_url": redis_server.url,
+        "kafka": {"bootstrap_servers": kafka_broker.bootstrap, "partitions": 1},
+    }
     config = dashboard_config(tmp_path, port, 5, sink=sink)
     with serve_run(config, tmp_path / "serve.log") as proc:
         base = f"http://127.0.0.1:{port}"

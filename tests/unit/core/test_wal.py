@@ -1,3 +1,5 @@
+import os
+
 import pyarrow as pa
 
 from orchestrator.sinks.wal import WriteAheadLog
@@ -32,3 +34,22 @@ def test_a_torn_last_record_is_dropped_not_fatal(tmp_path):
 
 def test_empty_directory_recovers_nothing(tmp_path):
     assert WriteAheadLog(tmp_path / "new", SCHEMA).recover().num_rows == 0
+
+
+def test_flushed_segments_are_kept_for_a_while_as_the_record_of_recent_writes(tmp_path):
+    wal = WriteAheadLog(tmp_path, SCHEMA, keep_s=60.0)
+    wal.append(_table(1))
+    wal.truncate()  # flushed: not recovered, but remembered
+    old = next(tmp_path.glob("flushed-*.arrows"))
+    os.utime(old, (old.stat().st_mtime - 120, old.stat().st_mtime - 120))  # 2 minutes older
+    wal.append(_table(2))
+    wal.truncate()
+    wal.append(_table(3))
+    wal.truncate()  # prunes what is more than 60 s older than the newest
+    again = WriteAheadLog(tmp_path, SCHEMA, keep_s=60.0)
+    assert again.recover().num_rows == 0
+    assert again.recent().column("k").to_pylist() == [2, 3]
+    again.append(_table(4))  # numbering continues after the kept segments: nothing replaced
+    again.truncate()
+    assert again.recent().column("k").to_pylist() == [2, 3, 4]
+    assert WriteAheadLog(tmp_path / "plain", SCHEMA).recent().num_rows == 0

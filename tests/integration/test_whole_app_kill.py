@@ -19,7 +19,9 @@ import ray
 from orchestrator.sinks.parquet_log import read_log
 from serve_app.app import build_app
 
-MINUTES = 500
+# The spot files start at 12:09 UTC: by minute 760 of its replay the spot feed has written
+# two dates (03-23, 03-24), newer than the USD-M feed's one (02-01).
+MINUTES, KILL_AT = 900, 760
 
 
 def _status(pipeline) -> dict | None:
@@ -47,7 +49,7 @@ def test_the_whole_application_killed_at_once_writes_each_prediction_once(
             "kind": "replay",
             "exchange": exchange,
             "path": str(shared_data / folder),
-            "speed": 40,
+            "speed": 60,
             "max_minutes": MINUTES,
             **({"symbols": ["LINK/USDT", "DOT/USDT"]} if exchange == "binance-usdm" else {}),
         }
@@ -70,7 +72,7 @@ def test_the_whole_application_killed_at_once_writes_each_prediction_once(
     def emitted(status: dict) -> int:
         return min(f["source"].get("minutes_emitted", 0) for f in status["feeds"])
 
-    _wait(pipeline, lambda s: emitted(s) >= 250, "half the replay")
+    _wait(pipeline, lambda s: emitted(s) >= KILL_AT, "the kill's minute")
     actors = pipeline.actors.remote().result(timeout_s=30)
     pids = [ray.get(a.pid.remote()) for a in (*actors["feeds"], *actors["shards"], actors["sink"])]
     pids.append(pipeline.pid.remote().result(timeout_s=30))

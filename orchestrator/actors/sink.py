@@ -27,7 +27,7 @@ from orchestrator.health.log_limit import limit_logging
 from orchestrator.health.outage import Outage
 from orchestrator.sinks.bus_link import BusLink
 from orchestrator.sinks.compaction import Compactor
-from orchestrator.sinks.dedupe import SeenKeys, recent_event_ids
+from orchestrator.sinks.dedupe import SeenKeys, recent_event_ids, recently_written_event_ids
 from orchestrator.sinks.latest import LatestStore
 from orchestrator.sinks.parquet_log import ParquetLog
 from orchestrator.sinks.redis_bus import RedisStreamBus
@@ -57,8 +57,13 @@ class PredictionSink:
         # wrote lately, whatever its dates (a replay of other days, a second feed's).
         self._seen.add(recent_event_ids(root))
         self._seen.add(self._wal.recent().column("event_id").to_pylist())
-        self._outcomes_seen = SeenKeys()  # a restored shard scores its replayed predictions again
-        self._outcome_log = ParquetLog(root.parent / f"{root.name}-outcomes", config.flush_rows)
+        outcome_root = root.parent / f"{root.name}-outcomes"
+        # A restored shard scores its replayed predictions again: their outcomes are dropped
+        # by what the outcome log took lately (it has no WAL; its newest files stand in).
+        self._outcomes_seen = SeenKeys()
+        self._outcomes_seen.add(recent_event_ids(outcome_root))
+        self._outcomes_seen.add(recently_written_event_ids(outcome_root, config.dedupe_window_s))
+        self._outcome_log = ParquetLog(outcome_root, config.flush_rows)
         for parquet_log in (self._predictions, self._features, self._outcome_log):
             parquet_log.remove_torn_flushes()
         self._bus = _bus_or_none(config)

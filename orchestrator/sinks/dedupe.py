@@ -68,3 +68,15 @@ def recent_event_ids(log_root, partitions: int = 2) -> list[str]:
         table = ds.dataset(folder, format="parquet").to_table(columns=["event_id"])
         ids.extend(pc.unique(table.column("event_id")).to_pylist())
     return ids
+
+
+def recently_written_event_ids(log_root, window_s: float) -> list[str]:
+    """Event ids in the files of a log written (or merged) within ``window_s`` of its newest
+    file: what the log took in its last stretch of writing, whatever the rows' dates."""
+    files = [(p.stat().st_mtime, p) for p in Path(log_root).glob("date=*/*=*/*.parquet")]
+    if not files or window_s <= 0:
+        return []
+    newest = max(mtime for mtime, _ in files)
+    recent = [str(p) for mtime, p in files if mtime >= newest - window_s]
+    table = ds.dataset(recent, format="parquet").to_table(columns=["event_id"])
+    return pc.unique(table.column("event_id")).to_pylist()

@@ -85,6 +85,8 @@ def test_the_whole_application_killed_at_once_writes_each_prediction_once(
     log = read_log(tmp_path / "log")
     ids = log.column("event_id").to_pylist()
     assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} predictions written twice"
+    scored = read_log(tmp_path / "log-outcomes").column("event_id").to_pylist()
+    assert scored and len(scored) == len(set(scored)), "an outcome was written twice"
     # None missing either: per series, every minute from its first prediction to the end.
     for exchange in ("binance", "binance-usdm"):
         mine = log.filter(pc.equal(log.column("exchange"), exchange))

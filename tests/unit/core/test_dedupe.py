@@ -1,6 +1,9 @@
-import pyarrow as pa
+import os
 
-from orchestrator.sinks.dedupe import SeenKeys, recent_event_ids
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from orchestrator.sinks.dedupe import SeenKeys, recent_event_ids, recently_written_event_ids
 from orchestrator.sinks.parquet_log import ParquetLog
 from tests.unit.core.test_sinks import _predictions
 
@@ -34,3 +37,21 @@ def test_seeded_from_the_newest_log_partitions(tmp_path):
     ids = recent_event_ids(tmp_path, partitions=2)
     assert len(ids) == 4 and all("|86400000" in i or "|172800000" in i for i in ids)
     assert recent_event_ids(tmp_path / "none") == []
+
+
+def test_recently_written_ids_are_the_last_stretch_of_writing_whatever_the_dates(tmp_path):
+    def write(date: str, ids: list[str], age_s: float) -> None:
+        folder = tmp_path / f"date={date}" / "timeframe=1m"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"part-{ids[0]}.parquet"
+        pq.write_table(pa.table({"event_id": ids}), path)
+        stamp = path.stat().st_mtime - age_s
+        os.utime(path, (stamp, stamp))
+
+    write("2026-03-24", ["new-day"], age_s=0)  # the newest file of the log
+    write("2026-02-01", ["other-feed"], age_s=30)  # an older date, written just before
+    write("2026-02-01", ["long-ago"], age_s=3600)
+    recent = recently_written_event_ids(tmp_path, window_s=900)
+    assert sorted(recent) == ["new-day", "other-feed"]
+    assert recently_written_event_ids(tmp_path, window_s=0) == []
+    assert recently_written_event_ids(tmp_path / "absent", window_s=900) == []

@@ -66,6 +66,7 @@ class KafkaSource:
         self._config = config
         self._any_symbol = config.symbols is None
         self.symbols: tuple[str, ...] = tuple(config.symbols or ())
+        self._seen: set[str] = set(self.symbols)
         self.group_id = config.group_id or f"tickcast-{name}"
         self._consumer = Consumer(
             config.client_config(
@@ -116,9 +117,10 @@ class KafkaSource:
         self._counters["not_closed"] += decoded.not_closed
         self._counters["rejected"] += len(decoded.rejects)
         if self._any_symbol and candles.num_rows:
-            seen = pc.unique(candles.column("symbol")).to_pylist()
-            if not set(seen) <= set(self.symbols):
-                self.symbols = tuple(sorted({*self.symbols, *seen}))
+            new = set(pc.unique(candles.column("symbol")).to_pylist()) - self._seen
+            if new:  # the tuple is rebuilt only when a symbol appears, not per batch
+                self._seen |= new
+                self.symbols = tuple(sorted(self._seen))
         return table_to_batch(candles.sort_by(TIME_ORDER))
 
     def _readable(self, message) -> bool:

@@ -24,6 +24,7 @@ from orchestrator.market.timeframes import MINUTE_MS
 from orchestrator.sinks.parquet_log import read_log
 from orchestrator.stream.shard import ShardState
 from serve_app.app import build_app
+from tests.integration.polling import pipeline_status, wait_for_status
 from tests.kafka_support import event_ids, read_topic
 
 MINUTES = 600
@@ -89,20 +90,16 @@ def app_args(broker, tmp_path, environment: str) -> dict:
 
 
 def _status(pipeline) -> dict:
-    return pipeline.status.remote().result(timeout_s=30)
+    return pipeline_status(pipeline)
 
 
 def wait_for(pipeline, open_time: int, timeout_s: float = 120) -> None:
     """Until the feed has routed the candles up to ``open_time``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if (_status(pipeline)["feeds"][0].get("last_open_time") or 0) >= open_time:
-                return
-        except Exception:  # noqa: BLE001 - a restarting actor answers a moment later
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"the feed did not reach {open_time}")
+
+    def routed(status: dict) -> bool:
+        return (status["feeds"][0].get("last_open_time") or 0) >= open_time
+
+    wait_for_status(pipeline, routed, f"the feed to reach {open_time}", timeout_s)
 
 
 def settle(pipeline, broker, expected: int, timeout_s: float = 120) -> list[str]:

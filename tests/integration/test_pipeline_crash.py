@@ -8,7 +8,6 @@ import os
 import signal
 import time
 
-import pytest
 import ray
 
 from orchestrator import PROJECT_ROOT
@@ -18,6 +17,7 @@ from orchestrator.models.registry import Registry
 from orchestrator.sinks.parquet_log import read_log
 from orchestrator.stream.shard import ShardState
 from serve_app.app import build_app
+from tests.integration.polling import pipeline_status, wait_for_status
 
 N_SYMBOLS, MINUTES, SEED = 20, 700, 13
 
@@ -37,20 +37,15 @@ def _expected_keys() -> set[tuple[str, int]]:
 
 
 def _status(pipeline) -> dict:
-    return pipeline.status.remote().result(timeout_s=30)
+    return pipeline_status(pipeline)
 
 
 def _wait_minutes(pipeline, minutes: int, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            feed = _status(pipeline)["feeds"][0]
-            if feed.get("done") or (feed.get("source") or {}).get("minutes_emitted", 0) >= minutes:
-                return
-        except Exception:  # noqa: BLE001 - the supervisor may be restarting
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"replay did not reach minute {minutes}")
+    def reached(status: dict) -> bool:
+        feed = status["feeds"][0]
+        return feed.get("done") or (feed.get("source") or {}).get("minutes_emitted", 0) >= minutes
+
+    wait_for_status(pipeline, reached, f"the replay's minute {minutes}", timeout_s)
 
 
 def _actors(pipeline) -> dict:

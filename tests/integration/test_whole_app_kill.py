@@ -13,32 +13,15 @@ import signal
 import time
 
 import pyarrow.compute as pc
-import pytest
 import ray
 
 from orchestrator.sinks.parquet_log import read_log
 from serve_app.app import build_app
+from tests.integration.polling import wait_for_status
 
 # The spot files start at 12:09 UTC: by minute 760 of its replay the spot feed has written
 # two dates (03-23, 03-24), newer than the USD-M feed's one (02-01).
 MINUTES, KILL_AT = 900, 760
-
-
-def _status(pipeline) -> dict | None:
-    try:
-        return pipeline.status.remote().result(timeout_s=30)
-    except Exception:  # noqa: BLE001 - a restarting supervisor answers a moment later
-        return None
-
-
-def _wait(pipeline, done, what: str, timeout_s: float = 240) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = _status(pipeline)
-        if status is not None and done(status):
-            return status
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_the_whole_application_killed_at_once_writes_each_prediction_once(
@@ -72,14 +55,14 @@ def test_the_whole_application_killed_at_once_writes_each_prediction_once(
     def emitted(status: dict) -> int:
         return min(f["source"].get("minutes_emitted", 0) for f in status["feeds"])
 
-    _wait(pipeline, lambda s: emitted(s) >= KILL_AT, "the kill's minute")
+    wait_for_status(pipeline, lambda s: emitted(s) >= KILL_AT, "the kill's minute")
     actors = pipeline.actors.remote().result(timeout_s=30)
     pids = [ray.get(a.pid.remote()) for a in (*actors["feeds"], *actors["shards"], actors["sink"])]
     pids.append(pipeline.pid.remote().result(timeout_s=30))
     for pid in pids:  # everything at once: no actor outlives another to tidy up
         os.kill(pid, signal.SIGKILL)
     time.sleep(2)
-    _wait(pipeline, lambda s: all(f.get("done") for f in s["feeds"]), "the replay's end")
+    wait_for_status(pipeline, lambda s: all(f.get("done") for f in s["feeds"]), "the replay's end")
     pipeline.flush.remote().result(timeout_s=60)
 
     log = read_log(tmp_path / "log")

@@ -1,0 +1,29 @@
+"""Waiting on a running pipeline's status, through restarts of the actors that answer it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+
+def pipeline_status(pipeline) -> dict:
+    return pipeline.status.remote().result(timeout_s=30)
+
+
+def wait_for_status(
+    pipeline, done: Callable[[dict], bool], what: str, timeout_s: float = 240, poll_s: float = 0.3
+) -> dict:
+    """The first status for which ``done`` holds; fails the test naming ``what`` after
+    ``timeout_s``. A status call that fails (a supervisor or actor restarting) is retried."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            status = pipeline_status(pipeline)
+        except Exception:  # noqa: BLE001 - it answers again a moment later
+            status = None
+        if status is not None and done(status):
+            return status
+        time.sleep(poll_s)
+    pytest.fail(f"timed out waiting for {what}")

@@ -15,7 +15,7 @@ from ray.serve.handle import DeploymentHandle
 from orchestrator import resolve_path
 from orchestrator.config import TickcastConfig
 from orchestrator.health.log_limit import limit_logging
-from orchestrator.models.registry import Registry
+from orchestrator.models.registry import open_registry
 from orchestrator.sinks.history import HistoryPage, HistoryQuery, query_log
 from serve_app.api.app import create_api
 from serve_app.api.backend import BackendError
@@ -141,7 +141,7 @@ class Ingress:
     (Serve's late-bound ingress: ``__serve_build_asgi_app__``)."""
 
     def __init__(self, config: TickcastConfig, pipeline: DeploymentHandle, models: dict):
-        registry = Registry(resolve_path(config.models_dir))
+        registry = open_registry(config.models_dir)
         self._api = create_api(config.api, ServeBackend(config, pipeline, models), registry)
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -35,7 +35,7 @@ from orchestrator.config import (
     with_feed_symbols,
 )
 from orchestrator.features.drift import RunningMoments, drift_psi, summarize_psi
-from orchestrator.models.registry import Registry
+from orchestrator.models.registry import open_registry
 from orchestrator.stream.outcomes import merge_metrics
 from orchestrator.stream.routing import shard_of
 from serve_app.api.backend import BackendError
@@ -46,7 +46,7 @@ log = logging.getLogger("ray.serve")
 
 def training_distributions(config: TickcastConfig) -> dict[str, dict]:
     """Per timeframe, the training feature distribution of its first model that stored one."""
-    registry = Registry(resolve_path(config.models_dir))
+    registry = open_registry(config.models_dir)
     found: dict[str, dict] = {}
     for ref in config.models:
         manifest = registry.resolve(ref.model_type, ref.timeframe, ref.version)

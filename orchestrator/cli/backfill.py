@@ -131,7 +131,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="prediction rows held in memory (~200 B each) before files are "
         "written; each write rewrites the partitions it touches",
     )
-    p.add_argument("--models-dir", type=Path, default=None, help="default: models_onnx/")
+    p.add_argument(
+        "--models-dir", default=None, help="registry: folder or mlflow:<URI>; default models_onnx/"
+    )
     p.add_argument("--no-progress", action="store_true", help="no Ray Data progress bars")
     args = p.parse_args(argv)
     if args.start is not None and args.end is not None and args.start >= args.end:

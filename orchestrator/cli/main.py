@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "orchestrator.cli.backfill",
         "predict over history with the live code; outcomes and a report",
     ),
-    "registry": ("orchestrator.cli.registry", "list, promote and roll back model versions"),
+    "registry": ("orchestrator.cli.registry", "list, promote, roll back and copy model versions"),
     "stream": (
         "orchestrator.cli.stream_client",
         "print the live prediction stream (WS /v1/stream)",

@@ -1,23 +1,31 @@
 #!/usr/bin/env python
-"""List, promote and roll back model versions in the registry (models_onnx/).
+"""List, promote, roll back and copy model versions, in the file registry (models_onnx/) or
+MLflow's Model Registry.
 
     tickcast registry list [--type direction] [--timeframe 1h]
-    tickcast registry promote direction-1h v1
-    tickcast registry rollback direction-1h
+    tickcast registry promote direction-1h v1 [--force --reason "why"]
+    tickcast registry rollback direction-1h [--reason "why"]
+    tickcast registry demote return-1m v1 --reason "why"
+    tickcast registry history direction-1h
+    tickcast registry copy direction-1h v2 --to mlflow:http://127.0.0.1:5000
+    tickcast registry --root mlflow:http://127.0.0.1:5000 list   (or TICKCAST_REGISTRY=...)
 
-promote makes one version production and archives the production version it replaces;
-rollback restores the version the current production one replaced (repeatable: each
-rollback steps one promotion further back). A running app picks a new version up when its
-deployment is reconfigured (see docs/models.md).
+promote makes one version production and archives the production version it replaces; it
+is refused for a version that does not beat its naive baseline out of sample unless forced
+with a reason. rollback restores the version the current production one replaced
+(repeatable: each rollback steps one promotion further back). Every change is recorded in
+the model's history. A running app whose config does not pin a version picks the new
+production version up within ``serving.registry_poll_s`` (see docs/models.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
-from orchestrator import resolve_path
-from orchestrator.models.registry import ModelManifest, Registry, RegistryError
+from orchestrator.models.registry import ModelManifest, RegistryError, open_registry
 
 
 def primary_metric(manifest: ModelManifest) -> str:
@@ -58,7 +66,12 @@ def describe(manifest: ModelManifest) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default="models_onnx", help="registry directory")
+    parser.add_argument(
+        "--root",
+        default=os.environ.get("TICKCAST_REGISTRY", "models_onnx"),
+        help="registry: a folder, or mlflow:<tracking URI> (default: $TICKCAST_REGISTRY, "
+        "else models_onnx)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="every version with its stage and metrics")
     listing.add_argument("--type", dest="model_type")
@@ -66,21 +79,62 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     promote = commands.add_parser("promote", help="make a version production")
     promote.add_argument("model_id", help="<model_type>-<timeframe>, e.g. direction-1h")
     promote.add_argument("version", help="e.g. v2")
+    promote.add_argument(
+        "--force", action="store_true", help="promote without the evidence (needs --reason)"
+    )
+    promote.add_argument("--reason", help="why (recorded in the history)")
     rollback = commands.add_parser("rollback", help="restore the previous production version")
     rollback.add_argument("model_id")
-    return parser.parse_args(argv)
+    rollback.add_argument("--reason", help="why (recorded in the history)")
+    demote = commands.add_parser("demote", help="take a version out of production")
+    demote.add_argument("model_id")
+    demote.add_argument("version")
+    demote.add_argument("--reason", required=True, help="why (recorded in the history)")
+    history = commands.add_parser("history", help="every promotion, rollback and demotion")
+    history.add_argument("model_id")
+    copy = commands.add_parser("copy", help="copy a version into another registry")
+    copy.add_argument("model_id")
+    copy.add_argument("version")
+    copy.add_argument("--to", required=True, help="the other registry: folder or mlflow:<URI>")
+    args = parser.parse_args(argv)
+    if args.command == "promote" and args.force and not (args.reason or "").strip():
+        parser.error("--force needs --reason: a forced promotion is recorded with its reason")
+    return args
+
+
+def format_history(entries: list[dict]) -> list[str]:
+    lines = []
+    for e in entries:
+        extra = {
+            k: v
+            for k, v in e.items()
+            if k not in ("at", "by", "action", "model_id", "version") and v not in (None, False)
+        }
+        lines.append(
+            f"{e['at']}  {e['action']:<8} {e['model_id']}@{e['version']}  by {e['by']}  "
+            + json.dumps(extra)
+        )
+    return lines or ["(no promotions, rollbacks or demotions recorded)"]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    registry = Registry(resolve_path(args.root))
     try:
+        registry = open_registry(args.root)
         if args.command == "list":
             print("\n".join(format_rows(registry.manifests(args.model_type, args.timeframe))))
         elif args.command == "promote":
-            print(describe(registry.promote(args.model_id, args.version)))
+            reason = args.reason if args.force else None
+            print(describe(registry.promote(args.model_id, args.version, force_reason=reason)))
+        elif args.command == "rollback":
+            print(describe(registry.rollback(args.model_id, reason=args.reason)))
+        elif args.command == "demote":
+            print(describe(registry.demote(args.model_id, args.version, reason=args.reason)))
+        elif args.command == "history":
+            print("\n".join(format_history(registry.history(args.model_id))))
         else:
-            print(describe(registry.rollback(args.model_id)))
+            copied = registry.copy_to(open_registry(args.to), args.model_id, args.version)
+            print(f"{copied.key} copied to {args.to} (stage {copied.stage})")
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

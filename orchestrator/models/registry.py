@@ -1,22 +1,30 @@
-"""The model registry in ``models_onnx/``: one folder per model id and version.
+"""The model registry: versions of each model, their stages, and the rules for changing them.
 
-Layout: ``models_onnx/<model_id>/<version>/{model.onnx, manifest.json}`` where model_id is
-``<model_type>-<timeframe>``. Loading verifies the checksum; a model whose feature names the
-feature engine does not produce is refused at start-up, never served wrong.
+Two backends behind one interface (``ModelRegistry``): the file registry in
+``models_onnx/`` (the embedded default: ``<model_id>/<version>/{model.onnx, manifest.json}``,
+model_id ``<model_type>-<timeframe>``) and MLflow's Model Registry
+(``orchestrator/models/mlflow_registry.py``, chosen by a ``mlflow:`` location). Loading
+verifies the checksum; a model whose feature names the feature engine does not produce is
+refused at start-up, never served wrong.
 
 Stages: ``promote`` makes one version production and archives the one it replaces,
 remembering it in the new version's ``previous_production``; ``rollback`` follows that link
-back (and again, further back: promotions form a stack). Manifests are rewritten whole,
-atomically (a temp file renamed over the old one), keeping every field they carry.
-Pure: no Ray, only the filesystem.
+back (and again, further back: promotions form a stack). **Promotion needs evidence**: a
+version whose manifest does not show it beating its naive baseline out of sample is refused
+unless forced with a reason. Every promotion, rollback and demotion is appended to the
+model's history with who, when, why and whether it was forced. The file backend rewrites
+manifests whole, atomically (a temp file renamed over the old one), keeping every field.
+Pure: no Ray.
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -25,11 +33,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from orchestrator.features import FEATURE_NAMES
 
 MANIFEST = "manifest.json"
+HISTORY = "history.jsonl"  # one JSON object per line, per model folder
 Stage = Literal["production", "staging", "archived"]
 
 
 class RegistryError(RuntimeError):
     """A model cannot be served: missing, corrupted, or built for other features."""
+
+
+class PromotionRefused(RegistryError):
+    """A promotion without the evidence it needs (and no forced reason)."""
 
 
 class ModelManifest(BaseModel):
@@ -49,6 +62,7 @@ class ModelManifest(BaseModel):
     # {"tensor": str, "columns": [int], "names": [str]}; the first name is the primary value.
     outputs: dict | None = None
     previous_production: str | None = None  # the version this one replaced when promoted
+    mlflow_version: str | None = None  # MLflow's number of this version (MLflow registry)
 
     @property
     def key(self) -> str:
@@ -90,9 +104,190 @@ def _version_sort_key(version: str) -> tuple[int, str]:
     return (int(digits), version) if digits.isdigit() else (-1, version)
 
 
-class Registry:
+def evidence_problem(manifest: ModelManifest) -> str | None:
+    """Why ``manifest`` may not become production on its own evidence, or None if it may:
+    it must beat its naive baseline out of sample (``metrics.beats_baseline``, written by
+    ``tickcast train`` from the walk-forward folds)."""
+    beats = manifest.metrics.get("beats_baseline")
+    if beats is None:
+        return "has no out-of-sample comparison with a naive baseline in its manifest"
+    if beats:
+        return None
+    model, baseline = manifest.metrics.get("model", {}), manifest.metrics.get("baseline", {})
+    keys = [k for k in ("log_loss", "brier", "mae", "rmse") if model.get(k) is not None]
+    shown = ", ".join(f"{k} {model[k]:.4g} vs {baseline.get(k, float('nan')):.4g}" for k in keys)
+    return f"does not beat its naive baseline out of sample ({shown})"
+
+
+def history_entry(action: str, manifest: ModelManifest, **fields) -> dict:
+    return {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "by": _user(),
+        "action": action,
+        "model_id": manifest.model_id,
+        "version": manifest.version,
+        **fields,
+    }
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        return "unknown"
+
+
+class ModelRegistry:
+    """The registry's rules over a backend's storage. A backend implements the five storage
+    methods below; the rules (what resolves, what may be promoted, what is recorded) are here
+    once, so both backends behave alike."""
+
+    location: str
+
+    # -- storage, per backend ------------------------------------------------------------
+    def manifests(
+        self, model_type: str | None = None, timeframe: str | None = None
+    ) -> list[ModelManifest]:
+        raise NotImplementedError
+
+    def manifest(self, model_id_: str, version: str) -> ModelManifest:
+        raise NotImplementedError
+
+    def model_bytes(self, manifest: ModelManifest) -> bytes:
+        """The stored model file, unchecked."""
+        raise NotImplementedError
+
+    def _set_stage(self, manifest: ModelManifest, **changes) -> ModelManifest:
+        """Record ``changes`` (stage, previous_production) on one version."""
+        raise NotImplementedError
+
+    def _record(self, model_id_: str, entry: dict) -> None:
+        raise NotImplementedError
+
+    def history(self, model_id_: str) -> list[dict]:
+        """Every promotion, rollback and demotion of one model, oldest first."""
+        raise NotImplementedError
+
+    def publish(self, manifest: ModelManifest, model_bytes: bytes) -> ModelManifest:
+        """Store a new version (its manifest as given, the stage kept)."""
+        raise NotImplementedError
+
+    # -- the rules ---------------------------------------------------------------------------
+    def resolve(self, model_type: str, timeframe: str, version: str | None = None) -> ModelManifest:
+        """The requested version, else the newest production one, else the newest of any stage."""
+        candidates = self.manifests(model_type, timeframe)
+        if version is not None:
+            candidates = [m for m in candidates if m.version == version]
+        elif any(m.stage == "production" for m in candidates):
+            candidates = [m for m in candidates if m.stage == "production"]
+        if not candidates:
+            wanted = f"{model_id(model_type, timeframe)}@{version or 'production'}"
+            raise RegistryError(f"no model {wanted} in {self.location}; run `tickcast train`")
+        return max(candidates, key=lambda m: _version_sort_key(m.version))
+
+    def load_bytes(self, manifest: ModelManifest) -> bytes:
+        """The model file, after checking its checksum and its features against the engine's."""
+        data = self.model_bytes(manifest)
+        if sha256_of(data) != manifest.sha256:
+            raise RegistryError(f"{manifest.key}: checksum mismatch, the model file is corrupted")
+        check_feature_names(manifest)
+        return data
+
+    def versions(self, model_id_: str) -> list[ModelManifest]:
+        """Every version of one model, oldest first."""
+        return sorted(
+            self.manifests(*split_model_id(model_id_)), key=lambda m: _version_sort_key(m.version)
+        )
+
+    def production(self, model_id_: str) -> ModelManifest | None:
+        """The newest production version, or None."""
+        found = [m for m in self.versions(model_id_) if m.stage == "production"]
+        return found[-1] if found else None
+
+    def promote(
+        self, model_id_: str, version: str, *, force_reason: str | None = None
+    ) -> ModelManifest:
+        """Make ``version`` production; archive the production version(s) it replaces.
+
+        Refused (``PromotionRefused``) when the version does not beat its naive baseline out
+        of sample, unless ``force_reason`` says why it should anyway: the reason goes into
+        the history. The model file is verified first (checksum, features): a broken model
+        is never promoted. The new production version is recorded before the old one is
+        archived, so a crash in between leaves two production versions (``resolve`` serves
+        the newest), never none.
+        """
+        target = self.manifest(model_id_, version)
+        if target.stage == "production":
+            return target
+        problem = evidence_problem(target)
+        if problem and not (force_reason and force_reason.strip()):
+            raise PromotionRefused(
+                f"{target.key} {problem}: not promoted. To promote it anyway, give the reason: "
+                "--force --reason '...' (recorded in the registry's history)"
+            )
+        self.load_bytes(target)
+        replaced = [m for m in self.versions(model_id_) if m.stage == "production"]
+        previous = replaced[-1].version if replaced else target.previous_production
+        promoted = self._set_stage(target, stage="production", previous_production=previous)
+        for manifest in replaced:
+            self._set_stage(manifest, stage="archived")
+        self._record(
+            model_id_,
+            history_entry(
+                "promote",
+                promoted,
+                replaced=previous,
+                forced=problem is not None,
+                reason=force_reason,
+                evidence=problem or "beats its naive baseline out of sample",
+            ),
+        )
+        return promoted
+
+    def rollback(self, model_id_: str, *, reason: str | None = None) -> ModelManifest:
+        """Restore the version the current production one replaced; archive the current."""
+        current = self.production(model_id_)
+        if current is None:
+            raise RegistryError(f"{model_id_} has no production version to roll back")
+        if current.previous_production is None:
+            raise RegistryError(
+                f"{current.key} replaced no earlier version: nothing to roll back to"
+            )
+        target = self.manifest(model_id_, current.previous_production)
+        self.load_bytes(target)
+        restored = self._set_stage(target, stage="production")
+        self._set_stage(current, stage="archived")
+        self._record(
+            model_id_, history_entry("rollback", restored, replaced=current.version, reason=reason)
+        )
+        return restored
+
+    def demote(self, model_id_: str, version: str, *, reason: str) -> ModelManifest:
+        """Take a production version out of production (to staging), with a reason; the
+        model then serves only where a config names it (``resolve`` falls back to the
+        newest version of any stage when none is production)."""
+        if not reason.strip():
+            raise RegistryError("a demotion needs a reason")
+        target = self.manifest(model_id_, version)
+        demoted = self._set_stage(target, stage="staging")
+        self._record(model_id_, history_entry("demote", demoted, was=target.stage, reason=reason))
+        return demoted
+
+    def copy_to(self, other: ModelRegistry, model_id_: str, version: str) -> ModelManifest:
+        """Copy one version into another registry (checked on the way: checksum, features);
+        it arrives as staging: promotion there follows that registry's rules."""
+        manifest = self.manifest(model_id_, version)
+        data = self.load_bytes(manifest)
+        fresh = manifest.model_copy(update={"stage": "staging", "previous_production": None})
+        return other.publish(fresh, data)
+
+
+class Registry(ModelRegistry):
+    """The file registry (``models_onnx/``)."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.location = str(self.root)
         # Parsed manifests by path, valid while the file's mtime and size are unchanged: a
         # request path resolves models often, and re-parsing 30 manifests cost ~10 ms each time.
         self._parsed: dict[Path, tuple[tuple[int, int], ModelManifest]] = {}
@@ -111,31 +306,8 @@ class Registry:
             and (timeframe is None or m.timeframe == timeframe)
         ]
 
-    def resolve(self, model_type: str, timeframe: str, version: str | None = None) -> ModelManifest:
-        """The requested version, else the newest production one, else the newest of any stage."""
-        candidates = self.manifests(model_type, timeframe)
-        if version is not None:
-            candidates = [m for m in candidates if m.version == version]
-        elif any(m.stage == "production" for m in candidates):
-            candidates = [m for m in candidates if m.stage == "production"]
-        if not candidates:
-            wanted = f"{model_id(model_type, timeframe)}@{version or 'production'}"
-            raise RegistryError(f"no model {wanted} in {self.root}; run `tickcast train`")
-        return max(candidates, key=lambda m: _version_sort_key(m.version))
-
-    def load_bytes(self, manifest: ModelManifest) -> bytes:
-        """The model file, after checking its checksum and its features against the engine's."""
-        data = (self.root / manifest.model_id / manifest.version / manifest.file).read_bytes()
-        if sha256_of(data) != manifest.sha256:
-            raise RegistryError(f"{manifest.key}: checksum mismatch, the model file is corrupted")
-        check_feature_names(manifest)
-        return data
-
-    def versions(self, model_id_: str) -> list[ModelManifest]:
-        """Every version of one model, oldest first."""
-        return sorted(
-            self.manifests(*split_model_id(model_id_)), key=lambda m: _version_sort_key(m.version)
-        )
+    def model_bytes(self, manifest: ModelManifest) -> bytes:
+        return (self.root / manifest.model_id / manifest.version / manifest.file).read_bytes()
 
     def manifest(self, model_id_: str, version: str) -> ModelManifest:
         split_model_id(model_id_)
@@ -144,46 +316,28 @@ class Registry:
             raise RegistryError(f"no model {model_id_}@{version} in {self.root}")
         return self._read(path)
 
-    def production(self, model_id_: str) -> ModelManifest | None:
-        """The newest production version, or None."""
-        found = [m for m in self.versions(model_id_) if m.stage == "production"]
-        return found[-1] if found else None
+    def history(self, model_id_: str) -> list[dict]:
+        path = self.root / model_id_ / HISTORY
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    def promote(self, model_id_: str, version: str) -> ModelManifest:
-        """Make ``version`` production; archive the production version(s) it replaces.
+    def _record(self, model_id_: str, entry: dict) -> None:
+        with open(self.root / model_id_ / HISTORY, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
 
-        The model file is verified first (checksum, features): a broken model is never
-        promoted. The new production manifest is written before the old one is archived,
-        so a crash in between leaves two production versions (``resolve`` serves the
-        newest), never none.
-        """
-        target = self.manifest(model_id_, version)
-        if target.stage == "production":
-            return target
-        self.load_bytes(target)
-        replaced = [m for m in self.versions(model_id_) if m.stage == "production"]
-        previous = replaced[-1].version if replaced else target.previous_production
-        promoted = self._update(target, stage="production", previous_production=previous)
-        for manifest in replaced:
-            self._update(manifest, stage="archived")
-        return promoted
+    def publish(self, manifest: ModelManifest, model_bytes: bytes) -> ModelManifest:
+        folder = self.root / manifest.model_id / manifest.version
+        if (folder / MANIFEST).exists():
+            raise RegistryError(f"{manifest.key} is already in {self.root}")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / manifest.file).write_bytes(model_bytes)
+        # the manifest last: a version is listed only once its model file is complete
+        stored = manifest.model_dump(exclude={"mlflow_version"}, exclude_none=True)
+        write_atomically(folder / MANIFEST, json.dumps(stored, indent=2) + "\n")
+        return manifest
 
-    def rollback(self, model_id_: str) -> ModelManifest:
-        """Restore the version the current production one replaced; archive the current."""
-        current = self.production(model_id_)
-        if current is None:
-            raise RegistryError(f"{model_id_} has no production version to roll back")
-        if current.previous_production is None:
-            raise RegistryError(
-                f"{current.key} replaced no earlier version: nothing to roll back to"
-            )
-        target = self.manifest(model_id_, current.previous_production)
-        self.load_bytes(target)
-        restored = self._update(target, stage="production")
-        self._update(current, stage="archived")
-        return restored
-
-    def _update(self, manifest: ModelManifest, **changes) -> ModelManifest:
+    def _set_stage(self, manifest: ModelManifest, **changes) -> ModelManifest:
         """Rewrite one manifest with ``changes``, keeping every other field as stored."""
         path = self.root / manifest.model_id / manifest.version / MANIFEST
         raw = json.loads(path.read_text())
@@ -204,6 +358,20 @@ class Registry:
             raise RegistryError(f"unreadable manifest {path}: {exc}") from exc
         self._parsed[path] = (stamp, manifest)
         return manifest
+
+
+def open_registry(location: str | Path) -> ModelRegistry:
+    """The registry at a configured location: ``mlflow:<tracking URI>`` (or ``mlflow:`` for
+    ``MLFLOW_TRACKING_URI``) is MLflow's Model Registry; anything else is a folder (relative
+    paths against the project root)."""
+    text = str(location)
+    if text.startswith("mlflow:"):
+        from orchestrator.models.mlflow_registry import MlflowRegistry  # mlflow only if used
+
+        return MlflowRegistry(text.removeprefix("mlflow:") or None)
+    from orchestrator import resolve_path
+
+    return Registry(resolve_path(text))
 
 
 def write_atomically(path: Path, text: str) -> None:

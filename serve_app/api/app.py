@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from orchestrator.config import ApiConfig
-from orchestrator.models.registry import Registry
+from orchestrator.models.registry import ModelRegistry
 from serve_app.api.auth import API_KEY_HEADER, BodyLimit, RateLimiter, load_api_keys
 from serve_app.api.backend import Backend, BackendError
 from serve_app.api.predict import FeatureLists
@@ -21,7 +21,7 @@ from serve_app.api.routes import add_routes, document_predict_body
 from serve_app.api.schemas import ApiError
 
 
-def create_api(config: ApiConfig, backend: Backend, registry: Registry) -> FastAPI:
+def create_api(config: ApiConfig, backend: Backend, registry: ModelRegistry) -> FastAPI:
     api = FastAPI(
         title="tickcast",
         version="1.0.0",

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from orchestrator.features import FEATURE_NAMES, compute_features, warm_rows
-from orchestrator.models.registry import Registry, RegistryError
+from orchestrator.models.registry import ModelRegistry, RegistryError
 from serve_app.api.backend import BackendError
 from serve_app.api.schemas import (
     ApiError,
@@ -34,7 +34,7 @@ class FeatureLists:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: ModelRegistry,
         ttl_s: float = 1.0,
         max_entries: int = 256,
         clock: Callable[[], float] = time.monotonic,

@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import Depends, FastAPI, Path, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
-from orchestrator.models.registry import Registry
+from orchestrator.models.registry import ModelRegistry
 from orchestrator.sinks.history import BadCursor, HistoryQuery
 from serve_app.api.auth import admin_guard, guard
 from serve_app.api.predict import predict_response
@@ -225,7 +225,7 @@ def add_routes(api: FastAPI) -> None:
         await serve_stream(socket)
 
 
-def _model_catalog(registry: Registry, served: dict[str, str]) -> list[dict]:
+def _model_catalog(registry: ModelRegistry, served: dict[str, str]) -> list[dict]:
     return [
         {
             "model_id": m.model_id,

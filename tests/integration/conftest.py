@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from tests.kafka_support import kafka_broker  # noqa: F401 - a real Kafka broker per test
+from tests.mlflow_support import mlflow_server  # noqa: F401 - a real MLflow server per session
 from tests.redis_server import redis_server  # noqa: F401 - a real redis-server per test
 
 ADMIN_KEY = "integration-admin"

@@ -74,7 +74,7 @@ class BackfillOptions:
     batch_size: int = 65_536
     engine: str = "auto"  # "onnx": every model on ONNX Runtime (predict.ENGINES)
     flush_rows: int = DEFAULT_FLUSH_ROWS  # rows buffered per output before merging to files
-    models_dir: Path = PROJECT_ROOT / "models_onnx"
+    models_dir: Path | str = PROJECT_ROOT / "models_onnx"  # a folder or mlflow:<URI>
     environment: str = ENVIRONMENT
     signals: SignalConfig = SignalConfig()
     now_ms: int | None = None  # predicted_at of every row; None: the run's start

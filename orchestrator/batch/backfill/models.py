@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestrator.batch.backfill.predict import LoadedModel
 from orchestrator.config import MODEL_TYPES
-from orchestrator.models.registry import Registry, RegistryError
+from orchestrator.models.registry import ModelRegistry, RegistryError, open_registry
 
 ALL = "all"
 
@@ -48,10 +48,10 @@ DEFAULT_SPECS = tuple(ModelSpec(t) for t in MODEL_TYPES)
 
 
 def select_models(
-    models_dir: Path, specs: tuple[ModelSpec, ...], timeframes: tuple[str, ...]
+    models_dir: Path | str, specs: tuple[ModelSpec, ...], timeframes: tuple[str, ...]
 ) -> tuple[list[LoadedModel], list[str]]:
     """Checked models for every (spec, timeframe), and the (type, timeframe) pairs skipped."""
-    registry = Registry(models_dir)
+    registry = open_registry(models_dir)
     chosen: dict[str, LoadedModel] = {}
     skipped = []
     for timeframe in timeframes:
@@ -66,7 +66,7 @@ def select_models(
     return list(chosen.values()), skipped
 
 
-def _manifests(registry: Registry, spec: ModelSpec, timeframe: str) -> list:
+def _manifests(registry: ModelRegistry, spec: ModelSpec, timeframe: str) -> list:
     if spec.version == ALL:
         return registry.manifests(spec.model_type, timeframe)
     try:

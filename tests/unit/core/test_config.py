@@ -9,6 +9,7 @@ from orchestrator.config import (
     TickcastConfig,
     parse_config,
 )
+from orchestrator.models.registry import evidence_problem, open_registry
 
 
 def test_defaults_are_the_embedded_synthetic_market():
@@ -118,16 +119,35 @@ def test_shipped_configs_pass_serve_schema_and_ours(name):
         parse_config(app["args"])
 
 
+@pytest.mark.parametrize(
+    "name", ["local.yaml", "local-replay.yaml", "local-kafka.yaml", "production.yaml"]
+)
+def test_shipped_configs_serve_only_models_that_beat_their_baselines(name):
+    """Promotion on evidence, in the configs: every model a shipped config serves as a signal
+    resolves to a version that beats its naive baseline out of sample."""
+    config = yaml.safe_load((PROJECT_ROOT / "configs" / name).read_text())
+    registry = open_registry("models_onnx")
+    for app in config["applications"]:
+        parsed = parse_config(app["args"])
+        for ref in parsed.models:
+            manifest = registry.resolve(ref.model_type, ref.timeframe, ref.version)
+            assert evidence_problem(manifest) is None, (name, manifest.key)
+            assert manifest.stage == "production", (name, manifest.key)
+
+
 def test_production_requires_keys_and_autoscales():
     config = yaml.safe_load((PROJECT_ROOT / "configs" / "production.yaml").read_text())
     parsed = parse_config(config["applications"][0]["args"])
     assert parsed.api.require_api_key and parsed.serving.autoscaling is not None
     assert {f.exchange for f in parsed.feeds} >= {"binance", "kraken"}
-    assert {(m.model_type, m.timeframe) for m in parsed.models} == {
-        (t, tf)
-        for t in ("direction", "volatility", "return", "swing")
-        for tf in ("1m", "5m", "15m", "1h", "4h", "1d")
+    served = {(m.model_type, m.timeframe) for m in parsed.models}
+    # every model type and timeframe that has a production version (one beating its baseline)
+    assert served == {
+        (m.model_type, m.timeframe)
+        for m in open_registry("models_onnx").manifests()
+        if m.stage == "production"
     }
+    assert {t for t, _ in served} == {"direction", "volatility", "return", "swing"}
 
 
 def test_autoscaling_bounds_are_checked():

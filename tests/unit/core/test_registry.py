@@ -3,10 +3,10 @@ import json
 import pytest
 
 from orchestrator.features import FEATURE_NAMES
-from orchestrator.models.registry import Registry, RegistryError, sha256_of
+from orchestrator.models.registry import PromotionRefused, Registry, RegistryError, sha256_of
 
 
-def _publish(root, version, stage, data=b"model-bytes", features=None):
+def _publish(root, version, stage, data=b"model-bytes", features=None, beats=True):
     folder = root / "direction-1m" / version
     folder.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(data)
@@ -18,6 +18,11 @@ def _publish(root, version, stage, data=b"model-bytes", features=None):
         "stage": stage,
         "sha256": sha256_of(data),
         "feature_names": list(features or FEATURE_NAMES[:3]),
+        "metrics": {
+            "model": {"log_loss": 0.69 if beats else 0.70, "brier": 0.249},
+            "baseline": {"log_loss": 0.695, "brier": 0.25},
+            "beats_baseline": beats,
+        },
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
@@ -179,3 +184,65 @@ def test_manifests_are_parsed_once_and_reread_when_the_file_changes(tmp_path):
     path.write_text(json_module.dumps(data))
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     assert registry.resolve("direction", "1m").stage == "staging"
+
+
+def test_promotion_without_evidence_is_refused_and_forcing_it_is_recorded(tmp_path):
+    _publish(tmp_path, "v1", "production")
+    _publish(tmp_path, "v2", "staging", beats=False)
+    registry = Registry(tmp_path)
+    with pytest.raises(PromotionRefused, match=r"does not beat its naive baseline.*log_loss 0\.7"):
+        registry.promote("direction-1m", "v2")
+    with pytest.raises(PromotionRefused, match="--force --reason"):
+        registry.promote("direction-1m", "v2", force_reason="  ")
+    assert _stages(registry) == {"v1": "production", "v2": "staging"}
+    assert registry.history("direction-1m") == []
+    registry.promote("direction-1m", "v2", force_reason="regime change, v1 stale")
+    assert _stages(registry) == {"v1": "archived", "v2": "production"}
+    registry.rollback("direction-1m", reason="v2 lost money")
+    entries = registry.history("direction-1m")
+    assert [(e["action"], e["version"]) for e in entries] == [("promote", "v2"), ("rollback", "v1")]
+    assert entries[0]["forced"] is True and entries[0]["reason"] == "regime change, v1 stale"
+    assert entries[0]["replaced"] == "v1" and "does not beat" in entries[0]["evidence"]
+    assert entries[1]["reason"] == "v2 lost money" and entries[1]["replaced"] == "v2"
+    assert all(e["at"] and e["by"] for e in entries)
+
+
+def test_a_version_without_metrics_has_no_evidence(tmp_path):
+    folder = _publish(tmp_path, "v1", "staging")
+    raw = json.loads((folder / "manifest.json").read_text())
+    del raw["metrics"]
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(PromotionRefused, match="no out-of-sample comparison"):
+        Registry(tmp_path).promote("direction-1m", "v1")
+
+
+def test_demote_takes_a_version_out_of_production_with_a_reason(tmp_path):
+    _publish(tmp_path, "v1", "production", beats=False)
+    registry = Registry(tmp_path)
+    with pytest.raises(RegistryError, match="needs a reason"):
+        registry.demote("direction-1m", "v1", reason=" ")
+    assert registry.demote("direction-1m", "v1", reason="fails its baseline").stage == "staging"
+    assert registry.production("direction-1m") is None
+    assert registry.resolve("direction", "1m").version == "v1"  # still servable by name
+    (entry,) = registry.history("direction-1m")
+    assert (entry["action"], entry["was"], entry["reason"]) == (
+        "demote",
+        "production",
+        "fails its baseline",
+    )
+
+
+def test_copy_between_registries_checks_the_model_and_arrives_as_staging(tmp_path):
+    _publish(tmp_path / "a", "v1", "production")
+    source, target = Registry(tmp_path / "a"), Registry(tmp_path / "b")
+    copied = source.copy_to(target, "direction-1m", "v1")
+    assert copied.stage == "staging" and copied.previous_production is None
+    assert target.load_bytes(target.manifest("direction-1m", "v1")) == b"model-bytes"
+    assert target.manifest("direction-1m", "v1").metrics["beats_baseline"] is True
+    with pytest.raises(RegistryError, match="already in"):
+        source.copy_to(target, "direction-1m", "v1")
+    corrupted = _publish(tmp_path / "a", "v2", "staging")
+    (corrupted / "model.onnx").write_bytes(b"tampered")
+    with pytest.raises(RegistryError, match="checksum"):
+        source.copy_to(target, "direction-1m", "v2")
+    assert [m.version for m in target.versions("direction-1m")] == ["v1"]

@@ -307,6 +307,25 @@ class SignalConfig(StrictModel):
 
     high: float = Field(0.6, gt=0.5, lt=1.0)
     very_high: float = Field(0.7, gt=0.5, lt=1.0)
+    ood_z_limit: float = Field(
+        8.0,
+        gt=0,
+        description=(
+            "a feature row is in_distribution when every feature its model reads is within "
+            "this many training standard deviations of the training mean"
+        ),
+    )
+    neutral_out_of_distribution: bool = Field(
+        False, description="a direction signal on a row outside the training distribution: NEUTRAL"
+    )
+    max_model_age_days: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "a direction signal from a model whose training ended longer ago than this "
+            "(at the candle's close): NEUTRAL; none: no limit"
+        ),
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> SignalConfig:
@@ -354,6 +373,15 @@ class ServingConfig(StrictModel):
             "onnx: every model in ONNX Runtime; auto: a model that is one tree ensemble "
             "compiled to native code (about 4x less CPU per row; each replica compiles its "
             "models at start, 0.5-3 s each, or loads them from the cache)"
+        ),
+    )
+    registry_poll_s: float = Field(
+        10.0,
+        ge=0,
+        description=(
+            "how often a model deployment asks the registry for the production version of "
+            "each model its config does not pin (a promotion or rollback, or an MLflow "
+            "alias moved, goes live within this); 0: never"
         ),
     )
     ingress_num_cpus: float = Field(0.1, gt=0)
@@ -474,6 +502,7 @@ class TickcastConfig(StrictModel):
     """Everything the Serve application needs; `configs/*.yaml` `args` parse into this."""
 
     environment: str = "local"
+    # The model registry: a folder (the embedded default) or mlflow:<tracking URI>.
     models_dir: str = "models_onnx"
     feeds: tuple[FeedConfig, ...] = (SyntheticFeedConfig(),)
     features: FeatureConfig = FeatureConfig()

@@ -6,9 +6,10 @@ a bad config fails here, before anything starts, with a message naming the field
 
 from __future__ import annotations
 
+import logging
+
 from ray import serve
 
-from orchestrator import resolve_path
 from orchestrator.config import (
     ConfigError,
     TickcastConfig,
@@ -16,7 +17,7 @@ from orchestrator.config import (
     parse_config,
     with_feed_symbols,
 )
-from orchestrator.models.registry import Registry
+from orchestrator.models.registry import evidence_problem, open_registry
 from serve_app.ingress import Ingress
 from serve_app.model_group import ModelInGroup, deployment_groups
 from serve_app.model_server import ModelServer
@@ -24,15 +25,25 @@ from serve_app.pipeline import Pipeline
 
 __all__ = ["ConfigError", "build_app"]
 
+log = logging.getLogger("ray.serve")
+
 
 def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
     config = parse_config(args)
-    registry = Registry(resolve_path(config.models_dir))
-    versions = {}
+    registry = open_registry(config.models_dir)
+    # A model's version in its deployment's user_config: the one its config pins, else None
+    # (the deployment serves the registry's production version and follows it).
+    versions: dict[str, str | None] = {}
     for ref in config.models:
         manifest = registry.resolve(ref.model_type, ref.timeframe, ref.version)  # fail fast
         registry.load_bytes(manifest)
-        versions[ref.key] = manifest.version
+        if evidence_problem(manifest):
+            log.warning(
+                "%s serves as a signal but %s (docs/models.md#promotion-on-evidence)",
+                manifest.key,
+                evidence_problem(manifest),
+            )
+        versions[ref.key] = ref.version
     models: dict = {}
     for name, model_ids in deployment_groups(versions, config.serving.model_groups).items():
         grouped = config.serving.model_groups != "none"
@@ -44,6 +55,8 @@ def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
             ),
             "max_batch_size": config.serving.max_batch_size,
             "batch_wait_timeout_s": config.serving.batch_wait_timeout_s,
+            "registry_poll_s": config.serving.registry_poll_s,
+            "ood_z_limit": config.signals.ood_z_limit,
         }
         deployment = ModelServer.options(
             name=name,

@@ -14,19 +14,25 @@ scale together. ``ModelInGroup`` gives a group's model the same handle interface
 deployment of its own (``.predict.remote(rows)``), so the ingress never knows; a feature
 shard calls all of a timeframe's models in a group at once (``ModelsInGroup``,
 ``predict_models``): one call per tick and group, the rows sent once.
+
+A model its config does not pin (``version`` None in the user_config) follows the registry:
+every ``registry_poll_s`` a thread asks the registry for its production version and, when
+that changed (a promotion, a rollback, an MLflow alias moved), loads it and swaps it in the
+same way. Each replica polls on its own, so replicas agree again within one poll.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 
 import numpy as np
 from ray import serve
 
-from orchestrator import resolve_path
 from orchestrator.models.compiled import Predictor, engine_of, predictor_factory
-from orchestrator.models.registry import Registry, RegistryError
+from orchestrator.models.predictor import DEFAULT_Z_LIMIT
+from orchestrator.models.registry import RegistryError, open_registry
 from serve_app.api.backend import BackendError
 from serve_app.model_group import split_key
 
@@ -44,16 +50,23 @@ class ModelServer:
     def __init__(self, model_ids: tuple[str, ...], models_dir: str, engine: str = "onnx"):
         """``model_ids``: ``type-timeframe`` of each model it hosts (the first answers the
         calls that name none); ``engine``: ``serving.engine``."""
-        self._registry = Registry(resolve_path(models_dir))
+        self._registry = open_registry(models_dir)
         self._make = predictor_factory(engine)
         self._ids = tuple(model_ids)
+        self._z_limit = DEFAULT_Z_LIMIT  # signals.ood_z_limit, from the user_config
         self._predictors = {key: self._load(key, None) for key in self._ids}
         self._pinned: dict[tuple[str, str], Predictor] = {}  # versions asked for by name
+        self._config_versions: dict[str, str | None] = dict.fromkeys(self._ids)
+        self._swap = threading.Lock()  # reconfigure and the registry poll, one at a time
+        self._poll_s = 0.0
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
 
     def _load(self, key: str, version: str | None) -> Predictor:
         model_type, timeframe = split_key(key)
         manifest = self._registry.resolve(model_type, timeframe, version)
         predictor = self._make(manifest, self._registry.load_bytes(manifest))
+        predictor.in_distribution.z_limit = self._z_limit
         predictor.warm_up()
         log.info("loaded %s (stage %s)", manifest.key, manifest.stage)
         return predictor
@@ -62,16 +75,63 @@ class ModelServer:
         versions = dict(user_config.get("versions") or {})
         if "version" in user_config:  # a deployment of one model
             versions[self._ids[0]] = user_config["version"]
-        for key, version in versions.items():
-            current = self._predictors.get(key)
-            if current is not None and version is not None and version != current.manifest.version:
-                # load fully, then swap one reference: the other models are untouched
-                self._predictors[key] = self._load(key, version)
+        with self._swap:
+            for key, version in versions.items():
+                if key not in self._predictors:
+                    continue
+                self._config_versions[key] = version
+                self._switch(key, version)
+        self._z_limit = float(user_config.get("ood_z_limit", DEFAULT_Z_LIMIT))
+        for predictor in [*self._predictors.values(), *self._pinned.values()]:
+            predictor.in_distribution.z_limit = self._z_limit
+        self._poll_s = float(user_config.get("registry_poll_s", 0.0))
+        if self._poll_s > 0 and self._poller is None:
+            self._poller = threading.Thread(
+                target=self._follow_registry, name="registry-poll", daemon=True
+            )
+            self._poller.start()
         size = int(user_config.get("max_batch_size", 64))
         wait = float(user_config.get("batch_wait_timeout_s", 0.0))
         for method in (self.predict, self.predict_model, self.predict_models):
             method.set_max_batch_size(size)
             method.set_batch_wait_timeout_s(wait)
+
+    def _switch(self, key: str, version: str | None) -> None:
+        """Serve ``version`` of ``key`` (None: the registry's production version): load it
+        fully, then swap one reference; in-flight batches finish on the old session and the
+        other models are untouched."""
+        current = self._predictors[key]
+        if version is None:
+            model_type, timeframe = split_key(key)
+            version = self._registry.resolve(model_type, timeframe).version
+        if version != current.manifest.version:
+            self._predictors[key] = self._load(key, version)
+            log.info("%s: now serving %s (was %s)", key, version, current.manifest.version)
+
+    def _follow_registry(self) -> None:
+        """The poll thread: unpinned models follow the registry's production version. A
+        registry that cannot be read keeps the current versions (one warning per outage)."""
+        failing = False
+        while not self._stop.wait(self._poll_s):
+            try:
+                with self._swap:
+                    for key, pinned in self._config_versions.items():
+                        if pinned is None:
+                            self._switch(key, None)
+                if failing:
+                    log.info("registry %s is readable again", self._registry.location)
+                failing = False
+            except Exception as exc:  # a registry outage must not stop serving
+                if not failing:
+                    log.warning(
+                        "registry %s unreadable (%s); serving the loaded versions",
+                        self._registry.location,
+                        exc,
+                    )
+                failing = True
+
+    def __del__(self):
+        self._stop.set()
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
     async def predict(self, matrices: list[np.ndarray]) -> list[dict]:
@@ -106,7 +166,7 @@ class ModelServer:
             values = predictor.predict(inputs[0] if len(inputs) == 1 else np.concatenate(inputs))
             parts = split_rows(values, [len(matrices[i]) for i in calls])
             for i, part in zip(calls, parts, strict=True):
-                answers[i] = predictor.answer(part)
+                answers[i] = predictor.answer(part, matrices[i])
         return answers
 
     def _predictor(self, key: str) -> Predictor:
@@ -121,7 +181,7 @@ class ModelServer:
         predictor = self._predictor(key)
         if version != predictor.manifest.version:
             predictor = self._pinned.get((key, version)) or self._pin(key, version)
-        return predictor.answer(predictor.predict(rows))
+        return predictor.answer(predictor.predict(rows), rows)
 
     def _pin(self, key: str, version: str) -> Predictor:
         try:

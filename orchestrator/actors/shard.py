@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 from ray.exceptions import RayActorError
 
@@ -30,7 +31,7 @@ from orchestrator.features.drift import DriftMonitor
 from orchestrator.health.log_limit import limit_logging
 from orchestrator.market.timeframes import TIMEFRAMES
 from orchestrator.stream.checkpoint import load_checkpoint, save_checkpoint
-from orchestrator.stream.events import ModelOutput, TickRows, build_predictions
+from orchestrator.stream.events import ModelOutput, SignalLimits, TickRows, build_predictions
 from orchestrator.stream.outcomes import OutcomeTracker
 from orchestrator.stream.sequencing import BatchSequencer
 from orchestrator.stream.shard import FeatureTick, ShardState, feature_rows, merge_by_timeframe
@@ -142,7 +143,15 @@ class FeatureShard:
             "checkpoints": 0,
             "model_retries": 0,
             "stale_ticks_skipped": 0,
+            "rows_out_of_distribution": 0,  # any model's rows outside its training data
+            "signals_neutral_out_of_distribution": 0,  # direction signals forced NEUTRAL
+            "signals_neutral_model_age": 0,
         }
+        age_days = settings.signals.max_model_age_days
+        self._limits = SignalLimits(
+            settings.signals.neutral_out_of_distribution,
+            None if age_days is None else age_days * 86_400.0,
+        )
         self._metrics = ShardMetrics(shard_id)
         self._latency: dict[str, deque] = {}  # recent tick latencies per timeframe (status p50/p99)
         self._batch_latency: dict[str, deque] = {}  # per kind of batch: "1m", "1m+5m", ...
@@ -355,14 +364,29 @@ class FeatureShard:
         self._counters["rows_predicted"] += len(output.values)
         self._metrics.predictions(output.model_id, len(output.values))
         now_ms = time.time() * 1000.0
-        return build_predictions(
+        table = build_predictions(
             output,
             rows,
             now_ms,
             self._signals.high,
             self._signals.very_high,
             environment=self._environment,
+            limits=self._limits,
         )
+        self._count_limits(output, table)
+        return table
+
+    def _count_limits(self, output: ModelOutput, table: pa.Table) -> None:
+        """How often rows fall outside their model's training distribution, and how often
+        that or the model's age turned a direction signal NEUTRAL."""
+        if output.in_distribution is not None:
+            outside = int(len(output.in_distribution) - output.in_distribution.sum())
+            self._counters["rows_out_of_distribution"] += outside
+            if output.model_type == "direction" and self._limits.neutral_out_of_distribution:
+                self._counters["signals_neutral_out_of_distribution"] += outside
+        if output.model_type == "direction" and self._limits.max_model_age_s is not None:
+            old = pc.greater(table.column("model_age_s"), self._limits.max_model_age_s)
+            self._counters["signals_neutral_model_age"] += pc.sum(old).as_py() or 0
 
     def candles(
         self, exchange: str, symbol: str, timeframe: str, limit: int | None = None

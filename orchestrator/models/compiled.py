@@ -375,8 +375,12 @@ class CompiledTrees:
             out = np.hstack([1.0 - out, out])
         return out[:, list(self.outputs.columns)]
 
-    def answer(self, values: np.ndarray) -> dict:
-        return self._onnx.answer(values)
+    @property
+    def in_distribution(self):
+        return self._onnx.in_distribution
+
+    def answer(self, values: np.ndarray, rows: np.ndarray | None = None) -> dict:
+        return self._onnx.answer(values, rows)
 
 
 def fastest_predictor(manifest: ModelManifest, model_bytes: bytes) -> OnnxPredictor | CompiledTrees:

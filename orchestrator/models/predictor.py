@@ -38,6 +38,46 @@ class OutputSpec:
         return spec
 
 
+DEFAULT_Z_LIMIT = 8.0  # docs/models.md#predictions-that-know-their-limits: how it was chosen
+
+
+class DistributionCheck:
+    """Is a feature row inside the model's training distribution? Inside when every feature
+    the model reads lies within ``z_limit`` training standard deviations of its training
+    mean (``training_distribution.mean/std`` in the manifest, over the training rows);
+    NaN features are not counted against a row. A model without a stored distribution
+    calls every row inside (``known`` is False)."""
+
+    def __init__(self, manifest: ModelManifest, z_limit: float = DEFAULT_Z_LIMIT):
+        stored = getattr(manifest, "training_distribution", None) or {}
+        names = stored.get("feature_names") or []
+        self.known = bool(names) and "mean" in stored and "std" in stored
+        self.z_limit = float(z_limit)
+        if self.known:
+            self._columns = column_selector([FEATURE_NAMES.index(n) for n in names])
+            self._mean = np.asarray(stored["mean"], dtype=np.float64)
+            std = np.asarray(stored["std"], dtype=np.float64)
+            self._std = np.where(std > 0, std, np.inf)  # a constant feature: no limit
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        """(n,) bool for (n, len(FEATURE_NAMES)) rows."""
+        if not self.known or len(rows) == 0:
+            return np.ones(len(rows), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            outside = np.abs(rows[:, self._columns] - self._mean) > self._std * self.z_limit
+        return np.asarray(~outside.any(axis=1))  # NaN compares False: not counted
+
+
+def trained_until_ms(manifest: ModelManifest) -> int | None:
+    """The end of the model's training range (``training.range[1]``), epoch ms, or None."""
+    span = (getattr(manifest, "training", None) or {}).get("range") or []
+    if len(span) != 2:
+        return None
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(span[1]).timestamp() * 1000)
+
+
 def make_session(model_bytes: bytes) -> ort.InferenceSession:
     """A session tuned for small models on a shared, small machine: one thread, no spinning."""
     options = ort.SessionOptions()
@@ -62,6 +102,8 @@ class OnnxPredictor:
     def __init__(self, manifest: ModelManifest, model_bytes: bytes):
         self.manifest = manifest
         self.outputs = OutputSpec.of(manifest)
+        self.in_distribution = DistributionCheck(manifest)
+        self.trained_until_ms = trained_until_ms(manifest)
         self._session = make_session(model_bytes)
         self._input = self._session.get_inputs()[0].name
         self._columns = column_selector([FEATURE_NAMES.index(n) for n in manifest.feature_names])
@@ -90,13 +132,18 @@ class OnnxPredictor:
         out = out.reshape(len(x), -1)
         return out[:, list(self.outputs.columns)].astype(np.float64)
 
-    def answer(self, values: np.ndarray) -> dict:
-        """A model call's answer (what ``ModelOutput.from_response`` reads) for ``values``."""
+    def answer(self, values: np.ndarray, rows: np.ndarray | None = None) -> dict:
+        """A model call's answer (what ``ModelOutput.from_response`` reads) for ``values``;
+        with the input ``rows``, also whether each lies inside the training distribution."""
         m = self.manifest
-        return {
+        answer = {
             "model_id": m.model_id,
             "model_type": m.model_type,
             "version": m.version,
             "names": list(self.outputs.names),
             "values": values,
+            "trained_until_ms": self.trained_until_ms,
         }
+        if rows is not None:
+            answer["in_distribution"] = self.in_distribution(rows)
+        return answer

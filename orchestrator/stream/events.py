@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from orchestrator.market.schema import constant_strings, cycled_strings
+from orchestrator.market.timeframes import timeframe_ms
 from orchestrator.stream.signals import direction_signals
 
 PREDICTION_SCHEMA = pa.schema(
@@ -30,6 +31,11 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field("confidence", pa.string()),
         pa.field("trend", pa.string()),
         pa.field("warm", pa.bool_()),
+        # the row inside the model's training distribution (docs/models.md); null: unknown
+        pa.field("in_distribution", pa.bool_()),
+        # seconds from the end of the model's training range to the candle's close; null:
+        # unknown; negative: a candle inside the training range (an in-sample prediction)
+        pa.field("model_age_s", pa.float64()),
         pa.field("predicted_at", pa.int64(), nullable=False),
         pa.field("latency_ms", pa.float64(), nullable=False),
     ]
@@ -46,16 +52,21 @@ class ModelOutput:
     version: str
     names: tuple[str, ...]
     values: np.ndarray
+    in_distribution: np.ndarray | None = None  # (n,) bool, where the model said
+    trained_until_ms: int | None = None  # the end of the model's training range
 
     @classmethod
     def from_response(cls, response: dict) -> ModelOutput:
         values = np.asarray(response["values"], dtype=np.float64)
+        inside = response.get("in_distribution")
         return cls(
             response["model_id"],
             response["model_type"],
             response["version"],
             tuple(response["names"]),
             values.reshape(len(values), -1),
+            None if inside is None else np.asarray(inside, dtype=bool),
+            response.get("trained_until_ms"),
         )
 
 
@@ -103,6 +114,35 @@ def outputs_map(names: tuple[str, ...], values: np.ndarray) -> pa.MapArray:
     return pa.MapArray.from_arrays(offsets, keys, pa.array(values.reshape(-1), pa.float64()))
 
 
+@dataclass(frozen=True)
+class SignalLimits:
+    """When a direction signal is NEUTRAL whatever its probability (``signals`` config):
+    on a row outside the model's training distribution, and/or from a model older than
+    ``max_model_age_s`` at the candle's close."""
+
+    neutral_out_of_distribution: bool = False
+    max_model_age_s: float | None = None
+
+    def neutral(self, inside: np.ndarray | None, age_s: np.ndarray | None) -> np.ndarray | None:
+        """(n,) bool: rows whose signal is forced NEUTRAL, or None for none."""
+        forced = None
+        if self.neutral_out_of_distribution and inside is not None:
+            forced = ~inside
+        if self.max_model_age_s is not None and age_s is not None:
+            old = age_s > self.max_model_age_s
+            forced = old if forced is None else forced | old
+        return forced
+
+
+def model_age_s(output: ModelOutput, rows: TickRows) -> np.ndarray | None:
+    """Seconds from the end of the model's training range to each candle's close (the
+    candle's time, not the wall clock: a replay or a backfill ages as the market did)."""
+    if output.trained_until_ms is None:
+        return None
+    close_ms = np.asarray(rows.open_time, dtype=np.int64) + timeframe_ms(rows.timeframe)
+    return (close_ms - output.trained_until_ms) / 1000.0
+
+
 def build_predictions(
     output: ModelOutput,
     rows: TickRows,
@@ -112,10 +152,14 @@ def build_predictions(
     *,
     service: str = "tickcast",
     environment: str = "local",
+    limits: SignalLimits | None = None,
 ) -> pa.Table:
     n, primary = len(output.values), output.values[:, 0]
+    inside = output.in_distribution
+    age_s = model_age_s(output, rows)
     if output.model_type == "direction":
-        signal, tier = direction_signals(primary, high, very_high)
+        neutral = (limits or SignalLimits()).neutral(inside, age_s)
+        signal, tier = direction_signals(primary, high, very_high, neutral=neutral)
     else:
         signal = tier = pa.nulls(n, pa.string())
     price = rows.close * np.exp(primary) if output.model_type == "return" else np.full(n, np.nan)
@@ -137,6 +181,8 @@ def build_predictions(
         "confidence": tier,
         "trend": pa.nulls(n, pa.string()) if rows.trend is None else rows.trend,
         "warm": pa.array(np.ones(n, dtype=bool)),  # only rows with every required feature warm
+        "in_distribution": pa.nulls(n, pa.bool_()) if inside is None else pa.array(inside),
+        "model_age_s": pa.nulls(n, pa.float64()) if age_s is None else pa.array(age_s),
         "predicted_at": pa.array(np.full(n, int(now_ms), dtype=np.int64)),
         "latency_ms": pa.array(np.full(n, now_ms - rows.emitted_at_ms), pa.float64()),
     }

@@ -11,16 +11,20 @@ SIGNALS, TIERS = (LONG, SHORT, NEUTRAL), (VERY_HIGH, HIGH, LOW)  # the words by 
 
 
 def direction_signals(
-    prob_up: np.ndarray, high: float, very_high: float
+    prob_up: np.ndarray, high: float, very_high: float, neutral: np.ndarray | None = None
 ) -> tuple[pa.StringArray, pa.StringArray]:
     """LONG at p >= high, SHORT at p <= 1 - high, else NEUTRAL; tier by distance from 0.5.
 
     Thresholds are symmetric: ``very_high=0.7`` means VERY_HIGH at p >= 0.7 or p <= 0.3.
+    Rows where ``neutral`` is True are NEUTRAL with tier LOW whatever their probability (a
+    row outside the training distribution, a model past its age limit).
     """
     prob_up = np.asarray(prob_up, dtype=np.float64)
     conviction = np.maximum(prob_up, 1.0 - prob_up)
     signal = np.where(prob_up >= high, 0, np.where(prob_up <= 1.0 - high, 1, 2))  # SIGNALS
     tier = np.where(conviction >= very_high, 0, np.where(conviction >= high, 1, 2))  # TIERS
+    if neutral is not None:
+        signal, tier = np.where(neutral, 2, signal), np.where(neutral, 2, tier)
     return _words(SIGNALS, signal), _words(TIERS, tier)
 
 

@@ -107,6 +107,9 @@ class PredictResponse(BaseModel):
     outputs: list[str]
     predictions: list[dict[str, float]]
     open_time: int | None = Field(None, description="for candles: the predicted candle's open time")
+    in_distribution: list[bool] | None = Field(
+        None, description="per row: inside the model's training distribution (docs/models.md)"
+    )
 
 
 class Prediction(BaseModel):
@@ -125,6 +128,8 @@ class Prediction(BaseModel):
     signal: str | None
     confidence: str | None
     trend: str | None = None
+    in_distribution: bool | None = None
+    model_age_s: float | None = None
     latency_ms: float
 
 
@@ -421,5 +426,8 @@ def predict_json(result: dict, timeframe: str, open_time: int | None) -> bytes:
             "outputs": names,
             "predictions": rows,
             "open_time": open_time,
+            "in_distribution": None
+            if result.get("in_distribution") is None
+            else np.asarray(result["in_distribution"], dtype=bool).tolist(),
         }
     )

@@ -108,10 +108,7 @@ class BatchPredictor:
     def _model_rows(
         self, model: Predictor, features: np.ndarray, tick: TickRows, rows: pa.Table
     ) -> pa.Table:
-        m = model.manifest
-        output = ModelOutput(
-            m.model_id, m.model_type, m.version, model.outputs.names, model.predict(features)
-        )
+        output = ModelOutput.from_response(model.answer(model.predict(features), features))
         predictions = build_predictions(
             output,
             tick,

@@ -1,0 +1,168 @@
+"""MLflow's Model Registry as tickcast's registry, against a real local MLflow server: the
+registry commands (copy, list, promote on evidence, forced promotion, rollback, history)
+work on it as on the folder registry; a model served from it predicts exactly what the
+same model from models_onnx/ predicts; and a running application follows the ``champion``
+alias when a user moves it in MLflow, without a restart and without a failed request."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from orchestrator import PROJECT_ROOT
+from orchestrator.cli.registry import main as registry_cli
+from orchestrator.features import FEATURE_NAMES, REQUIRED_FEATURES
+from orchestrator.models.predictor import OnnxPredictor
+from orchestrator.models.registry import Registry, open_registry
+from serve_app.app import build_app
+
+FILES = Registry(PROJECT_ROOT / "models_onnx")
+
+
+def _aliases(uri: str, model_id: str) -> dict:
+    return dict(MlflowClient(uri).get_registered_model(f"tickcast-{model_id}").aliases)
+
+
+def test_registry_commands_work_on_mlflow_as_on_folders(mlflow_server, capsys, tmp_path):
+    target = f"mlflow:{mlflow_server}"
+    copies = (("direction-1m", "v1"), ("direction-1m", "v2"), ("direction-1d", "v1"))
+    for model_id, version in copies:
+        assert registry_cli(["copy", model_id, version, "--to", target]) == 0
+    mlflow_registry = open_registry(target)
+
+    rows = np.random.default_rng(7).normal(size=(200, len(FEATURE_NAMES)))
+    for version in ("v1", "v2"):
+        ours, theirs = (
+            FILES.manifest("direction-1m", version),
+            mlflow_registry.manifest("direction-1m", version),
+        )
+        assert theirs.stage == "staging" and theirs.mlflow_version is not None
+        for field in ("feature_names", "outputs", "metrics", "sha256", "created_at"):
+            assert getattr(theirs, field) == getattr(ours, field)
+        assert theirs.training_distribution == ours.training_distribution
+        assert theirs.label == ours.label and theirs.training == ours.training
+        model = mlflow_registry.load_bytes(theirs)
+        assert model == FILES.load_bytes(ours)
+        np.testing.assert_array_equal(
+            OnnxPredictor(theirs, model).predict(rows),
+            OnnxPredictor(ours, FILES.load_bytes(ours)).predict(rows),
+        )
+    # logged as an MLflow ONNX model: MLflow's own loader reads the same graph
+    import mlflow.onnx
+
+    mlflow.set_tracking_uri(mlflow_server)
+    v1 = mlflow_registry.manifest("direction-1m", "v1")
+    loaded = mlflow.onnx.load_model(f"models:/tickcast-direction-1m/{v1.mlflow_version}")
+    assert loaded.SerializeToString() == FILES.load_bytes(FILES.manifest("direction-1m", "v1"))
+
+    cli = ["--root", target]
+    assert registry_cli([*cli, "list", "--type", "direction"]) == 0
+    listing = capsys.readouterr().out
+    assert "direction-1m  v2" in listing and "direction-1d  v1" in listing
+
+    # promotion on evidence: both direction-1m versions beat their baseline
+    assert registry_cli([*cli, "promote", "direction-1m", "v1"]) == 0
+    assert registry_cli([*cli, "promote", "direction-1m", "v2"]) == 0
+    v2 = mlflow_registry.manifest("direction-1m", "v2")
+    assert _aliases(mlflow_server, "direction-1m") == {"champion": v2.mlflow_version}
+    assert mlflow_registry.manifest("direction-1m", "v1").stage == "archived"
+    assert mlflow_registry.resolve("direction", "1m").version == "v2"
+
+    # direction-1d v1 does not: refused, then forced with a reason, which is recorded
+    capsys.readouterr()
+    assert registry_cli([*cli, "promote", "direction-1d", "v1"]) == 2
+    assert "does not beat its naive baseline" in capsys.readouterr().err
+    assert mlflow_registry.manifest("direction-1d", "v1").stage == "staging"
+    assert "champion" not in _aliases(mlflow_server, "direction-1d")
+    with pytest.raises(SystemExit):  # --force without a reason: a usage error
+        registry_cli([*cli, "promote", "direction-1d", "v1", "--force"])
+    capsys.readouterr()
+    forced = [*cli, "promote", "direction-1d", "v1", "--force", "--reason", "test of forcing"]
+    assert registry_cli(forced) == 0
+    (entry,) = mlflow_registry.history("direction-1d")
+    assert entry["forced"] is True and entry["reason"] == "test of forcing"
+
+    # rollback is one command, and recorded
+    assert registry_cli([*cli, "rollback", "direction-1m", "--reason", "v2 misbehaves"]) == 0
+    assert _aliases(mlflow_server, "direction-1m") == {"champion": v1.mlflow_version}
+    history = mlflow_registry.history("direction-1m")
+    assert [(e["action"], e["version"]) for e in history] == [
+        ("promote", "v1"),
+        ("promote", "v2"),
+        ("rollback", "v1"),
+    ]
+    assert history[-1]["reason"] == "v2 misbehaves" and history[-1]["replaced"] == "v2"
+
+    # and back to a folder: the same bytes
+    back = tmp_path / "registry"
+    assert registry_cli([*cli, "copy", "direction-1m", "v2", "--to", str(back)]) == 0
+    copied = Registry(back).manifest("direction-1m", "v2")
+    original = FILES.manifest("direction-1m", "v2")
+    assert Registry(back).load_bytes(copied) == FILES.load_bytes(original)
+
+
+def _post(url: str, body: dict, stop: threading.Event, results: list) -> None:
+    with httpx.Client(timeout=30) as client:
+        while not stop.is_set():
+            try:
+                answer = client.post(url, json=body)
+                results.append((time.monotonic(), answer.status_code, answer.json().get("version")))
+            except Exception as exc:  # noqa: BLE001 - a failed request is what we count
+                results.append((time.monotonic(), type(exc).__name__, None))
+            time.sleep(0.05)
+
+
+def _until(condition, what: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_the_app_serves_from_mlflow_and_follows_the_champion_alias(
+    mlflow_server, serve_app, ray_cluster, tmp_path
+):
+    target = f"mlflow:{mlflow_server}"
+    registry = open_registry(target)
+    for version in ("v1", "v2"):
+        FILES.copy_to(registry, "direction-5m", version)
+    registry.promote("direction-5m", "v1")
+    args = {
+        "models_dir": target,
+        "feeds": [],
+        "features": {"timeframes": ["1m", "5m"]},
+        "serving": {"num_cpus": 0.1, "registry_poll_s": 1.0},
+        "models": [{"model_type": "direction", "timeframe": "5m"}],
+        "stream": {"state_dir": str(tmp_path / "state")},
+        "sink": {"log_dir": str(tmp_path / "log")},
+        "api": {"rate_limit_per_s": 1e6, "rate_limit_burst": 10**6},
+    }
+    serve_app.run(build_app(args), name="tickcast", route_prefix="/")
+    body = {"model_type": "direction", "timeframe": "5m", "rows": [[0.1] * len(REQUIRED_FEATURES)]}
+    stop, results = threading.Event(), []
+    worker = threading.Thread(
+        target=_post, args=(f"{ray_cluster.tickcast_http}/v1/predict", body, stop, results)
+    )
+    worker.start()
+    try:
+        _until(lambda: len(results) >= 20, "answers from v1")
+        # a user moves the alias in MLflow (its UI or client): no tickcast command, no restart
+        v2 = registry.manifest("direction-5m", "v2").mlflow_version
+        client = MlflowClient(mlflow_server)
+        client.set_registered_model_alias("tickcast-direction-5m", "champion", v2)
+        moved = time.monotonic()
+        _until(lambda: any(v == "v2" for _, _, v in list(results)), "v2 to serve", 60)
+        switched = min(t for t, _, v in results if v == "v2")
+        _until(lambda: sum(t > switched for t, _, _ in list(results)) >= 20, "answers from v2")
+    finally:
+        stop.set()
+        worker.join()
+    assert [r for r in results if r[1] != 200] == []
+    assert {v for t, _, v in results if t < moved} == {"v1"}
+    assert {v for t, _, v in results if t > switched} == {"v2"}
+    print(f"alias moved -> first v2 answer: {switched - moved:.1f} s (poll every 1 s)")

@@ -124,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             print("\n".join(format_rows(registry.manifests(args.model_type, args.timeframe))))
         elif args.command == "promote":
-            reason = args.reason if args.force else None
-            print(describe(registry.promote(args.model_id, args.version, force_reason=reason)))
+            promoted = registry.promote(
+                args.model_id, args.version, reason=args.reason, force=args.force
+            )
+            print(describe(promoted))
         elif args.command == "rollback":
             print(describe(registry.rollback(args.model_id, reason=args.reason)))
         elif args.command == "demote":

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from orchestrator.features import FEATURE_NAMES
+from orchestrator.models.calibration import calibrate_values
 from orchestrator.models.predictor import OnnxPredictor, OutputSpec, column_selector
 from orchestrator.models.registry import ModelManifest
 
@@ -343,13 +344,19 @@ class CompiledTrees:
         self._onnx.warm_up()
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
+        """As ``OnnxPredictor.predict``: the trees' outputs, then the manifest's calibration
+        (the same map, applied after the parity check of the trees themselves: a steep
+        stretch of the map would magnify float rounding the trees are allowed)."""
+        return calibrate_values(self._onnx.calibration, self.predict_raw(rows))
+
+    def predict_raw(self, rows: np.ndarray) -> np.ndarray:
         if not self.active:
-            return self._onnx.predict(rows)
+            return self._onnx.predict_raw(rows)
         values = self._native(rows)
         if not self.checked and len(values):
             self.checked = True
             sample = rows[:CHECK_ROWS]
-            expected = self._onnx.predict(sample)
+            expected = self._onnx.predict_raw(sample)
             worst = float(np.nanmax(np.abs(values[: len(sample)] - expected), initial=0.0))
             same_nan = np.array_equal(np.isnan(values[: len(sample)]), np.isnan(expected))
             if worst > TOLERANCE or not same_nan:
@@ -359,12 +366,12 @@ class CompiledTrees:
                     worst,
                 )
                 self.active = False
-                return self._onnx.predict(rows)
+                return self._onnx.predict_raw(rows)
         return values
 
     def _native(self, rows: np.ndarray) -> np.ndarray:
         if rows.ndim != 2 or rows.shape[1] != len(FEATURE_NAMES):
-            return self._onnx.predict(rows)  # its error names the problem
+            return self._onnx.predict_raw(rows)  # its error names the problem
         if len(rows) == 0:
             return np.empty((0, len(self.outputs.names)))
         # float32 first, as ONNX Runtime reads them: the thresholds are float32 values

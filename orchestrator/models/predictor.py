@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from orchestrator.features import FEATURE_NAMES
+from orchestrator.models.calibration import calibrate_values
 from orchestrator.models.registry import ModelManifest
 
 # Manifests written before `outputs` existed describe a binary classifier's P(class 1).
@@ -52,20 +53,31 @@ class DistributionCheck:
         stored = getattr(manifest, "training_distribution", None) or {}
         names = stored.get("feature_names") or []
         self.known = bool(names) and "mean" in stored and "std" in stored
-        self.z_limit = float(z_limit)
         if self.known:
             self._columns = column_selector([FEATURE_NAMES.index(n) for n in names])
             self._mean = np.asarray(stored["mean"], dtype=np.float64)
             std = np.asarray(stored["std"], dtype=np.float64)
             self._std = np.where(std > 0, std, np.inf)  # a constant feature: no limit
+        self.z_limit = z_limit
+
+    @property
+    def z_limit(self) -> float:
+        return self._z_limit
+
+    @z_limit.setter
+    def z_limit(self, value: float) -> None:
+        self._z_limit = float(value)
+        if self.known:  # bounds, not z-scores per row: two comparisons a value
+            self._low = self._mean - self._std * self._z_limit
+            self._high = self._mean + self._std * self._z_limit
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         """(n,) bool for (n, len(FEATURE_NAMES)) rows."""
         if not self.known or len(rows) == 0:
             return np.ones(len(rows), dtype=bool)
-        with np.errstate(invalid="ignore"):
-            outside = np.abs(rows[:, self._columns] - self._mean) > self._std * self.z_limit
-        return np.asarray(~outside.any(axis=1))  # NaN compares False: not counted
+        x = rows[:, self._columns]
+        outside = (x < self._low) | (x > self._high)  # NaN compares False: not counted
+        return np.asarray(~outside.any(axis=1))
 
 
 def trained_until_ms(manifest: ModelManifest) -> int | None:
@@ -76,6 +88,12 @@ def trained_until_ms(manifest: ModelManifest) -> int | None:
     from datetime import datetime
 
     return int(datetime.fromisoformat(span[1]).timestamp() * 1000)
+
+
+def calibration_of(manifest: ModelManifest) -> dict | None:
+    """The manifest's calibration map, if it has one that applies (``method`` not none)."""
+    spec = getattr(manifest, "calibration", None)
+    return spec if spec and spec.get("method") not in (None, "none") else None
 
 
 def make_session(model_bytes: bytes) -> ort.InferenceSession:
@@ -104,6 +122,7 @@ class OnnxPredictor:
         self.outputs = OutputSpec.of(manifest)
         self.in_distribution = DistributionCheck(manifest)
         self.trained_until_ms = trained_until_ms(manifest)
+        self.calibration = calibration_of(manifest)
         self._session = make_session(model_bytes)
         self._input = self._session.get_inputs()[0].name
         self._columns = column_selector([FEATURE_NAMES.index(n) for n in manifest.feature_names])
@@ -118,7 +137,12 @@ class OnnxPredictor:
         self.predict(np.zeros((1, len(FEATURE_NAMES))))
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        """(n, len(outputs.names)) float64: the named outputs for each row."""
+        """(n, len(outputs.names)) float64: the named outputs for each row, calibrated
+        where the manifest says so."""
+        return calibrate_values(self.calibration, self.predict_raw(rows))
+
+    def predict_raw(self, rows: np.ndarray) -> np.ndarray:
+        """The model's outputs before calibration."""
         if rows.ndim != 2 or rows.shape[1] != len(FEATURE_NAMES):
             raise ValueError(
                 f"{self.manifest.key}: rows must be (n, {len(FEATURE_NAMES)}) in "

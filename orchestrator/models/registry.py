@@ -205,22 +205,22 @@ class ModelRegistry:
         return found[-1] if found else None
 
     def promote(
-        self, model_id_: str, version: str, *, force_reason: str | None = None
+        self, model_id_: str, version: str, *, reason: str | None = None, force: bool = False
     ) -> ModelManifest:
         """Make ``version`` production; archive the production version(s) it replaces.
 
         Refused (``PromotionRefused``) when the version does not beat its naive baseline out
-        of sample, unless ``force_reason`` says why it should anyway: the reason goes into
-        the history. The model file is verified first (checksum, features): a broken model
-        is never promoted. The new production version is recorded before the old one is
-        archived, so a crash in between leaves two production versions (``resolve`` serves
-        the newest), never none.
+        of sample, unless ``force`` with a ``reason`` says why it should anyway; the reason
+        (given or not forced) goes into the history. The model file is verified first
+        (checksum, features): a broken model is never promoted. The new production version
+        is recorded before the old one is archived, so a crash in between leaves two
+        production versions (``resolve`` serves the newest), never none.
         """
         target = self.manifest(model_id_, version)
         if target.stage == "production":
             return target
         problem = evidence_problem(target)
-        if problem and not (force_reason and force_reason.strip()):
+        if problem and not (force and reason and reason.strip()):
             raise PromotionRefused(
                 f"{target.key} {problem}: not promoted. To promote it anyway, give the reason: "
                 "--force --reason '...' (recorded in the registry's history)"
@@ -238,7 +238,7 @@ class ModelRegistry:
                 promoted,
                 replaced=previous,
                 forced=problem is not None,
-                reason=force_reason,
+                reason=reason,
                 evidence=problem or "beats its naive baseline out of sample",
             ),
         )

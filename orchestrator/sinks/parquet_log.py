@@ -116,6 +116,10 @@ def read_log(root: Path, empty: pa.Schema = PREDICTION_SCHEMA) -> pa.Table:
     files = [str(p) for folder in partition_folders(root) for p in live_files(folder)]
     if not files:
         return empty.empty_table()
+    found = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(root))
+    # Files written before a column was added read it as null (the schema inferred from the
+    # first file would drop it from every file, or miss it).
+    schema = pa.unify_schemas([found.schema, empty])
     return ds.dataset(
-        files, format="parquet", partitioning="hive", partition_base_dir=str(root)
+        files, schema=schema, format="parquet", partitioning="hive", partition_base_dir=str(root)
     ).to_table()

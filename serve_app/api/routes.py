@@ -237,6 +237,14 @@ def _model_catalog(registry: ModelRegistry, served: dict[str, str]) -> list[dict
             "feature_names": list(m.feature_names),
             "outputs": (getattr(m, "outputs", None) or {}).get("names"),
             "metrics": m.metrics,
+            # the map's knots stay in the manifest; its evidence is shown
+            "calibration": {
+                k: v
+                for k, v in (getattr(m, "calibration", None) or {}).items()
+                if k not in ("x", "y")
+            }
+            or None,
+            "training_range": ((getattr(m, "training", None) or {}).get("range")),
         }
         for m in registry.manifests()
     ]

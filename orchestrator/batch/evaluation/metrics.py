@@ -23,40 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from orchestrator.models.calibration import Calibration, calibration
 from orchestrator.models.scoring import CLASSIFIERS
 from orchestrator.models.training import metrics as m
-
-CALIBRATION_BINS = 10
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """One reliability curve: per non-empty bin, mean prediction, observed rate, rows."""
-
-    name: str
-    predicted: np.ndarray
-    observed: np.ndarray
-    counts: np.ndarray
-
-    @property
-    def ece(self) -> float:
-        weights = self.counts / self.counts.sum()
-        return float((weights * np.abs(self.observed - self.predicted)).sum())
-
-
-def calibration(
-    name: str, y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS
-) -> Calibration:
-    """Reliability curve of probabilities ``p`` for the 0/1 outcomes ``y`` (quantile bins;
-    a value on an inner edge belongs to the lower bin)."""
-    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
-    edges = np.quantile(p, np.linspace(0.0, 1.0, bins + 1))
-    index = np.searchsorted(edges[1:-1], p, side="left")
-    counts = np.bincount(index, minlength=bins)
-    filled = counts > 0
-    mean_p = np.bincount(index, weights=p, minlength=bins)[filled] / counts[filled]
-    rate = np.bincount(index, weights=y, minlength=bins)[filled] / counts[filled]
-    return Calibration(name, mean_p, rate, counts[filled])
 
 
 @dataclass(frozen=True)

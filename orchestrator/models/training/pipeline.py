@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from orchestrator.features.drift import training_distribution
+from orchestrator.models.calibration import ece, out_of_sample_calibration
 from orchestrator.models.labels import LABEL_SPECS
 from orchestrator.models.training import metrics as m
 from orchestrator.models.training.datasets import MODEL_TYPES, ModelData
@@ -70,6 +71,7 @@ def train_model(plan: ModelPlan, data: ModelData, source: dict) -> TrainedModel:
     ``source``: what the rows came from (data set names, symbols), copied to the manifest.
     """
     report = evaluate(plan, data)
+    calibration = report.pop("calibration", None)
     learner = make_learner(plan.model_type, plan.learner)
     learner.fit(data.features, data.target, data.open_time, data.purge_ms)
     model_bytes = finalize(
@@ -79,6 +81,8 @@ def train_model(plan: ModelPlan, data: ModelData, source: dict) -> TrainedModel:
     )
     report["onnx_max_abs_diff"] = checked_parity(plan, data, learner, model_bytes)
     manifest = build_manifest(plan, data, source, report, learner.describe(), model_bytes)
+    if calibration is not None:
+        manifest["calibration"] = calibration
     return TrainedModel(plan, model_bytes, manifest)
 
 
@@ -96,6 +100,8 @@ def evaluate(plan: ModelPlan, data: ModelData, n_folds: int = N_FOLDS) -> dict:
         model_out.append(learner.predict(data.features[fold.test]))
         base_out.append(baseline_output(data, fold.train, fold.test))
         truth.append(data.target[fold.test])
+    if TASKS[plan.model_type] == "binary":
+        return _evaluate_calibrated(plan, data, folds, truth, model_out, base_out)
     y = np.concatenate(truth)
     model = score(plan.model_type, y, np.concatenate(model_out))
     baseline = score(plan.model_type, y, np.concatenate(base_out))
@@ -107,6 +113,29 @@ def evaluate(plan: ModelPlan, data: ModelData, n_folds: int = N_FOLDS) -> dict:
         "baseline": {"name": m.BASELINE_NAMES[plan.model_type], **baseline},
         "criterion": m.CRITERIA[_kind(plan.model_type)],
         "beats_baseline": m.beats_baseline(model, baseline),
+    }
+
+
+def _evaluate_calibrated(plan, data, folds, truth, model_out, base_out) -> dict:
+    """A binary classifier (direction) is scored as it will serve, calibrated: on the folds
+    after the first, each calibrated by a map fitted on the folds before it (the first fold
+    has none before it and is not scored), beside its uncalibrated self and the baseline on
+    the same rows (docs/models.md#calibration)."""
+    calibration, served = out_of_sample_calibration([o[:, 1] for o in model_out], truth)
+    y = np.concatenate(truth[1:])
+    raw = np.concatenate([o[:, 1] for o in model_out[1:]])
+    model = m.binary_metrics(y, served)
+    baseline = score(plan.model_type, y, np.concatenate(base_out[1:]))
+    return {
+        "validation": f"{VALIDATION}; scored on folds 2-{len(folds)}, calibrated out of sample",
+        "folds": [f.describe(data.open_time) for f in folds],
+        "test_rows": int(len(y)),
+        "model": {**model, "ece": ece(y, served)},
+        "model_uncalibrated": {**m.binary_metrics(y, raw), "ece": ece(y, raw)},
+        "baseline": {"name": m.BASELINE_NAMES[plan.model_type], **baseline},
+        "criterion": m.CRITERIA[_kind(plan.model_type)],
+        "beats_baseline": m.beats_baseline(model, baseline),
+        "calibration": calibration,
     }
 
 
@@ -196,16 +225,38 @@ def build_manifest(
     }
 
 
+# A stacked ensemble costs several times the CPU per row of the LightGBM model (and cannot run
+# as compiled trees): it serves only when its out-of-sample log loss is lower by more than
+# this; within it, the simpler, older version serves.
+SELECTION_MARGIN = 0.001
+
+
 def assign_stages(manifests: list[dict]) -> None:
-    """Production for the best version of each model id (lowest out-of-sample log loss
-    where versions compete), staging for the others; in place."""
+    """Production for the best version of each model id among those that beat their naive
+    baseline out of sample (lowest out-of-sample log loss where versions compete, the
+    simpler one within ``SELECTION_MARGIN``), staging for the others: a model none of whose
+    versions beats its baseline has no production version
+    (docs/models.md#promotion-on-evidence); in place."""
     by_id: dict[str, list[dict]] = {}
     for manifest in manifests:
         by_id.setdefault(manifest["model_id"], []).append(manifest)
     for versions in by_id.values():
-        best = min(versions, key=_selection_loss)
+        earning = [m for m in versions if m["metrics"].get("beats_baseline")]
+        best = select_version(earning) if earning else None
         for manifest in versions:
             manifest["stage"] = "production" if manifest is best else "staging"
+
+
+def select_version(manifests: list[dict]) -> dict:
+    """The oldest version whose loss is within ``SELECTION_MARGIN`` of the lowest."""
+    lowest = min(_selection_loss(m)[0] for m in manifests)
+    eligible = [m for m in manifests if _selection_loss(m)[0] <= lowest + SELECTION_MARGIN]
+    return min(eligible, key=lambda m: _version_number(m["version"]))
+
+
+def _version_number(version: str) -> int:
+    digits = version.lstrip("v")
+    return int(digits) if digits.isdigit() else 0
 
 
 def _selection_loss(manifest: dict) -> tuple[float, str]:

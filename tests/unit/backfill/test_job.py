@@ -8,10 +8,12 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
+from orchestrator import PROJECT_ROOT
 from orchestrator.batch.backfill.job import BackfillOptions, run_backfill
 from orchestrator.batch.backfill.models import ModelSpec
 from orchestrator.batch.backfill.sources import DataSource
 from orchestrator.cli import backfill as cli
+from orchestrator.models.registry import Registry
 from orchestrator.sinks.parquet_log import read_log
 from tests.unit.backfill.helpers import MINUTE, first_open_time, real_candles
 
@@ -57,7 +59,8 @@ def test_a_local_run_writes_predictions_outcomes_record_and_report(shared_data, 
     assert record["kind"] == "backfill_complete" and record["duration_s"] >= 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| direction-1m |" in report and "| volatility-5m |" in report
-    assert (tmp_path / "report" / "equity-direction-5m@v2.png").read_bytes()[:4] == b"\x89PNG"
+    served = Registry(PROJECT_ROOT / "models_onnx").resolve("direction", "5m").key
+    assert (tmp_path / "report" / f"equity-{served}.png").read_bytes()[:4] == b"\x89PNG"
     stages = [line for line in lines if line.startswith("[backfill]") and "done in" in line]
     assert len(stages) == 6  # one line per stage
 

@@ -75,4 +75,4 @@ def test_the_dockerfile_starts_from_rays_image_of_this_ray():
     pinned = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
     ray = next(d for d in pinned["dependencies"] if d.startswith("ray["))
     assert f"FROM rayproject/ray:{ray.split('==')[1]}-py311" in dockerfile
-    assert "pip install --no-cache-dir -e ." in dockerfile
+    assert 'pip install --no-cache-dir -e ".[mlflow]"' in dockerfile  # the registry client

@@ -193,10 +193,12 @@ def test_promotion_without_evidence_is_refused_and_forcing_it_is_recorded(tmp_pa
     with pytest.raises(PromotionRefused, match=r"does not beat its naive baseline.*log_loss 0\.7"):
         registry.promote("direction-1m", "v2")
     with pytest.raises(PromotionRefused, match="--force --reason"):
-        registry.promote("direction-1m", "v2", force_reason="  ")
+        registry.promote("direction-1m", "v2", reason="  ", force=True)
+    with pytest.raises(PromotionRefused):  # a reason alone does not force
+        registry.promote("direction-1m", "v2", reason="I like it")
     assert _stages(registry) == {"v1": "production", "v2": "staging"}
     assert registry.history("direction-1m") == []
-    registry.promote("direction-1m", "v2", force_reason="regime change, v1 stale")
+    registry.promote("direction-1m", "v2", reason="regime change, v1 stale", force=True)
     assert _stages(registry) == {"v1": "archived", "v2": "production"}
     registry.rollback("direction-1m", reason="v2 lost money")
     entries = registry.history("direction-1m")

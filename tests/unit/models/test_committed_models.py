@@ -14,6 +14,7 @@ from orchestrator.models.labels import LABEL_SPECS
 from orchestrator.models.registry import Registry, sha256_of
 from orchestrator.models.training.datasets import MODEL_TYPES
 from orchestrator.models.training.onnx_export import OUTPUTS
+from orchestrator.models.training.pipeline import select_version
 
 REGISTRY = PROJECT_ROOT / "models_onnx"
 TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
@@ -42,8 +43,8 @@ def test_production_is_the_best_version_that_beats_its_baseline(model_id):
     earning = [m for m in versions if m.metrics["beats_baseline"]]
     assert len(production) == (1 if earning else 0)
     if production and len(earning) > 1:  # the competing direction versions
-        losses = {m.version: m.metrics["model"]["log_loss"] for m in earning}
-        assert losses[production[0].version] == min(losses.values())
+        chosen = select_version([{"version": m.version, "metrics": m.metrics} for m in earning])
+        assert production[0].version == chosen["version"]
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda m: m.key)
@@ -85,3 +86,32 @@ def test_manifest_records_label_metrics_and_distribution(manifest):
     assert set(metrics["model"]) >= set(metrics["baseline"]) - {"name"}
     assert extra["training_distribution"]["feature_names"] == list(manifest.feature_names)
     assert extra["training"]["rows"] > metrics["test_rows"]
+
+
+DIRECTION = [m for m in MANIFESTS if m.model_type == "direction"]
+ECE_TARGET = 0.02
+# Production direction models whose held-out ECE is still above the target after calibration
+# (issue 17 stays open on them; docs/models.md#calibration): their error drifts between
+# folds, which a map fitted on earlier folds cannot follow. Listed so that a model joining
+# them, or leaving them, fails this test.
+ABOVE_TARGET = {"direction-5m@v1", "direction-1d@v1"}
+
+
+@pytest.mark.parametrize("manifest", DIRECTION, ids=lambda m: m.key)
+def test_direction_models_are_calibrated_out_of_sample_and_never_made_worse(manifest):
+    """Measured by `tickcast train` on the walk-forward folds after the first, each
+    calibrated by a map fitted on the folds before it: the map is kept only where it lowers
+    the expected calibration error, and the metrics are those of the model as served."""
+    spec = manifest.calibration
+    assert spec["method"] in ("isotonic", "none")
+    served = spec["ece_after"] if spec["method"] == "isotonic" else spec["ece_before"]
+    assert served <= spec["ece_before"]
+    assert (spec["method"] == "isotonic") == (spec["ece_after"] < spec["ece_before"])
+    assert manifest.metrics["model"]["ece"] == pytest.approx(served)
+    assert manifest.metrics["model_uncalibrated"]["ece"] == pytest.approx(spec["ece_before"])
+
+
+def test_production_direction_models_meet_the_calibration_target():
+    production = {m.key: m for m in DIRECTION if m.stage == "production"}
+    above = {key for key, m in production.items() if m.metrics["model"]["ece"] > ECE_TARGET}
+    assert above == ABOVE_TARGET

@@ -8,6 +8,7 @@ import pytest
 
 from orchestrator import PROJECT_ROOT
 from orchestrator.features import FEATURE_NAMES
+from orchestrator.models.calibration import calibrate_values
 from orchestrator.models.compiled import (
     TOLERANCE,
     CompiledTrees,
@@ -53,11 +54,15 @@ def test_compiled_trees_answer_as_onnx_runtime(model_id, kind):
     compiled = CompiledTrees(manifest, model_bytes)
     assert compiled.ensemble.kind == kind
     rows = _rows()
-    got = compiled.predict(rows)
-    expected = OnnxPredictor(manifest, model_bytes).predict(rows)
+    got = compiled.predict_raw(rows)
+    onnx = OnnxPredictor(manifest, model_bytes)
+    expected = onnx.predict_raw(rows)
     assert compiled.active and compiled.checked  # its own check passed
     assert got.shape == expected.shape
     assert np.nanmax(np.abs(got - expected)) <= TOLERANCE
+    # both then apply the manifest's calibration, the same map
+    served = compiled.predict(rows)
+    assert np.array_equal(served, calibrate_values(onnx.calibration, got))
     # Rows exactly on a split's threshold: float32 rounding sends them where ONNX does.
     splits = [
         (f, t)
@@ -67,13 +72,13 @@ def test_compiled_trees_answer_as_onnx_runtime(model_id, kind):
     on_split = _rows(len(splits[:2000]), seed=1)
     for row, (feature, threshold) in zip(on_split, splits, strict=False):
         row[FEATURE_NAMES.index(manifest.feature_names[feature])] = threshold
-    onnx_answer = OnnxPredictor(manifest, model_bytes).predict(on_split)
-    assert np.nanmax(np.abs(compiled.predict(on_split) - onnx_answer)) <= TOLERANCE
+    onnx_answer = OnnxPredictor(manifest, model_bytes).predict_raw(on_split)
+    assert np.nanmax(np.abs(compiled.predict_raw(on_split) - onnx_answer)) <= TOLERANCE
 
 
 def test_a_stacked_model_stays_on_onnx_runtime():
-    manifest, model_bytes = _model("direction-5m")  # LightGBM + forest + logistic meta-model
-    assert manifest.stage == "production"
+    manifest, model_bytes = _model("direction-5m", "v2")  # LightGBM + forest + logistic meta
+    assert manifest.learner["learner"] == "stacked ensemble"
     with pytest.raises(NotCompilable, match="not a tree ensemble"):
         parse_ensemble(model_bytes, "probabilities", len(manifest.feature_names))
     assert isinstance(fastest_predictor(manifest, model_bytes), OnnxPredictor)

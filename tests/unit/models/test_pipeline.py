@@ -85,14 +85,29 @@ def _manifest(model_id, version, **model):
     }
 
 
-def test_stages_go_to_the_lower_out_of_sample_log_loss():
+def test_stages_go_to_the_lower_out_of_sample_log_loss_among_those_beating_the_baseline():
     manifests = [
         _manifest("direction-1h", "v1", log_loss=0.69, accuracy=0.5, roc_auc=0.5, brier=0.25),
         _manifest("direction-1h", "v2", log_loss=0.68, accuracy=0.5, roc_auc=0.5, brier=0.25),
+        _manifest("direction-1h", "v3", log_loss=0.60, accuracy=0.5, roc_auc=0.5, brier=0.25),
         _manifest("return-1h", "v1", rmse=1.0, mae=1.0, corr=None),
+        _manifest("return-4h", "v1", rmse=1.0, mae=1.0, corr=None),
     ]
+    for m in (*manifests[:2], manifests[3]):
+        m["metrics"]["beats_baseline"] = True
     assign_stages(manifests)
-    assert [m["stage"] for m in manifests] == ["staging", "production", "production"]
+    # v3 has the lowest loss but does not beat its baseline; return-4h has no version that does
+    stages = ["staging", "production", "staging", "production", "staging"]
+    assert [m["stage"] for m in manifests] == stages
+    # within SELECTION_MARGIN of the best, the simpler, older version serves
+    close = [
+        _manifest("direction-1m", "v1", log_loss=0.6930, accuracy=0.5, roc_auc=0.5, brier=0.25),
+        _manifest("direction-1m", "v2", log_loss=0.6926, accuracy=0.5, roc_auc=0.5, brier=0.25),
+    ]
+    for m in close:
+        m["metrics"]["beats_baseline"] = True
+    assign_stages(close)
+    assert [m["stage"] for m in close] == ["production", "staging"]
     table = metrics_table(manifests)
     assert "| direction-1h | v2 |" in table and "| return-1h | v1 |" in table
     assert "n/a / n/a" in table  # an undefined correlation is shown, not hidden

@@ -59,7 +59,7 @@ class ModelServer:
         self._config_versions: dict[str, str | None] = dict.fromkeys(self._ids)
         self._swap = threading.Lock()  # reconfigure and the registry poll, one at a time
         self._poll_s = 0.0
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # never set: the daemon thread ends with the replica
         self._poller: threading.Thread | None = None
 
     def _load(self, key: str, version: str | None) -> Predictor:
@@ -129,9 +129,6 @@ class ModelServer:
                         exc,
                     )
                 failing = True
-
-    def __del__(self):
-        self._stop.set()
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
     async def predict(self, matrices: list[np.ndarray]) -> list[dict]:

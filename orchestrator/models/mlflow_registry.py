@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 from orchestrator.models.registry import (
@@ -71,6 +73,7 @@ class MlflowRegistry(ModelRegistry):
         self.prefix = os.environ.get("TICKCAST_MLFLOW_PREFIX", "tickcast-")
         self._client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self._files = Path(tempfile.mkdtemp(prefix="tickcast-mlflow-"))
+        weakref.finalize(self, shutil.rmtree, self._files, True)  # downloads go with it
         self._bodies: dict[tuple[str, str], tuple[dict, Path]] = {}  # (name, mlflow version)
 
     def name(self, model_id_: str) -> str:

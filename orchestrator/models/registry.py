@@ -138,7 +138,7 @@ def _user() -> str:
 
 
 class ModelRegistry:
-    """The registry's rules over a backend's storage. A backend implements the five storage
+    """The registry's rules over a backend's storage. A backend implements the storage
     methods below; the rules (what resolves, what may be promoted, what is recorded) are here
     once, so both backends behave alike."""
 

@@ -92,6 +92,16 @@ class ShardMetrics:
         self._predictions = Counter(
             "tickcast_predictions_total", "predictions made", tag_keys=("model_id",)
         )
+        self._outside = Counter(
+            "tickcast_out_of_distribution_total",
+            "predictions on a row outside the model's training distribution",
+            tag_keys=("model_id",),
+        )
+        self._neutral = Counter(
+            "tickcast_signals_forced_neutral_total",
+            "direction signals turned NEUTRAL by signals config, by reason",
+            tag_keys=("model_id", "reason"),
+        )
         self._lag = Gauge(
             "tickcast_shard_lag_ms", "age of the batch a shard starts on", tag_keys=("shard",)
         )
@@ -110,6 +120,14 @@ class ShardMetrics:
 
     def predictions(self, model_id: str, n: int) -> None:
         self._predictions.inc(n, tags={"model_id": model_id})
+
+    def out_of_distribution(self, model_id: str, n: int) -> None:
+        if n:
+            self._outside.inc(n, tags={"model_id": model_id})
+
+    def forced_neutral(self, model_id: str, reason: str, n: int) -> None:
+        if n:
+            self._neutral.inc(n, tags={"model_id": model_id, "reason": reason})
 
     def lag(self, lag_ms: float) -> None:
         self._lag.set(lag_ms, tags=self._tags)

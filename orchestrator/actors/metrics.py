@@ -71,6 +71,9 @@ LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 BATCH_BOUNDARIES = [1, 8, 32, 64, 128, 256, 512, 1024, 4096]
 
 
+NEUTRAL_REASONS = ("out_of_distribution", "model_age")
+
+
 class ShardMetrics:
     """Per-shard tick metrics: latency from candle emission to prediction, batch sizes,
     predictions per model, queue lag and skipped stale ticks."""
@@ -95,13 +98,16 @@ class ShardMetrics:
         self._outside = Counter(
             "tickcast_out_of_distribution_total",
             "predictions on a row outside the model's training distribution",
-            tag_keys=("model_id",),
+            tag_keys=("shard",),
         )
         self._neutral = Counter(
             "tickcast_signals_forced_neutral_total",
             "direction signals turned NEUTRAL by signals config, by reason",
-            tag_keys=("model_id", "reason"),
+            tag_keys=("shard", "reason"),
         )
+        export_zero(self._outside, self._tags)
+        for reason in NEUTRAL_REASONS:
+            export_zero(self._neutral, {**self._tags, "reason": reason})
         self._lag = Gauge(
             "tickcast_shard_lag_ms", "age of the batch a shard starts on", tag_keys=("shard",)
         )
@@ -121,13 +127,13 @@ class ShardMetrics:
     def predictions(self, model_id: str, n: int) -> None:
         self._predictions.inc(n, tags={"model_id": model_id})
 
-    def out_of_distribution(self, model_id: str, n: int) -> None:
+    def out_of_distribution(self, n: int) -> None:
         if n:
-            self._outside.inc(n, tags={"model_id": model_id})
+            self._outside.inc(n, tags=self._tags)
 
-    def forced_neutral(self, model_id: str, reason: str, n: int) -> None:
+    def forced_neutral(self, reason: str, n: int) -> None:
         if n:
-            self._neutral.inc(n, tags={"model_id": model_id, "reason": reason})
+            self._neutral.inc(n, tags={**self._tags, "reason": reason})
 
     def lag(self, lag_ms: float) -> None:
         self._lag.set(lag_ms, tags=self._tags)

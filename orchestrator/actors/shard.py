@@ -379,19 +379,18 @@ class FeatureShard:
     def _count_limits(self, output: ModelOutput, table: pa.Table) -> None:
         """How often rows fall outside their model's training distribution, and how often
         that or the model's age turned a direction signal NEUTRAL."""
-        model_id = output.model_id
         if output.in_distribution is not None:
             outside = int(len(output.in_distribution) - output.in_distribution.sum())
             self._counters["rows_out_of_distribution"] += outside
-            self._metrics.out_of_distribution(model_id, outside)
+            self._metrics.out_of_distribution(outside)
             if output.model_type == "direction" and self._limits.neutral_out_of_distribution:
                 self._counters["signals_neutral_out_of_distribution"] += outside
-                self._metrics.forced_neutral(model_id, "out_of_distribution", outside)
+                self._metrics.forced_neutral("out_of_distribution", outside)
         if output.model_type == "direction" and self._limits.max_model_age_s is not None:
             old = pc.greater(table.column("model_age_s"), self._limits.max_model_age_s)
             aged = pc.sum(old).as_py() or 0
             self._counters["signals_neutral_model_age"] += aged
-            self._metrics.forced_neutral(model_id, "model_age", aged)
+            self._metrics.forced_neutral("model_age", aged)
 
     def candles(
         self, exchange: str, symbol: str, timeframe: str, limit: int | None = None

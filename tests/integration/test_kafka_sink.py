@@ -42,6 +42,8 @@ def predictions(start: int, stop: int) -> pa.Table:
         "confidence": ["LOW"] * n,
         "trend": [None] * n,
         "warm": [True] * n,
+        "in_distribution": [True] * n,
+        "model_age_s": [None] * n,
         "predicted_at": [1] * n,
         "latency_ms": [1.0] * n,
     }

@@ -30,7 +30,7 @@ def _aliases(uri: str, model_id: str) -> dict:
 
 def test_registry_commands_work_on_mlflow_as_on_folders(mlflow_server, capsys, tmp_path):
     target = f"mlflow:{mlflow_server}"
-    copies = (("direction-1m", "v1"), ("direction-1m", "v2"), ("direction-1d", "v1"))
+    copies = (("direction-1m", "v1"), ("direction-1m", "v2"), ("direction-4h", "v2"))
     for model_id, version in copies:
         assert registry_cli(["copy", model_id, version, "--to", target]) == 0
     mlflow_registry = open_registry(target)
@@ -63,7 +63,7 @@ def test_registry_commands_work_on_mlflow_as_on_folders(mlflow_server, capsys, t
     cli = ["--root", target]
     assert registry_cli([*cli, "list", "--type", "direction"]) == 0
     listing = capsys.readouterr().out
-    assert "direction-1m  v2" in listing and "direction-1d  v1" in listing
+    assert "direction-1m  v2" in listing and "direction-4h  v2" in listing
 
     # promotion on evidence: both direction-1m versions beat their baseline
     assert registry_cli([*cli, "promote", "direction-1m", "v1"]) == 0
@@ -73,18 +73,18 @@ def test_registry_commands_work_on_mlflow_as_on_folders(mlflow_server, capsys, t
     assert mlflow_registry.manifest("direction-1m", "v1").stage == "archived"
     assert mlflow_registry.resolve("direction", "1m").version == "v2"
 
-    # direction-1d v1 does not: refused, then forced with a reason, which is recorded
+    # direction-4h v2 does not: refused, then forced with a reason, which is recorded
     capsys.readouterr()
-    assert registry_cli([*cli, "promote", "direction-1d", "v1"]) == 2
+    assert registry_cli([*cli, "promote", "direction-4h", "v2"]) == 2
     assert "does not beat its naive baseline" in capsys.readouterr().err
-    assert mlflow_registry.manifest("direction-1d", "v1").stage == "staging"
-    assert "champion" not in _aliases(mlflow_server, "direction-1d")
+    assert mlflow_registry.manifest("direction-4h", "v2").stage == "staging"
+    assert "champion" not in _aliases(mlflow_server, "direction-4h")
     with pytest.raises(SystemExit):  # --force without a reason: a usage error
-        registry_cli([*cli, "promote", "direction-1d", "v1", "--force"])
+        registry_cli([*cli, "promote", "direction-4h", "v2", "--force"])
     capsys.readouterr()
-    forced = [*cli, "promote", "direction-1d", "v1", "--force", "--reason", "test of forcing"]
+    forced = [*cli, "promote", "direction-4h", "v2", "--force", "--reason", "test of forcing"]
     assert registry_cli(forced) == 0
-    (entry,) = mlflow_registry.history("direction-1d")
+    (entry,) = mlflow_registry.history("direction-4h")
     assert entry["forced"] is True and entry["reason"] == "test of forcing"
 
     # rollback is one command, and recorded

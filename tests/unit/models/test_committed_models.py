@@ -94,7 +94,7 @@ ECE_TARGET = 0.02
 # (issue 17 stays open on them; docs/models.md#calibration): their error drifts between
 # folds, which a map fitted on earlier folds cannot follow. Listed so that a model joining
 # them, or leaving them, fails this test.
-ABOVE_TARGET = {"direction-5m@v1", "direction-1d@v1"}
+ABOVE_TARGET = {"direction-5m@v1", "direction-15m@v1", "direction-1d@v1"}
 
 
 @pytest.mark.parametrize("manifest", DIRECTION, ids=lambda m: m.key)
@@ -106,7 +106,8 @@ def test_direction_models_are_calibrated_out_of_sample_and_never_made_worse(mani
     assert spec["method"] in ("isotonic", "none")
     served = spec["ece_after"] if spec["method"] == "isotonic" else spec["ece_before"]
     assert served <= spec["ece_before"]
-    assert (spec["method"] == "isotonic") == (spec["ece_after"] < spec["ece_before"])
+    if spec["method"] == "isotonic":  # kept only where it helped (and is not a constant)
+        assert spec["ece_after"] < spec["ece_before"] and len(spec["x"]) >= 2
     assert manifest.metrics["model"]["ece"] == pytest.approx(served)
     assert manifest.metrics["model_uncalibrated"]["ece"] == pytest.approx(spec["ece_before"])
 

@@ -14,6 +14,7 @@ import contextlib
 import math
 import numbers
 import os
+import random
 import re
 import signal
 import socket
@@ -189,11 +190,24 @@ def percentile(samples: Sequence[float], q: float) -> float:
 # --- processes and ports ---------------------------------------------------------------------
 
 
+# Ray's workers take ports in 10002-19999 by default; the kernel hands out its ephemeral
+# range (usually 32768-60999) to whatever binds port 0, and `serve run` starts Ray's many
+# processes before its HTTP proxy binds: a port the OS chose for us was seen taken by then
+# ("Failed to bind to address"). Ports between the two ranges are nobody's choice.
+QUIET_PORTS = (20000, 32000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on at the moment (the OS's choice)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A TCP port nobody listens on now, outside the ranges Ray and the kernel pick from."""
+    low, high = QUIET_PORTS
+    for port in random.sample(range(low, high), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 def session_pids(sid: int) -> list[int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +18,9 @@ import pytest
 import yaml
 
 from orchestrator import PROJECT_ROOT
+from orchestrator.bench.harness import free_port
 
 STARTUP_BUDGET_S = 150
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _local_config(tmp_path: Path, port: int, redis_url: str) -> Path:
@@ -42,7 +36,7 @@ def _local_config(tmp_path: Path, port: int, redis_url: str) -> Path:
 
 @pytest.fixture
 def served(tmp_path, redis_server):
-    port = _free_port()
+    port = free_port()  # outside the ranges Ray's processes take theirs from
     serve_bin = Path(sys.executable).with_name("serve")
     log = (tmp_path / "serve.log").open("w")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}

@@ -37,11 +37,12 @@ def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
     for ref in config.models:
         manifest = registry.resolve(ref.model_type, ref.timeframe, ref.version)  # fail fast
         registry.load_bytes(manifest)
-        if evidence_problem(manifest):
+        problem = evidence_problem(manifest)
+        if problem:
             log.warning(
                 "%s serves as a signal but %s (docs/models.md#promotion-on-evidence)",
                 manifest.key,
-                evidence_problem(manifest),
+                problem,
             )
         versions[ref.key] = ref.version
     models: dict = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 
-import httpx
 import numpy as np
 import pytest
 from mlflow import MlflowClient
@@ -20,6 +19,7 @@ from orchestrator.features import FEATURE_NAMES, REQUIRED_FEATURES
 from orchestrator.models.predictor import OnnxPredictor
 from orchestrator.models.registry import Registry, open_registry
 from serve_app.app import build_app
+from tests.integration.polling import post_until_stopped, until
 
 FILES = Registry(PROJECT_ROOT / "models_onnx")
 
@@ -106,24 +106,6 @@ def test_registry_commands_work_on_mlflow_as_on_folders(mlflow_server, capsys, t
     assert Registry(back).load_bytes(copied) == FILES.load_bytes(original)
 
 
-def _post(url: str, body: dict, stop: threading.Event, results: list) -> None:
-    with httpx.Client(timeout=30) as client:
-        while not stop.is_set():
-            try:
-                answer = client.post(url, json=body)
-                results.append((time.monotonic(), answer.status_code, answer.json().get("version")))
-            except Exception as exc:  # noqa: BLE001 - a failed request is what we count
-                results.append((time.monotonic(), type(exc).__name__, None))
-            time.sleep(0.05)
-
-
-def _until(condition, what: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_the_app_serves_from_mlflow_and_follows_the_champion_alias(
     mlflow_server, serve_app, ray_cluster, tmp_path
 ):
@@ -146,19 +128,20 @@ def test_the_app_serves_from_mlflow_and_follows_the_champion_alias(
     body = {"model_type": "direction", "timeframe": "5m", "rows": [[0.1] * len(REQUIRED_FEATURES)]}
     stop, results = threading.Event(), []
     worker = threading.Thread(
-        target=_post, args=(f"{ray_cluster.tickcast_http}/v1/predict", body, stop, results)
+        target=post_until_stopped,
+        args=(f"{ray_cluster.tickcast_http}/v1/predict", body, stop, results, 0.05),
     )
     worker.start()
     try:
-        _until(lambda: len(results) >= 20, "answers from v1")
+        until(lambda: len(results) >= 20, "answers from v1")
         # a user moves the alias in MLflow (its UI or client): no tickcast command, no restart
         v2 = registry.manifest("direction-5m", "v2").mlflow_version
         client = MlflowClient(mlflow_server)
         client.set_registered_model_alias("tickcast-direction-5m", "champion", v2)
         moved = time.monotonic()
-        _until(lambda: any(v == "v2" for _, _, v in list(results)), "v2 to serve", 60)
+        until(lambda: any(v == "v2" for _, _, v in list(results)), "v2 to serve", 60)
         switched = min(t for t, _, v in results if v == "v2")
-        _until(lambda: sum(t > switched for t, _, _ in list(results)) >= 20, "answers from v2")
+        until(lambda: sum(t > switched for t, _, _ in list(results)) >= 20, "answers from v2")
     finally:
         stop.set()
         worker.join()

@@ -8,7 +8,6 @@ import shutil
 import threading
 import time
 
-import httpx
 import numpy as np
 import pytest
 
@@ -16,6 +15,7 @@ from orchestrator import PROJECT_ROOT
 from orchestrator.features import REQUIRED_FEATURES
 from orchestrator.models.registry import Registry, sha256_of
 from serve_app.app import build_app
+from tests.integration.polling import post_until_stopped, until
 
 
 def _publish_logistic_v2(registry_dir) -> None:
@@ -56,23 +56,6 @@ def _registry_with_two_versions(tmp_path):
     return root
 
 
-def _load(url: str, body: dict, stop: threading.Event, results: list) -> None:
-    with httpx.Client(timeout=30) as client:
-        while not stop.is_set():
-            try:
-                answer = client.post(url, json=body)
-                results.append((time.monotonic(), answer.status_code, answer.json().get("version")))
-            except Exception as exc:  # noqa: BLE001 - a failed request is what we count
-                results.append((time.monotonic(), type(exc).__name__, None))
-
-
-def _until(condition, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "load did not flow in time"
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("groups", ["none", "all"])
 def test_switching_versions_under_load_drops_nothing(serve_app, ray_cluster, tmp_path, groups):
     """Also with every model in one deployment: the switched model moves to v2 under load,
@@ -106,16 +89,17 @@ def test_switching_versions_under_load_drops_nothing(serve_app, ray_cluster, tmp
     }
     stop, results, others = threading.Event(), [], []
     url = f"{ray_cluster.tickcast_http}/v1/predict"
-    workers = [threading.Thread(target=_load, args=(url, body, stop, results)) for _ in range(3)]
+    load = post_until_stopped
+    workers = [threading.Thread(target=load, args=(url, body, stop, results)) for _ in range(3)]
     other_body = {**body, "model_type": "volatility"}
-    workers.append(threading.Thread(target=_load, args=(url, other_body, stop, others)))
+    workers.append(threading.Thread(target=load, args=(url, other_body, stop, others)))
     for worker in workers:
         worker.start()
-    _until(lambda: len(results) >= 30)  # load is flowing before the switch
+    until(lambda: len(results) >= 30, "load before the switch")
     switch_started = time.monotonic()
     serve_app.run(build_app(args("v2")), name="tickcast", route_prefix="/")
     switch_done = time.monotonic()
-    _until(lambda: sum(t > switch_done + 1.0 for t, _, _ in list(results)) >= 30)
+    until(lambda: sum(t > switch_done + 1.0 for t, _, _ in list(results)) >= 30, "load after it")
     stop.set()
     for worker in workers:
         worker.join()

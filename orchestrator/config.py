@@ -287,19 +287,45 @@ ModelType = Literal["direction", "volatility", "return", "swing"]
 MODEL_TYPES: tuple[str, ...] = ("direction", "volatility", "return", "swing")
 
 
+ModelRole = Literal["production", "shadow", "canary"]
+
+
 class ModelRef(StrictModel):
+    """One model the pipeline runs. ``production`` (the champion) publishes its signals;
+    a challenger beside it (docs/models.md#champion-and-challenger) is a pinned version that
+    predicts every row too: as ``shadow`` it is only logged and scored, as ``canary`` it
+    publishes for ``canary_fraction`` of the symbols (chosen by a stable hash) instead of
+    the champion."""
+
     model_type: ModelType = "direction"
     timeframe: str = "1m"
     version: str | None = Field(None, description="default: the registry's production version")
+    role: ModelRole = "production"
+    canary_fraction: float | None = Field(
+        None, gt=0, lt=1, description="a canary's share of symbols (required for a canary)"
+    )
 
     @field_validator("timeframe")
     @classmethod
     def _known_timeframe(cls, value: str) -> str:
         return _check_timeframe(value)
 
+    @model_validator(mode="after")
+    def _challenger_fields(self) -> ModelRef:
+        if self.role != "production" and self.version is None:
+            raise ValueError(f"a {self.role} model names its version (the challenger's)")
+        if (self.role == "canary") != (self.canary_fraction is not None):
+            raise ValueError("canary_fraction is required for a canary and only for one")
+        return self
+
     @property
     def key(self) -> str:
         return f"{self.model_type}-{self.timeframe}"
+
+    @property
+    def serving_key(self) -> str:
+        """The name its deployment serves it by: the key, with the role for a challenger."""
+        return self.key if self.role == "production" else f"{self.key}-{self.role}"
 
 
 class SignalConfig(StrictModel):
@@ -523,6 +549,35 @@ class TickcastConfig(StrictModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _one_champion_one_challenger(self) -> TickcastConfig:
+        """Per model: at most one production entry and one challenger; a canary replaces
+        its champion on some symbols, so it needs one; a challenger pinned to the version
+        its champion pins would be the same model twice."""
+        roles: dict[str, dict[str, ModelRef]] = {}
+        for ref in self.models:
+            kind = "production" if ref.role == "production" else "challenger"
+            if kind in roles.setdefault(ref.key, {}):
+                raise ValueError(f"models: {ref.key} has more than one {kind} entry")
+            roles[ref.key][kind] = ref
+        for key, entry in roles.items():
+            champion, challenger = entry.get("production"), entry.get("challenger")
+            if challenger is None:
+                continue
+            if challenger.role == "canary" and champion is None:
+                raise ValueError(f"models: the canary of {key} needs a production entry")
+            if champion is not None and champion.version == challenger.version:
+                raise ValueError(f"models: {key}'s challenger is its champion's version")
+        return self
+
+    def canary_fractions(self) -> dict[str, float]:
+        """model id -> the share of symbols its canary publishes for."""
+        return {
+            ref.key: float(ref.canary_fraction)
+            for ref in self.models
+            if ref.role == "canary" and ref.canary_fraction is not None
+        }
+
     @property
     def run_dir(self) -> str:
         """Checkpoints of this environment: restarted actors, a restarted supervisor and a
@@ -562,6 +617,7 @@ class TickcastConfig(StrictModel):
                 outcomes=self.outcomes,
                 run_dir=self.run_dir,
                 environment=self.environment,
+                canaries=self.canary_fractions(),
             )
             for i in range(self.features.shards)
         ]
@@ -589,6 +645,7 @@ class ShardSettings(StrictModel):
     outcomes: OutcomeConfig = OutcomeConfig()
     run_dir: str
     environment: str = "local"
+    canaries: dict[str, float] = {}  # model id -> share of symbols its canary publishes for
 
 
 class ConfigError(ValueError):

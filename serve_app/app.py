@@ -44,7 +44,7 @@ def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
                 manifest.key,
                 problem,
             )
-        versions[ref.key] = ref.version
+        versions[ref.serving_key] = ref.version
     models: dict = {}
     for name, model_ids in deployment_groups(versions, config.serving.model_groups).items():
         grouped = config.serving.model_groups != "none"
@@ -71,8 +71,14 @@ def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
             models[key] = ModelInGroup(deployment, key) if grouped else deployment
     # The pipeline's config names no model versions: a version switch changes only the model
     # deployment's user_config (reconfigured in place), never the pipeline's arguments.
+    # (A challenger is always a pinned version, and keeps it.)
     unversioned = config.model_copy(
-        update={"models": tuple(r.model_copy(update={"version": None}) for r in config.models)}
+        update={
+            "models": tuple(
+                r.model_copy(update={"version": None}) if r.role == "production" else r
+                for r in config.models
+            )
+        }
     )
     # Nor its feeds' symbol lists: they travel in its user_config (Pipeline.reconfigure), so a
     # `serve deploy` overriding only that user_config changes them in place (a change of

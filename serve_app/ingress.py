@@ -120,7 +120,12 @@ class ServeBackend:
 
     async def served_models(self) -> dict[str, str]:
         described = await asyncio.gather(*(h.describe.remote() for h in self._models.values()))
-        return {d["model_id"]: d["version"] for d in described}
+        # the champions' versions (a challenger's is on its scoreboard row)
+        return {
+            d["model_id"]: d["version"]
+            for d in described
+            if d.get("role", "production") == "production"
+        }
 
 
 async def _answer(call):

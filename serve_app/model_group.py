@@ -10,9 +10,16 @@ from collections.abc import Iterable
 
 
 def split_key(key: str) -> tuple[str, str]:
-    """``direction-1m`` -> (``direction``, ``1m``)."""
-    model_type, _, timeframe = key.partition("-")
-    return model_type, timeframe
+    """``direction-1m`` (or a challenger's serving key ``direction-1m-shadow``) ->
+    (``direction``, ``1m``)."""
+    model_type, _, rest = key.partition("-")
+    return model_type, rest.partition("-")[0]
+
+
+def role_of(key: str) -> str:
+    """The role a serving key names: ``direction-1m-canary`` -> canary; the bare model id
+    is the champion's (production)."""
+    return key.split("-", 2)[2] if key.count("-") >= 2 else "production"
 
 
 def deployment_groups(keys: Iterable[str], grouping: str) -> dict[str, tuple[str, ...]]:

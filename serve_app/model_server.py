@@ -34,7 +34,7 @@ from orchestrator.models.compiled import Predictor, engine_of, predictor_factory
 from orchestrator.models.predictor import DEFAULT_Z_LIMIT
 from orchestrator.models.registry import RegistryError, open_registry
 from serve_app.api.backend import BackendError
-from serve_app.model_group import split_key
+from serve_app.model_group import role_of, split_key
 
 MAX_PINNED_VERSIONS = 4
 
@@ -48,8 +48,9 @@ def split_rows(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
 class ModelServer:
     def __init__(self, model_ids: tuple[str, ...], models_dir: str, engine: str = "onnx"):
-        """``model_ids``: ``type-timeframe`` of each model it hosts (the first answers the
-        calls that name none); ``engine``: ``serving.engine``."""
+        """``model_ids``: the serving key of each model it hosts (``type-timeframe``, with
+        ``-shadow`` or ``-canary`` for a challenger; the first answers the calls that name
+        none); ``engine``: ``serving.engine``."""
         self._registry = open_registry(models_dir)
         self._make = predictor_factory(engine)
         self._ids = tuple(model_ids)
@@ -162,8 +163,9 @@ class ModelServer:
             inputs = [matrices[i] for i in calls]
             values = predictor.predict(inputs[0] if len(inputs) == 1 else np.concatenate(inputs))
             parts = split_rows(values, [len(matrices[i]) for i in calls])
+            role = role_of(key)  # a challenger's answers say so: its events are not signals
             for i, part in zip(calls, parts, strict=True):
-                answers[i] = predictor.answer(part, matrices[i])
+                answers[i] = {**predictor.answer(part, matrices[i]), "role": role}
         return answers
 
     def _predictor(self, key: str) -> Predictor:
@@ -194,10 +196,12 @@ class ModelServer:
         return os.getpid()
 
     def describe(self, key: str | None = None) -> dict:
-        predictor = self._predictor(key or self._ids[0])
+        key = key or self._ids[0]
+        predictor = self._predictor(key)
         m = predictor.manifest
         return {
             "model_id": m.model_id,
+            "role": role_of(key),
             "version": m.version,
             "stage": m.stage,
             "features": list(m.feature_names),

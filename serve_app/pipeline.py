@@ -78,7 +78,7 @@ def models_by_timeframe(config: TickcastConfig, handles: dict) -> dict[str, list
     group's models of that timeframe are one call)."""
     grouped: dict[str, list] = {}
     for ref in config.models:
-        grouped.setdefault(ref.timeframe, []).append(handles[ref.key])
+        grouped.setdefault(ref.timeframe, []).append(handles[ref.serving_key])
     return {tf: calls_per_tick(members) for tf, members in grouped.items()}
 
 
@@ -88,7 +88,10 @@ def startup_summary(config: TickcastConfig) -> str:
         f"{s.name} ({s.source.kind}, {s.source.exchange}, {_symbols(s.source)})"
         for s in config.feed_settings()
     ]
-    models = ", ".join(f"{m.key}" for m in config.models)
+    models = ", ".join(
+        m.key if m.role == "production" else f"{m.key} {m.version} ({m.role})"
+        for m in config.models
+    )
     bus = config.sink.redis_url and config.sink.redis_url.split("@")[-1]  # no password
     return "\n".join(
         [

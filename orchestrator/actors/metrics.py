@@ -159,6 +159,24 @@ class PipelineMetrics:
         self._mae = Gauge(
             "tickcast_outcome_mae", "running MAE of regressors", tag_keys=("model_id", "timeframe")
         )
+        tags = ("model_id", "timeframe", "role")
+        self._challenger = {
+            "improvement": Gauge(
+                "tickcast_challenger_improvement",
+                "mean live loss of the champion minus its challenger's on the same candles "
+                "(> 0 favours the challenger)",
+                tag_keys=tags,
+            ),
+            "ci_low": Gauge(
+                "tickcast_challenger_improvement_ci_low", "95% interval, low end", tag_keys=tags
+            ),
+            "ci_high": Gauge(
+                "tickcast_challenger_improvement_ci_high", "95% interval, high end", tag_keys=tags
+            ),
+            "pairs": Gauge(
+                "tickcast_challenger_pairs", "candles both versions were scored on", tag_keys=tags
+            ),
+        }
         self._psi = Gauge(
             "tickcast_feature_drift_psi_max",
             "largest PSI of live features vs training",
@@ -191,6 +209,16 @@ class PipelineMetrics:
                 ):
                     if m.get(key) is not None:
                         gauge.set(float(m[key]), tags=tags)
+        for model_id, per_tf in metrics.get("challengers", {}).items():
+            for timeframe, m in per_tf.items():
+                c = m.get("comparison") or {}
+                tags = {"model_id": model_id, "timeframe": timeframe, "role": m["role"]}
+                self._challenger["pairs"].set(float(c.get("pairs", 0)), tags=tags)
+                if c.get("improvement") is not None:
+                    self._challenger["improvement"].set(float(c["improvement"]), tags=tags)
+                if c.get("ci95"):
+                    self._challenger["ci_low"].set(float(c["ci95"][0]), tags=tags)
+                    self._challenger["ci_high"].set(float(c["ci95"][1]), tags=tags)
 
     def drift(self, report: dict) -> None:
         for timeframe, r in report.items():

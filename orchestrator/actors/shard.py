@@ -33,6 +33,7 @@ from orchestrator.market.timeframes import TIMEFRAMES
 from orchestrator.stream.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.stream.events import ModelOutput, SignalLimits, TickRows, build_predictions
 from orchestrator.stream.outcomes import OutcomeTracker
+from orchestrator.stream.routing import CanarySplit
 from orchestrator.stream.sequencing import BatchSequencer
 from orchestrator.stream.shard import FeatureTick, ShardState, feature_rows, merge_by_timeframe
 from orchestrator.stream.signals import trend_labels
@@ -146,7 +147,9 @@ class FeatureShard:
             "rows_out_of_distribution": 0,  # any model's rows outside its training data
             "signals_neutral_out_of_distribution": 0,  # direction signals forced NEUTRAL
             "signals_neutral_model_age": 0,
+            "challenger_rows_same_as_champion": 0,  # dropped: the same version twice
         }
+        self._canaries = CanarySplit(settings.canaries)
         age_days = settings.signals.max_model_age_days
         self._limits = SignalLimits(
             settings.signals.neutral_out_of_distribution,
@@ -322,7 +325,9 @@ class FeatureShard:
             )
             # A call to several models of one group deployment answers a list, one per model.
             answers = [a for r in results for a in (r if isinstance(r, list) else [r])]
-            tables = [t for t in (self._to_events(a, rows) for a in answers) if t is not None]
+            tables = [
+                t for t in (self._to_events(a, rows) for a in self._roles(answers)) if t is not None
+            ]
         latency_ms = time.time() * 1000.0 - emitted_at_ms
         self._latency.setdefault(tick.timeframe, deque(maxlen=LATENCY_SAMPLES)).append(latency_ms)
         self._metrics.tick(tick.timeframe, len(tick.features), latency_ms)
@@ -355,12 +360,44 @@ class FeatureShard:
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
 
-    def _to_events(self, result, rows: TickRows) -> pa.Table | None:
-        if isinstance(result, BaseException):
-            self._counters["model_errors"] += 1
-            log.warning("shard %d: model call failed: %s", self.shard_id, result)
+    def _roles(self, answers: list) -> list:
+        """A challenger whose version is its champion's now (promoted while it ran) is the
+        same model twice, with the same event ids: only the champion's answer is kept."""
+        outputs = [
+            a if isinstance(a, BaseException) else ModelOutput.from_response(a) for a in answers
+        ]
+        champions = {
+            (o.model_id, o.version)
+            for o in outputs
+            if isinstance(o, ModelOutput) and o.role == "production"
+        }
+        kept = []
+        for output in outputs:
+            if (
+                isinstance(output, ModelOutput)
+                and output.role != "production"
+                and (output.model_id, output.version) in champions
+            ):
+                self._counters["challenger_rows_same_as_champion"] += len(output.values)
+                continue
+            kept.append(output)
+        return kept
+
+    def _published(self, output: ModelOutput, rows: TickRows) -> np.ndarray | None:
+        """Which rows are the signal: a shadow's none; with a canary, the canary's rows for
+        its share of the symbols and the champion's for the others; else all (None)."""
+        if output.role == "shadow":
+            return np.zeros(len(output.values), dtype=bool)
+        canary = self._canaries.canary_rows(output.model_id, rows.exchange, rows.symbol)
+        if canary is None:
             return None
-        output = ModelOutput.from_response(result)
+        return canary if output.role == "canary" else ~canary
+
+    def _to_events(self, output, rows: TickRows) -> pa.Table | None:
+        if isinstance(output, BaseException):
+            self._counters["model_errors"] += 1
+            log.warning("shard %d: model call failed: %s", self.shard_id, output)
+            return None
         self._counters["rows_predicted"] += len(output.values)
         self._metrics.predictions(output.model_id, len(output.values))
         now_ms = time.time() * 1000.0
@@ -372,22 +409,29 @@ class FeatureShard:
             self._signals.very_high,
             environment=self._environment,
             limits=self._limits,
+            role=output.role,
+            published=self._published(output, rows),
         )
         self._count_limits(output, table)
         return table
 
     def _count_limits(self, output: ModelOutput, table: pa.Table) -> None:
         """How often rows fall outside their model's training distribution, and how often
-        that or the model's age turned a direction signal NEUTRAL."""
+        that or the model's age turned a published direction signal NEUTRAL."""
+        signals = pc.fill_null(table.column("published"), True)
         if output.in_distribution is not None:
             outside = int(len(output.in_distribution) - output.in_distribution.sum())
             self._counters["rows_out_of_distribution"] += outside
             self._metrics.out_of_distribution(outside)
             if output.model_type == "direction" and self._limits.neutral_out_of_distribution:
+                forced = pc.sum(pc.and_(signals, pc.invert(table.column("in_distribution"))))
+                outside = forced.as_py() or 0
                 self._counters["signals_neutral_out_of_distribution"] += outside
                 self._metrics.forced_neutral("out_of_distribution", outside)
         if output.model_type == "direction" and self._limits.max_model_age_s is not None:
-            old = pc.greater(table.column("model_age_s"), self._limits.max_model_age_s)
+            old = pc.and_(
+                signals, pc.greater(table.column("model_age_s"), self._limits.max_model_age_s)
+            )
             aged = pc.sum(old).as_py() or 0
             self._counters["signals_neutral_model_age"] += aged
             self._metrics.forced_neutral("model_age", aged)

@@ -32,7 +32,7 @@ from orchestrator.sinks.latest import LatestStore
 from orchestrator.sinks.parquet_log import ParquetLog
 from orchestrator.sinks.redis_bus import RedisStreamBus
 from orchestrator.sinks.wal import WriteAheadLog
-from orchestrator.stream.events import PREDICTION_SCHEMA
+from orchestrator.stream.events import PREDICTION_SCHEMA, published_only
 
 if TYPE_CHECKING:
     from orchestrator.sinks.kafka_out import KafkaOutbox
@@ -69,7 +69,7 @@ class PredictionSink:
         self._bus = _bus_or_none(config)
         self._kafka = _kafka_or_none(config, root)
         self._kafka_pump: asyncio.Task | None = None
-        self._counters = {"outcomes": 0}
+        self._counters = {"outcomes": 0, "unpublished": 0}  # unpublished: logged, not signals
         self._received = 0
         self._recover()
         self._compactors = [
@@ -85,7 +85,7 @@ class PredictionSink:
         """Rows confirmed before a crash but not yet in the Parquet log are written now."""
         pending = self._seen.keep_new(self._wal.recover())
         if pending.num_rows:
-            self._latest.update(pending)
+            self._latest.update(published_only(pending))
             self._predictions.append(pending)
             self._flush_all()
             log.info("sink: recovered %d predictions from the write-ahead log", pending.num_rows)
@@ -110,18 +110,23 @@ class PredictionSink:
                 log.exception("kafka sink: pump failed")
 
     async def record(self, predictions: pa.Table) -> int:
-        """Keep the rows never seen before; returns how many were new."""
+        """Keep the rows never seen before; returns how many were new. Every new row goes
+        to the log; only the published ones (not a shadow's, not the side of a canary split
+        that is not the signal) to the latest store, the stream, Redis and Kafka."""
         self._ensure_flusher()
         self._received += predictions.num_rows
         fresh = self._seen.keep_new(predictions)
         if fresh.num_rows:
-            if self._kafka is not None:  # first: every row in the WAL is in the outbox too
-                self._kafka.add_predictions(fresh)
+            signals = published_only(fresh)
+            self._counters["unpublished"] += fresh.num_rows - signals.num_rows
+            if self._kafka is not None and signals.num_rows:  # first: every signal in the
+                # WAL is in the outbox too
+                self._kafka.add_predictions(signals)
             self._wal.append(fresh)
-            self._latest.update(fresh)
+            self._latest.update(signals)
             if self._predictions.append(fresh):
                 self._wal.truncate()
-            self._publish(fresh)
+            self._publish(signals)
             self._recorded.set()
             self._recorded.clear()
         return fresh.num_rows

@@ -3,7 +3,7 @@
 MLflow's Model Registry.
 
     tickcast registry list [--type direction] [--timeframe 1h]
-    tickcast registry promote direction-1h v1 [--force --reason "why"]
+    tickcast registry promote direction-1h v1 [--force --reason "why"] [--log var/predictions]
     tickcast registry rollback direction-1h [--reason "why"]
     tickcast registry demote return-1m v1 --reason "why"
     tickcast registry history direction-1h
@@ -11,11 +11,14 @@ MLflow's Model Registry.
     tickcast registry --root mlflow:http://127.0.0.1:5000 list   (or TICKCAST_REGISTRY=...)
 
 promote makes one version production and archives the production version it replaces; it
-is refused for a version that does not beat its naive baseline out of sample unless forced
-with a reason. rollback restores the version the current production one replaced
-(repeatable: each rollback steps one promotion further back). Every change is recorded in
-the model's history. A running app whose config does not pin a version picks the new
-production version up within ``serving.registry_poll_s`` (see docs/models.md).
+is refused for a version that does not beat its naive baseline out of sample, or that ran
+live as a shadow or canary challenger and did not beat its champion on the live outcomes
+(read from the outcome log beside ``--log``, the config's ``sink.log_dir``) with the 95%
+interval clear of zero, unless forced with a reason. rollback restores the version the
+current production one replaced (repeatable: each rollback steps one promotion further
+back). Every change is recorded in the model's history. A running app whose config does
+not pin a version picks the new production version up within ``serving.registry_poll_s``
+(see docs/models.md).
 """
 
 from __future__ import annotations
@@ -25,7 +28,15 @@ import json
 import os
 import sys
 
+import pyarrow.dataset as ds
+
+from orchestrator import resolve_path
+from orchestrator.models.comparison import compare_outcomes
 from orchestrator.models.registry import ModelManifest, RegistryError, open_registry
+from orchestrator.sinks.parquet_log import read_log
+from orchestrator.stream.outcomes import OUTCOME_SCHEMA
+
+DEFAULT_LOG = "var/predictions"  # sink.log_dir's default
 
 
 def primary_metric(manifest: ModelManifest) -> str:
@@ -83,6 +94,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--force", action="store_true", help="promote without the evidence (needs --reason)"
     )
     promote.add_argument("--reason", help="why (recorded in the history)")
+    promote.add_argument(
+        "--log",
+        default=os.environ.get("TICKCAST_LOG_DIR", DEFAULT_LOG),
+        help=(
+            "the prediction log (sink.log_dir) whose outcomes hold the version's live record "
+            "as a challenger (default $TICKCAST_LOG_DIR, else var/predictions)"
+        ),
+    )
     rollback = commands.add_parser("rollback", help="restore the previous production version")
     rollback.add_argument("model_id")
     rollback.add_argument("--reason", help="why (recorded in the history)")
@@ -117,6 +136,28 @@ def format_history(entries: list[dict]) -> list[str]:
     return lines or ["(no promotions, rollbacks or demotions recorded)"]
 
 
+def live_comparison(log_dir: str, model_id: str, version: str) -> dict | None:
+    """The version's live comparison with its champion from the outcome log, or None when
+    it never ran as a challenger there."""
+    root = resolve_path(log_dir)
+    outcomes = root.parent / f"{root.name}-outcomes"
+    if not outcomes.is_dir():
+        return None
+    table = read_log(outcomes, OUTCOME_SCHEMA, where=ds.field("model_id") == model_id)
+    return compare_outcomes(table, model_id, version)
+
+
+def format_comparison(c: dict) -> str:
+    if c["improvement"] is None:
+        return f"live: {c['verdict']}"
+    interval = "no interval" if c["ci95"] is None else "95% [{:.5f}, {:.5f}]".format(*c["ci95"])
+    return (
+        f"live, against champion {c['champion_version']}: {c['pairs']} paired outcomes in "
+        f"{c['blocks']} blocks; loss {c['champion_loss']:.5f} -> {c['challenger_loss']:.5f}, "
+        f"improvement {c['improvement']:.5f} ({interval}): {c['verdict']}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -124,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             print("\n".join(format_rows(registry.manifests(args.model_type, args.timeframe))))
         elif args.command == "promote":
+            live = live_comparison(args.log, args.model_id, args.version)
+            if live is not None:
+                print(format_comparison(live))
             promoted = registry.promote(
-                args.model_id, args.version, reason=args.reason, force=args.force
+                args.model_id, args.version, reason=args.reason, force=args.force, live=live
             )
             print(describe(promoted))
         elif args.command == "rollback":

@@ -31,6 +31,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.features import FEATURE_NAMES
+from orchestrator.models.comparison import live_evidence_problem
 
 MANIFEST = "manifest.json"
 HISTORY = "history.jsonl"  # one JSON object per line, per model folder
@@ -119,6 +120,21 @@ def evidence_problem(manifest: ModelManifest) -> str | None:
     return f"does not beat its naive baseline out of sample ({shown})"
 
 
+def _evidence_held(live: dict | None) -> str:
+    held = "beats its naive baseline out of sample"
+    if live is None:
+        return held
+    return f"{held}, and its champion on {live['pairs']} live outcomes"
+
+
+def _live_summary(live: dict | None) -> dict | None:
+    """What of a live comparison the history keeps."""
+    if live is None:
+        return None
+    keys = ("champion_version", "pairs", "blocks", "improvement", "ci95", "verdict")
+    return {k: live.get(k) for k in keys}
+
+
 def history_entry(action: str, manifest: ModelManifest, **fields) -> dict:
     return {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -205,21 +221,30 @@ class ModelRegistry:
         return found[-1] if found else None
 
     def promote(
-        self, model_id_: str, version: str, *, reason: str | None = None, force: bool = False
+        self,
+        model_id_: str,
+        version: str,
+        *,
+        reason: str | None = None,
+        force: bool = False,
+        live: dict | None = None,
     ) -> ModelManifest:
         """Make ``version`` production; archive the production version(s) it replaces.
 
         Refused (``PromotionRefused``) when the version does not beat its naive baseline out
-        of sample, unless ``force`` with a ``reason`` says why it should anyway; the reason
-        (given or not forced) goes into the history. The model file is verified first
-        (checksum, features): a broken model is never promoted. The new production version
-        is recorded before the old one is archived, so a crash in between leaves two
-        production versions (``resolve`` serves the newest), never none.
+        of sample, or, where it ran live as a challenger (``live``: its comparison with the
+        champion, ``comparison.compare``), did not beat the champion with the interval clear
+        of zero; unless ``force`` with a ``reason`` says why it should anyway; the reason
+        (given or not forced) and the live comparison go into the history. The model file is
+        verified first (checksum, features): a broken model is never promoted. The new
+        production version is recorded before the old one is archived, so a crash in between
+        leaves two production versions (``resolve`` serves the newest), never none.
         """
         target = self.manifest(model_id_, version)
         if target.stage == "production":
             return target
-        problem = evidence_problem(target)
+        problems = [p for p in (evidence_problem(target), live_evidence_problem(live)) if p]
+        problem = "; and ".join(problems) or None
         if problem and not (force and reason and reason.strip()):
             raise PromotionRefused(
                 f"{target.key} {problem}: not promoted. To promote it anyway, give the reason: "
@@ -239,7 +264,8 @@ class ModelRegistry:
                 replaced=previous,
                 forced=problem is not None,
                 reason=reason,
-                evidence=problem or "beats its naive baseline out of sample",
+                evidence=problem or _evidence_held(live),
+                live=_live_summary(live),
             ),
         )
         return promoted

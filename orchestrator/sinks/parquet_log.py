@@ -110,9 +110,12 @@ def utc_date(ms: int) -> str:
     return utc_dates(pa.array([ms], pa.int64()))[0].as_py()
 
 
-def read_log(root: Path, empty: pa.Schema = PREDICTION_SCHEMA) -> pa.Table:
+def read_log(
+    root: Path, empty: pa.Schema = PREDICTION_SCHEMA, where: ds.Expression | None = None
+) -> pa.Table:
     """The whole log as one table (its columns plus the partition columns), each row once
-    while a compaction runs (see ``compaction.live_files``)."""
+    while a compaction runs (see ``compaction.live_files``); ``where`` filters the rows in
+    the scan."""
     files = [str(p) for folder in partition_folders(root) for p in live_files(folder)]
     if not files:
         return empty.empty_table()
@@ -122,4 +125,4 @@ def read_log(root: Path, empty: pa.Schema = PREDICTION_SCHEMA) -> pa.Table:
     schema = pa.unify_schemas([found.schema, empty])
     return ds.dataset(
         files, schema=schema, format="parquet", partitioning="hive", partition_base_dir=str(root)
-    ).to_table()
+    ).to_table(filter=where)

@@ -36,6 +36,12 @@ PREDICTION_SCHEMA = pa.schema(
         # seconds from the end of the model's training range to the candle's close; null:
         # unknown; negative: a candle inside the training range (an in-sample prediction)
         pa.field("model_age_s", pa.float64()),
+        # the model's role (docs/models.md#champion-and-challenger): production, shadow or
+        # canary; null in logs written before roles existed (production)
+        pa.field("role", pa.string()),
+        # the row is the published signal of its (model_id, candle): false for a shadow's
+        # rows and for the rows a canary or its champion does not publish; null: true
+        pa.field("published", pa.bool_()),
         pa.field("predicted_at", pa.int64(), nullable=False),
         pa.field("latency_ms", pa.float64(), nullable=False),
     ]
@@ -54,6 +60,7 @@ class ModelOutput:
     values: np.ndarray
     in_distribution: np.ndarray | None = None  # (n,) bool, where the model said
     trained_until_ms: int | None = None  # the end of the model's training range
+    role: str = "production"  # production, or a challenger's shadow / canary
 
     @classmethod
     def from_response(cls, response: dict) -> ModelOutput:
@@ -67,6 +74,7 @@ class ModelOutput:
             values.reshape(len(values), -1),
             None if inside is None else np.asarray(inside, dtype=bool),
             response.get("trained_until_ms"),
+            response.get("role", "production"),
         )
 
 
@@ -153,7 +161,10 @@ def build_predictions(
     service: str = "tickcast",
     environment: str = "local",
     limits: SignalLimits | None = None,
+    role: str = "production",
+    published: np.ndarray | None = None,
 ) -> pa.Table:
+    """One model's answer for one tick as events; ``published`` (n,) bool, default all."""
     n, primary = len(output.values), output.values[:, 0]
     inside = output.in_distribution
     age_s = model_age_s(output, rows)
@@ -183,9 +194,22 @@ def build_predictions(
         "warm": pa.array(np.ones(n, dtype=bool)),  # only rows with every required feature warm
         "in_distribution": pa.nulls(n, pa.bool_()) if inside is None else pa.array(inside),
         "model_age_s": pa.nulls(n, pa.float64()) if age_s is None else pa.array(age_s),
+        "role": constant_strings(role, n),
+        "published": pa.array(np.ones(n, dtype=bool) if published is None else published),
         "predicted_at": pa.array(np.full(n, int(now_ms), dtype=np.int64)),
         "latency_ms": pa.array(np.full(n, now_ms - rows.emitted_at_ms), pa.float64()),
     }
     return pa.Table.from_arrays(
         [columns[f.name] for f in PREDICTION_SCHEMA], schema=PREDICTION_SCHEMA
     )
+
+
+def published_only(table: pa.Table) -> pa.Table:
+    """The rows that are signals (the latest store, the stream, Redis, Kafka): all but
+    those marked ``published: false`` (a shadow's, or the side of a canary not published)."""
+    if "published" not in table.column_names:
+        return table
+    column = table.column("published")
+    if column.null_count == 0 and pc.all(column).as_py() is not False:
+        return table
+    return table.filter(pc.fill_null(column, True))

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from orchestrator.market.timeframes import TIMEFRAME_MS, timeframe_ms
+from orchestrator.models.comparison import add_blocks, block_sums, compare, pair_losses
 from orchestrator.models.labels import LABEL_SPECS
 from orchestrator.models.scoring import CLASSIFIERS, score, window_labels
 from orchestrator.stream.events import join_event_ids, model_key
@@ -35,6 +36,7 @@ OUTCOME_SCHEMA = pa.schema(
         pa.field("model_id", pa.string(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
         pa.field("model_type", pa.string(), nullable=False),
+        pa.field("role", pa.string()),  # the prediction's role; null in older logs: production
         pa.field("exchange", pa.string(), nullable=False),
         pa.field("symbol", pa.string(), nullable=False),
         pa.field("timeframe", pa.string(), nullable=False),
@@ -49,7 +51,7 @@ OUTCOME_SCHEMA = pa.schema(
 )
 
 # Pending predictions are numbers only: "model" is a code for (model_id, model_version,
-# model_type) and the event id is recomputed from the key when an outcome is written.
+# model_type, role) and the event id is recomputed from the key when an outcome is written.
 PENDING_DTYPES = {
     "model": np.int64,
     "slot": np.int64,
@@ -58,7 +60,8 @@ PENDING_DTYPES = {
     "p_low": np.float64,  # swing models' P(swing low); NaN for other types
     "settle": np.int64,  # open time of the candle that settles the prediction
 }
-MODEL_COLUMNS = ("model_id", "model_version", "model_type")
+MODEL_COLUMNS = ("model_id", "model_version", "model_type", "role")
+PRODUCTION = "production"
 PAIR_COLUMNS = ("model", "slot", "open_time")  # what an event id is made of
 
 
@@ -233,19 +236,48 @@ def merge_metrics(parts: list[dict]) -> dict:
     """Several trackers' ``metrics()`` (one per feature shard) as one: counts add up, each
     window statistic is the mean of the shards' weighted by their window counts (RMSE via
     its square); the naive baseline and the calibration curve come from the added sums."""
-    merged: dict[str, dict] = {}
-    for part in parts:
-        for model_id, by_tf in part.get("models", {}).items():
-            for timeframe, stats in by_tf.items():
-                merged.setdefault(model_id, {}).setdefault(timeframe, []).append(stats)
     return {
         "window": max((p.get("window", 0) for p in parts), default=0),
         "pending": sum(p.get("pending", 0) for p in parts),
         "unscorable": sum(p.get("unscorable", 0) for p in parts),
         "models": {
-            m: {tf: _merge_stats(s) for tf, s in by_tf.items()} for m, by_tf in merged.items()
+            m: {tf: _merge_stats(s) for tf, s in by_tf.items()}
+            for m, by_tf in _collect(parts, "models").items()
+        },
+        "challengers": {
+            m: {tf: _merge_challenger(s) for tf, s in by_tf.items()}
+            for m, by_tf in _collect(parts, "challengers").items()
         },
     }
+
+
+def _collect(parts: list[dict], section: str) -> dict[str, dict[str, list[dict]]]:
+    found: dict[str, dict[str, list[dict]]] = {}
+    for part in parts:
+        for model_id, by_tf in part.get(section, {}).items():
+            for timeframe, stats in by_tf.items():
+                found.setdefault(model_id, {}).setdefault(timeframe, []).append(stats)
+    return found
+
+
+def _merge_challenger(stats: list[dict]) -> dict:
+    """A challenger's merged statistics and its comparison with the champion: the shards'
+    block sums of the same two versions added, then the paired bootstrap."""
+    out = {**_merge_stats(stats), "role": stats[0]["role"]}
+    sums = [s["comparison"] for s in stats if s.get("comparison")]
+    if not sums:
+        out["comparison"] = compare({}, None, out["version"])
+        return out
+    versions = max(
+        {(c["champion"], c["challenger"]) for c in sums},
+        key=lambda v: sum(1 for c in sums if (c["champion"], c["challenger"]) == v),
+    )
+    blocks: dict = {}
+    for c in sums:
+        if (c["champion"], c["challenger"]) == versions:
+            add_blocks(blocks, c["blocks"])
+    out["comparison"] = compare(blocks, *versions)
+    return out
 
 
 def _merge_stats(stats: list[dict]) -> dict:
@@ -323,6 +355,15 @@ def _weighted_mean(pairs: list[tuple[int, float]], squared: bool) -> float | Non
     return float((counts * values).sum() / counts.sum())
 
 
+def _model_column(table: pa.Table, name: str) -> pa.Array | pa.ChunkedArray:
+    """A model column of a prediction table; a table from before roles has production."""
+    if name != "role":
+        return table.column(name)
+    if name not in table.column_names:
+        return pa.array([PRODUCTION] * table.num_rows, pa.string())
+    return pc.fill_null(table.column(name), PRODUCTION)
+
+
 def _take(columns: dict, index) -> dict:
     return {k: v[index] for k, v in columns.items()}
 
@@ -365,23 +406,29 @@ def _rank_within_groups(group: np.ndarray, newest_first: np.ndarray) -> np.ndarr
 
 
 class ModelCodes:
-    """Small integer codes of (model_id, model_version, model_type), so pending predictions
-    and their groups are numbers; the strings come back once per code."""
+    """Small integer codes of (model_id, model_version, model_type, role), so pending
+    predictions and their groups are numbers; the strings come back once per code."""
 
     TYPES = tuple(LABEL_SPECS)
 
     def __init__(self) -> None:
-        self.models: list[tuple[str, str, str]] = []
-        self._code: dict[tuple[str, str, str], int] = {}
-        self._ids: dict[str, int] = {}
-        self.id_code = np.zeros(0, dtype=np.int64)  # per code: its model_id's code
+        self.models: list[tuple[str, str, str, str]] = []
+        self._code: dict[tuple[str, str, str, str], int] = {}
+        self._ids: dict[tuple[str, str], int] = {}
+        self._model_ids: dict[str, int] = {}
+        # per code: its (model_id, role)'s code: the rolling metrics' and bounds' group
+        self.id_code = np.zeros(0, dtype=np.int64)
+        self.model_id_code = np.zeros(0, dtype=np.int64)  # per code: its model_id's code
+        self.production = np.zeros(0, dtype=bool)  # per code: the champion's role
         self.type_code = np.zeros(0, dtype=np.int64)  # per code: index in TYPES
         self.horizon = np.zeros(0, dtype=np.int64)  # per code: candles to its settling one
         self._arrow = self._arrays()  # per code: the strings, as Arrow (rebuilt on a new code)
 
-    def codes(self, model_id, model_version, model_type) -> np.ndarray:
+    def codes(self, model_id, model_version, model_type, role) -> np.ndarray:
         """Each row's code (Arrow string columns in), new models registered."""
-        joined = pc.binary_join_element_wise(model_id, model_version, model_type, KEY_SEPARATOR)
+        joined = pc.binary_join_element_wise(
+            model_id, model_version, model_type, role, KEY_SEPARATOR
+        )
         encoded = (
             joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
         ).dictionary_encode()
@@ -391,27 +438,30 @@ class ModelCodes:
         )
         return lookup[encoded.indices.to_numpy()] if len(lookup) else np.zeros(0, np.int64)
 
-    def code(self, model_id: str, model_version: str, model_type: str) -> int:
-        key = (model_id, model_version, model_type)
+    def code(self, model_id: str, model_version: str, model_type: str, role: str) -> int:
+        key = (model_id, model_version, model_type, role)
         if key not in self._code:
             self._code[key] = len(self.models)
             self.models.append(key)
-            id_code = self._ids.setdefault(model_id, len(self._ids))
+            id_code = self._ids.setdefault((model_id, role), len(self._ids))
             self.id_code = np.append(self.id_code, id_code)
+            model_id_code = self._model_ids.setdefault(model_id, len(self._model_ids))
+            self.model_id_code = np.append(self.model_id_code, model_id_code)
+            self.production = np.append(self.production, role == PRODUCTION)
             self.type_code = np.append(self.type_code, self.TYPES.index(model_type))
             self.horizon = np.append(self.horizon, LABEL_SPECS[model_type].horizon)
             self._arrow = self._arrays()
         return self._code[key]
 
     def _arrays(self) -> dict[str, pa.Array]:
-        columns = list(zip(*self.models, strict=True)) or [(), (), ()]
+        columns = list(zip(*self.models, strict=True)) or [()] * len(MODEL_COLUMNS)
         return {
             **{n: pa.array(c, pa.string()) for n, c in zip(MODEL_COLUMNS, columns, strict=True)},
-            "prefix": pa.array([model_key(m, v) for m, v, _ in self.models], pa.string()),
+            "prefix": pa.array([model_key(m, v) for m, v, *_ in self.models], pa.string()),
         }
 
     def strings(self, codes: np.ndarray) -> dict[str, pa.Array]:
-        """model_id, model_version, model_type and the event id prefix of each row."""
+        """model_id, model_version, model_type, role and the event id prefix of each row."""
         index = pa.array(codes, pa.int64())
         return {name: values.take(index) for name, values in self._arrow.items()}
 
@@ -437,8 +487,11 @@ class OutcomeTracker:
         self._models = ModelCodes()
         # Pending predictions per timeframe (its step in ms): a tick touches only its own.
         self._pending: dict[int, dict] = {}
-        self._windows: dict[tuple[str, str], RollingOutcomes] = {}
-        self._totals: dict[tuple[str, str], dict] = {}
+        # per (model_id, timeframe, role): rolling window and totals
+        self._windows: dict[tuple[str, str, str], RollingOutcomes] = {}
+        self._totals: dict[tuple[str, str, str], dict] = {}
+        # per (model_id, timeframe): the champion against its challenger (block sums)
+        self._comparisons: dict[tuple[str, str], dict] = {}
         self.unscorable = 0  # predictions of an unknown model type or timeframe
 
     @property
@@ -505,7 +558,7 @@ class OutcomeTracker:
         self.unscorable += int((~known).sum())
         if not known.all():
             table = table.filter(pa.array(known))
-        model = self._models.codes(*(table.column(k) for k in MODEL_COLUMNS))
+        model = self._models.codes(*(_model_column(table, k) for k in MODEL_COLUMNS))
         slot = self._ring.slots_for(*(table.column(k) for k in KEY_COLUMNS))  # Arrow in, no copies
         open_time = table.column("open_time").to_numpy()
         rows = {
@@ -606,50 +659,103 @@ class OutcomeTracker:
         )
 
     # --- metrics -------------------------------------------------------------------------
-    def _totals_of(self, model_id: str, timeframe: str, model_type: str) -> dict:
-        key = (model_id, timeframe)
+    def _totals_of(self, model_id: str, timeframe: str, model_type: str, role: str) -> dict:
+        key = (model_id, timeframe, role)
         if key not in self._totals:
             self._totals[key] = {"model_type": model_type, "scored": 0, "expired": 0, "dropped": 0}
             self._windows[key] = RollingOutcomes(self.window)
         return self._totals[key]
 
-    def _groups(self, rows: dict) -> list[tuple[str, str, str, np.ndarray]]:
-        """(model_id, timeframe, model_type, row indices in order) of each group of rows."""
+    def _groups(self, rows: dict) -> list[tuple[tuple[str, str, str], str, np.ndarray]]:
+        """((model_id, timeframe, role), model_type, row indices in order) of each group."""
         if not len(rows["slot"]):
             return []
         key = self._models.id_code[rows["model"]] * (1 << 40) + self._ring.step[rows["slot"]]
         firsts, inverse = np.unique(key, return_index=True, return_inverse=True)[1:]
         groups = []
         for g, i in enumerate(firsts.tolist()):
-            model_id, _, model_type = self._models.models[rows["model"][i]]
+            model_id, _, model_type, role = self._models.models[rows["model"][i]]
             timeframe = str(self._ring.columns["timeframe"][rows["slot"][i]])
-            groups.append((model_id, timeframe, model_type, np.flatnonzero(inverse == g)))
+            groups.append(((model_id, timeframe, role), model_type, np.flatnonzero(inverse == g)))
         return groups
 
     def _count(self, rows: dict, kind: str) -> None:
-        for model_id, timeframe, model_type, index in self._groups(rows):
-            self._totals_of(model_id, timeframe, model_type)[kind] += len(index)
+        for key, model_type, index in self._groups(rows):
+            self._totals_of(key[0], key[1], model_type, key[2])[kind] += len(index)
 
     def _record(self, c: dict) -> None:
         self._count(c, "scored")
         values = np.column_stack([c["hit"], c["error"], c["log_loss"], c["value"], c["realized"]])
-        for model_id, timeframe, _, index in self._groups(c):
-            self._windows[(model_id, timeframe)].extend(values[index])  # in outcome order
-            self._totals[(model_id, timeframe)]["version"] = self._models.models[
-                c["model"][index[-1]]
-            ][1]
+        for key, _, index in self._groups(c):
+            self._windows[key].extend(values[index])  # in outcome order
+            self._totals[key]["version"] = self._models.models[c["model"][index[-1]]][1]
+        self._pair(c)
+
+    def _pair(self, c: dict) -> None:
+        """The champion's and its challenger's outcomes of the same candles, scored in the
+        same call (both predicted the same tick), as block sums of their loss difference."""
+        production = self._models.production[c["model"]]
+        if production.all() or not production.any():
+            return
+        series = self._models.model_id_code[c["model"]] * max(self._ring.n_slots, 1) + c["slot"]
+        keys = _pair_keys(series, c["open_time"] - c["open_time"].min())
+        if keys is None:
+            return
+        champ, chal = np.flatnonzero(production), np.flatnonzero(~production)
+        order = np.argsort(keys[champ], kind="stable")
+        sorted_keys = keys[champ][order]
+        at = np.minimum(np.searchsorted(sorted_keys, keys[chal]), len(champ) - 1)
+        found = sorted_keys[at] == keys[chal]
+        chal, champ = chal[found], champ[order[at[found]]]
+        if not len(chal):
+            return
+        loss = pair_losses(c["log_loss"], c["error"])
+        for key, _, index in self._groups(_take(c, chal)):
+            model_id, timeframe, role = key
+            a, b = champ[index], chal[index]
+            versions = (
+                self._models.models[c["model"][a[-1]]][1],
+                self._models.models[c["model"][b[-1]]][1],
+            )
+            entry = self._comparisons.get((model_id, timeframe))
+            if entry is None or (entry["champion"], entry["challenger"]) != versions:
+                entry = self._comparisons[(model_id, timeframe)] = {
+                    "champion": versions[0],
+                    "challenger": versions[1],
+                    "role": role,
+                    "blocks": {},
+                }
+            step = timeframe_ms(timeframe)
+            add_blocks(entry["blocks"], block_sums(c["open_time"][b], step, loss[a], loss[b]))
 
     def metrics(self) -> dict:
-        """{"window", "pending", "unscorable", "models": {model_id: {timeframe: stats}}}."""
+        """{"window", "pending", "unscorable", "models": {model_id: {timeframe: stats}},
+        "challengers": {model_id: {timeframe: stats with role and comparison sums}}}:
+        ``models`` holds the champions (production role)."""
         models: dict[str, dict] = {}
-        for (model_id, timeframe), totals in sorted(self._totals.items()):
-            stats = self._windows[(model_id, timeframe)].summary(totals["model_type"])
-            models.setdefault(model_id, {})[timeframe] = {**totals, **stats}
+        challengers: dict[str, dict] = {}
+        for (model_id, timeframe, role), totals in sorted(self._totals.items()):
+            stats = self._windows[(model_id, timeframe, role)].summary(totals["model_type"])
+            if role == PRODUCTION:
+                models.setdefault(model_id, {})[timeframe] = {**totals, **stats}
+                continue
+            comparison = self._comparisons.get((model_id, timeframe))
+            challengers.setdefault(model_id, {})[timeframe] = {
+                **totals,
+                **stats,
+                "role": role,
+                "comparison": comparison
+                and {
+                    **{k: comparison[k] for k in ("champion", "challenger")},
+                    "blocks": {str(b): list(v) for b, v in comparison["blocks"].items()},
+                },
+            }
         return {
             "window": self.window,
             "pending": self.pending,
             "unscorable": self.unscorable,
             "models": models,
+            "challengers": challengers,
         }
 
     # --- snapshots -----------------------------------------------------------------------
@@ -666,6 +772,10 @@ class OutcomeTracker:
             "pending": self._pending_snapshot(),
             "totals": {k: dict(v) for k, v in self._totals.items()},
             "windows": {k: (w.values.copy(), w.filled, w.next) for k, w in self._windows.items()},
+            "comparisons": {
+                k: {**v, "blocks": {b: list(s) for b, s in v["blocks"].items()}}
+                for k, v in self._comparisons.items()
+            },
             "unscorable": self.unscorable,
         }
 
@@ -694,6 +804,8 @@ class OutcomeTracker:
         pending = {
             k: np.asarray(saved[k]).astype(t) for k, t in PENDING_DTYPES.items() if k in saved
         }
+        if "role" not in saved:  # a snapshot from before roles: all production
+            saved = {**saved, "role": [PRODUCTION] * len(saved["model_id"])}
         pending["model"] = tracker._models.codes(
             *(pa.array(saved[k], pa.string()) for k in MODEL_COLUMNS)
         )
@@ -701,9 +813,18 @@ class OutcomeTracker:
         tracker._pending = {
             step: _take(pending, steps == step) for step in np.unique(steps).tolist()
         }
-        tracker._totals = {tuple(k): dict(v) for k, v in snap["totals"].items()}
+        tracker._totals = {_with_role(k): dict(v) for k, v in snap["totals"].items()}
         for key, (values, filled, nxt) in snap["windows"].items():
-            window = tracker._windows[tuple(key)] = RollingOutcomes(len(values))
+            window = tracker._windows[_with_role(key)] = RollingOutcomes(len(values))
             window.restore(values, filled, nxt)
+        tracker._comparisons = {
+            tuple(k): {**v, "blocks": {b: list(s) for b, s in v["blocks"].items()}}
+            for k, v in snap.get("comparisons", {}).items()
+        }
         tracker.unscorable = snap["unscorable"]
         return tracker
+
+
+def _with_role(key: tuple) -> tuple[str, str, str]:
+    """A metrics key; a snapshot from before roles keyed (model_id, timeframe): production."""
+    return (key[0], key[1], key[2] if len(key) > 2 else PRODUCTION)

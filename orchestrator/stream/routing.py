@@ -39,3 +39,35 @@ class ShardRouter:
             hashed = [zlib.crc32(k.encode()) % self.n_shards for k in new]
             self._shard = np.concatenate([self._shard, np.array(hashed, dtype=np.int64)])
         return self._shard[slots]
+
+
+def canary_share(model_id: str, exchange: str, symbol: str) -> float:
+    """Where a symbol falls in [0, 1) for ``model_id``'s canary: the canary publishes for
+    the symbols below its fraction. Stable in every process; salted with the model id so
+    two models' canaries do not take the same symbols, and apart from the shard hash."""
+    return zlib.crc32(f"canary|{model_id}|{exchange}|{symbol}".encode()) / 2**32
+
+
+class CanarySplit:
+    """Which rows of a tick a canary publishes for (each symbol hashed once)."""
+
+    def __init__(self, fractions: dict[str, float]):
+        self.fractions = dict(fractions)
+        self._share: dict[tuple[str, str, str], float] = {}
+
+    def canary_rows(self, model_id: str, exchange, symbol) -> np.ndarray | None:
+        """(n,) bool: rows whose published signal is the canary's; None: no canary."""
+        fraction = self.fractions.get(model_id)
+        if fraction is None:
+            return None
+        shares = []
+        for key in zip(_strings(exchange), _strings(symbol), strict=True):
+            share = self._share.get((model_id, *key))
+            if share is None:
+                share = self._share[(model_id, *key)] = canary_share(model_id, *key)
+            shares.append(share)
+        return np.array(shares, dtype=np.float64) < fraction
+
+
+def _strings(values) -> list[str]:
+    return values.to_pylist() if hasattr(values, "to_pylist") else [str(v) for v in values]

@@ -214,10 +214,33 @@ class CandleSeries(BaseModel):
     candles: list[Candle]
 
 
+class Comparison(BaseModel):
+    """A challenger against its champion on the same live outcomes (paired block bootstrap;
+    docs/models.md#champion-and-challenger)."""
+
+    champion_version: str | None
+    challenger_version: str | None
+    pairs: int = Field(description="candles both versions were scored on")
+    blocks: int = Field(description="bootstrap blocks (30 candles each) the pairs fall in")
+    champion_loss: float | None = Field(description="mean log loss (classifiers) or |error|")
+    challenger_loss: float | None
+    improvement: float | None = Field(
+        description="mean champion loss minus challenger loss: > 0 favours the challenger"
+    )
+    ci95: list[float] | None = Field(description="95% interval of the improvement")
+    verdict: str = Field(
+        description="challenger better / champion better (interval clear of zero), undecided, "
+        "too few blocks, no pairs yet"
+    )
+
+
 class ModelScore(BaseModel):
     model_id: str
     model_type: str
     timeframe: str
+    role: str = Field(
+        "production", description="production (the champion), or a challenger's shadow / canary"
+    )
     version: str | None = Field(description="the newest version scored in the window")
     serving: str | None = Field(description="the version serving now")
     count: int = Field(description="outcomes in the sliding window")
@@ -229,6 +252,9 @@ class ModelScore(BaseModel):
     )
     calibration: list[dict[str, float]] | None = Field(
         None, description="direction models: per P(up) bin, mean p, observed frequency, n"
+    )
+    comparison: Comparison | None = Field(
+        None, description="a challenger's row: its comparison with the champion"
     )
 
 
@@ -242,24 +268,33 @@ METRIC_NAMES = ("accuracy", "brier", "log_loss", "mae", "rmse")
 
 
 def to_scoreboard(outcomes: dict, served: dict[str, str]) -> Scoreboard:
-    """The merged outcome metrics (``merge_metrics``) as one row per model and timeframe."""
-    rows = [
-        ModelScore(
-            model_id=model_id,
-            model_type=stats["model_type"],
-            timeframe=timeframe,
-            version=stats.get("version"),
-            serving=served.get(model_id),
-            count=stats["count"],
-            scored=stats["scored"],
-            expired=stats["expired"],
-            metrics={k: stats[k] for k in METRIC_NAMES if k in stats},
-            baseline=stats.get("baseline"),
-            calibration=stats.get("calibration"),
-        )
-        for model_id, by_tf in sorted(outcomes.get("models", {}).items())
-        for timeframe, stats in by_tf.items()
-    ]
+    """The merged outcome metrics (``merge_metrics``) as one row per model and timeframe,
+    each challenger's row after its champion's."""
+    rows = []
+    for section in ("models", "challengers"):
+        for model_id, by_tf in sorted(outcomes.get(section, {}).items()):
+            for timeframe, stats in by_tf.items():
+                champion = section == "models"
+                rows.append(
+                    ModelScore(
+                        model_id=model_id,
+                        model_type=stats["model_type"],
+                        timeframe=timeframe,
+                        role=stats.get("role", "production"),
+                        version=stats.get("version"),
+                        serving=served.get(model_id) if champion else stats.get("version"),
+                        count=stats["count"],
+                        scored=stats["scored"],
+                        expired=stats["expired"],
+                        metrics={k: stats[k] for k in METRIC_NAMES if k in stats},
+                        baseline=stats.get("baseline"),
+                        calibration=stats.get("calibration"),
+                        comparison=stats.get("comparison"),
+                    )
+                )
+    first = {(r.model_id, r.timeframe): i for i, r in enumerate(rows) if r.role == "production"}
+    last = len(rows)  # a challenger without a champion row goes last
+    rows.sort(key=lambda r: (first.get((r.model_id, r.timeframe), last), r.role != "production"))
     return Scoreboard(
         window=outcomes.get("window", 0), pending=outcomes.get("pending", 0), models=rows
     )

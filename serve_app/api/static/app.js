@@ -1086,6 +1086,19 @@
     return s + '</svg>';
   }
 
+  // A challenger against its champion on the same candles: mean loss improvement and its
+  // 95% paired block-bootstrap interval (> 0 favours the challenger).
+  function comparisonLine(c) {
+    if (!c) return '';
+    if (!isNum(c.improvement)) return '<div class="cmp muted small">vs champion: ' + esc(c.verdict) + '</div>';
+    const ci = c.ci95 ? ' [' + c.ci95[0].toFixed(5) + ', ' + c.ci95[1].toFixed(5) + ']' : '';
+    const cls = c.verdict === 'challenger better' ? 'better' : c.verdict === 'champion better' ? 'worse' : 'same';
+    return '<div class="cmp small ' + cls + '" title="mean loss of champion ' + esc(c.champion_version || '?') +
+      ' minus this version on ' + fmtInt(c.pairs) + ' shared candles in ' + fmtInt(c.blocks) + ' blocks; 95% paired bootstrap interval">' +
+      'vs champion ' + esc(c.champion_version || '?') + ': ' + (c.improvement >= 0 ? '+' : '') + c.improvement.toFixed(5) + ci +
+      ' \u00B7 ' + esc(c.verdict) + '</div>';
+  }
+
   async function refreshScoreboard() {
     const note = $('#scoreboard-note');
     let d;
@@ -1117,14 +1130,17 @@
           (cls === 'better' ? 'better than baseline' : cls === 'worse' ? 'worse than baseline' : '') + '">' + mark + '</span></div>';
       }).join('');
       const stage = state.modelStages.get(m.model_id + '|' + m.version);
-      const servingTxt = m.serving
-        ? (m.serving === m.version ? '<span class="badge ok" title="serving now">serving</span>' : '<span class="badge warn">serving ' + esc(m.serving) + '</span>')
-        : '<span class="badge off">not serving</span>';
-      return '<tr data-model="' + esc(m.model_id) + '" data-timeframe="' + esc(m.timeframe) + '">' +
+      const challenger = m.role && m.role !== 'production';
+      const servingTxt = challenger
+        ? '<span class="badge warn" title="' + (m.role === 'shadow' ? 'logged and scored, never published' : 'publishes for its share of the symbols') + '">' + esc(m.role) + '</span>'
+        : m.serving
+          ? (m.serving === m.version ? '<span class="badge ok" title="serving now">serving</span>' : '<span class="badge warn">serving ' + esc(m.serving) + '</span>')
+          : '<span class="badge off">not serving</span>';
+      return '<tr data-model="' + esc(m.model_id) + '" data-timeframe="' + esc(m.timeframe) + '" data-role="' + esc(m.role || 'production') + '">' +
         '<td class="sb-model"><div class="mid">' + esc(m.model_id) + ' <span class="ver"' + (stage ? ' title="' + esc(stage) + '"' : '') + '>' + esc(m.version || '—') + '</span> ' + servingTxt + '</div>' +
         '<div class="muted small" title="outcomes in the sliding window; scored since start' + (m.expired ? '; expired unscored' : '') + '">' +
         fmtInt(m.count) + ' in window \u00B7 ' + fmtInt(m.scored) + ' scored' + (m.expired ? ' \u00B7 ' + fmtInt(m.expired) + ' expired' : '') + '</div></td>' +
-        '<td class="metrics">' + (lines || '<span class="muted">no outcomes yet</span>') + '</td>' +
+        '<td class="metrics">' + (lines || '<span class="muted">no outcomes yet</span>') + (challenger ? comparisonLine(m.comparison) : '') + '</td>' +
         '<td class="rel-cell">' + (m.model_type === 'direction' && m.calibration ? calibrationSvg(m.calibration) : '<span class="muted small">—</span>') + '</td>' +
         '</tr>';
     }).join('');

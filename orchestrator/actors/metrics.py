@@ -72,6 +72,7 @@ BATCH_BOUNDARIES = [1, 8, 32, 64, 128, 256, 512, 1024, 4096]
 
 
 NEUTRAL_REASONS = ("out_of_distribution", "model_age")
+NAN = float("nan")
 
 
 class ShardMetrics:
@@ -213,12 +214,17 @@ class PipelineMetrics:
             for timeframe, m in per_tf.items():
                 c = m.get("comparison") or {}
                 tags = {"model_id": model_id, "timeframe": timeframe, "role": m["role"]}
-                self._challenger["pairs"].set(float(c.get("pairs", 0)), tags=tags)
-                if c.get("improvement") is not None:
-                    self._challenger["improvement"].set(float(c["improvement"]), tags=tags)
-                if c.get("ci95"):
-                    self._challenger["ci_low"].set(float(c["ci95"][0]), tags=tags)
-                    self._challenger["ci_high"].set(float(c["ci95"][1]), tags=tags)
+                # NaN until there is a value (no pair, too few blocks for an interval): the
+                # series exist from the challenger's first outcome, its panel shows a gap.
+                improvement = c.get("improvement")
+                low, high = c.get("ci95") or (None, None)
+                for name, value in (
+                    ("pairs", c.get("pairs", 0)),
+                    ("improvement", improvement),
+                    ("ci_low", low),
+                    ("ci_high", high),
+                ):
+                    self._challenger[name].set(NAN if value is None else float(value), tags=tags)
 
     def drift(self, report: dict) -> None:
         for timeframe, r in report.items():

@@ -90,7 +90,10 @@ def test_every_dashboard_query_finds_series_on_a_clean_run(
         "redis_url": redis_server.url,
         "kafka": {"bootstrap_servers": kafka_broker.bootstrap, "partitions": 1},
     }
-    config = dashboard_config(tmp_path, port, 5, sink=sink)
+    # A shadow challenger beside the champion: the comparison panel's series exist too.
+    models = [{"model_type": t, "timeframe": "1m"} for t in ("direction", "return", "volatility")]
+    shadow = {"model_type": "direction", "timeframe": "1m", "role": "shadow", "version": "v2"}
+    config = dashboard_config(tmp_path, port, 5, sink=sink, models=[*models, shadow])
     with serve_run(config, tmp_path / "serve.log") as proc:
         base = f"http://127.0.0.1:{port}"
         wait_for_predictions(base, proc, 180, minimum=15)

@@ -44,6 +44,8 @@ def predictions(start: int, stop: int) -> pa.Table:
         "warm": [True] * n,
         "in_distribution": [True] * n,
         "model_age_s": [None] * n,
+        "role": ["production"] * n,
+        "published": [True] * n,
         "predicted_at": [1] * n,
         "latency_ms": [1.0] * n,
     }

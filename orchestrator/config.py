@@ -383,6 +383,11 @@ class ServingConfig(StrictModel):
     # still merges calls that queue while the model is busy.
     batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
     num_cpus: float = Field(0.25, gt=0)
+    resources: dict[str, float] = Field(
+        {},
+        description="custom resources each model replica needs (pins replicas to nodes; see "
+        "placement)",
+    )
     autoscaling: AutoscalingConfig | None = Field(
         None, description="model deployments; none: 1 replica"
     )
@@ -524,6 +529,37 @@ class SinkConfig(StrictModel):
     )
 
 
+class Placement(StrictModel):
+    """Where one kind of actor runs on a multi-node cluster (docs/cluster.md)."""
+
+    strategy: Literal["DEFAULT", "SPREAD"] = Field(
+        "DEFAULT",
+        description="Ray's scheduling strategy: SPREAD puts the actors on different nodes",
+    )
+    resources: dict[str, float] = Field(
+        {},
+        description=(
+            "custom resources each actor needs, to pin it to nodes that offer them "
+            "(`ray start --resources='{\"tickcast-shard\": 4}'`, a KubeRay group's rayStartParams)"
+        ),
+    )
+
+    def actor_options(self, num_cpus: float) -> dict:
+        options: dict = {"num_cpus": num_cpus, "scheduling_strategy": self.strategy}
+        if self.resources:
+            options["resources"] = dict(self.resources)
+        return options
+
+
+class PlacementConfig(StrictModel):
+    """Placement of the pipeline's actors; model replicas: ``serving.resources``."""
+
+    pipeline: Placement = Placement()  # the supervisor: owns the feeds, shards and sink
+    feeds: Placement = Placement(strategy="SPREAD")
+    shards: Placement = Placement(strategy="SPREAD")
+    sink: Placement = Placement()
+
+
 class TickcastConfig(StrictModel):
     """Everything the Serve application needs; `configs/*.yaml` `args` parse into this."""
 
@@ -539,6 +575,7 @@ class TickcastConfig(StrictModel):
     serving: ServingConfig = ServingConfig()
     sink: SinkConfig = SinkConfig()
     api: ApiConfig = ApiConfig()
+    placement: PlacementConfig = PlacementConfig()
 
     @model_validator(mode="after")
     def _models_on_computed_timeframes(self) -> TickcastConfig:

@@ -62,7 +62,10 @@ def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
         deployment = ModelServer.options(
             name=name,
             user_config=user_config,
-            ray_actor_options={"num_cpus": config.serving.num_cpus},
+            ray_actor_options={
+                "num_cpus": config.serving.num_cpus,
+                **({"resources": config.serving.resources} if config.serving.resources else {}),
+            },
             # A batch never exceeds max_ongoing_requests, so keep room for a full one.
             max_ongoing_requests=max(256, 2 * config.serving.max_batch_size * len(model_ids)),
             **_scaling(config.serving.autoscaling),
@@ -84,9 +87,14 @@ def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
     # `serve deploy` overriding only that user_config changes them in place (a change of
     # `args` changes Serve's code version for the app, which replaces every replica).
     bound = with_feed_symbols(unversioned, None)
-    pipeline = Pipeline.options(user_config={"symbols": feed_symbol_lists(config)}).bind(
-        bound, models
-    )
+    supervisor = config.placement.pipeline
+    pipeline = Pipeline.options(
+        user_config={"symbols": feed_symbol_lists(config)},
+        ray_actor_options={
+            "num_cpus": 0.1,
+            **({"resources": dict(supervisor.resources)} if supervisor.resources else {}),
+        },
+    ).bind(bound, models)
     # Serve's default of 5 ongoing requests per replica would queue 32 clients behind 5, and
     # every open WebSocket holds one slot for as long as it is connected.
     ingress = Ingress.options(

@@ -132,11 +132,14 @@ class Pipeline:
     async def __init__(self, config: TickcastConfig, model_handles: dict):
         self.config = config
         self.run_id = config.environment
-        self.sink = PredictionSink.options(num_cpus=0.1).remote(self.config.sink_settings())
+        place = config.placement
+        self.sink = PredictionSink.options(**place.sink.actor_options(0.1)).remote(
+            self.config.sink_settings()
+        )
         by_tf = models_by_timeframe(self.config, model_handles)
         self.drift_reference = training_distributions(self.config)
         self.shards = [
-            FeatureShard.options(num_cpus=config.features.num_cpus).remote(
+            FeatureShard.options(**place.shards.actor_options(config.features.num_cpus)).remote(
                 settings, by_tf, self.sink, self.drift_reference
             )
             for settings in config.shard_settings()
@@ -175,7 +178,8 @@ class Pipeline:
 
     def _start_feeds(self, settings: list[FeedSettings]) -> None:
         for feed in settings:
-            self.feeds.append(FeedActor.options(num_cpus=0.1).remote(feed, self.shards))
+            options = self.config.placement.feeds.actor_options(0.1)
+            self.feeds.append(FeedActor.options(**options).remote(feed, self.shards))
             self.feed_names.append(feed.name)
 
     async def _redeclare(self, settings: dict[str, FeedSettings]) -> None:

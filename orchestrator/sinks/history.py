@@ -66,6 +66,7 @@ class HistoryQuery:
     cursor: str | None = None  # ``next_cursor`` of the previous page
     descending: bool = False
     count: bool = False  # also count every matching row (touches every date)
+    role: str | None = None  # that role's events, published or not; None: the published ones
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,12 @@ def _row_filter(query: HistoryQuery, after: tuple | None) -> ds.Expression | Non
     for column in ("symbol", "model_id"):
         if getattr(query, column) is not None:
             conditions.append(ds.field(column) == getattr(query, column))
+    if query.role is None:  # the signals: a challenger's unpublished rows are not (null: old)
+        conditions.append(ds.field("published").is_null() | (ds.field("published") == True))  # noqa: E712
+    elif query.role == "production":
+        conditions.append(ds.field("role").is_null() | (ds.field("role") == "production"))
+    else:
+        conditions.append(ds.field("role") == query.role)
     if query.start_ms is not None:
         conditions.append(ds.field("open_time") >= query.start_ms)
     if query.end_ms is not None:

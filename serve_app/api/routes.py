@@ -98,10 +98,25 @@ def add_routes(api: FastAPI) -> None:
             0, ge=0, le=MAX_OFFSET, description="rows to skip; deeper pages go by cursor"
         ),
         count: bool = Query(False, description="also count every matching row (slower)"),
+        role: Literal["production", "shadow", "canary"] | None = Query(
+            None,
+            description="a role's events, published or not (default: the published signals; "
+            "docs/models.md#champion-and-challenger)",
+        ),
     ) -> PredictionPage:
         limit = limit or request.app.state.config.page_size
         query = HistoryQuery(
-            symbol, timeframe, model_id, start, end, limit, offset, cursor, order == "desc", count
+            symbol,
+            timeframe,
+            model_id,
+            start,
+            end,
+            limit,
+            offset,
+            cursor,
+            order == "desc",
+            count,
+            role,
         )
         try:
             page = await request.app.state.backend.history(query)

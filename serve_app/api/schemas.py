@@ -130,6 +130,8 @@ class Prediction(BaseModel):
     trend: str | None = None
     in_distribution: bool | None = None
     model_age_s: float | None = None
+    role: str | None = Field(None, description="production, shadow or canary; null: production")
+    published: bool | None = Field(None, description="the signal of its candle; null: true")
     latency_ms: float
 
 

@@ -11,6 +11,7 @@ from orchestrator.config import ConfigError, parse_config
 from orchestrator.models.comparison import BLOCK_CANDLES, MIN_BLOCKS, compare, compare_outcomes
 from orchestrator.models.labels import next_direction
 from orchestrator.models.registry import PromotionRefused, Registry
+from orchestrator.sinks.history import HistoryQuery, query_log
 from orchestrator.sinks.parquet_log import ParquetLog, read_log
 from orchestrator.stream.events import ModelOutput, TickRows, build_predictions, published_only
 from orchestrator.stream.outcomes import OUTCOME_SCHEMA, OutcomeTracker, merge_metrics
@@ -280,3 +281,30 @@ def test_the_cli_reads_the_live_evidence_from_the_outcome_log(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "champion better" in out and "did not beat the champion" in err
     assert _stages(Registry(models))["v2"] == "staging"
+
+
+def test_the_history_api_pages_signals_and_a_role_on_request(tmp_path):
+    log = ParquetLog(tmp_path, 10**9)
+    for minute in range(3):
+        t = START + minute * MINUTE
+        canary = np.array([True, False, False, False])
+        log.append(
+            pa.concat_tables(
+                [
+                    _events("v1", "production", SYMBOLS, t, np.full(4, 0.6), ~canary),
+                    _events("v2", "canary", SYMBOLS, t, np.full(4, 0.7), canary),
+                    _events("v3", "shadow", SYMBOLS, t, np.full(4, 0.4), np.zeros(4, bool)),
+                ]
+            )
+        )
+    log.flush()
+    signals = query_log(tmp_path, HistoryQuery(limit=100)).rows
+    assert len(signals) == 12  # one per (symbol, candle)
+    assert {(r["symbol"] == SYMBOLS[0], r["model_version"]) for r in signals} == {
+        (True, "v2"),
+        (False, "v1"),
+    }
+    shadow = query_log(tmp_path, HistoryQuery(limit=100, role="shadow")).rows
+    assert len(shadow) == 12 and {r["model_version"] for r in shadow} == {"v3"}
+    champion = query_log(tmp_path, HistoryQuery(limit=100, role="production")).rows
+    assert len(champion) == 12 and {r["published"] for r in champion} == {True, False}

@@ -90,14 +90,14 @@ class WriteAheadLog:
         tables = []
         for path in sorted(self.directory.glob("flushed-*.arrows")):
             tables.extend(_complete_batches(path))
-        return pa.Table.from_batches(tables, schema=self.schema)
+        return _in_schema(tables, self.schema)
 
     def recover(self) -> pa.Table:
         """Every complete record left by a previous process, in order."""
         tables = []
         for path in sorted(self.directory.glob("segment-*.arrows")):
             tables.extend(_complete_batches(path))
-        return pa.Table.from_batches(tables, schema=self.schema)
+        return _in_schema(tables, self.schema)
 
     def _close(self) -> None:
         if self._writer is not None:
@@ -115,3 +115,21 @@ def _complete_batches(path: Path) -> list[pa.RecordBatch]:
     except (pa.ArrowInvalid, OSError):  # a torn tail: the record was never confirmed
         pass
     return batches
+
+
+def _in_schema(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.Table:
+    """Batches as one table of ``schema``: a batch written by an older version, before a
+    (nullable) column was added, gets that column as nulls, so an upgrade recovers the WAL
+    the previous version left."""
+    tables = []
+    for batch in batches:
+        if batch.schema.equals(schema):
+            tables.append(pa.Table.from_batches([batch]))
+            continue
+        names = set(batch.schema.names)
+        columns = [
+            batch.column(f.name) if f.name in names else pa.nulls(batch.num_rows, f.type)
+            for f in schema
+        ]
+        tables.append(pa.Table.from_arrays(columns, schema=schema))
+    return pa.concat_tables(tables) if tables else schema.empty_table()

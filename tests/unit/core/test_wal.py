@@ -53,3 +53,19 @@ def test_flushed_segments_are_kept_for_a_while_as_the_record_of_recent_writes(tm
     again.truncate()
     assert again.recent().column("k").to_pylist() == [2, 3, 4]
     assert WriteAheadLog(tmp_path / "plain", SCHEMA).recent().num_rows == 0
+
+
+def test_a_wal_written_before_a_column_was_added_recovers_with_it_as_nulls(tmp_path):
+    """An upgrade: the previous version's sink left records without the new column."""
+    old = WriteAheadLog(tmp_path, SCHEMA, keep_s=60)
+    old.append(_table(1, 2))
+    old.truncate()  # kept a while as the record of recent writes
+    old.append(_table(3))
+    newer = SCHEMA.append(pa.field("role", pa.string()))
+    wal = WriteAheadLog(tmp_path, newer, keep_s=60)
+    recovered = wal.recover()
+    assert recovered.schema == newer and recovered.column("k").to_pylist() == [3]
+    assert recovered.column("role").to_pylist() == [None]
+    assert wal.recent().column("k").to_pylist() == [1, 2]
+    wal.append(pa.table({"k": [4], "v": ["4"], "role": ["shadow"]}, schema=newer))
+    assert WriteAheadLog(tmp_path, newer).recover().column("role").to_pylist() == [None, "shadow"]

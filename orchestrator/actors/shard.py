@@ -33,7 +33,7 @@ from orchestrator.market.timeframes import TIMEFRAMES
 from orchestrator.stream.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.stream.events import ModelOutput, SignalLimits, TickRows, build_predictions
 from orchestrator.stream.outcomes import OutcomeTracker
-from orchestrator.stream.routing import CanarySplit
+from orchestrator.stream.routing import CanarySplit, publication
 from orchestrator.stream.sequencing import BatchSequencer
 from orchestrator.stream.shard import FeatureTick, ShardState, feature_rows, merge_by_timeframe
 from orchestrator.stream.signals import trend_labels
@@ -325,8 +325,10 @@ class FeatureShard:
             )
             # A call to several models of one group deployment answers a list, one per model.
             answers = [a for r in results for a in (r if isinstance(r, list) else [r])]
+            published, dropped = publication(answers, tick.exchange, tick.symbol, self._canaries)
+            self._counters["challenger_rows_same_as_champion"] += dropped
             tables = [
-                t for t in (self._to_events(a, rows) for a in self._roles(answers)) if t is not None
+                t for t in (self._to_events(o, rows, p) for o, p in published) if t is not None
             ]
         latency_ms = time.time() * 1000.0 - emitted_at_ms
         self._latency.setdefault(tick.timeframe, deque(maxlen=LATENCY_SAMPLES)).append(latency_ms)
@@ -360,40 +362,7 @@ class FeatureShard:
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
 
-    def _roles(self, answers: list) -> list:
-        """A challenger whose version is its champion's now (promoted while it ran) is the
-        same model twice, with the same event ids: only the champion's answer is kept."""
-        outputs = [
-            a if isinstance(a, BaseException) else ModelOutput.from_response(a) for a in answers
-        ]
-        champions = {
-            (o.model_id, o.version)
-            for o in outputs
-            if isinstance(o, ModelOutput) and o.role == "production"
-        }
-        kept = []
-        for output in outputs:
-            if (
-                isinstance(output, ModelOutput)
-                and output.role != "production"
-                and (output.model_id, output.version) in champions
-            ):
-                self._counters["challenger_rows_same_as_champion"] += len(output.values)
-                continue
-            kept.append(output)
-        return kept
-
-    def _published(self, output: ModelOutput, rows: TickRows) -> np.ndarray | None:
-        """Which rows are the signal: a shadow's none; with a canary, the canary's rows for
-        its share of the symbols and the champion's for the others; else all (None)."""
-        if output.role == "shadow":
-            return np.zeros(len(output.values), dtype=bool)
-        canary = self._canaries.canary_rows(output.model_id, rows.exchange, rows.symbol)
-        if canary is None:
-            return None
-        return canary if output.role == "canary" else ~canary
-
-    def _to_events(self, output, rows: TickRows) -> pa.Table | None:
+    def _to_events(self, output, rows: TickRows, published: np.ndarray | None) -> pa.Table | None:
         if isinstance(output, BaseException):
             self._counters["model_errors"] += 1
             log.warning("shard %d: model call failed: %s", self.shard_id, output)
@@ -410,7 +379,7 @@ class FeatureShard:
             environment=self._environment,
             limits=self._limits,
             role=output.role,
-            published=self._published(output, rows),
+            published=published,
         )
         self._count_limits(output, table)
         return table

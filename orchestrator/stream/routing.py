@@ -6,6 +6,7 @@ import zlib
 
 import numpy as np
 
+from orchestrator.stream.events import ModelOutput
 from orchestrator.stream.keyindex import KeyIndex
 
 
@@ -71,3 +72,47 @@ class CanarySplit:
 
 def _strings(values) -> list[str]:
     return values.to_pylist() if hasattr(values, "to_pylist") else [str(v) for v in values]
+
+
+def publication(answers: list, exchange, symbol, split: CanarySplit) -> tuple[list[tuple], int]:
+    """Each model answer of one tick with the rows it publishes (``(output, published)``:
+    an (n,) bool array, or None for all; a failed call stays an exception, with None), and
+    how many challenger rows were dropped.
+
+    A shadow publishes nothing. A canary that answered publishes for its share of the
+    symbols and its champion for the others; when it did not answer (a failed call), the
+    champion publishes for all. A challenger answering with its champion's version (promoted
+    while it ran) is the same model twice, with the same event ids: it is dropped."""
+    outputs = [a if isinstance(a, BaseException) else ModelOutput.from_response(a) for a in answers]
+    models = [o for o in outputs if isinstance(o, ModelOutput)]
+    champions = {(o.model_id, o.version) for o in models if o.role == "production"}
+    dropped = 0
+    kept: list = []
+    for output in outputs:
+        if (
+            isinstance(output, ModelOutput)
+            and output.role != "production"
+            and (output.model_id, output.version) in champions
+        ):
+            dropped += len(output.values)
+            continue
+        kept.append(output)
+    canaries = {
+        o.model_id
+        for o in kept
+        if isinstance(o, ModelOutput) and o.role == "canary" and o.model_id in split.fractions
+    }
+    result: list[tuple] = []
+    for output in kept:
+        if not isinstance(output, ModelOutput):
+            result.append((output, None))
+        elif output.model_id in canaries and output.role != "shadow":
+            mine = split.canary_rows(output.model_id, exchange, symbol)
+            # (never None: ``canaries`` holds only models with a fraction)
+            side = None if mine is None else mine if output.role == "canary" else ~mine
+            result.append((output, side))
+        elif output.role != "production":  # a shadow (or a canary without a fraction)
+            result.append((output, np.zeros(len(output.values), dtype=bool)))
+        else:
+            result.append((output, None))
+    return result, dropped

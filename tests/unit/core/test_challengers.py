@@ -15,7 +15,7 @@ from orchestrator.sinks.history import HistoryQuery, query_log
 from orchestrator.sinks.parquet_log import ParquetLog, read_log
 from orchestrator.stream.events import ModelOutput, TickRows, build_predictions, published_only
 from orchestrator.stream.outcomes import OUTCOME_SCHEMA, OutcomeTracker, merge_metrics
-from orchestrator.stream.routing import CanarySplit, canary_share
+from orchestrator.stream.routing import CanarySplit, canary_share, publication
 from serve_app.api.schemas import to_scoreboard
 from serve_app.model_group import role_of, split_key
 from tests.unit.core.test_outcomes import MINUTE, START, candle_series
@@ -308,3 +308,40 @@ def test_the_history_api_pages_signals_and_a_role_on_request(tmp_path):
     assert len(shadow) == 12 and {r["model_version"] for r in shadow} == {"v3"}
     champion = query_log(tmp_path, HistoryQuery(limit=100, role="production")).rows
     assert len(champion) == 12 and {r["published"] for r in champion} == {True, False}
+
+
+def _answer(version: str, role: str, n: int = 4) -> dict:
+    return {
+        "model_id": "direction-1m",
+        "model_type": "direction",
+        "version": version,
+        "names": ["prob_up"],
+        "values": np.full((n, 1), 0.5),
+        "role": role,
+    }
+
+
+def test_each_candle_has_one_published_signal_whoever_answered():
+    exchange = np.full(len(SYMBOLS), "x", dtype=object)
+    symbols = np.array(SYMBOLS, dtype=object)
+    split = CanarySplit({"direction-1m": 0.5})
+    mine = split.canary_rows("direction-1m", exchange, symbols)
+    assert mine is not None
+    both, dropped = publication(
+        [_answer("v1", "production"), _answer("v2", "canary")], exchange, symbols, split
+    )
+    assert dropped == 0 and np.array_equal(both[1][1], mine) and np.array_equal(both[0][1], ~mine)
+    # The canary's call failed: the champion publishes for every symbol this tick.
+    failed, _ = publication(
+        [_answer("v1", "production"), RuntimeError("replica died")], exchange, symbols, split
+    )
+    assert failed[0][1] is None and isinstance(failed[1][0], RuntimeError)
+    shadow, _ = publication(
+        [_answer("v1", "production"), _answer("v2", "shadow")], exchange, symbols, split
+    )
+    assert not shadow[1][1].any() and shadow[0][1] is None
+    # Promoted while it ran: the challenger answers with the champion's version: dropped.
+    same, dropped = publication(
+        [_answer("v2", "production"), _answer("v2", "canary")], exchange, symbols, split
+    )
+    assert dropped == 4 and len(same) == 1 and same[0][1] is None

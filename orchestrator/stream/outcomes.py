@@ -7,8 +7,8 @@ tracker keeps a short ring of recent candles per series; once every candle of a 
 there it computes the label by calling the training label function on that window, so a
 live outcome means exactly what the model was trained on. Training splits series at gaps,
 so a window must be contiguous: a prediction whose window has a gap, or whose symbol stops
-trading, can never be scored. It expires once its timeframe's newest candle is
-``expire_after`` candles past its settling candle, and is counted.
+trading, can never be scored. It expires once the newest candle of its timeframe and
+exchange is ``expire_after`` candles past its settling candle, and is counted.
 """
 
 from __future__ import annotations
@@ -100,6 +100,14 @@ class CandleRing:
     def _key_columns(self) -> None:
         self.columns = dict(zip(KEY_COLUMNS, self._index.split(len(KEY_COLUMNS)), strict=True))
         self.arrow = {k: pa.array(v, pa.string()) for k, v in self.columns.items()}
+        # per slot: a small code of its exchange (feeds of different exchanges may replay
+        # different days: each exchange's series keep their own clock)
+        exchanges = self.columns["exchange"]
+        self.exchange_code = (
+            np.unique(exchanges.astype(str), return_inverse=True)[1].astype(np.int64)
+            if len(exchanges)
+            else np.zeros(0, dtype=np.int64)
+        )
 
     def _register(self, first_new: int) -> None:
         self._key_columns()
@@ -594,8 +602,9 @@ class OutcomeTracker:
         exchange, symbol = np.broadcast_to(exchange, n), np.broadcast_to(symbol, n)
         slots = self._ring.slots_for(exchange, symbol, pa.scalar(timeframe))  # broadcast
         self._ring.write(slots, open_time, close, high, low)
-        step, now = timeframe_ms(timeframe), int(open_time.max())
+        step = timeframe_ms(timeframe)
         pending = self._pending_of(step)
+        now = self._now(slots, open_time, pending["slot"])
         due = np.flatnonzero(pending["settle"] <= now)
         scored, outcomes = self._score(pending, due)
         late = pending["settle"] + self.expire_after * step < now
@@ -607,6 +616,15 @@ class OutcomeTracker:
             return OUTCOME_SCHEMA.empty_table()
         self._record(outcomes)
         return self._outcome_table(outcomes)
+
+    def _now(self, slots: np.ndarray, open_time: np.ndarray, pending: np.ndarray) -> np.ndarray:
+        """Per pending prediction: the newest candle this tick brought of its exchange (-1:
+        none). Its exchange's clock, not the tick's: a replay of one exchange's March must
+        not expire another exchange's pending February predictions in the same shard."""
+        codes = self._ring.exchange_code
+        newest = np.full(int(codes.max()) + 1 if len(codes) else 1, -1, dtype=np.int64)
+        np.maximum.at(newest, codes[slots], open_time)
+        return newest[codes[pending]]
 
     def _score(self, pending: dict, due: np.ndarray) -> tuple[np.ndarray, dict | None]:
         """(which of ``pending`` are settled now, their outcome columns)."""

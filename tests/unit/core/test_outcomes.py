@@ -571,3 +571,26 @@ def test_pair_keys_are_exact_or_refused():
     keys = _pair_keys(high, low)
     assert keys is not None and len(set(keys.tolist())) == 4
     assert _pair_keys(np.array([1 << 40]), np.array([1 << 30])) is None  # would not fit
+
+
+def test_another_exchange_on_other_days_never_expires_this_ones_predictions():
+    """Two feeds in one shard replaying different days (the local config: spot in March,
+    USD-M in February): each exchange's candles are its own clock."""
+    tracker = OutcomeTracker(expire_after=2)
+    march = START + 40 * 86_400_000
+
+    def candles(exchange: str, t: int):
+        one = np.full(1, 100.0)
+        return tracker.observe_candles(
+            exchange, np.array(["S/USDT"], dtype=object), "1m", np.full(1, t), one, one, one
+        )
+
+    candles("feb", START)
+    feb = predictions("direction", ["S/USDT"], [START], np.full((1, 1), 0.7))
+    feb = feb.set_column(feb.schema.get_field_index("exchange"), "exchange", pa.array(["feb"]))
+    tracker.add_predictions(feb)
+    for i in range(5):  # March candles of another exchange, far ahead
+        assert candles("mar", march + i * MINUTE).num_rows == 0
+    settled = candles("feb", START + MINUTE)
+    assert settled.column("exchange").to_pylist() == ["feb"]
+    assert tracker.metrics()["models"]["direction-1m"]["1m"]["expired"] == 0

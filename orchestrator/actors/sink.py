@@ -33,6 +33,7 @@ from orchestrator.sinks.parquet_log import ParquetLog
 from orchestrator.sinks.redis_bus import RedisStreamBus
 from orchestrator.sinks.wal import WriteAheadLog
 from orchestrator.stream.events import PREDICTION_SCHEMA, published_only
+from orchestrator.stream.outcomes import OUTCOME_SCHEMA
 
 if TYPE_CHECKING:
     from orchestrator.sinks.kafka_out import KafkaOutbox
@@ -64,6 +65,10 @@ class PredictionSink:
         self._outcomes_seen.add(recent_event_ids(outcome_root))
         self._outcomes_seen.add(recently_written_event_ids(outcome_root, config.dedupe_window_s))
         self._outcome_log = ParquetLog(outcome_root, config.flush_rows)
+        # Outcomes have their own WAL: a shard checkpoints once the sink took them, and a
+        # restored shard does not score those predictions again.
+        outcome_wal = outcome_root.parent / f"{outcome_root.name}-wal"
+        self._outcome_wal = WriteAheadLog(outcome_wal, OUTCOME_SCHEMA)
         for parquet_log in (self._predictions, self._features, self._outcome_log):
             parquet_log.remove_torn_flushes()
         self._bus = _bus_or_none(config)
@@ -82,14 +87,23 @@ class PredictionSink:
         self._recorded = asyncio.Event()  # set on every record: wakes stream long-polls
 
     def _recover(self) -> None:
-        """Rows confirmed before a crash but not yet in the Parquet log are written now."""
+        """Rows confirmed before a crash but not yet in the Parquet logs are written now."""
         pending = self._seen.keep_new(self._wal.recover())
+        outcomes = self._outcomes_seen.keep_new(self._outcome_wal.recover())
         if pending.num_rows:
             self._latest.update(published_only(pending))
             self._predictions.append(pending)
+        if outcomes.num_rows:
+            self._outcome_log.append(outcomes)
+        if pending.num_rows or outcomes.num_rows:
             self._flush_all()
-            log.info("sink: recovered %d predictions from the write-ahead log", pending.num_rows)
+            log.info(
+                "sink: recovered %d predictions and %d outcomes from the write-ahead logs",
+                pending.num_rows,
+                outcomes.num_rows,
+            )
         self._wal.truncate()
+        self._outcome_wal.truncate()
 
     def _ensure_flusher(self) -> None:
         if self._flusher is None:
@@ -152,7 +166,9 @@ class PredictionSink:
         fresh = self._outcomes_seen.keep_new(outcomes)
         if fresh.num_rows:
             self._counters["outcomes"] += fresh.num_rows
-            self._outcome_log.append(fresh)
+            self._outcome_wal.append(fresh)
+            if self._outcome_log.append(fresh):
+                self._outcome_wal.truncate()
             if self._kafka is not None:
                 self._kafka.add_outcomes(fresh)
 
@@ -195,7 +211,10 @@ class PredictionSink:
         written = self._predictions.flush()
         if not self._predictions.pending_rows:
             self._wal.truncate()
-        return written + self._features.flush() + self._outcome_log.flush()
+        outcomes = self._outcome_log.flush()
+        if not self._outcome_log.pending_rows:
+            self._outcome_wal.truncate()
+        return written + self._features.flush() + outcomes
 
     @every_batch
     async def since(self, cursor: int, timeout_s: float = 1.0) -> tuple[int, list[dict], bool]:

@@ -176,13 +176,17 @@ def _audit(log_dir: Path) -> dict:
     log = read_log(log_dir)
     ids = log.column("event_id").to_pylist()
     scored = read_log(log_dir.parent / f"{log_dir.name}-outcomes").column("event_id").to_pylist()
-    gaps, per_series = {}, {}
+    gaps, per_series, unscored = {}, {}, 0
+    scored_ids = set(scored)
     for exchange in pc.unique(log.column("exchange")).to_pylist():
         mine = log.filter(pc.equal(log.column("exchange"), exchange))
         for symbol in pc.unique(mine.column("symbol")).to_pylist():
             times = mine.filter(pc.equal(mine.column("symbol"), symbol))["open_time"]
             first, last = pc.min(times).as_py(), pc.max(times).as_py()
             per_series[f"{exchange} {symbol}"] = len(times)
+            series = mine.filter(pc.equal(mine.column("symbol"), symbol))
+            settled = series.filter(pc.less(series.column("open_time"), pc.max(times)))
+            unscored += sum(e not in scored_ids for e in settled.column("event_id").to_pylist())
             missing = (last - first) // 60_000 + 1 - len(times)
             if missing:
                 gaps[f"{exchange} {symbol}"] = missing
@@ -191,6 +195,8 @@ def _audit(log_dir: Path) -> dict:
         "duplicates": len(ids) - len(set(ids)),
         "outcomes": len(scored),
         "outcome_duplicates": len(scored) - len(set(scored)),
+        # predictions whose next candle closed in the replay but that have no outcome
+        "unscored": unscored,
         "per_series": per_series,
         "gaps": gaps,
     }

@@ -47,6 +47,7 @@ def test_a_removed_node_loses_no_prediction_and_repeats_none(shared_data, tmp_pa
     assert result["nodes_used"] >= 3  # the actors spread over the workers
     assert result["rows"] > 2000 and result["outcomes"] > 1000
     assert result["duplicates"] == 0 and result["outcome_duplicates"] == 0
+    assert result["unscored"] == 0  # every prediction settled in the replay was scored
     assert result["gaps"] == {}
     # Every feed replays the same minutes: each series ends with as many predictions as the
     # others (none lost at the end either).

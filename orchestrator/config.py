@@ -295,11 +295,16 @@ class ModelRef(StrictModel):
     a challenger beside it (docs/models.md#champion-and-challenger) is a pinned version that
     predicts every row too: as ``shadow`` it is only logged and scored, as ``canary`` it
     publishes for ``canary_fraction`` of the symbols (chosen by a stable hash) instead of
-    the champion."""
+    the champion. A challenger without a ``version`` runs the registry's challenger (MLflow's
+    alias ``challenger``; ``tickcast registry challenger``)."""
 
     model_type: ModelType = "direction"
     timeframe: str = "1m"
-    version: str | None = Field(None, description="default: the registry's production version")
+    version: str | None = Field(
+        None,
+        description="default: the registry's production version (for a shadow or canary, "
+        "the version marked challenger), followed as it moves",
+    )
     role: ModelRole = "production"
     canary_fraction: float | None = Field(
         None, gt=0, lt=1, description="a canary's share of symbols (required for a canary)"
@@ -312,8 +317,6 @@ class ModelRef(StrictModel):
 
     @model_validator(mode="after")
     def _challenger_fields(self) -> ModelRef:
-        if self.role != "production" and self.version is None:
-            raise ValueError(f"a {self.role} model names its version (the challenger's)")
         if (self.role == "canary") != (self.canary_fraction is not None):
             raise ValueError("canary_fraction is required for a canary and only for one")
         return self
@@ -603,7 +606,8 @@ class TickcastConfig(StrictModel):
                 continue
             if challenger.role == "canary" and champion is None:
                 raise ValueError(f"models: the canary of {key} needs a production entry")
-            if champion is not None and champion.version == challenger.version:
+            pinned = challenger.version is not None
+            if champion is not None and pinned and challenger.version == champion.version:
                 raise ValueError(f"models: {key}'s challenger is its champion's version")
         return self
 

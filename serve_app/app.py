@@ -35,7 +35,7 @@ def build_app(args: dict | TickcastConfig | None = None) -> serve.Application:
     # (the deployment serves the registry's production version and follows it).
     versions: dict[str, str | None] = {}
     for ref in config.models:
-        manifest = registry.resolve(ref.model_type, ref.timeframe, ref.version)  # fail fast
+        manifest = registry.resolve(ref.model_type, ref.timeframe, ref.version, ref.role)
         registry.load_bytes(manifest)
         problem = evidence_problem(manifest)
         if problem:

@@ -65,7 +65,7 @@ class ModelServer:
 
     def _load(self, key: str, version: str | None) -> Predictor:
         model_type, timeframe = split_key(key)
-        manifest = self._registry.resolve(model_type, timeframe, version)
+        manifest = self._registry.resolve(model_type, timeframe, version, role_of(key))
         predictor = self._make(manifest, self._registry.load_bytes(manifest))
         predictor.in_distribution.z_limit = self._z_limit
         predictor.warm_up()
@@ -102,9 +102,9 @@ class ModelServer:
         fully, then swap one reference; in-flight batches finish on the old session and the
         other models are untouched."""
         current = self._predictors[key]
-        if version is None:
+        if version is None:  # the registry's production version, or challenger for one
             model_type, timeframe = split_key(key)
-            version = self._registry.resolve(model_type, timeframe).version
+            version = self._registry.resolve(model_type, timeframe, None, role_of(key)).version
         if version != current.manifest.version:
             self._predictors[key] = self._load(key, version)
             log.info("%s: now serving %s (was %s)", key, version, current.manifest.version)

@@ -49,7 +49,7 @@ def training_distributions(config: TickcastConfig) -> dict[str, dict]:
     registry = open_registry(config.models_dir)
     found: dict[str, dict] = {}
     for ref in config.models:
-        manifest = registry.resolve(ref.model_type, ref.timeframe, ref.version)
+        manifest = registry.resolve(ref.model_type, ref.timeframe, ref.version, ref.role)
         distribution = getattr(manifest, "training_distribution", None)
         if distribution and ref.timeframe not in found:
             found[ref.timeframe] = distribution

@@ -13,6 +13,10 @@ import pytest
 
 from orchestrator import PROJECT_ROOT
 
+# `tickcast registry promote` reads live evidence from the outcome log beside $TICKCAST_LOG_DIR
+# (default var/predictions): tests give it explicitly, never the working copy's own runs.
+os.environ["TICKCAST_LOG_DIR"] = str(PROJECT_ROOT / "var" / "tests-have-no-live-log")
+
 
 def _find_shared_data() -> Path | None:
     candidates = [os.environ.get("TICKCAST_SHARED_DATA"), PROJECT_ROOT.parent / "shared" / "data"]

@@ -6,6 +6,7 @@ MLflow's Model Registry.
     tickcast registry promote direction-1h v1 [--force --reason "why"] [--log var/predictions]
     tickcast registry rollback direction-1h [--reason "why"]
     tickcast registry demote return-1m v1 --reason "why"
+    tickcast registry challenger direction-1h v3 [--reason "why"]   (--clear: no challenger)
     tickcast registry history direction-1h
     tickcast registry copy direction-1h v2 --to mlflow:http://127.0.0.1:5000
     tickcast registry --root mlflow:http://127.0.0.1:5000 list   (or TICKCAST_REGISTRY=...)
@@ -109,6 +110,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     demote.add_argument("model_id")
     demote.add_argument("version")
     demote.add_argument("--reason", required=True, help="why (recorded in the history)")
+    mark = commands.add_parser(
+        "challenger",
+        help="mark the version a shadow or canary without a version runs (MLflow alias "
+        "`challenger`)",
+    )
+    mark.add_argument("model_id")
+    mark.add_argument("version", nargs="?", help="omit with --clear")
+    mark.add_argument("--clear", action="store_true", help="no challenger")
+    mark.add_argument("--reason", help="why (recorded in the history)")
     history = commands.add_parser("history", help="every promotion, rollback and demotion")
     history.add_argument("model_id")
     copy = commands.add_parser("copy", help="copy a version into another registry")
@@ -118,6 +128,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.command == "promote" and args.force and not (args.reason or "").strip():
         parser.error("--force needs --reason: a forced promotion is recorded with its reason")
+    if args.command == "challenger" and (args.version is None) != args.clear:
+        parser.error("challenger needs a version, or --clear (and not both)")
     return args
 
 
@@ -176,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
             print(describe(registry.rollback(args.model_id, reason=args.reason)))
         elif args.command == "demote":
             print(describe(registry.demote(args.model_id, args.version, reason=args.reason)))
+        elif args.command == "challenger":
+            marked = registry.set_challenger(args.model_id, args.version, reason=args.reason)
+            done = f"{marked.key} is the challenger" if marked else "no challenger"
+            print(done if marked else f"{args.model_id}: {done}")
         elif args.command == "history":
             print("\n".join(format_history(registry.history(args.model_id))))
         else:

@@ -10,7 +10,8 @@ them from there. The mapping:
   training range, metrics, training distribution). Its tickcast version (``v2``) is the tag
   ``tickcast.version``; versions registered without that tag are ``v<MLflow version>``.
 - **Roles**: the alias ``champion`` is the production version (moving it in MLflow's UI is a
-  promotion the pipeline follows); ``challenger`` is left to the shadow role. A version
+  promotion the pipeline follows); ``challenger`` is the version a shadow or canary
+  config entry without a version runs (and follows as the alias moves). A version
   tagged ``tickcast.stage=archived`` is archived, any other is staging.
   ``tickcast.previous_production`` is the version a promotion replaced (what rollback uses).
 - **History**: each promotion, rollback and demotion is a registered-model tag
@@ -41,6 +42,7 @@ from orchestrator.models.registry import (
 )
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"  # the version a shadow or canary entry without a version runs
 VERSION_TAG, STAGE_TAG, PREVIOUS_TAG = (
     "tickcast.version",
     "tickcast.stage",
@@ -261,16 +263,36 @@ class MlflowRegistry(ModelRegistry):
         return self.manifest(manifest.model_id, manifest.version)
 
     def _champion(self, name: str) -> str | None:
-        """The MLflow version the ``champion`` alias points at (search results carry no
-        aliases; the registered model does)."""
+        return self._alias(name, CHAMPION)
+
+    def _alias(self, name: str, alias: str) -> str | None:
+        """The MLflow version ``alias`` points at (search results carry no aliases; the
+        registered model does)."""
         try:
             aliases = self._client.get_registered_model(name).aliases
         except Exception as exc:
             if _not_found(exc):
                 return None
             raise RegistryError(f"{self.location}: {type(exc).__name__}: {exc}") from exc
-        found = aliases.get(CHAMPION) if isinstance(aliases, dict) else None
+        found = aliases.get(alias) if isinstance(aliases, dict) else None
         return None if found is None else str(found)
+
+    def _challenger_version(self, model_id_: str) -> str | None:
+        held = self._alias(self.name(model_id_), CHALLENGER)
+        if held is None:
+            return None
+        for manifest in self.versions(model_id_):
+            if str(manifest.mlflow_version) == held:
+                return manifest.version
+        return None
+
+    def _mark_challenger(self, model_id_: str, manifest: ModelManifest | None) -> None:
+        name = self.name(model_id_)
+        if manifest is not None:
+            version = str(manifest.mlflow_version)
+            self._call(self._client.set_registered_model_alias, name, CHALLENGER, version)
+        elif self._alias(name, CHALLENGER) is not None:
+            self._call(self._client.delete_registered_model_alias, name, CHALLENGER)
 
     def _record(self, model_id_: str, entry: dict) -> None:
         key = f"{HISTORY_TAG}{time.time_ns():020d}"

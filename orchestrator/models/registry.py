@@ -35,6 +35,7 @@ from orchestrator.models.comparison import live_evidence_problem
 
 MANIFEST = "manifest.json"
 HISTORY = "history.jsonl"  # one JSON object per line, per model folder
+ALIASES = "aliases.json"  # {"challenger": version}: the version a shadow or canary runs
 Stage = Literal["production", "staging", "archived"]
 
 
@@ -188,9 +189,28 @@ class ModelRegistry:
         """Store a new version (its manifest as given, the stage kept)."""
         raise NotImplementedError
 
+    def _challenger_version(self, model_id_: str) -> str | None:
+        """The version marked as the model's challenger, or None."""
+        raise NotImplementedError
+
+    def _mark_challenger(self, model_id_: str, manifest: ModelManifest | None) -> None:
+        """Mark ``manifest`` as the challenger (None: no challenger)."""
+        raise NotImplementedError
+
     # -- the rules ---------------------------------------------------------------------------
-    def resolve(self, model_type: str, timeframe: str, version: str | None = None) -> ModelManifest:
-        """The requested version, else the newest production one, else the newest of any stage."""
+    def resolve(
+        self, model_type: str, timeframe: str, version: str | None = None, role: str = "production"
+    ) -> ModelManifest:
+        """The requested version; else, for a challenger's role (shadow, canary), the version
+        marked challenger; else the newest production one, else the newest of any stage."""
+        if version is None and role != "production":
+            found = self.challenger(model_id(model_type, timeframe))
+            if found is None:
+                raise RegistryError(
+                    f"{model_id(model_type, timeframe)} has no challenger to run as {role}: "
+                    "mark one (tickcast registry challenger <model> <version>) or pin a version"
+                )
+            return found
         candidates = self.manifests(model_type, timeframe)
         if version is not None:
             candidates = [m for m in candidates if m.version == version]
@@ -269,6 +289,28 @@ class ModelRegistry:
             ),
         )
         return promoted
+
+    def challenger(self, model_id_: str) -> ModelManifest | None:
+        """The version marked as challenger (MLflow: the alias ``challenger``), or None."""
+        version = self._challenger_version(model_id_)
+        return None if version is None else self.manifest(model_id_, version)
+
+    def set_challenger(
+        self, model_id_: str, version: str | None, *, reason: str | None = None
+    ) -> ModelManifest | None:
+        """Mark ``version`` as the model's challenger (None: clear the mark); a shadow or
+        canary config entry without a version runs it, and follows the mark as it moves.
+        The model file is verified first; the change is recorded."""
+        target = None if version is None else self.manifest(model_id_, version)
+        if target is not None:
+            self.load_bytes(target)
+        before = self.challenger(model_id_)
+        self._mark_challenger(model_id_, target)
+        shown = target or before
+        if shown is not None:
+            action = "challenger" if target is not None else "clear challenger"
+            self._record(model_id_, history_entry(action, shown, reason=reason))
+        return target
 
     def rollback(self, model_id_: str, *, reason: str | None = None) -> ModelManifest:
         """Restore the version the current production one replaced; archive the current."""
@@ -371,6 +413,22 @@ class Registry(ModelRegistry):
         updated = ModelManifest.model_validate(raw)
         write_atomically(path, json.dumps(raw, indent=2) + "\n")
         return updated
+
+    def _challenger_version(self, model_id_: str) -> str | None:
+        path = self.root / model_id_ / ALIASES
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text()).get("challenger")
+        except (ValueError, OSError) as exc:
+            raise RegistryError(f"unreadable {path}: {exc}") from exc
+
+    def _mark_challenger(self, model_id_: str, manifest: ModelManifest | None) -> None:
+        path = self.root / model_id_ / ALIASES
+        if manifest is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_atomically(path, json.dumps({"challenger": manifest.version}) + "\n")
 
     def _read(self, path: Path) -> ModelManifest:
         try:

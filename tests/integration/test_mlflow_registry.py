@@ -98,6 +98,18 @@ def test_registry_commands_work_on_mlflow_as_on_folders(mlflow_server, capsys, t
     ]
     assert history[-1]["reason"] == "v2 misbehaves" and history[-1]["replaced"] == "v2"
 
+    # the challenger role: tickcast's command sets MLflow's alias, and an alias moved in
+    # MLflow is what a shadow without a version resolves to
+    assert registry_cli([*cli, "challenger", "direction-1m", "v2", "--reason", "try v2"]) == 0
+    assert _aliases(mlflow_server, "direction-1m")["challenger"] == v2.mlflow_version
+    assert mlflow_registry.resolve("direction", "1m", role="shadow").version == "v2"
+    client = MlflowClient(mlflow_server)
+    client.set_registered_model_alias("tickcast-direction-1m", "challenger", v1.mlflow_version)
+    assert mlflow_registry.resolve("direction", "1m", role="canary").version == "v1"
+    assert registry_cli([*cli, "challenger", "direction-1m", "--clear"]) == 0
+    assert "challenger" not in _aliases(mlflow_server, "direction-1m")
+    assert mlflow_registry.history("direction-1m")[-1]["action"] == "clear challenger"
+
     # and back to a folder: the same bytes
     back = tmp_path / "registry"
     assert registry_cli([*cli, "copy", "direction-1m", "v2", "--to", str(back)]) == 0

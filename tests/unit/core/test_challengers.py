@@ -10,7 +10,7 @@ import pytest
 from orchestrator.config import ConfigError, parse_config
 from orchestrator.models.comparison import BLOCK_CANDLES, MIN_BLOCKS, compare, compare_outcomes
 from orchestrator.models.labels import next_direction
-from orchestrator.models.registry import PromotionRefused, Registry
+from orchestrator.models.registry import PromotionRefused, Registry, RegistryError
 from orchestrator.sinks.history import HistoryQuery, query_log
 from orchestrator.sinks.parquet_log import ParquetLog, read_log
 from orchestrator.stream.events import ModelOutput, TickRows, build_predictions, published_only
@@ -209,7 +209,6 @@ def test_serving_keys_name_the_role():
 @pytest.mark.parametrize(
     ("models", "message"),
     [
-        ([{"role": "shadow"}], "names its version"),
         ([{}, {"role": "canary", "version": "v2"}], "canary_fraction is required"),
         ([{}, {"version": "v2", "canary_fraction": 0.2}], "only for one"),
         ([{}, {"version": "v2"}], "more than one production"),
@@ -345,3 +344,26 @@ def test_each_candle_has_one_published_signal_whoever_answered():
         [_answer("v2", "production"), _answer("v2", "canary")], exchange, symbols, split
     )
     assert dropped == 4 and len(same) == 1 and same[0][1] is None
+
+
+def test_a_challenger_marked_in_the_registry_is_what_an_unpinned_shadow_runs(tmp_path, capsys):
+    from orchestrator.cli import registry as cli
+
+    _publish(tmp_path, "v1", "production")
+    _publish(tmp_path, "v2", "staging")
+    registry = Registry(tmp_path)
+    with pytest.raises(RegistryError, match="no challenger to run as shadow"):
+        registry.resolve("direction", "1m", role="shadow")
+    root = ["--root", str(tmp_path)]
+    assert cli.main([*root, "challenger", "direction-1m", "v2", "--reason", "try"]) == 0
+    assert "direction-1m@v2 is the challenger" in capsys.readouterr().out
+    assert registry.resolve("direction", "1m", role="canary").version == "v2"
+    assert registry.resolve("direction", "1m").version == "v1"  # the champion unchanged
+    assert cli.main([*root, "challenger", "direction-1m", "--clear"]) == 0
+    assert registry.challenger("direction-1m") is None
+    actions = [(e["action"], e["version"]) for e in registry.history("direction-1m")]
+    assert actions == [("challenger", "v2"), ("clear challenger", "v2")]
+    with pytest.raises(SystemExit):  # a version and --clear: a usage error
+        cli.main([*root, "challenger", "direction-1m", "v2", "--clear"])
+    config = parse_config({"models": [{}, {"role": "shadow"}]})  # follows the mark
+    assert config.models[1].version is None and config.models[1].serving_key.endswith("shadow")

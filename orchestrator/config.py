@@ -292,7 +292,7 @@ ModelRole = Literal["production", "shadow", "canary"]
 
 class ModelRef(StrictModel):
     """One model the pipeline runs. ``production`` (the champion) publishes its signals;
-    a challenger beside it (docs/models.md#champion-and-challenger) is a pinned version that
+    a challenger beside it (docs/models.md#champion-and-challenger) is another version that
     predicts every row too: as ``shadow`` it is only logged and scored, as ``canary`` it
     publishes for ``canary_fraction`` of the symbols (chosen by a stable hash) instead of
     the champion. A challenger without a ``version`` runs the registry's challenger (MLflow's

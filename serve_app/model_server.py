@@ -55,7 +55,7 @@ class ModelServer:
         self._make = predictor_factory(engine)
         self._ids = tuple(model_ids)
         self._z_limit = DEFAULT_Z_LIMIT  # signals.ood_z_limit, from the user_config
-        self._predictors = {key: self._load(key, None) for key in self._ids}
+        self._predictors = {key: self._first_load(key) for key in self._ids}
         self._pinned: dict[tuple[str, str], Predictor] = {}  # versions asked for by name
         self._config_versions: dict[str, str | None] = dict.fromkeys(self._ids)
         self._swap = threading.Lock()  # reconfigure and the registry poll, one at a time
@@ -71,6 +71,19 @@ class ModelServer:
         predictor.warm_up()
         log.info("loaded %s (stage %s)", manifest.key, manifest.stage)
         return predictor
+
+    def _first_load(self, key: str) -> Predictor:
+        """A model before its user_config (which names a pinned version) arrives: what an
+        unpinned entry serves; a challenger pinned in the config while the registry marks
+        none starts on the production version and switches at once."""
+        try:
+            return self._load(key, None)
+        except RegistryError:
+            if role_of(key) == "production":
+                raise
+            model_type, timeframe = split_key(key)
+            production = self._registry.resolve(model_type, timeframe).version
+            return self._load(key, production)
 
     def reconfigure(self, user_config: dict) -> None:
         versions = dict(user_config.get("versions") or {})

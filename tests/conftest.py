@@ -50,3 +50,19 @@ def _compiled_tree_cache(tmp_path_factory) -> None:
     """Compiled tree models (``orchestrator.models.compiled``) go to a folder of this run,
     not the user's cache: each run compiles from scratch, as CI does."""
     os.environ.setdefault("TICKCAST_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
+def _no_log_limit_left_behind():
+    """An actor built in-process (``PredictionSink`` in a unit test) installs tickcast's log
+    rate limit on the root logger's handlers, which include pytest's own capture handlers for
+    the whole session: a later test's ``caplog`` would then lose the lines of a kind earlier
+    tests logged more than five times a minute. Each test's additions are removed after it."""
+    import logging
+
+    root = logging.getLogger()
+    before = {id(h): list(h.filters) for h in root.handlers}
+    yield
+    for handler in root.handlers:
+        if id(handler) in before:
+            handler.filters[:] = before[id(handler)]

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orchestrator import resolve_path
 from orchestrator.feeds.ccxt.config import ExchangeConfig
 from orchestrator.market.timeframes import TIMEFRAMES
+from orchestrator.storage import locate
 
 
 class StrictModel(BaseModel):
@@ -623,7 +624,7 @@ class TickcastConfig(StrictModel):
     def run_dir(self) -> str:
         """Checkpoints of this environment: restarted actors, a restarted supervisor and a
         restarted application all resume from the same folder."""
-        return str(resolve_path(self.stream.state_dir) / self.environment)
+        return (locate(self.stream.state_dir) / self.environment).uri
 
     def sink_settings(self) -> SinkConfig:
         """The sink's section, its Kafka transactional id named after the environment when

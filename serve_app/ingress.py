@@ -12,11 +12,11 @@ from ray import serve
 from ray.exceptions import RayActorError, RayError
 from ray.serve.handle import DeploymentHandle
 
-from orchestrator import resolve_path
 from orchestrator.config import TickcastConfig
 from orchestrator.health.log_limit import limit_logging
 from orchestrator.models.registry import open_registry
 from orchestrator.sinks.history import HistoryPage, HistoryQuery, query_log
+from orchestrator.storage import locate
 from serve_app.api.app import create_api
 from serve_app.api.backend import BackendError
 from serve_app.api.coalesce import Coalescer
@@ -29,7 +29,7 @@ class ServeBackend:
         limit_logging()  # tickcast's own lines here (a damaged log file) formatted and capped
         self._pipeline, self._models = pipeline, models
         self._methods: dict[str, tuple[DeploymentHandle, DeploymentHandle]] = {}
-        self._log_dir = resolve_path(config.sink.log_dir)
+        self._log_dir = locate(config.sink.log_dir)
         self._sink = None
         serving = config.serving
         self._coalescer = Coalescer(

@@ -17,7 +17,6 @@ import numpy as np
 import ray
 from ray import serve
 
-from orchestrator import resolve_path
 from orchestrator.actors.feed import (
     FeedActor,
     SymbolsNotChangeable,
@@ -36,6 +35,7 @@ from orchestrator.config import (
 )
 from orchestrator.features.drift import RunningMoments, drift_psi, summarize_psi
 from orchestrator.models.registry import open_registry
+from orchestrator.storage import locate
 from orchestrator.stream.outcomes import merge_metrics
 from orchestrator.stream.routing import shard_of
 from serve_app.api.backend import BackendError
@@ -99,7 +99,7 @@ def startup_summary(config: TickcastConfig) -> str:
             f"  feeds:  {'; '.join(feeds) or 'none'}",
             f"  shards: {config.features.shards} on {', '.join(config.features.timeframes)}",
             f"  models: {models}",
-            f"  log:    {resolve_path(config.sink.log_dir)}; bus: {bus or 'off'}; "
+            f"  log:    {locate(config.sink.log_dir)}; bus: {bus or 'off'}; "
             f"kafka: {_kafka_out(config)}",
             "  API and dashboard: the Serve proxy (http_options), e.g. http://127.0.0.1:8000/",
         ]

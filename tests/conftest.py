@@ -66,3 +66,72 @@ def _no_log_limit_left_behind():
     for handler in root.handlers:
         if id(handler) in before:
             handler.filters[:] = before[id(handler)]
+
+
+# --- storage: every storage test runs on a local folder and on a local S3 server ----------
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (``moto_server`` from the test extras) on 127.0.0.1, with
+    one bucket; yields the environment a client needs to reach it (endpoint and keys come
+    from the environment, as in production)."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import pyarrow.fs as pafs
+
+    binary = Path(sys.executable).with_name("moto_server")
+    command = str(binary) if binary.exists() else shutil.which("moto_server")
+    if command is None:
+        pytest.fail("moto_server is missing: install the test extras (pip install -e '.[test]')")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    server = subprocess.Popen(
+        [command, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "tickcast-test",
+        "AWS_SECRET_ACCESS_KEY": "tickcast-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    admin = pafs.S3FileSystem(
+        endpoint_override=env["AWS_ENDPOINT_URL"],
+        access_key=env["AWS_ACCESS_KEY_ID"],
+        secret_key=env["AWS_SECRET_ACCESS_KEY"],
+        region=env["AWS_DEFAULT_REGION"],
+        allow_bucket_creation=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            admin.create_dir("tickcast")
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"moto_server did not start (see {log.name})")
+            time.sleep(0.2)
+    yield env
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_root(request, tmp_path, monkeypatch) -> str:
+    """A fresh, empty storage location for one test: a local folder, then an ``s3://``
+    prefix on the test's S3 server (its environment set for this test only)."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    import uuid
+
+    for name, value in request.getfixturevalue("s3_server").items():
+        monkeypatch.setenv(name, value)
+    return f"s3://tickcast/{uuid.uuid4().hex[:12]}"

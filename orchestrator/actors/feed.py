@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +45,7 @@ from orchestrator.market.gate import CandleGate, Gap
 from orchestrator.market.schema import CANDLE_SCHEMA
 from orchestrator.market.timeframes import MINUTE_MS
 from orchestrator.market.validate import table_to_batch
+from orchestrator.storage import Location, locate
 from orchestrator.stream.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.stream.routing import ShardRouter
 
@@ -99,7 +99,7 @@ def declared_symbols(config: SourceConfig) -> list:
     return list(config.symbols or ())
 
 
-def _load_or_none(path: Path) -> dict | None:
+def _load_or_none(path: Location) -> dict | None:
     try:
         return load_checkpoint(path)
     except Exception:  # an unreadable checkpoint means a fresh start, not a dead feed
@@ -195,7 +195,7 @@ class FeedActor:
         limit_logging()  # a failure repeated per batch is a few lines, then a count
         self.name = name = settings.name
         config, in_flight = settings.source, settings.in_flight
-        self._path = Path(settings.run_dir) / f"feed-{name}.pkl"
+        self._path = locate(settings.run_dir) / f"feed-{name}.pkl"
         snap = _load_or_none(self._path)
         self._source = build_source(config, snap and snap["source"], name)
         any_symbol = isinstance(self._source, TakesAnySymbol) and self._source.takes_any_symbol()
@@ -216,7 +216,7 @@ class FeedActor:
         # Symbols added or removed while running outlive a restart (their own small record,
         # written at each change), until a redeploy names another list: then the config wins.
         self._declared = declared_symbols(config)
-        self._symbols_path = Path(settings.run_dir) / f"feed-{name}-symbols.pkl"
+        self._symbols_path = locate(settings.run_dir) / f"feed-{name}-symbols.pkl"
         record = _load_or_none(self._symbols_path)
         kept = record and record["declared"] == self._declared and record["symbols"]
         # A restored offline source brings its own set: the target overrides it either way.

@@ -15,7 +15,6 @@ import logging
 import os
 import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +29,7 @@ from orchestrator.features import FEATURE_NAMES
 from orchestrator.features.drift import DriftMonitor
 from orchestrator.health.log_limit import limit_logging
 from orchestrator.market.timeframes import TIMEFRAMES
+from orchestrator.storage import Location, locate
 from orchestrator.stream.checkpoint import load_checkpoint, save_checkpoint
 from orchestrator.stream.events import ModelOutput, SignalLimits, TickRows, build_predictions
 from orchestrator.stream.outcomes import OutcomeTracker
@@ -65,7 +65,7 @@ def latency_summary(samples: list[float]) -> dict:
     }
 
 
-def _restorable(path: Path, timeframes: tuple[str, ...]) -> dict | None:
+def _restorable(path: Location, timeframes: tuple[str, ...]) -> dict | None:
     """The shard's checkpoint, if it can be restored for this configuration."""
     try:
         snap = load_checkpoint(path)
@@ -100,7 +100,7 @@ class FeatureShard:
             settings.signals,
         )
         self._environment = settings.environment
-        self._path = Path(settings.run_dir) / f"shard-{shard_id}-of-{settings.n_shards}.pkl"
+        self._path = locate(settings.run_dir) / f"shard-{shard_id}-of-{settings.n_shards}.pkl"
         snap = _restorable(self._path, config.timeframes)
         charts = config.chart_candles
         self._state = (

@@ -14,13 +14,11 @@ import contextlib
 import logging
 import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import ray
 
-from orchestrator import resolve_path
 from orchestrator.actors import every_batch
 from orchestrator.config import SinkConfig
 from orchestrator.health.log_limit import limit_logging
@@ -32,6 +30,7 @@ from orchestrator.sinks.latest import LatestStore
 from orchestrator.sinks.parquet_log import ParquetLog
 from orchestrator.sinks.redis_bus import RedisStreamBus
 from orchestrator.sinks.wal import WriteAheadLog
+from orchestrator.storage import Location, locate
 from orchestrator.stream.events import PREDICTION_SCHEMA, published_only
 from orchestrator.stream.outcomes import OUTCOME_SCHEMA
 
@@ -46,19 +45,19 @@ class PredictionSink:
     def __init__(self, config: SinkConfig):
         limit_logging()  # a failure repeated per batch is a few lines, then a count
         self._config = config
-        root = resolve_path(config.log_dir)
+        root = locate(config.log_dir)
         self._latest = LatestStore()
         self._predictions = ParquetLog(root, config.flush_rows)
-        self._features = ParquetLog(root.parent / f"{root.name}-features", config.flush_rows)
+        self._features = ParquetLog(root.sibling("features"), config.flush_rows)
         self._wal = WriteAheadLog(
-            root.parent / f"{root.name}-wal", PREDICTION_SCHEMA, keep_s=config.dedupe_window_s
+            root.sibling("wal"), PREDICTION_SCHEMA, keep_s=config.dedupe_window_s
         )
         self._seen = SeenKeys()
         # What replays can repeat: the log's newest dates (a live feed's) and what the sink
         # wrote lately, whatever its dates (a replay of other days, a second feed's).
         self._seen.add(recent_event_ids(root))
         self._seen.add(self._wal.recent().column("event_id").to_pylist())
-        outcome_root = root.parent / f"{root.name}-outcomes"
+        outcome_root = root.sibling("outcomes")
         # A restored shard scores its replayed predictions again: their outcomes are dropped
         # by what the outcome log took lately (it has no WAL; its newest files stand in).
         self._outcomes_seen = SeenKeys()
@@ -67,8 +66,7 @@ class PredictionSink:
         self._outcome_log = ParquetLog(outcome_root, config.flush_rows)
         # Outcomes have their own WAL: a shard checkpoints once the sink took them, and a
         # restored shard does not score those predictions again.
-        outcome_wal = outcome_root.parent / f"{outcome_root.name}-wal"
-        self._outcome_wal = WriteAheadLog(outcome_wal, OUTCOME_SCHEMA)
+        self._outcome_wal = WriteAheadLog(outcome_root.sibling("wal"), OUTCOME_SCHEMA)
         for parquet_log in (self._predictions, self._features, self._outcome_log):
             parquet_log.remove_torn_flushes()
         self._bus = _bus_or_none(config)
@@ -279,14 +277,14 @@ class PredictionSink:
         }
 
 
-def _kafka_or_none(config: SinkConfig, root: Path) -> KafkaOutbox | None:
+def _kafka_or_none(config: SinkConfig, root: Location) -> KafkaOutbox | None:
     if config.kafka is None:
         return None
     from orchestrator.sinks.kafka_out import KafkaOutbox  # confluent-kafka only when used
 
     name = f"kafka {config.kafka.bootstrap_servers}"
     outage = Outage(name, log, max_backoff_s=config.kafka.max_backoff_s)
-    return KafkaOutbox(config.kafka, root.parent / f"{root.name}-kafka-outbox", outage)
+    return KafkaOutbox(config.kafka, root.sibling("kafka-outbox"), outage)
 
 
 def _bus_or_none(config: SinkConfig) -> BusLink | None:

@@ -36,7 +36,7 @@ from orchestrator.bench.harness import (
     print_table,
 )
 from orchestrator.market.timeframes import MINUTE_MS
-from orchestrator.sinks.compaction import Compactor, live_files
+from orchestrator.sinks.compaction import Compactor, live_files, partition_folders
 from orchestrator.sinks.history import LOG_SCHEMA, HistoryQuery, all_of, query_log
 from orchestrator.sinks.parquet_log import ParquetLog, utc_date
 from orchestrator.stream.events import ModelOutput, TickRows, build_predictions
@@ -184,7 +184,7 @@ def measure(root: Path, kinds: dict, reader: str) -> tuple[dict[str, list[float]
 
 def log_files(root: Path) -> tuple[int, int, int]:
     """(files, partition folders, most files in one folder)."""
-    counts = [len(live_files(f)) for f in root.glob("date=*/*=*")]
+    counts = [len(live_files(f)) for f in partition_folders(root)]
     return sum(counts), len(counts), max(counts, default=0)
 
 

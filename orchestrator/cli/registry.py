@@ -31,10 +31,10 @@ import sys
 
 import pyarrow.dataset as ds
 
-from orchestrator import resolve_path
 from orchestrator.models.comparison import compare_outcomes
 from orchestrator.models.registry import ModelManifest, RegistryError, open_registry
 from orchestrator.sinks.parquet_log import read_log
+from orchestrator.storage import locate
 from orchestrator.stream.outcomes import OUTCOME_SCHEMA
 
 DEFAULT_LOG = "var/predictions"  # sink.log_dir's default
@@ -151,8 +151,7 @@ def format_history(entries: list[dict]) -> list[str]:
 def live_comparison(log_dir: str, model_id: str, version: str) -> dict | None:
     """The version's live comparison with its champion from the outcome log, or None when
     it never ran as a challenger there."""
-    root = resolve_path(log_dir)
-    outcomes = root.parent / f"{root.name}-outcomes"
+    outcomes = locate(log_dir).sibling("outcomes")
     if not outcomes.is_dir():
         return None
     table = read_log(outcomes, OUTCOME_SCHEMA, where=ds.field("model_id") == model_id)

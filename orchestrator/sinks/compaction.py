@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -34,6 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+from orchestrator.storage import Entry, Location, locate
 
 log = logging.getLogger(__name__)
 
@@ -54,51 +55,45 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if pa.types.is_string(f.type) and f.name not in UNIQUE_COLUMNS]
 
 
-# path -> (mtime_ns, names it replaces): a compacted file never changes once published.
-_replaces_cache: dict[str, tuple[int, frozenset[str]]] = {}
+# uri -> (mtime, names it replaces): a compacted file never changes once published.
+_replaces_cache: dict[str, tuple[float, frozenset[str]]] = {}
 _CACHE_LIMIT = 20_000
 
 
-def live_files(folder: Path) -> list[Path]:
+def live_entries(folder: Location | Path | str) -> list[Entry]:
     """The Parquet files of one partition folder that a reader should read: published whole
     (no ``.``/``_`` prefix) and not replaced by a compacted file beside them."""
-    try:
-        entries = [
-            e
-            for e in os.scandir(folder)
-            if e.name.endswith(".parquet") and e.name[0] not in "._" and e.is_file()
-        ]
-    except FileNotFoundError:
-        return []
+    entries = [e for e in locate(folder).files(suffix=".parquet") if e.name[0] not in "._"]
     superseded: set[str] = set()
     for entry in entries:
         if entry.name.startswith(COMPACT_PREFIX):
             superseded |= _replaced_by(entry)
-    return sorted(Path(folder) / e.name for e in entries if e.name not in superseded)
+    return [e for e in entries if e.name not in superseded]
 
 
-def _replaced_by(entry: os.DirEntry) -> frozenset[str]:
-    try:
-        mtime = entry.stat().st_mtime_ns
-    except FileNotFoundError:  # itself replaced and deleted since the listing
-        return frozenset()
-    cached = _replaces_cache.get(entry.path)
-    if cached is not None and cached[0] == mtime:
+def live_files(folder: Location | Path | str) -> list[Location]:
+    return [e.location for e in live_entries(folder)]
+
+
+def _replaced_by(entry: Entry) -> frozenset[str]:
+    where = entry.location
+    cached = _replaces_cache.get(where.uri)
+    if cached is not None and cached[0] == entry.mtime:
         return cached[1]
     try:
-        metadata = pq.read_schema(entry.path).metadata or {}
-    except FileNotFoundError:
+        metadata = pq.read_schema(where.path, filesystem=where.fs).metadata or {}
+    except FileNotFoundError:  # itself replaced and deleted since the listing
         return frozenset()
     names = frozenset(json.loads(metadata.get(REPLACES_KEY, b"[]")))
     if len(_replaces_cache) >= _CACHE_LIMIT:
         _replaces_cache.clear()
-    _replaces_cache[entry.path] = (mtime, names)
+    _replaces_cache[where.uri] = (entry.mtime, names)
     return names
 
 
-def partition_folders(root: Path) -> list[Path]:
+def partition_folders(root: Location | Path | str) -> list[Location]:
     """Every ``date=…/timeframe=…`` folder of a log."""
-    return sorted(p for p in Path(root).glob("date=*/*=*") if p.is_dir())
+    return [sub for day in locate(root).dirs("date=") for sub in day.dirs() if "=" in sub.name]
 
 
 def level_of(name: str) -> int | None:
@@ -134,7 +129,7 @@ class CompactionStats:
 class Compactor:
     def __init__(
         self,
-        root: Path,
+        root: Location | Path | str,
         fanout: int = 8,
         closed_after_s: float = 3600.0,
         row_group_rows: int = ROW_GROUP_ROWS,
@@ -142,7 +137,7 @@ class Compactor:
     ):
         if fanout < 2:
             raise ValueError("fanout must be at least 2")
-        self.root = Path(root)
+        self.root = locate(root)
         self.fanout = fanout
         self.closed_after_s = closed_after_s
         self.row_group_rows = row_group_rows
@@ -158,7 +153,7 @@ class Compactor:
         self.stats.last_error = None
         for folder in self.partitions():
             try:
-                newest = max((p.stat().st_mtime for p in live_files(folder)), default=now)
+                newest = max((e.mtime for e in live_entries(folder)), default=now)
                 self.compact(folder, closed=now - newest >= self.closed_after_s)
             except FileNotFoundError:  # the folder changed under the pass: next run
                 continue
@@ -168,18 +163,18 @@ class Compactor:
         self.stats.seconds += time.perf_counter() - started
         return self.stats
 
-    def partitions(self) -> list[Path]:
+    def partitions(self) -> list[Location]:
         return partition_folders(self.root)
 
-    def _remove_leftovers(self, folder: Path) -> None:
+    def _remove_leftovers(self, folder: Location) -> None:
         """Sources a crash left after their merged file was published."""
         live = set(live_files(folder))
-        for path in folder.glob("*.parquet"):
-            if path not in live and level_of(path.name) is not None:
-                path.unlink(missing_ok=True)
+        for entry in folder.files(suffix=".parquet"):
+            if entry.location not in live and level_of(entry.name) is not None:
+                entry.location.delete()
                 self.stats.leftovers_removed += 1
 
-    def compact(self, folder: Path, closed: bool) -> None:
+    def compact(self, folder: Location, closed: bool) -> None:
         """Merge one partition folder's files: by levels, or (``closed``) into one file."""
         self._remove_leftovers(folder)
         files = [(p, level_of(p.name)) for p in live_files(folder)]
@@ -200,26 +195,36 @@ class Compactor:
                 ours = [(p, lv) for p, lv in ours if lv != level] + [(merged, level + 1)]
             level += 1
 
-    def _merge(self, folder: Path, sources: list[Path], level: int) -> Path:
+    def _merge(self, folder: Location, sources: list[Location], level: int) -> Location:
         """One sorted file of ``sources``, written a band of symbols at a time so that memory
         holds a band (about ``band_rows`` rows), not the folder. Merged sources are sorted by
         symbol too, so a band's scan decodes only their row groups that overlap it; flush
         files (unsorted, a few row groups each) are small, and a level-1 merge of them is
         usually a single band."""
-        schema = pa.unify_schemas([pq.read_schema(p).remove_metadata() for p in sources])
+        fs = folder.fs
+        schema = pa.unify_schemas(
+            [pq.read_schema(p.path, filesystem=fs).remove_metadata() for p in sources]
+        )
         schema = schema.with_metadata({REPLACES_KEY: json.dumps(sorted(p.name for p in sources))})
-        dataset = ds.dataset([str(p) for p in sources], schema=schema, format="parquet")
+        dataset = ds.dataset(
+            [p.path for p in sources], schema=schema, format="parquet", filesystem=fs
+        )
         target = folder / f"{COMPACT_PREFIX}{level}-{uuid.uuid4().hex}.parquet"
-        staging = folder / f".{target.name}.tmp"
+        # Locally written under a dot-name and renamed into place; on an object store the
+        # upload itself appears only when complete.
+        staging = folder / f".{target.name}.tmp" if folder.local else target
         rows = 0
-        with pq.ParquetWriter(staging, schema, use_dictionary=dictionary_columns(schema)) as writer:
+        with pq.ParquetWriter(
+            staging.path, schema, filesystem=fs, use_dictionary=dictionary_columns(schema)
+        ) as writer:
             for band in self._bands(dataset):
                 table = dataset.to_table(filter=band) if band is not None else dataset.to_table()
                 writer.write_table(sorted_for_reading(table), row_group_size=self.row_group_rows)
                 rows += table.num_rows
-        os.replace(staging, target)  # published: readers now skip the sources
+        if staging != target:
+            staging.atomic_rename(target)  # published: readers now skip the sources
         for path in sources:
-            path.unlink(missing_ok=True)
+            path.delete()
         self.stats.merges += 1
         self.stats.files_merged += len(sources)
         self.stats.rows_merged += rows

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from orchestrator.storage import Location, locate
+
 
 class SeenKeys:
     """The newest keys, between ``capacity`` / 2 and ``capacity`` of them: two generations of
@@ -60,23 +62,30 @@ class SeenKeys:
         return len(self._current) + len(self._previous)
 
 
-def recent_event_ids(log_root, partitions: int = 2) -> list[str]:
+def recent_event_ids(log_root: Location | Path | str, partitions: int = 2) -> list[str]:
     """Event ids in the newest ``partitions`` date partitions of a prediction log."""
-    dates = sorted(p for p in Path(log_root).glob("date=*") if p.is_dir())[-partitions:]
+    root = locate(log_root)
     ids: list[str] = []
-    for folder in dates:
-        table = ds.dataset(folder, format="parquet").to_table(columns=["event_id"])
+    for folder in root.dirs("date=")[-partitions:]:
+        dataset = ds.dataset(folder.path, format="parquet", filesystem=folder.fs)
+        table = dataset.to_table(columns=["event_id"])
         ids.extend(pc.unique(table.column("event_id")).to_pylist())
     return ids
 
 
-def recently_written_event_ids(log_root, window_s: float) -> list[str]:
+def recently_written_event_ids(log_root: Location | Path | str, window_s: float) -> list[str]:
     """Event ids in the files of a log written (or merged) within ``window_s`` of its newest
     file: what the log took in its last stretch of writing, whatever the rows' dates."""
-    files = [(p.stat().st_mtime, p) for p in Path(log_root).glob("date=*/*=*/*.parquet")]
+    root = locate(log_root)
+    files = [
+        entry
+        for day in root.dirs("date=")
+        for entry in day.files(suffix=".parquet", recursive=True)
+        if entry.name[0] not in "._"
+    ]
     if not files or window_s <= 0:
         return []
-    newest = max(mtime for mtime, _ in files)
-    recent = [str(p) for mtime, p in files if mtime >= newest - window_s]
-    table = ds.dataset(recent, format="parquet").to_table(columns=["event_id"])
+    newest = max(entry.mtime for entry in files)
+    recent = [e.location.path for e in files if e.mtime >= newest - window_s]
+    table = ds.dataset(recent, format="parquet", filesystem=root.fs).to_table(columns=["event_id"])
     return pc.unique(table.column("event_id")).to_pylist()

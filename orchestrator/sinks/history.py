@@ -24,7 +24,6 @@ import functools
 import json
 import logging
 import operator
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,12 +34,13 @@ import pyarrow.parquet as pq
 
 from orchestrator.sinks.compaction import live_files
 from orchestrator.sinks.parquet_log import utc_date
+from orchestrator.storage import Location, locate
 from orchestrator.stream.events import PREDICTION_SCHEMA
 
 log = logging.getLogger(__name__)
 # Files of the log that cannot be read (a disk or copy gone wrong), by (path, size, mtime):
 # pages skip them, each is logged once, and the compactor leaves their folder unmerged.
-_damaged: dict[tuple[str, int, int], str] = {}
+_damaged: dict[tuple[str, int, float], str] = {}
 
 ORDER_COLUMNS = ("open_time", "symbol", "model_id")
 LOG_SCHEMA = PREDICTION_SCHEMA.append(pa.field("date", pa.string()))
@@ -99,8 +99,9 @@ def decode_cursor(cursor: str, descending: bool) -> tuple[int, str, str]:
     return key
 
 
-def query_log(root: Path, query: HistoryQuery) -> HistoryPage:
-    """One page of the log under ``root`` (a missing folder is an empty log)."""
+def query_log(where: Location | Path | str, query: HistoryQuery) -> HistoryPage:
+    """One page of the log under ``where`` (a missing folder is an empty log)."""
+    root = locate(where)
     after = decode_cursor(query.cursor, query.descending) if query.cursor else None
     need = query.offset + query.limit + 1  # one more than the page: is there a next page?
     best: list[pa.Table] = []
@@ -124,8 +125,9 @@ def query_log(root: Path, query: HistoryQuery) -> HistoryPage:
     return HistoryPage(rows, cursor, total, dates_read, skipped)
 
 
-def count_rows(root: Path, query: HistoryQuery) -> int:
+def count_rows(where: Location | Path | str, query: HistoryQuery) -> int:
     """Every row matching the filters (the cursor and the page ignored)."""
+    root = locate(where)
     unpaged = replace(query, cursor=None, offset=0, count=False)
     total = 0
     for date in _dates(root, unpaged, None):
@@ -133,12 +135,12 @@ def count_rows(root: Path, query: HistoryQuery) -> int:
     return total
 
 
-def _count_date(root: Path, date: str, query: HistoryQuery) -> int:
+def _count_date(root: Location, date: str, query: HistoryQuery) -> int:
     dataset = _date_dataset(root, date, query)
     return 0 if dataset is None else dataset.count_rows(filter=_row_filter(query, None))
 
 
-def _retrying(read, root: Path, date: str, query: HistoryQuery, *args):
+def _retrying(read, root: Location, date: str, query: HistoryQuery, *args):
     """A compaction may delete a file between the listing and the read: list again. A file
     that cannot be read at all is set aside (``_damaged``) and the date read without it."""
     for _ in range(2):
@@ -151,21 +153,21 @@ def _retrying(read, root: Path, date: str, query: HistoryQuery, *args):
     return read(root, date, query, *args)
 
 
-def _files(root: Path, date: str, query: HistoryQuery) -> list[Path]:
-    folder = Path(root) / f"date={date}"
+def _files(root: Location, date: str, query: HistoryQuery) -> list[Location]:
+    folder = root / f"date={date}"
     if query.timeframe is not None:
         folders = [folder / f"timeframe={query.timeframe}"]
     else:
-        folders = sorted(p for p in folder.glob("timeframe=*") if p.is_dir())
+        folders = folder.dirs("timeframe=")
     return [path for sub in folders for path in live_files(sub)]
 
 
-def _identity(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return (str(path), stat.st_size, stat.st_mtime_ns)
+def _identity(path: Location) -> tuple[str, int, float]:
+    found = path.stat()
+    return (path.uri, found.size, found.mtime)
 
 
-def _damaged_in(files: list[Path]) -> list[Path]:
+def _damaged_in(files: list[Location]) -> list[Location]:
     if not _damaged:
         return []
     found = []
@@ -176,7 +178,7 @@ def _damaged_in(files: list[Path]) -> list[Path]:
     return found
 
 
-def _find_damaged(root: Path, date: str, query: HistoryQuery) -> bool:
+def _find_damaged(root: Location, date: str, query: HistoryQuery) -> bool:
     """Read each file of the date whole (only after a read failed); remember, and log once,
     those that cannot be read. True if any was found that was not known."""
     new = False
@@ -188,7 +190,7 @@ def _find_damaged(root: Path, date: str, query: HistoryQuery) -> bool:
         if identity in _damaged:
             continue
         try:
-            pq.read_table(path)
+            pq.read_table(path.path, filesystem=path.fs)
         except FileNotFoundError:
             continue
         except (pa.ArrowInvalid, OSError) as exc:
@@ -198,12 +200,9 @@ def _find_damaged(root: Path, date: str, query: HistoryQuery) -> bool:
     return new
 
 
-def _dates(root: Path, query: HistoryQuery, after: tuple | None) -> list[str]:
+def _dates(root: Location, query: HistoryQuery, after: tuple | None) -> list[str]:
     """The date partitions that can hold rows of the page, in page order."""
-    try:
-        names = [e.name[5:] for e in os.scandir(root) if e.is_dir() and e.name.startswith("date=")]
-    except FileNotFoundError:
-        return []
+    names = [folder.name[5:] for folder in root.dirs("date=")]
     low = utc_date(query.start_ms) if query.start_ms is not None else None
     high = utc_date(max(query.end_ms - 1, 0)) if query.end_ms is not None else None
     if after is not None:
@@ -216,10 +215,10 @@ def _dates(root: Path, query: HistoryQuery, after: tuple | None) -> list[str]:
     return dates[::-1] if query.descending else dates
 
 
-def _date_dataset(root: Path, date: str, query: HistoryQuery) -> ds.Dataset | None:
+def _date_dataset(root: Location, date: str, query: HistoryQuery) -> ds.Dataset | None:
     listed = _files(root, date, query)
     damaged = set(_damaged_in(listed))
-    files = [str(path) for path in listed if path not in damaged]
+    files = [path.path for path in listed if path not in damaged]
     if not files:
         return None
     # The schema is given, not inferred: every file of the log reads as the same columns; the
@@ -229,11 +228,12 @@ def _date_dataset(root: Path, date: str, query: HistoryQuery) -> ds.Dataset | No
         schema=LOG_SCHEMA,
         format="parquet",
         partitioning=PARTITIONING,
-        partition_base_dir=str(root),
+        partition_base_dir=root.path,
+        filesystem=root.fs,
     )
 
 
-def _read_date(root: Path, date: str, query: HistoryQuery, after, need: int) -> pa.Table:
+def _read_date(root: Location, date: str, query: HistoryQuery, after, need: int) -> pa.Table:
     """The best ``need`` rows of one date for the page, in two passes over its row groups:
     the ordering columns of each row group the filter's statistics do not rule out (three
     narrow columns, trimmed to the best ``need`` as they come), then every column of only the

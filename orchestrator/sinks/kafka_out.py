@@ -62,6 +62,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from orchestrator.health.outage import Outage
 from orchestrator.sinks.wal import WriteAheadLog
+from orchestrator.storage import Location, locate
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +202,11 @@ def _plain(row: dict, maps: set[str]) -> dict:
 
 
 class KafkaOutbox:
-    def __init__(self, config: KafkaSinkSettings, directory: Path, outage: Outage):
+    def __init__(self, config: KafkaSinkSettings, directory: Location | Path | str, outage: Outage):
         self.config, self.outage = config, outage
         self.transactional_id = config.transactional_id or "tickcast-sink"
         self._wal = WriteAheadLog(directory, OUTBOX_SCHEMA)
-        self._seq_path = Path(directory) / "next-seq"
+        self._seq_path = locate(directory) / "next-seq"
         # (number, events, the outbox segment they are in), oldest first
         self._queue: deque[tuple[int, pa.Table, int]] = deque()
         self._next = 0
@@ -264,9 +265,7 @@ class KafkaOutbox:
 
     def _save_next_seq(self) -> None:
         """After outbox segments go, the next seq must outlive them (it orders the writes)."""
-        partial = self._seq_path.with_suffix(".partial")
-        partial.write_text(str(self._next_seq))
-        partial.replace(self._seq_path)
+        self._seq_path.write_text(str(self._next_seq))  # atomic: the old or the new
 
     def _enqueue(self, messages: pa.Table, segment: int) -> None:
         self._queue.append((self._next, messages, segment))

@@ -26,14 +26,15 @@ from orchestrator.sinks.compaction import (
     live_files,
     partition_folders,
 )
+from orchestrator.storage import Location, locate
 from orchestrator.stream.events import PREDICTION_SCHEMA
 
 DAY_MS = 86_400_000
 
 
 class ParquetLog:
-    def __init__(self, root: Path, flush_rows: int = 5000):
-        self.root = Path(root)
+    def __init__(self, root: Location | Path | str, flush_rows: int = 5000):
+        self.root = locate(root)
         self.flush_rows = flush_rows
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -42,9 +43,9 @@ class ParquetLog:
     def remove_torn_flushes(self) -> int:
         """Staging folders a flush killed mid-way left behind (their rows are still in the
         sink's write-ahead log and are written again): call before the first flush."""
-        torn = [p for p in self.root.glob("_staging-*") if p.is_dir()]
-        for path in torn:
-            shutil.rmtree(path, ignore_errors=True)
+        torn = self.root.dirs("_staging-")
+        for folder in torn:
+            folder.delete_tree()
         return len(torn)
 
     def append(self, predictions: pa.Table) -> bool:
@@ -65,12 +66,14 @@ class ParquetLog:
             return 0
         table = pa.concat_tables(self._pending)
         table = table.append_column("date", utc_dates(table["open_time"]))
-        # Written beside the log (pyarrow skips "_"-prefixed folders when reading) and then
-        # renamed into place, so a reader never opens a half-written file.
-        staging = self.root / f"_staging-{uuid.uuid4().hex}"
+        # Locally written beside the log (pyarrow skips "_"-prefixed folders when reading)
+        # and then renamed into place, so a reader never opens a half-written file; on an
+        # object store each file's upload appears only when complete: written in place.
+        target = self.root / f"_staging-{uuid.uuid4().hex}" if self.root.local else self.root
         ds.write_dataset(
             table,
-            staging,
+            target.path,
+            filesystem=self.root.fs,
             format="parquet",
             partitioning=ds.partitioning(
                 pa.schema([("date", pa.string()), ("timeframe", pa.string())]), flavor="hive"
@@ -82,7 +85,8 @@ class ParquetLog:
                 use_dictionary=dictionary_columns(table.schema)
             ),
         )
-        _move_into(staging, self.root)
+        if target != self.root:
+            _move_into(target.local_path(), self.root.local_path())
         # Cleared only after the write succeeded: a failed flush keeps its rows for the next one.
         self._pending, self._pending_rows = [], 0
         self.rows_written += table.num_rows
@@ -111,18 +115,32 @@ def utc_date(ms: int) -> str:
 
 
 def read_log(
-    root: Path, empty: pa.Schema = PREDICTION_SCHEMA, where: ds.Expression | None = None
+    root: Location | Path | str,
+    empty: pa.Schema = PREDICTION_SCHEMA,
+    where: ds.Expression | None = None,
 ) -> pa.Table:
     """The whole log as one table (its columns plus the partition columns), each row once
     while a compaction runs (see ``compaction.live_files``); ``where`` filters the rows in
     the scan."""
-    files = [str(p) for folder in partition_folders(root) for p in live_files(folder)]
+    root = locate(root)
+    files = [p.path for folder in partition_folders(root) for p in live_files(folder)]
     if not files:
         return empty.empty_table()
-    found = ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(root))
+    found = ds.dataset(
+        files,
+        format="parquet",
+        partitioning="hive",
+        partition_base_dir=root.path,
+        filesystem=root.fs,
+    )
     # Files written before a column was added read it as null (the schema inferred from the
     # first file would drop it from every file, or miss it).
     schema = pa.unify_schemas([found.schema, empty])
     return ds.dataset(
-        files, schema=schema, format="parquet", partitioning="hive", partition_base_dir=str(root)
+        files,
+        schema=schema,
+        format="parquet",
+        partitioning="hive",
+        partition_base_dir=root.path,
+        filesystem=root.fs,
     ).to_table(filter=where)

@@ -1,10 +1,15 @@
 """A write-ahead log of prediction tables: what the sink has confirmed survives its crash.
 
-Each record is appended to an Arrow IPC stream segment and flushed to the OS before the
-sink answers, so a killed process loses nothing it confirmed (an OS crash may: segments are
-not fsynced per record, a deliberate trade of durability for per-tick latency). When the
-buffered rows reach the Parquet log, the segment is deleted; on start, leftover segments are
-read back (a torn last message ends a segment) and written again.
+On a local folder each record is appended to an Arrow IPC stream segment and flushed to the
+OS before the sink answers, so a killed process loses nothing it confirmed (an OS crash
+may: segments are not fsynced per record, a deliberate trade of durability for per-tick
+latency). On an object store (``s3://…``) an object cannot be appended to: each record is
+an object of its own (``segment-<n>-<record>.arrows``), uploaded whole before the sink
+answers, so a sink whose node dies loses nothing it confirmed either; it costs one upload
+per record (tens of milliseconds) instead of a local write.
+
+When the buffered rows reach the Parquet log, the segment is deleted; on start, leftover
+segments are read back (a torn last message ends a segment) and written again.
 
 With ``keep_s``, flushed segments are not deleted but renamed ``flushed-*`` and kept until
 ``keep_s`` older than the newest of them (by their last write, so a sink started hours
@@ -19,30 +24,39 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from orchestrator.storage import Entry, Location, locate
+
 
 class WriteAheadLog:
-    def __init__(self, directory: Path, schema: pa.Schema, keep_s: float = 0.0):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def __init__(self, directory: Location | Path | str, schema: pa.Schema, keep_s: float = 0.0):
+        self.directory = locate(directory)
+        self.directory.mkdirs()
         self.schema = schema
         self.keep_s = keep_s
         self._writer: ipc.RecordBatchStreamWriter | None = None
         self._sink = None
         self._segment = self._next_segment_number()
+        self._records = 0  # records of the current segment (object stores)
+
+    def _entries(self, kind: str) -> list[Entry]:
+        return self.directory.files(prefix=f"{kind}-", suffix=".arrows")
 
     def _next_segment_number(self) -> int:
-        numbers = [
-            int(p.stem.split("-")[1])
-            for pattern in ("segment-*.arrows", "flushed-*.arrows")
-            for p in self.directory.glob(pattern)
-        ]
+        numbers = [_segment_of(e) for kind in ("segment", "flushed") for e in self._entries(kind)]
         return max(numbers, default=-1) + 1
 
     def append(self, table: pa.Table) -> None:
+        table = table.cast(self.schema)
+        if not self.directory.local:
+            name = f"segment-{self._segment:08d}-{self._records:06d}.arrows"
+            (self.directory / name).write_bytes(_stream_bytes(table, self.schema))
+            self._records += 1
+            return
         if self._writer is None:
-            self._sink = (self.directory / f"segment-{self._segment:08d}.arrows").open("ab")
+            path = Path(self.directory.path) / f"segment-{self._segment:08d}.arrows"
+            self._sink = path.open("ab")
             self._writer = ipc.new_stream(self._sink, self.schema)
-        self._writer.write_table(table.cast(self.schema))
+        self._writer.write_table(table)
         self._sink.flush()
 
     @property
@@ -56,48 +70,54 @@ class WriteAheadLog:
         self._close()
         closed = self._segment
         self._segment += 1
+        self._records = 0
         return closed
 
     def drop_through(self, segment: int) -> None:
         """Everything in segments up to ``segment`` is durable elsewhere: drop them."""
-        for path in self.directory.glob("segment-*.arrows"):
-            if int(path.stem.split("-")[1]) <= segment:
-                path.unlink()
+        for entry in self._entries("segment"):
+            if _segment_of(entry) <= segment:
+                entry.location.delete()
 
     def truncate(self) -> None:
         """Everything appended so far is durable elsewhere: drop it (with ``keep_s``: keep it
         a while as the record of recent writes)."""
         self._close()
-        for path in self.directory.glob("segment-*.arrows"):
+        for entry in self._entries("segment"):
             if self.keep_s > 0:
-                path.replace(path.with_name("flushed-" + path.name.split("-", 1)[1]))
+                flushed = self.directory / ("flushed-" + entry.name.split("-", 1)[1])
+                if self.directory.local:
+                    entry.location.atomic_rename(flushed)
+                else:  # no rename on an object store: a server-side copy, then the delete
+                    self.directory.fs.move(entry.location.path, flushed.path)
             else:
-                path.unlink()
+                entry.location.delete()
         self._prune()
         self._segment += 1
+        self._records = 0
 
     def _prune(self) -> None:
-        flushed = [(p.stat().st_mtime, p) for p in self.directory.glob("flushed-*.arrows")]
+        flushed = self._entries("flushed")
         if not flushed:
             return
-        newest = max(mtime for mtime, _ in flushed)
-        for mtime, path in flushed:
-            if mtime < newest - self.keep_s:
-                path.unlink(missing_ok=True)
+        newest = max(e.mtime for e in flushed)
+        for entry in flushed:
+            if entry.mtime < newest - self.keep_s:
+                entry.location.delete()
 
     def recent(self) -> pa.Table:
         """What was flushed in the last ``keep_s`` of writing (``keep_s`` 0: nothing)."""
-        tables = []
-        for path in sorted(self.directory.glob("flushed-*.arrows")):
-            tables.extend(_complete_batches(path))
-        return _in_schema(tables, self.schema)
+        return _in_schema(self._batches("flushed"), self.schema)
 
     def recover(self) -> pa.Table:
         """Every complete record left by a previous process, in order."""
-        tables = []
-        for path in sorted(self.directory.glob("segment-*.arrows")):
-            tables.extend(_complete_batches(path))
-        return _in_schema(tables, self.schema)
+        return _in_schema(self._batches("segment"), self.schema)
+
+    def _batches(self, kind: str) -> list[pa.RecordBatch]:
+        batches = []
+        for entry in self._entries(kind):
+            batches.extend(_complete_batches(entry.location))
+        return batches
 
     def _close(self) -> None:
         if self._writer is not None:
@@ -106,10 +126,22 @@ class WriteAheadLog:
             self._writer = self._sink = None
 
 
-def _complete_batches(path: Path) -> list[pa.RecordBatch]:
+def _segment_of(entry: Entry) -> int:
+    return int(entry.name.split("-")[1].split(".")[0])
+
+
+def _stream_bytes(table: pa.Table, schema: pa.Schema) -> bytes:
+    out = pa.BufferOutputStream()
+    with ipc.new_stream(out, schema) as writer:
+        writer.write_table(table)
+    return out.getvalue().to_pybytes()
+
+
+def _complete_batches(where: Location) -> list[pa.RecordBatch]:
     batches = []
     try:
-        with ipc.open_stream(pa.memory_map(str(path))) as reader:
+        source = pa.memory_map(where.path) if where.local else pa.BufferReader(where.read_bytes())
+        with ipc.open_stream(source) as reader:
             for batch in reader:
                 batches.append(batch)
     except (pa.ArrowInvalid, OSError):  # a torn tail: the record was never confirmed

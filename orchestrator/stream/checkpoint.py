@@ -1,28 +1,25 @@
-"""Checkpoints of actor state: plain picklable data, written atomically.
+"""Checkpoints of actor state: plain picklable data, published atomically.
 
 A checkpoint is either the previous complete file or the new complete file, never a torn
-mix: it is written beside the target and moved over it with ``os.replace``.
+mix (``Location.write_bytes``: a renamed temporary file locally, a single upload on an
+object store), wherever ``state_dir`` points.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("wb") as f:
-        pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+from orchestrator.storage import Location, locate
 
 
-def load_checkpoint(path: Path) -> dict | None:
-    if not path.exists():
+def save_checkpoint(where: Location | Path | str, state: dict) -> None:
+    locate(where).write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def load_checkpoint(where: Location | Path | str) -> dict | None:
+    try:
+        data = locate(where).read_bytes()
+    except FileNotFoundError:
         return None
-    with path.open("rb") as f:
-        return pickle.load(f)
+    return pickle.loads(data)

@@ -1,18 +1,18 @@
 """Pages of the prediction log and its compaction: every page equals the same page cut from
-the whole log read and sorted (the reference), before, during and after compaction."""
+the whole log read and sorted (the reference), before, during and after compaction; each on
+a local folder and on an S3 server (``storage_root``)."""
 
 import random
-import shutil
 import time
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.bench.history import prediction_rows
-from orchestrator.sinks.compaction import Compactor, live_files
+from orchestrator.sinks.compaction import Compactor, live_files, partition_folders
 from orchestrator.sinks.history import BadCursor, HistoryQuery, query_log
 from orchestrator.sinks.parquet_log import ParquetLog, read_log
+from orchestrator.storage import locate
 
 DAY = 86_400_000
 HOUR = 3_600_000
@@ -21,15 +21,24 @@ KEY = ("open_time", "symbol", "model_id")
 
 
 @pytest.fixture
-def log_root(tmp_path):
+def log_root(storage_root):
     """Three and a half days of 1h and 4h predictions of two models, written as the sink
     writes (a file per small flush), so each date partition holds several files."""
-    log = ParquetLog(tmp_path / "log", flush_rows=40)
+    log = ParquetLog(f"{storage_root}/log", flush_rows=40)
     for timeframe, step in (("1h", HOUR), ("4h", 4 * HOUR)):
         for start in range(0, 3 * DAY + 12 * HOUR, step):
             log.append(prediction_rows([start], SYMBOLS, timeframe, ("direction", "volatility")))
     log.flush()
     return log.root
+
+
+def _many(root, n: int) -> int:
+    """``n`` cases locally, a quarter of them on S3 (every request a round trip)."""
+    return n if root.local else max(2, n // 4)
+
+
+def _folders(root, timeframe: str = "") -> list:
+    return [f for f in partition_folders(root) if f.name.endswith(timeframe)]
 
 
 def _reference(root, query: HistoryQuery) -> list[tuple]:
@@ -93,8 +102,8 @@ def _check_pages_equal_reference(root, queries) -> None:
 
 
 def test_every_page_by_cursor_equals_the_sorted_whole_log(log_root):
-    assert max(len(live_files(f)) for f in log_root.glob("date=*/*")) > 3  # many small files
-    _check_pages_equal_reference(log_root, _random_queries(1, 16))
+    assert max(len(live_files(f)) for f in _folders(log_root)) > 3  # many small files
+    _check_pages_equal_reference(log_root, _random_queries(1, _many(log_root, 16)))
 
 
 def test_pages_are_the_same_after_compaction_and_the_files_few(log_root):
@@ -102,14 +111,14 @@ def test_pages_are_the_same_after_compaction_and_the_files_few(log_root):
     compactor = Compactor(log_root, fanout=3, band_rows=50)
     compactor.run()  # every folder still "open": merged by levels only
     assert read_log(log_root).num_rows == before
-    assert max(len(live_files(f)) for f in log_root.glob("date=*/*")) < 3 * 2
-    _check_pages_equal_reference(log_root, _random_queries(2, 8))
+    assert max(len(live_files(f)) for f in _folders(log_root)) < 3 * 2
+    _check_pages_equal_reference(log_root, _random_queries(2, _many(log_root, 8)))
     compactor.run(now_s=time.time() + 7200)  # closed: one file per folder
-    assert {len(live_files(f)) for f in log_root.glob("date=*/*")} == {1}
+    assert {len(live_files(f)) for f in _folders(log_root)} == {1}
     assert read_log(log_root).num_rows == before
-    _check_pages_equal_reference(log_root, _random_queries(3, 8))
-    merged = live_files(next(log_root.glob("date=*/timeframe=1h")))[0]
-    symbols = pa.parquet.read_table(merged).column("symbol").to_pylist()
+    _check_pages_equal_reference(log_root, _random_queries(3, _many(log_root, 8)))
+    merged = live_files(_folders(log_root, "=1h")[0])[0]
+    symbols = pq.read_table(merged.path, filesystem=merged.fs).column("symbol").to_pylist()
     assert symbols == sorted(symbols)  # symbol-major: a symbol's rows in few row groups
 
 
@@ -121,36 +130,35 @@ def test_a_page_of_the_newest_rows_opens_only_the_newest_day(log_root):
     assert query_log(log_root, HistoryQuery(limit=10, count=True)).dates_read == 1
 
 
-def test_the_log_stays_at_a_bounded_number_of_files_as_it_grows(tmp_path):
-    log = ParquetLog(tmp_path, flush_rows=1)
-    compactor = Compactor(tmp_path, fanout=4)
-    counts = []
-    for minute in range(300):
+def test_the_log_stays_at_a_bounded_number_of_files_as_it_grows(storage_root):
+    log = ParquetLog(storage_root, flush_rows=1)
+    compactor = Compactor(storage_root, fanout=4)
+    counts, minutes = [], _many(locate(storage_root), 300)
+    for minute in range(minutes):
         log.append(prediction_rows([minute * 60_000], ["A/USDT"], "1m", ("direction",)))
         if minute % 10 == 9:
             compactor.run()
-            counts.append(len(live_files(tmp_path / "date=1970-01-01" / "timeframe=1m")))
+            counts.append(len(live_files(f"{storage_root}/date=1970-01-01/timeframe=1m")))
     assert max(counts) <= 3 * 4  # at most fanout - 1 files of each of three levels
-    times = read_log(tmp_path).column("open_time").to_pylist()
-    assert sorted(times) == [m * 60_000 for m in range(300)]  # each row once
+    times = read_log(storage_root).column("open_time").to_pylist()
+    assert sorted(times) == [m * 60_000 for m in range(minutes)]  # each row once
 
 
-def test_a_crash_between_publish_and_delete_shows_no_row_twice(log_root, tmp_path):
-    folder = next(log_root.glob("date=*/timeframe=1h"))
-    saved = tmp_path / "saved"
-    shutil.copytree(folder, saved)
+def test_a_crash_between_publish_and_delete_shows_no_row_twice(log_root):
+    folder = _folders(log_root, "=1h")[0]
+    saved = {e.name: e.location.read_bytes() for e in folder.files(suffix=".parquet")}
     rows = read_log(log_root).num_rows
     Compactor(log_root, fanout=2).run(now_s=time.time() + 7200)
-    for path in saved.iterdir():  # the sources back: as if the process died before deleting
-        shutil.copy(path, folder / path.name)
-    assert len(list(folder.glob("*.parquet"))) > 1
+    for name, data in saved.items():  # the sources back: as if the process died before deleting
+        (folder / name).write_bytes(data)
+    assert len(folder.files(suffix=".parquet")) > 1
     assert read_log(log_root).num_rows == rows  # the merged file names them: skipped
     query = HistoryQuery(timeframe="1h", limit=10_000)
     assert len(query_log(log_root, query).rows) == len(_reference(log_root, query))
     compactor = Compactor(log_root, fanout=2)
     compactor.run()
-    assert compactor.stats.leftovers_removed == len(list(saved.iterdir()))
-    assert len(list(folder.glob("*.parquet"))) == 1
+    assert compactor.stats.leftovers_removed == len(saved)
+    assert len(folder.files(suffix=".parquet")) == 1
 
 
 def test_a_cursor_from_elsewhere_is_refused(log_root):
@@ -161,13 +169,13 @@ def test_a_cursor_from_elsewhere_is_refused(log_root):
         query_log(log_root, HistoryQuery(cursor="bm90IGpzb24"))
 
 
-def test_a_missing_log_is_an_empty_page(tmp_path):
-    page = query_log(tmp_path / "missing", HistoryQuery(count=True))
+def test_a_missing_log_is_an_empty_page(storage_root):
+    page = query_log(f"{storage_root}/missing", HistoryQuery(count=True))
     assert (page.rows, page.next_cursor, page.total) == ([], None, 0)
 
 
 def test_a_broken_file_stops_the_merge_of_its_folder_only(log_root):
-    folders = sorted(log_root.glob("date=*/timeframe=1h"))
+    folders = _folders(log_root, "=1h")
     (folders[0] / "part-broken-0.parquet").write_bytes(b"PAR1 not parquet")
     compactor = Compactor(log_root, fanout=2)
     compactor.run(now_s=time.time() + 7200)
@@ -182,7 +190,7 @@ def test_a_damaged_file_is_left_out_of_pages_and_named_once(log_root, caplog):
     pages answer from the others, say how many files they skipped, and the log names it once."""
     query = HistoryQuery(limit=10_000, descending=True)
     whole = query_log(log_root, query).rows
-    folder = sorted(log_root.glob("date=*/timeframe=1h"))[-1]
+    folder = _folders(log_root, "=1h")[-1]
     victim = live_files(folder)[0]
     lost = {(r["open_time"], r["symbol"], r["model_id"]) for r in read_log(log_root).to_pylist()}
     victim.write_bytes(victim.read_bytes()[:100])  # torn: no footer
@@ -199,9 +207,10 @@ def test_a_damaged_file_is_left_out_of_pages_and_named_once(log_root, caplog):
 
 
 def read_log_without(damaged) -> list[dict]:
-    root = damaged.parents[2]
+    root = damaged.parent.parent.parent
     rows = []
-    for path in sorted(root.rglob("*.parquet")):
-        if path != damaged and path.name[0] not in "._":
-            rows += pq.read_table(path).to_pylist()
+    for folder in partition_folders(root):
+        for path in live_files(folder):
+            if path != damaged:
+                rows += pq.read_table(path.path, filesystem=path.fs).to_pylist()
     return rows

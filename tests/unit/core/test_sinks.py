@@ -6,6 +6,7 @@ import pytest
 
 from orchestrator.sinks.latest import LatestStore
 from orchestrator.sinks.parquet_log import ParquetLog, read_log, utc_dates
+from orchestrator.storage import locate
 from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
 from tests.fakes.predictions import direction_predictions
 
@@ -147,7 +148,7 @@ def test_failed_flush_keeps_rows(tmp_path):
     log.append(_predictions(0))
     with pytest.raises(OSError):
         log.flush()
-    log.root = tmp_path / "log"
+    log.root = locate(tmp_path / "log")
     assert log.flush() == 2
 
 

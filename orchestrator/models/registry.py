@@ -22,8 +22,6 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -32,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.features import FEATURE_NAMES
 from orchestrator.models.comparison import live_evidence_problem
+from orchestrator.storage import Entry, Location, locate
 
 MANIFEST = "manifest.json"
 HISTORY = "history.jsonl"  # one JSON object per line, per model folder
@@ -351,27 +350,43 @@ class ModelRegistry:
 
 
 class Registry(ModelRegistry):
-    """The file registry (``models_onnx/``)."""
+    """The file registry (``models_onnx/``): a folder, or a prefix on an object store
+    (``s3://bucket/models``), holding ``<model id>/<version>/manifest.json`` and its model."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self.location = str(self.root)
-        # Parsed manifests by path, valid while the file's mtime and size are unchanged: a
+    def __init__(self, root: Location | Path | str):
+        self.root = locate(root)
+        self.location = self.root.uri
+        # Parsed manifests by location, valid while the file's mtime and size are unchanged: a
         # request path resolves models often, and re-parsing 30 manifests cost ~10 ms each time.
-        self._parsed: dict[Path, tuple[tuple[int, int], ModelManifest]] = {}
+        self._parsed: dict[str, tuple[tuple[float, int], ModelManifest]] = {}
 
     def manifests(
         self, model_type: str | None = None, timeframe: str | None = None
     ) -> list[ModelManifest]:
         # One model's folder when the model is named (a request resolves one model; listing
         # all thirty folders per request was its largest cost), every folder otherwise.
-        folder = model_id(model_type, timeframe) if model_type and timeframe else "*"
-        found = [self._read(p) for p in sorted(self.root.glob(f"{folder}/*/{MANIFEST}"))]
+        named = model_id(model_type, timeframe) if model_type and timeframe else None
+        found = [self._read(entry) for entry in self._manifest_entries(named)]
         return [
             m
             for m in found
             if (model_type is None or m.model_type == model_type)
             and (timeframe is None or m.timeframe == timeframe)
+        ]
+
+    def _manifest_entries(self, named: str | None) -> list[Entry]:
+        """``<model>/<version>/manifest.json`` of one model or of all, sorted by path."""
+        if self.root.local:  # a glob: two folder levels, not every file of the registry
+            base = Path(self.root.path)
+            paths = sorted(base.glob(f"{named or '*'}/*/{MANIFEST}"))
+            return [Location(self.root.fs, str(p)).stat() for p in paths]
+        top = self.root / named if named else self.root
+        depth = 2 if named else 3  # path parts below ``top``
+        prefix = len(top.path) + 1
+        return [
+            e
+            for e in top.files(suffix=MANIFEST, recursive=True)
+            if e.name == MANIFEST and e.location.path[prefix:].count("/") == depth - 1
         ]
 
     def model_bytes(self, manifest: ModelManifest) -> bytes:
@@ -380,29 +395,42 @@ class Registry(ModelRegistry):
     def manifest(self, model_id_: str, version: str) -> ModelManifest:
         split_model_id(model_id_)
         path = self.root / model_id_ / version / MANIFEST
-        if not path.is_file():
-            raise RegistryError(f"no model {model_id_}@{version} in {self.root}")
-        return self._read(path)
+        try:
+            entry = path.stat()
+        except FileNotFoundError:
+            raise RegistryError(f"no model {model_id_}@{version} in {self.root}") from None
+        return self._read(entry)
 
     def history(self, model_id_: str) -> list[dict]:
-        path = self.root / model_id_ / HISTORY
-        if not path.is_file():
+        try:
+            text = (self.root / model_id_ / HISTORY).read_text()
+        except FileNotFoundError:
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def _record(self, model_id_: str, entry: dict) -> None:
-        with open(self.root / model_id_ / HISTORY, "a") as handle:
-            handle.write(json.dumps(entry) + "\n")
+        path = self.root / model_id_ / HISTORY
+        line = json.dumps(entry) + "\n"
+        if path.local:
+            with open(path.path, "a") as handle:
+                handle.write(line)
+            return
+        # No appends on an object store: the history is rewritten whole (two registry
+        # commands at the same instant could lose one's line: run them one at a time).
+        try:
+            before = path.read_text()
+        except FileNotFoundError:
+            before = ""
+        path.write_text(before + line)
 
     def publish(self, manifest: ModelManifest, model_bytes: bytes) -> ModelManifest:
         folder = self.root / manifest.model_id / manifest.version
         if (folder / MANIFEST).exists():
             raise RegistryError(f"{manifest.key} is already in {self.root}")
-        folder.mkdir(parents=True, exist_ok=True)
         (folder / manifest.file).write_bytes(model_bytes)
         # the manifest last: a version is listed only once its model file is complete
         stored = manifest.model_dump(exclude={"mlflow_version"}, exclude_none=True)
-        write_atomically(folder / MANIFEST, json.dumps(stored, indent=2) + "\n")
+        (folder / MANIFEST).write_text(json.dumps(stored, indent=2) + "\n")
         return manifest
 
     def _set_stage(self, manifest: ModelManifest, **changes) -> ModelManifest:
@@ -411,63 +439,49 @@ class Registry(ModelRegistry):
         raw = json.loads(path.read_text())
         raw.update(changes)
         updated = ModelManifest.model_validate(raw)
-        write_atomically(path, json.dumps(raw, indent=2) + "\n")
+        path.write_text(json.dumps(raw, indent=2) + "\n")
         return updated
 
     def _challenger_version(self, model_id_: str) -> str | None:
         path = self.root / model_id_ / ALIASES
-        if not path.is_file():
-            return None
         try:
             return json.loads(path.read_text()).get("challenger")
+        except FileNotFoundError:
+            return None
         except (ValueError, OSError) as exc:
             raise RegistryError(f"unreadable {path}: {exc}") from exc
 
     def _mark_challenger(self, model_id_: str, manifest: ModelManifest | None) -> None:
         path = self.root / model_id_ / ALIASES
         if manifest is None:
-            path.unlink(missing_ok=True)
+            path.delete()
         else:
-            write_atomically(path, json.dumps({"challenger": manifest.version}) + "\n")
+            path.write_text(json.dumps({"challenger": manifest.version}) + "\n")
 
-    def _read(self, path: Path) -> ModelManifest:
+    def _read(self, entry: Entry) -> ModelManifest:
+        path = entry.location
+        stamp = (entry.mtime, entry.size)
+        cached = self._parsed.get(path.uri)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
         try:
-            stat = path.stat()
-            stamp = (stat.st_mtime_ns, stat.st_size)
-            cached = self._parsed.get(path)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
             manifest = ModelManifest.model_validate(json.loads(path.read_text()))
         except (ValueError, OSError) as exc:
             raise RegistryError(f"unreadable manifest {path}: {exc}") from exc
-        self._parsed[path] = (stamp, manifest)
+        self._parsed[path.uri] = (stamp, manifest)
         return manifest
 
 
 def open_registry(location: str | Path) -> ModelRegistry:
     """The registry at a configured location: ``mlflow:<tracking URI>`` (or ``mlflow:`` for
     ``MLFLOW_TRACKING_URI``) is MLflow's Model Registry; anything else is a folder (relative
-    paths against the project root)."""
+    paths against the project root) or an object-store prefix (``s3://bucket/models``)."""
     text = str(location)
     if text.startswith("mlflow:"):
         from orchestrator.models.mlflow_registry import MlflowRegistry  # mlflow only if used
 
         return MlflowRegistry(text.removeprefix("mlflow:") or None)
-    from orchestrator import resolve_path
-
-    return Registry(resolve_path(text))
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write a file so a reader sees the old content or the new, never half of either."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return Registry(locate(text))
 
 
 def check_feature_names(manifest: ModelManifest) -> None:

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from orchestrator import resolve_path
 
@@ -245,6 +247,22 @@ class Location:
         os.replace(self.path, target.path)
 
 
+def write_parquet(table: pa.Table, where: Location, **options) -> None:
+    """Publish ``table`` as the Parquet file ``where``, whole (see ``Location.write_bytes``):
+    locally under a dot-name readers skip, then renamed; on an object store, uploaded."""
+    if not where.local:
+        pq.write_table(table, where.path, filesystem=where.fs, **options)
+        return
+    where.parent.mkdirs()
+    tmp = where.parent / f".{where.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        pq.write_table(table, tmp.path, **options)
+        tmp.atomic_rename(where)
+    except BaseException:
+        tmp.delete()
+        raise
+
+
 def _seconds(mtime: datetime | float | None) -> float:
     if mtime is None:
         return 0.0
@@ -281,9 +299,10 @@ def _filesystem(scheme: str, uri: str) -> pafs.FileSystem:
     except Exception as pyarrow_error:  # a scheme pyarrow has no client for: fsspec's
         try:
             import fsspec
-        except ImportError:
+
+            return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem(scheme)))
+        except (ImportError, ValueError) as fsspec_error:
             raise ValueError(
-                f"no filesystem for {scheme}:// ({pyarrow_error}); pyarrow knows s3, gs and "
-                "hdfs, and other schemes need fsspec and its plugin installed"
+                f"no filesystem for {scheme}:// ({pyarrow_error}; {fsspec_error}): pyarrow "
+                "knows s3, gs and hdfs; other schemes need fsspec and its plugin installed"
             ) from pyarrow_error
-        return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem(scheme)))

@@ -100,11 +100,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--out",
-        type=Path,
-        default=Path("var/backfill"),
-        help="output folder, apart from the live log (default: var/backfill)",
+        type=local_or_uri,
+        default=local_or_uri("var/backfill"),
+        help="output folder or object-store URI (s3://bucket/prefix), apart from the live log "
+        "(default: var/backfill)",
     )
-    p.add_argument("--report", type=Path, help="report folder (default: OUT/report)")
+    p.add_argument(
+        "--report",
+        type=Path,
+        help="report folder (default: OUT/report; var/backfill/report "
+        "when OUT is on an object store)",
+    )
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--redis-url", help="publish the completion record to this Redis")
     p.add_argument(
@@ -141,8 +147,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def local_or_uri(text: str) -> str:
+    """A URI as given; a local path made absolute against the working directory (the
+    storage layer resolves relative paths against the repository, as configs do)."""
+    return text if "://" in text else str(Path(text).resolve())
+
+
 def options_from(args: argparse.Namespace) -> BackfillOptions:
-    report = None if args.no_report else (args.report or args.out / "report")
+    default_report = Path("var/backfill/report") if "://" in args.out else Path(args.out) / "report"
+    report = None if args.no_report else (args.report or default_report)
     extra = {"models_dir": args.models_dir} if args.models_dir else {}
     return BackfillOptions(
         sources=tuple(args.data),

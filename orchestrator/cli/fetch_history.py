@@ -37,47 +37,46 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from orchestrator import resolve_path
 from orchestrator.feeds.ccxt.common import FeedCounters, OhlcvFetcher, rows_to_batch
 from orchestrator.feeds.ccxt.config import ExchangeConfig, build_client
 from orchestrator.feeds.retry import RetryPolicy
 from orchestrator.market.archives import path_safe_symbol, read_binance_zip
 from orchestrator.market.timeframes import TIMEFRAMES, timeframe_ms
 from orchestrator.market.validate import validate_candles
+from orchestrator.storage import Location, locate, write_parquet
 
 # --- the dataset layout --------------------------------------------------------------------
 
 
-def series_dir(root: Path, exchange: str, symbol: str, timeframe: str) -> Path:
+def series_dir(root: Location | str, exchange: str, symbol: str, timeframe: str) -> Location:
     return (
-        root
+        locate(root)
         / f"exchange={exchange}"
         / f"symbol={path_safe_symbol(symbol)}"
         / f"timeframe={timeframe}"
     )
 
 
-def stored_open_times(directory: Path) -> np.ndarray:
-    """Open times already on disk for one series (empty if none)."""
-    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+def stored_open_times(directory: Location) -> np.ndarray:
+    """Open times already stored for one series (empty if none)."""
+    files = [e.location.path for e in directory.files(suffix=".parquet") if e.name[0] != "."]
     if not files:
         return np.empty(0, dtype=np.int64)
-    table = ds.dataset(files, format="parquet").to_table(columns=["open_time"])
-    return table.column("open_time").to_numpy()
+    dataset = ds.dataset(files, format="parquet", filesystem=directory.fs)
+    return dataset.to_table(columns=["open_time"]).column("open_time").to_numpy()
 
 
-def write_new_candles(directory: Path, candles: pa.Table, stored: np.ndarray) -> int:
-    """Write rows whose open time is not stored yet (last copy wins); returns rows written."""
+def write_new_candles(directory: Location, candles: pa.Table, stored: np.ndarray) -> int:
+    """Write rows whose open time is not stored yet (last copy wins); returns rows written.
+    Each file is published whole: a killed run leaves no torn file to trip the next."""
     fresh = candles.filter(pa.array(~np.isin(candles.column("open_time").to_numpy(), stored)))
     if fresh.num_rows == 0:
         return 0
     fresh = _last_per_open_time(fresh)
     times = fresh.column("open_time").to_numpy()
-    directory.mkdir(parents=True, exist_ok=True)
-    pq.write_table(fresh, directory / f"part-{times[0]}-{times[-1]}.parquet")
+    write_parquet(fresh, directory / f"part-{times[0]}-{times[-1]}.parquet")
     return fresh.num_rows
 
 
@@ -155,7 +154,7 @@ async def download_series(
 
 
 def _flush(
-    directory: Path, args: argparse.Namespace, symbol: str, rows: list, stored: np.ndarray
+    directory: Location, args: argparse.Namespace, symbol: str, rows: list, stored: np.ndarray
 ) -> int:
     if not rows:
         return 0
@@ -241,7 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--timeframe", help="default: read from the file name")
 
     for sub in (get, imp):
-        sub.add_argument("--out", type=resolve_path, required=True, help="dataset root directory")
+        sub.add_argument(
+            "--out",
+            required=True,
+            help="dataset root: a folder (relative: to the repository) or an object-store "
+            "URI (s3://bucket/candles)",
+        )
         sub.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

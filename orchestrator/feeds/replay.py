@@ -21,6 +21,7 @@ from orchestrator.market.archives import infer_symbol_timeframe, path_safe_symbo
 from orchestrator.market.schema import CANDLE_SCHEMA
 from orchestrator.market.timeframes import MINUTE_MS, run_bounds
 from orchestrator.market.validate import table_to_batch
+from orchestrator.storage import Location, locate
 
 REPLAYABLE_SUFFIXES = (".parquet", ".feather", ".arrow", ".zip")
 TIMELINE_ORDER = [("open_time", "ascending"), ("symbol", "ascending")]
@@ -52,9 +53,13 @@ def _one_minute_files(directory: Path) -> list[tuple[Path, str]]:
     return [(path, symbol) for path, symbol, tf in candle_files(directory) if tf == "1m"]
 
 
-def candle_files(directory: Path) -> list[tuple[Path, str, str]]:
+def candle_files(directory: Path | str) -> list[tuple[Path, str, str]]:
     """(file, symbol, timeframe) of every candle file in either layout (see replay_files);
-    the backfill reads other timeframes than 1m through this too."""
+    the backfill reads other timeframes than 1m through this too. ``directory`` may be an
+    object-store URI: its files come back as URIs (``read_candles`` reads them)."""
+    if "://" in str(directory) and not locate(str(directory)).local:
+        return _object_store_files(locate(str(directory)))
+    directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"replay path {directory} is not a directory")
     return _hive_files(directory) if any(directory.glob("exchange=*")) else _flat_files(directory)
@@ -80,6 +85,23 @@ def _hive_files(directory: Path) -> list[tuple[Path, str, str]]:
         )
         for path in paths
     ]
+
+
+def _object_store_files(where: Location) -> list:
+    """``candle_files`` of a prefix on an object store (either layout; one listing)."""
+    found = []
+    for entry in where.files(recursive=True):
+        parts = entry.location.path[len(where.path) + 1 :].split("/")
+        hive = len(parts) == 4 and parts[0].startswith("exchange=")
+        if hive and parts[1].startswith("symbol=") and parts[2].startswith("timeframe="):
+            if entry.name.endswith(".parquet"):
+                symbol, timeframe = parts[1][7:], parts[2][10:]
+                found.append((entry.location.uri, symbol, timeframe))
+        elif len(parts) == 1 and entry.name.lower().endswith(REPLAYABLE_SUFFIXES):
+            found.append((entry.location.uri, *infer_symbol_timeframe(entry.name)))
+    if not found:
+        raise FileNotFoundError(f"no candle files in {where}")
+    return found
 
 
 def load_timeline(files: list[tuple[Path, str]], exchange: str) -> pa.Table:

@@ -14,6 +14,7 @@ candle is quarantined and counted in one place.
 
 from __future__ import annotations
 
+import io
 import re
 import zipfile
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from orchestrator.market.schema import (
     conform_candles,
 )
 from orchestrator.market.timeframes import timeframe_ms
+from orchestrator.storage import locate
 
 # --- ccxt -------------------------------------------------------------------------------
 
@@ -282,9 +284,8 @@ def read_binance_zip(
     path: str | Path, *, exchange: str, symbol: str | None = None, timeframe: str | None = None
 ) -> pa.Table:
     """Read a Binance kline zip (one CSV inside); symbol/timeframe default to the file name."""
-    path = Path(path)
     symbol, timeframe = _names_or_inferred(path, symbol, timeframe)
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(_opened(path)) as archive:
         members = [m for m in archive.namelist() if m.lower().endswith(".csv")]
         if len(members) != 1:
             raise ValueError(f"{path}: expected exactly one CSV inside, found {members}")
@@ -300,10 +301,10 @@ def read_candles(
     """Read any supported candle file into ``CANDLE_SCHEMA``, dispatching on its suffix.
 
     ``.zip``/``.csv``: Binance kline archive; ``.parquet``; ``.feather``/``.arrow``/``.ipc``.
-    ``symbol`` and ``timeframe`` default to what the file name says.
+    ``symbol`` and ``timeframe`` default to what the file name says. ``path`` may be an
+    object-store URI (``s3://bucket/candles/BTC_USDT-1m.parquet``): read whole, then parsed.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
+    suffix = Path(str(path)).suffix.lower()
     if suffix not in _SUFFIXES:
         raise ValueError(f"{path}: unsupported candle file type {suffix!r}; expected {_SUFFIXES}")
     if suffix == ".zip":
@@ -311,7 +312,7 @@ def read_candles(
     symbol, timeframe = _names_or_inferred(path, symbol, timeframe)
     if suffix == ".csv":
         return candles_from_binance_csv(
-            path.read_bytes(),
+            _read_bytes(path),
             exchange=exchange,
             symbol=symbol,
             timeframe=timeframe,
@@ -321,17 +322,30 @@ def read_candles(
     return candles_from_table(table, exchange=exchange, symbol=symbol, timeframe=timeframe)
 
 
-def _read_arrow_file(path: Path, suffix: str) -> pa.Table:
+def _read_bytes(path: str | Path) -> bytes:
+    return locate(str(path)).read_bytes() if "://" in str(path) else Path(path).read_bytes()
+
+
+def _opened(path: str | Path) -> Path | io.BytesIO:
+    """A local path as it is; a URI's content in memory (a file object)."""
+    return io.BytesIO(_read_bytes(path)) if "://" in str(path) else Path(path)
+
+
+def _read_arrow_file(path: str | Path, suffix: str) -> pa.Table:
+    opened = _opened(path)
+    source = pa.BufferReader(opened.getvalue()) if isinstance(opened, io.BytesIO) else opened
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path)
+        return pq.read_table(source)
     import pyarrow.feather as feather  # .feather, .arrow, .ipc
 
-    return feather.read_table(path)
+    return feather.read_table(source)
 
 
-def _names_or_inferred(path: Path, symbol: str | None, timeframe: str | None) -> tuple[str, str]:
+def _names_or_inferred(
+    path: str | Path, symbol: str | None, timeframe: str | None
+) -> tuple[str, str]:
     if symbol is not None and timeframe is not None:
         return symbol, timeframe
     inferred_symbol, inferred_timeframe = infer_symbol_timeframe(path)

@@ -50,6 +50,7 @@ from orchestrator.batch.backfill.writer import (
     Scope,
 )
 from orchestrator.config import SignalConfig
+from orchestrator.storage import locate
 from orchestrator.stream.events import PREDICTION_SCHEMA
 from orchestrator.stream.outcomes import OUTCOME_SCHEMA
 
@@ -59,7 +60,7 @@ MODEL_TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
 @dataclass(frozen=True)
 class BackfillOptions:
     sources: tuple[DataSource, ...]
-    out: Path
+    out: Path | str  # a folder or an object-store URI (orchestrator.storage)
     timeframes: tuple[str, ...] = MODEL_TIMEFRAMES
     models: tuple[ModelSpec, ...] = DEFAULT_SPECS
     symbols: tuple[str, ...] | None = None
@@ -247,7 +248,7 @@ def _one_series(key: tuple[str, str, str], found: list[tuple[pa.Table, str]]) ->
 
 
 def _open_sink(options: BackfillOptions, counts: RunCounts) -> _Sink:
-    out = Path(options.out)
+    out = locate(options.out)
     return _Sink(
         PartitionedWriter(out / "predictions", PREDICTION_SCHEMA, options.flush_rows),
         PartitionedWriter(out / "outcomes", OUTCOME_SCHEMA, options.flush_rows),
@@ -334,9 +335,7 @@ def training_ranges(models: list[LoadedModel]) -> dict[str, tuple[int, int]]:
 
 def _announce(options: BackfillOptions, record: dict, say: Say) -> None:
     """Write the record beside the output and publish it on the event bus, if any."""
-    path = Path(options.out) / "completion.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    (locate(options.out) / "completion.json").write_text(json.dumps(record, indent=2) + "\n")
     if options.redis_url:
         from orchestrator.sinks.redis_bus import RedisStreamBus
 

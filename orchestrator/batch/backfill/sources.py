@@ -34,7 +34,7 @@ DEFAULT_EXCHANGE = "binance"  # the exchange of a flat folder nobody labelled
 class DataSource:
     """A candle folder; ``exchange`` names its rows (None: as stored, or DEFAULT_EXCHANGE)."""
 
-    path: Path
+    path: Path | str  # a folder, or an object-store URI (s3://bucket/candles)
     exchange: str | None = None
 
     @classmethod
@@ -43,8 +43,8 @@ class DataSource:
         if "=" in spec and not Path(spec).exists():
             label, _, path = spec.partition("=")
             if label and "/" not in label:
-                return cls(Path(path), label)
-        return cls(Path(spec))
+                return cls(_path(path), label)
+        return cls(_path(spec))
 
     def describe(self) -> str:
         return f"{self.exchange}={self.path}" if self.exchange else str(self.path)
@@ -78,7 +78,11 @@ def plan_series(
     return plans
 
 
-def _files_by_symbol(path: Path, symbols: tuple[str, ...] | None) -> dict[str, dict]:
+def _path(text: str) -> Path | str:
+    return text if "://" in text else Path(text)
+
+
+def _files_by_symbol(path: Path | str, symbols: tuple[str, ...] | None) -> dict[str, dict]:
     wanted = None if symbols is None else {path_safe_symbol(s) for s in symbols}
     found: dict[str, dict[str, list[Path]]] = {}
     for file, symbol, timeframe in candle_files(path):

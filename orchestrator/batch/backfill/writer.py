@@ -4,7 +4,8 @@ Rows go where the live ``ParquetLog`` puts them (``date=YYYY-MM-DD/timeframe=TF/
 partition columns in the path), so ``read_log`` and ``query_log`` read a backfill as they
 read the live log. Each partition holds one file per model version,
 ``backfill-<model_id>@<version>.parquet``, rewritten whole (written aside, then renamed
-over the old one) whenever rows are added to it.
+over the old one; on an object store, uploaded over it: visible only once complete)
+whenever rows are added to it.
 
 Re-running a range replaces it: ``clear(scope)`` first removes every stored row of the
 run's models and series whose candle closes in the run's range, then ``append`` adds the
@@ -15,8 +16,6 @@ written; running it again repairs it. One writer per root at a time.
 
 from __future__ import annotations
 
-import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ import pyarrow.parquet as pq
 
 from orchestrator.batch.backfill.features import in_range
 from orchestrator.market.timeframes import timeframe_ms
+from orchestrator.storage import Location, locate, write_parquet
 
 FILE_PREFIX = "backfill-"
 DAY_MS = 86_400_000
@@ -69,10 +69,8 @@ def series_key(exchange: str, symbol: str) -> str:
     return f"{exchange}\x1f{symbol}"
 
 
-def partition_file(root: Path, date: str, timeframe: str, model_key: str) -> Path:
-    return (
-        Path(root) / f"date={date}" / f"timeframe={timeframe}" / f"{FILE_PREFIX}{model_key}.parquet"
-    )
+def partition_file(root: Location, date: str, timeframe: str, model_key: str) -> Location:
+    return root / f"date={date}" / f"timeframe={timeframe}" / f"{FILE_PREFIX}{model_key}.parquet"
 
 
 def utc_date(ms: int) -> str:
@@ -84,17 +82,17 @@ class PartitionedWriter:
     """Buffers rows of ``schema`` (which has ``timeframe``, ``open_time``, ``model_id``,
     ``model_version`` and ``event_id``) and merges them into their partition files."""
 
-    root: Path
+    root: Location | Path | str
     schema: pa.Schema
     flush_rows: int = DEFAULT_FLUSH_ROWS
     rows_written: int = 0
     rows_removed: int = 0
-    files_touched: set[Path] = field(default_factory=set)
+    files_touched: set[Location] = field(default_factory=set)
     _pending: list[pa.Table] = field(default_factory=list)
     _pending_rows: int = 0
 
     def __post_init__(self) -> None:
-        self.root = Path(self.root)
+        self.root = locate(self.root)
         self.file_schema = pa.schema([f for f in self.schema if f.name != "timeframe"])
 
     # --- removing a range ----------------------------------------------------------------
@@ -109,17 +107,20 @@ class PartitionedWriter:
         self.rows_removed += removed
         return removed
 
-    def _stored_files(self, model: ModelKey, scope: Scope) -> list[Path]:
-        pattern = f"date=*/timeframe={model.timeframe}/{FILE_PREFIX}{model.key}.parquet"
+    def _stored_files(self, model: ModelKey, scope: Scope) -> list[Location]:
         first, last = _date_bounds(scope, model.timeframe)
+        name = f"{FILE_PREFIX}{model.key}.parquet"
+        folders = (day / f"timeframe={model.timeframe}" for day in self.root.dirs("date="))
         return [
-            p
-            for p in sorted(self.root.glob(pattern))
-            if first <= p.parent.parent.name.removeprefix("date=") <= last
+            entry.location
+            for folder in folders
+            if first <= folder.parent.name.removeprefix("date=") <= last
+            for entry in folder.files(prefix=name)
+            if entry.name == name
         ]
 
-    def _remove_rows(self, path: Path, keys: pa.Array, timeframe: str, scope: Scope) -> int:
-        stored = pq.read_table(path)
+    def _remove_rows(self, path: Location, keys: pa.Array, timeframe: str, scope: Scope) -> int:
+        stored = pq.read_table(path.path, filesystem=path.fs)
         close_time = stored.column("open_time").to_numpy() + (timeframe_ms(timeframe) - 1)
         series = pc.binary_join_element_wise(
             stored.column("exchange"), stored.column("symbol"), "\x1f"
@@ -150,12 +151,12 @@ class PartitionedWriter:
         self.rows_written += table.num_rows
         return table.num_rows
 
-    def _merge(self, path: Path, rows: pa.Table) -> int:
+    def _merge(self, path: Location, rows: pa.Table) -> int:
         """Add ``rows`` to the file; returns how many stored rows they replaced."""
         rows = last_per_event_id(rows.drop_columns(["timeframe"]).cast(self.file_schema))
         replaced = 0
         if path.exists():
-            stored = pq.read_table(path).cast(self.file_schema)
+            stored = pq.read_table(path.path, filesystem=path.fs).cast(self.file_schema)
             kept = stored.filter(
                 pc.invert(pc.is_in(stored.column("event_id"), rows.column("event_id")))
             )
@@ -165,18 +166,14 @@ class PartitionedWriter:
         self._replace(path, rows.sort_by(order))
         return replaced
 
-    def _replace(self, path: Path, table: pa.Table) -> None:
+    def _replace(self, path: Location, table: pa.Table) -> None:
         """Write ``table`` as ``path`` atomically (a reader sees old or new, never half);
         an empty table removes the file."""
         self.files_touched.add(path)  # set.add is atomic: safe from the writer threads
         if table.num_rows == 0:
-            path.unlink(missing_ok=True)
+            path.delete()
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A leading dot: dataset readers (read_log, query_log) skip the file being written.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        write_parquet(table, path)  # readers (read_log, query_log) never see half of it
 
 
 def _in_threads(work, jobs: list) -> list:

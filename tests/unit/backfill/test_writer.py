@@ -1,4 +1,5 @@
-"""The idempotent writer: re-running a range replaces it; the live readers read the result."""
+"""The idempotent writer: re-running a range replaces it; the live readers read the result.
+Each on a local folder and on an S3 server (``storage_root``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pyarrow.compute as pc
 from orchestrator.batch.backfill.writer import ModelKey, PartitionedWriter, Scope, partition_file
 from orchestrator.sinks.history import HistoryQuery, query_log
 from orchestrator.sinks.parquet_log import read_log
+from orchestrator.storage import locate
 from orchestrator.stream.events import PREDICTION_SCHEMA, ModelOutput, TickRows, build_predictions
 from tests.unit.backfill.helpers import MINUTE, START
 
@@ -58,18 +60,19 @@ def _log(root: Path) -> pa.Table:
     return read_log(root).sort_by([("symbol", "ascending"), ("open_time", "ascending")])
 
 
-def test_rows_land_in_the_live_log_layout_under_deterministic_names(tmp_path):
-    write(tmp_path, predictions(), scope())
-    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet"))
+def test_rows_land_in_the_live_log_layout_under_deterministic_names(storage_root):
+    write(storage_root, predictions(), scope())
+    root = locate(storage_root)
+    files = [e.location.path[len(root.path) + 1 :] for e in root.files(recursive=True)]
     assert files == [
         "date=2026-01-01/timeframe=1m/backfill-direction-1m@v1.parquet",
         "date=2026-01-02/timeframe=1m/backfill-direction-1m@v1.parquet",
     ]
-    log = _log(tmp_path)
+    log = _log(storage_root)
     assert log.num_rows == 2 * 2 * 1440
     assert set(log.column("date").to_pylist()) == {"2026-01-01", "2026-01-02"}
     page = query_log(
-        tmp_path,
+        storage_root,
         HistoryQuery(
             symbol="BBB/USDT", start_ms=START, end_ms=START + 10 * MINUTE, limit=5, count=True
         ),
@@ -78,24 +81,25 @@ def test_rows_land_in_the_live_log_layout_under_deterministic_names(tmp_path):
     assert [r["open_time"] for r in page.rows] == [START + i * MINUTE for i in range(5)]
 
 
-def test_running_the_same_range_again_changes_nothing(tmp_path):
-    write(tmp_path, predictions(), scope())
-    first = _log(tmp_path)
-    writer = write(tmp_path, predictions(), scope())
-    again = _log(tmp_path)
+def test_running_the_same_range_again_changes_nothing(storage_root):
+    write(storage_root, predictions(), scope())
+    first = _log(storage_root)
+    writer = write(storage_root, predictions(), scope())
+    again = _log(storage_root)
     assert again.equals(first)
     assert writer.rows_removed == first.num_rows  # all replaced, none added twice
     ids = again.column("event_id")
     assert pc.count_distinct(ids).as_py() == again.num_rows
-    assert not list(tmp_path.rglob(".*"))  # no temporary file left behind
+    names = [e.name for e in locate(storage_root).files(recursive=True)]
+    assert not [n for n in names if n.startswith(".")]  # no temporary file left behind
 
 
-def test_a_narrower_rerun_replaces_only_its_symbols_and_range(tmp_path):
-    write(tmp_path, predictions(value=0.5), scope())
+def test_a_narrower_rerun_replaces_only_its_symbols_and_range(storage_root):
+    write(storage_root, predictions(value=0.5), scope())
     start, end = START + DAY - 30 * MINUTE, START + DAY + 30 * MINUTE  # across midnight
     redone = predictions(symbols=("AAA/USDT",), start=start, minutes=60, value=0.9)
-    write(tmp_path, redone, scope(("AAA/USDT",), start, end))
-    log = _log(tmp_path)
+    write(storage_root, redone, scope(("AAA/USDT",), start, end))
+    log = _log(storage_root)
     assert log.num_rows == 2 * 2 * 1440
     times, values = log.column("open_time").to_numpy(), log.column("value").to_numpy()
     is_a = np.array(log.column("symbol").to_pylist()) == "AAA/USDT"
@@ -105,29 +109,29 @@ def test_a_narrower_rerun_replaces_only_its_symbols_and_range(tmp_path):
     np.testing.assert_array_equal(values[~inside], 0.5)
 
 
-def test_a_rerun_with_fewer_rows_leaves_none_of_the_old_ones(tmp_path):
-    write(tmp_path, predictions(), scope())
-    write(tmp_path, predictions(step=2), scope())  # half the candles this time
-    log = _log(tmp_path)
+def test_a_rerun_with_fewer_rows_leaves_none_of_the_old_ones(storage_root):
+    write(storage_root, predictions(), scope())
+    write(storage_root, predictions(step=2), scope())  # half the candles this time
+    log = _log(storage_root)
     assert log.num_rows == 2 * 1440
     assert (log.column("open_time").to_numpy() % (2 * MINUTE) == START % (2 * MINUTE)).all()
 
 
-def test_a_range_emptied_by_a_rerun_removes_its_files(tmp_path):
-    write(tmp_path, predictions(), scope())
+def test_a_range_emptied_by_a_rerun_removes_its_files(storage_root):
+    write(storage_root, predictions(), scope())
     day_two = START + DAY
-    writer = PartitionedWriter(tmp_path, PREDICTION_SCHEMA)
+    writer = PartitionedWriter(storage_root, PREDICTION_SCHEMA)
     assert writer.clear(scope(start=day_two, end=day_two + DAY)) == 2 * 1440
-    assert not partition_file(tmp_path, "2026-01-02", "1m", MODEL.key).exists()
-    assert partition_file(tmp_path, "2026-01-01", "1m", MODEL.key).exists()
+    assert not partition_file(locate(storage_root), "2026-01-02", "1m", MODEL.key).exists()
+    assert partition_file(locate(storage_root), "2026-01-01", "1m", MODEL.key).exists()
 
 
-def test_rows_appended_twice_without_a_clear_are_still_stored_once(tmp_path):
-    writer = PartitionedWriter(tmp_path, PREDICTION_SCHEMA, flush_rows=1000)
+def test_rows_appended_twice_without_a_clear_are_still_stored_once(storage_root):
+    writer = PartitionedWriter(storage_root, PREDICTION_SCHEMA, flush_rows=1000)
     table = predictions(minutes=600)
     for piece in (table.slice(0, 700), table.slice(500)):  # overlapping pieces, small flushes
         writer.append(piece)
     writer.flush()
-    log = read_log(tmp_path)
+    log = read_log(storage_root)
     assert log.num_rows == table.num_rows
     assert pc.count_distinct(log.column("event_id")).as_py() == table.num_rows

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orchestrator import resolve_path
 from orchestrator.feeds.ccxt.config import ExchangeConfig
 from orchestrator.market.timeframes import TIMEFRAMES
-from orchestrator.storage import locate
 
 
 class StrictModel(BaseModel):
@@ -624,7 +623,10 @@ class TickcastConfig(StrictModel):
     def run_dir(self) -> str:
         """Checkpoints of this environment: restarted actors, a restarted supervisor and a
         restarted application all resume from the same folder."""
-        return (locate(self.stream.state_dir) / self.environment).uri
+        state = self.stream.state_dir
+        if "://" in state:  # an object-store prefix, named without opening a client for it
+            return f"{state.rstrip('/')}/{self.environment}"
+        return str(resolve_path(state) / self.environment)
 
     def sink_settings(self) -> SinkConfig:
         """The sink's section, its Kafka transactional id named after the environment when

@@ -294,6 +294,16 @@ def locate(where: str | Path | Location) -> Location:
 
 
 def _filesystem(scheme: str, uri: str) -> pafs.FileSystem:
+    if scheme == "s3" and "?" not in uri:
+        # Without a region pyarrow asks AWS for the bucket's (a network call, even for an
+        # S3-compatible store): the environment's region, if it names one, is used instead.
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region is None and (
+            os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+        ):
+            region = "us-east-1"  # what S3-compatible stores answer to
+        if region:
+            uri = f"{uri}?region={region}"
     try:
         return pafs.FileSystem.from_uri(uri)[0]
     except Exception as pyarrow_error:  # a scheme pyarrow has no client for: fsspec's

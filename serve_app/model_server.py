@@ -220,4 +220,5 @@ class ModelServer:
             "features": list(m.feature_names),
             "outputs": list(predictor.outputs.names),
             "engine": engine_of(predictor),
+            "registry": self._registry.location,  # where the replica read it from
         }

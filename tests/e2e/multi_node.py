@@ -1,9 +1,13 @@
 """A four-node Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head and three
 workers, each its own raylet), the pipeline replaying real candles with its actors spread
 over the workers, and one worker node removed mid-replay: the one hosting a feature shard,
-or the one hosting the sink. Run in its own process (it starts its own Ray):
+or the one hosting the sink. State, log and models live under ``--store``: a folder, or an
+object-store prefix such as ``s3://bucket/mn`` (the endpoint and keys from the environment,
+``AWS_ENDPOINT_URL`` etc.), as on a real cluster whose nodes share no disk; the models are
+uploaded there from ``models_onnx/`` first, as ``aws s3 sync`` would. Run in its own process
+(it starts its own Ray):
 
-    python -m tests.e2e.multi_node --data ../shared/data --tmp /tmp/mn --remove shard
+    python -m tests.e2e.multi_node --data ../shared/data --store /tmp/mn --remove shard
 
 Prints one JSON object: where each actor ran, each process's memory (PSS) and CPU time at
 the removal, how long the pipeline took to predict again after it, and the prediction
@@ -24,9 +28,11 @@ import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
+from orchestrator import PROJECT_ROOT
 from orchestrator.bench.harness import cpu_seconds
 from orchestrator.bench.stack import memory_kb
 from orchestrator.sinks.parquet_log import read_log
+from orchestrator.storage import locate
 from serve_app.app import build_app
 
 MINUTES, REMOVE_AT = 900, 420
@@ -40,7 +46,21 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def app_args(data: Path, tmp: Path) -> dict:
+SERVED = "direction-1m"  # the default config's one model
+
+
+def upload_models(store: str) -> str:
+    """The served model's folder of ``models_onnx/`` copied under ``store`` as it is (stages
+    included); returns the registry location."""
+    target = locate(store) / "models"
+    source = PROJECT_ROOT / "models_onnx"
+    for path in sorted((source / SERVED).rglob("*")):
+        if path.is_file():
+            (target / path.relative_to(source).as_posix()).write_bytes(path.read_bytes())
+    return target.uri
+
+
+def app_args(data: Path, store: str) -> dict:
     feeds = [
         {
             "kind": "replay",
@@ -59,9 +79,10 @@ def app_args(data: Path, tmp: Path) -> dict:
         "environment": "multi-node",
         "feeds": feeds,
         "features": {"shards": 3, "num_cpus": 0.1},
-        "stream": {"checkpoint_every": 30, "state_dir": str(tmp / "state")},
+        "models_dir": f"{store}/models",
+        "stream": {"checkpoint_every": 30, "state_dir": f"{store}/state"},
         "serving": {"num_cpus": 0.1, **ON_WORKERS},
-        "sink": {"log_dir": str(tmp / "log"), "flush_rows": 100, "flush_seconds": 0.5},
+        "sink": {"log_dir": f"{store}/log", "flush_rows": 100, "flush_seconds": 0.5},
         # the supervisor on the head (it owns the actors); everything else on the workers
         "placement": {
             "pipeline": {"resources": {"head": 0.01}},
@@ -106,7 +127,8 @@ def _process(pid: int) -> dict:
     return {"pss_mib": round(memory_kb(pid)[1] / 1024, 1), "cpu_s": round(cpu_seconds(pid), 1)}
 
 
-def run(data: Path, tmp: Path, remove: str) -> dict:
+def run(data: Path, store: str, remove: str) -> dict:
+    upload_models(store)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "resources": {"head": 1}, "include_dashboard": False},
@@ -116,7 +138,7 @@ def run(data: Path, tmp: Path, remove: str) -> dict:
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": _port()}, proxy_location="HeadOnly")
-        serve.run(build_app(app_args(data, tmp)), name="tickcast", route_prefix="/")
+        serve.run(build_app(app_args(data, store)), name="tickcast", route_prefix="/")
         pipeline = serve.get_deployment_handle("Pipeline", app_name="tickcast")
         _wait(pipeline, lambda s: _emitted(s) >= REMOVE_AT, "the removal's minute")
         actors = pipeline.actors.remote().result(timeout_s=30)
@@ -162,7 +184,11 @@ def run(data: Path, tmp: Path, remove: str) -> dict:
             "processes": placed,
             "ray_processes_pss_mib": ray_own,
             "recovery_s": round(recovery_s, 1),
-            **_audit(tmp / "log"),
+            "store": store,
+            "models_dir": serve.get_deployment_handle("model-direction-1m", "tickcast")
+            .describe.remote()
+            .result()["registry"],
+            **_audit(f"{store}/log"),
         }
     finally:
         serve.shutdown()
@@ -170,12 +196,12 @@ def run(data: Path, tmp: Path, remove: str) -> dict:
         cluster.shutdown()
 
 
-def _audit(log_dir: Path) -> dict:
+def _audit(log_dir: str) -> dict:
     """Duplicated event ids, and gaps: per series, minutes missing between its first and
     last prediction."""
     log = read_log(log_dir)
     ids = log.column("event_id").to_pylist()
-    scored = read_log(log_dir.parent / f"{log_dir.name}-outcomes").column("event_id").to_pylist()
+    scored = read_log(locate(log_dir).sibling("outcomes")).column("event_id").to_pylist()
     gaps, per_series, unscored = {}, {}, 0
     scored_ids = set(scored)
     for exchange in pc.unique(log.column("exchange")).to_pylist():
@@ -205,10 +231,10 @@ def _audit(log_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--tmp", type=Path, required=True)
+    parser.add_argument("--store", required=True, help="a folder or an s3:// prefix")
     parser.add_argument("--remove", choices=("shard", "sink"), default="shard")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.data, args.tmp, args.remove)))
+    print(json.dumps(run(args.data, args.store, args.remove)))
     return 0
 
 

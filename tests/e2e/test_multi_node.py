@@ -1,6 +1,8 @@
 """A node's death on a four-node cluster loses nothing (``tests/e2e/multi_node.py``): the
 node hosting a feature shard, or the sink, removed mid-replay of real candles; the pipeline
 carries on on the surviving nodes and the log holds each prediction once, without gaps.
+State, log, write-ahead logs and models live on the suite's S3 server, as on a cluster
+whose nodes share no disk.
 
 Each case runs in its own process: it starts its own Ray cluster, which cannot share a
 process with the integration tests' one."""
@@ -8,8 +10,10 @@ process with the integration tests' one."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -17,7 +21,8 @@ from orchestrator import PROJECT_ROOT
 
 
 @pytest.mark.parametrize("remove", ["shard", "sink"])
-def test_a_removed_node_loses_no_prediction_and_repeats_none(shared_data, tmp_path, remove):
+def test_a_removed_node_loses_no_prediction_and_repeats_none(shared_data, s3_server, remove):
+    store = f"s3://tickcast/multi-node-{remove}-{uuid.uuid4().hex[:8]}"
     done = subprocess.run(
         [
             sys.executable,
@@ -25,12 +30,13 @@ def test_a_removed_node_loses_no_prediction_and_repeats_none(shared_data, tmp_pa
             "tests.e2e.multi_node",
             "--data",
             str(shared_data),
-            "--tmp",
-            str(tmp_path),
+            "--store",
+            store,
             "--remove",
             remove,
         ],
         cwd=PROJECT_ROOT,
+        env={**os.environ, **s3_server},
         capture_output=True,
         text=True,
         timeout=900,
@@ -45,6 +51,7 @@ def test_a_removed_node_loses_no_prediction_and_repeats_none(shared_data, tmp_pa
         processes[a]["node"] for a in processes if a != "pipeline"
     }
     assert result["nodes_used"] >= 3  # the actors spread over the workers
+    assert result["store"] == store and result["models_dir"].startswith("s3://")
     assert result["rows"] > 2000 and result["outcomes"] > 1000
     assert result["duplicates"] == 0 and result["outcome_duplicates"] == 0
     assert result["unscored"] == 0  # every prediction settled in the replay was scored

@@ -74,54 +74,12 @@ def _no_log_limit_left_behind():
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3-compatible server (``moto_server`` from the test extras) on 127.0.0.1, with
-    one bucket; yields the environment a client needs to reach it (endpoint and keys come
-    from the environment, as in production)."""
-    import shutil
-    import socket
-    import subprocess
-    import sys
-    import time
+    one bucket ``tickcast``; yields the environment a client needs to reach it (endpoint and
+    keys come from the environment, as in production)."""
+    from orchestrator.bench.s3_server import s3_server
 
-    import pyarrow.fs as pafs
-
-    binary = Path(sys.executable).with_name("moto_server")
-    command = str(binary) if binary.exists() else shutil.which("moto_server")
-    if command is None:
-        pytest.fail("moto_server is missing: install the test extras (pip install -e '.[test]')")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    server = subprocess.Popen(
-        [command, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "tickcast-test",
-        "AWS_SECRET_ACCESS_KEY": "tickcast-test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    admin = pafs.S3FileSystem(
-        endpoint_override=env["AWS_ENDPOINT_URL"],
-        access_key=env["AWS_ACCESS_KEY_ID"],
-        secret_key=env["AWS_SECRET_ACCESS_KEY"],
-        region=env["AWS_DEFAULT_REGION"],
-        allow_bucket_creation=True,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            admin.create_dir("tickcast")
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"moto_server did not start (see {log.name})")
-            time.sleep(0.2)
-    yield env
-    server.terminate()
-    server.wait(timeout=10)
-    log.close()
+    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as env:
+        yield env
 
 
 @pytest.fixture(params=["local", "s3"])

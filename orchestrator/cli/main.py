@@ -65,6 +65,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "orchestrator.bench.history",
         "history pages of a 30-day log: latency, memory, files vs the previous reader",
     ),
+    "storage": (
+        "orchestrator.bench.storage",
+        "durable writes and reads on an object store (S3) vs a local folder",
+    ),
     "kafka": (
         "orchestrator.bench.kafka",
         "Kafka in and out: events/s into a topic, candles/s through the pipeline vs plain loops",

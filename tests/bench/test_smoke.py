@@ -126,6 +126,17 @@ def test_history(capsys, tmp_path):
     assert int(written[-1][1].replace(",", "")) == 3 * (1440 + 288) * 20 * 2
 
 
+def test_storage(capsys):
+    from orchestrator.bench import storage
+
+    assert storage.main(["--smoke"]) == 0  # its own S3 server, as the suite's
+    out = capsys.readouterr().out
+    headers = ("operation", "local p50 ms", "local p99 ms", "S3 p50 ms", "S3 p99 ms", "S3 / local")
+    rows = assert_table(out, headers, 5)
+    assert rows[0][0] == "WAL record (one shard call)"
+    assert all(float(r[3]) > 0 for r in rows) and "shard calls a second" in out
+
+
 # --- in a subprocess: Ray or Serve ------------------------------------------------------------
 
 

@@ -293,17 +293,27 @@ def locate(where: str | Path | Location) -> Location:
     return Location(fs, rest.rstrip("/"), scheme)
 
 
+def _s3_options(uri: str) -> str:
+    """``uri`` with the client options tickcast wants: the region (without one pyarrow asks
+    AWS for the bucket's, a network call even for an S3-compatible store: the environment's,
+    or us-east-1 with a custom endpoint) and delayed open, which makes a small write one
+    PutObject instead of a three-request multipart upload (a WAL record, a checkpoint)."""
+    base, _, query = uri.partition("?")
+    options = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region is None and (
+        os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+    ):
+        region = "us-east-1"  # what S3-compatible stores answer to
+    if region:
+        options.setdefault("region", region)
+    options.setdefault("allow_delayed_open", "true")
+    return base + "?" + "&".join(f"{k}={v}" for k, v in options.items())
+
+
 def _filesystem(scheme: str, uri: str) -> pafs.FileSystem:
-    if scheme == "s3" and "?" not in uri:
-        # Without a region pyarrow asks AWS for the bucket's (a network call, even for an
-        # S3-compatible store): the environment's region, if it names one, is used instead.
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        if region is None and (
-            os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
-        ):
-            region = "us-east-1"  # what S3-compatible stores answer to
-        if region:
-            uri = f"{uri}?region={region}"
+    if scheme == "s3":
+        uri = _s3_options(uri)
     try:
         return pafs.FileSystem.from_uri(uri)[0]
     except Exception as pyarrow_error:  # a scheme pyarrow has no client for: fsspec's

@@ -12,8 +12,9 @@ Merged files are sorted by (symbol, model_id, open_time) in row groups of
 ``row_group_rows``, so a symbol filter reads one or two row groups of a day, the rest pruned
 by their statistics.
 
-Readers never see a row twice or miss one: the merged file is published whole (written under
-a dot-name, renamed into place) and names the files it replaces in its footer
+Readers never see a row twice or miss one: the merged file is published whole (locally
+written under a dot-name and renamed into place; on an object store uploaded, visible only
+once complete) and names the files it replaces in its footer
 (``tickcast.replaces``); ``live_files`` leaves out every file so named. The sources are
 deleted only after the publish, so a crash between the two leaves both, the sources
 superseded (and deleted by the next run). A reader that listed a source just before it was

@@ -20,6 +20,7 @@ import pytest
 from orchestrator import PROJECT_ROOT
 
 
+@pytest.mark.timeout(900)  # a replay through an S3 server: about 4 minutes a case
 @pytest.mark.parametrize("remove", ["shard", "sink"])
 def test_a_removed_node_loses_no_prediction_and_repeats_none(shared_data, s3_server, remove):
     store = f"s3://tickcast/multi-node-{remove}-{uuid.uuid4().hex[:8]}"

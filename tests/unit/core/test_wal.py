@@ -38,7 +38,7 @@ def test_a_torn_last_record_is_dropped_not_fatal(storage_root):
     wal = WriteAheadLog(storage_root, SCHEMA)
     wal.append(_table(1))
     wal.append(_table(2))
-    last = locate(storage_root).files(prefix="segment-")[-1].location
+    last = locate(storage_root).files(suffix=".arrows", recursive=True)[-1].location
     data = last.read_bytes()
     last.write_bytes(data[:-20])  # the process died in the middle of a write
     assert WriteAheadLog(storage_root, SCHEMA).recover().column("k").to_pylist() == [1]

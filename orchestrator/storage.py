@@ -274,9 +274,13 @@ _lock = threading.Lock()
 
 
 def locate(where: str | Path | Location) -> Location:
-    """The ``Location`` a configured path or URI names (see the module's docstring)."""
+    """The ``Location`` a configured path or URI names (see the module's docstring). A
+    string is a config's value: a relative path is relative to the repository; a ``Path``
+    is relative to the working directory, as ``Path`` itself means it."""
     if isinstance(where, Location):
         return where
+    if isinstance(where, Path):  # code's own path (a CLI argument, a test's folder): as is
+        return Location(LOCAL, str(where.expanduser().absolute()))
     text = str(where)
     if "://" not in text:
         return Location(LOCAL, str(resolve_path(text)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -54,6 +56,7 @@ def test_a_parquet_file_is_published_whole(storage_root):
 
 def test_configured_locations_resolve_as_configs_mean_them(tmp_path):
     assert locate("var/x").path == str(PROJECT_ROOT / "var" / "x")  # relative: the repository
+    assert locate(Path("var/x")).path == str(Path.cwd() / "var" / "x")  # a Path: the cwd
     assert locate(f"file://{tmp_path}/y").path == f"{tmp_path}/y" and locate("var").local
     sibling = locate(f"{tmp_path}/predictions").sibling("wal")
     assert sibling.path == f"{tmp_path}/predictions-wal"

@@ -57,8 +57,11 @@ def candle_files(directory: Path | str) -> list[tuple[Path, str, str]]:
     """(file, symbol, timeframe) of every candle file in either layout (see replay_files);
     the backfill reads other timeframes than 1m through this too. ``directory`` may be an
     object-store URI: its files come back as URIs (``read_candles`` reads them)."""
-    if "://" in str(directory) and not locate(str(directory)).local:
-        return _object_store_files(locate(str(directory)))
+    if "://" in str(directory):
+        where = locate(str(directory))
+        if not where.local:
+            return _object_store_files(where)
+        directory = where.local_path()  # file:///…
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"replay path {directory} is not a directory")

@@ -10,13 +10,16 @@ import pyarrow.dataset as ds
 import pytest
 
 from orchestrator.cli import fetch_history
+from orchestrator.feeds.replay import candle_files
+from orchestrator.storage import locate
 from tests.fakes.binance import FakeBinanceInThread
 from tests.fakes.candle_series import MINUTE_MS, kline_row
 from tests.unit.feeds.support import SYMBOLS, T0, candle_values, expected_values, minutes
 
 
 def _read(root, **partition):
-    table = ds.dataset(root, format="parquet").to_table()
+    where = locate(root)
+    table = ds.dataset(where.path, format="parquet", filesystem=where.fs).to_table()
     for column, value in partition.items():
         table = table.filter(ds.field(column) == value)
     return table
@@ -101,18 +104,26 @@ def _binance_zip(path, symbol: str, open_times: list[int], header: bool) -> None
 
 
 @pytest.mark.parametrize("header", [False, True])
-def test_import_zip_is_idempotent_and_merges_with_stored_rows(tmp_path, header):
+def test_import_zip_is_idempotent_and_merges_with_stored_rows(tmp_path, storage_root, header):
+    """Into a local folder and into an S3 prefix (``storage_root``); the backfill's reader
+    then finds the series there."""
     first = tmp_path / "BTCUSDT-1m-2023-11.zip"
     second = tmp_path / "BTCUSDT-1m-2023-12.zip"
     _binance_zip(first, "BTC/USDT", minutes(*range(0, 60)), header)
     _binance_zip(second, "BTC/USDT", minutes(*range(40, 90)), header)  # overlaps 40..59
-    out = tmp_path / "dataset"
-    argv = ["import-zip", "--out", str(out), "--no-progress"]
+    out = f"{storage_root}/dataset"
+    argv = ["import-zip", "--out", out, "--no-progress"]
     assert fetch_history.main([*argv, str(first)]) == 0
     assert fetch_history.main([*argv, str(first), str(second)]) == 0  # first again: nothing new
 
-    directory = out / "exchange=binance" / "symbol=BTC_USDT" / "timeframe=1m"
-    assert len(list(directory.glob("*.parquet"))) == 2
+    directory = locate(out) / "exchange=binance" / "symbol=BTC_USDT" / "timeframe=1m"
+    assert len(directory.files(suffix=".parquet")) == 2
+    found = candle_files(out)  # what the backfill reads: the two files of the one series
+    assert [(symbol, tf) for _, symbol, tf in found] == [("BTC_USDT", "1m")] * 2
+    assert all(str(path).startswith(str(directory)) for path, _, _ in found)
+    if directory.local:  # the same folder named as a file:// URI
+        as_uri = [str(path) for path, _, _ in candle_files(f"file://{out}")]
+        assert as_uri == [str(path) for path, _, _ in found]
     table = _read(out)
     assert sorted(table.column("open_time").to_pylist()) == minutes(*range(0, 90))
     assert candle_values(table) == expected_values(["BTC/USDT"], minutes(*range(0, 90)))

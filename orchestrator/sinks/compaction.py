@@ -175,8 +175,9 @@ class Compactor:
                 entry.location.delete()
                 self.stats.leftovers_removed += 1
 
-    def compact(self, folder: Location, closed: bool) -> None:
+    def compact(self, folder: Location | Path | str, closed: bool) -> None:
         """Merge one partition folder's files: by levels, or (``closed``) into one file."""
+        folder = locate(folder)
         self._remove_leftovers(folder)
         files = [(p, level_of(p.name)) for p in live_files(folder)]
         ours = [(p, level) for p, level in files if level is not None]

@@ -256,6 +256,19 @@ def stop_session(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
         proc.wait(timeout=10)
 
 
+def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``grace_s`` (a server the tests or a
+    benchmark started: moto, the Kafka broker)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=grace_s)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of one process so far (Linux /proc); 0 if it is gone."""
     try:

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from orchestrator.bench.harness import stop_process
+
 START_TIMEOUT_S = 10.0
 
 
@@ -91,12 +93,7 @@ class LocalBroker:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.resume()
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            stop_process(self.process)
         if self._log is not subprocess.DEVNULL:
             self._log.close()
 

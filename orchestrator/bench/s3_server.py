@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from orchestrator.bench.harness import free_port
+from orchestrator.bench.harness import free_port, stop_process
 
 BUCKET = "tickcast"
 
@@ -42,11 +42,7 @@ def s3_server(log_path: Path, bucket: str = BUCKET) -> Iterator[dict[str, str]]:
             _create_bucket(env, bucket, server, log_path)
             yield env
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_process(server)
 
 
 def _create_bucket(env: dict, bucket: str, server: subprocess.Popen, log_path: Path) -> None:

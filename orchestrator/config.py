@@ -516,8 +516,8 @@ class SinkConfig(StrictModel):
         900.0,
         ge=0,
         description=(
-            "how long the write-ahead log keeps what was flushed: a restarted sink drops the "
-            "replayed predictions it wrote in this last stretch of writing, beside those of "
+            "the last stretch of writing (by the log files' times) whose predictions and "
+            "outcomes a restarted sink drops when a replay repeats them, beside those of "
             "the log's two newest dates"
         ),
     )

@@ -49,17 +49,15 @@ class PredictionSink:
         self._latest = LatestStore()
         self._predictions = ParquetLog(root, config.flush_rows)
         self._features = ParquetLog(root.sibling("features"), config.flush_rows)
-        self._wal = WriteAheadLog(
-            root.sibling("wal"), PREDICTION_SCHEMA, keep_s=config.dedupe_window_s
-        )
+        self._wal = WriteAheadLog(root.sibling("wal"), PREDICTION_SCHEMA)
+        # What replays can repeat: the log's newest dates (a live feed's) and the files it
+        # took in its last dedupe_window_s of writing, whatever their dates (a replay of
+        # other days, a second feed's). The same for outcomes: a restored shard scores its
+        # replayed predictions again.
         self._seen = SeenKeys()
-        # What replays can repeat: the log's newest dates (a live feed's) and what the sink
-        # wrote lately, whatever its dates (a replay of other days, a second feed's).
         self._seen.add(recent_event_ids(root))
-        self._seen.add(self._wal.recent().column("event_id").to_pylist())
+        self._seen.add(recently_written_event_ids(root, config.dedupe_window_s))
         outcome_root = root.sibling("outcomes")
-        # A restored shard scores its replayed predictions again: their outcomes are dropped
-        # by what the outcome log took lately (it has no WAL; its newest files stand in).
         self._outcomes_seen = SeenKeys()
         self._outcomes_seen.add(recent_event_ids(outcome_root))
         self._outcomes_seen.add(recently_written_event_ids(outcome_root, config.dedupe_window_s))

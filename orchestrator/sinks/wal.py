@@ -9,14 +9,10 @@ whole (one PUT) before the sink answers, so a sink whose node dies with its disk
 nothing it confirmed either.
 
 When the buffered rows reach the Parquet log, the segments are dropped; on start, leftover
-segments are read back (a torn last message ends a segment) and written again.
-
-With ``keep_s``, flushed segments are kept until ``keep_s`` older than the newest of them
-(by their last write, so a sink started hours later still finds the last stretch of
-writing): ``recent()`` is what the sink wrote lately, whatever candle dates it was for, the
-memory a restarted sink drops replays by. Locally a flushed segment is renamed
-``flushed-<n>.arrows``; on an object store, where a rename is a copy per record, one small
-object ``flushed-through`` names the last flushed segment instead.
+segments are read back (a torn last message ends a segment) and written again. Nothing is
+kept after a flush: what the sink wrote lately is in the log's newest files
+(``dedupe.recently_written_event_ids``), so the WAL holds only what the log does not, a few
+seconds of rows even in a replay at full speed.
 """
 
 from __future__ import annotations
@@ -29,15 +25,12 @@ import pyarrow.ipc as ipc
 
 from orchestrator.storage import Entry, Location, locate
 
-MARKER = "flushed-through"
-
 
 class WriteAheadLog:
-    def __init__(self, directory: Location | Path | str, schema: pa.Schema, keep_s: float = 0.0):
+    def __init__(self, directory: Location | Path | str, schema: pa.Schema):
         self.directory = locate(directory)
         self.directory.mkdirs()
         self.schema = schema
-        self.keep_s = keep_s
         self._store = (_LocalSegments if self.directory.local else _ObjectSegments)(
             self.directory, schema
         )
@@ -64,39 +57,29 @@ class WriteAheadLog:
         self._store.drop_through(segment)
 
     def truncate(self) -> None:
-        """Everything appended so far is durable elsewhere: drop it (with ``keep_s``: keep it
-        a while as the record of recent writes)."""
+        """Everything appended so far is durable elsewhere: drop it."""
         self._store.close()
-        if self.keep_s > 0:
-            self._store.mark_flushed(self._segment)
-            self._store.prune(self.keep_s)
-        else:
-            self._store.drop_through(self._segment)
+        self._store.drop_through(self._segment)
         self._segment += 1
-
-    def recent(self) -> pa.Table:
-        """What was flushed in the last ``keep_s`` of writing (``keep_s`` 0: nothing)."""
-        return _in_schema(self._store.batches(flushed=True), self.schema)
 
     def recover(self) -> pa.Table:
         """Every complete record left by a previous process, in order."""
-        return _in_schema(self._store.batches(flushed=False), self.schema)
+        return _in_schema(self._store.batches(), self.schema)
 
 
 class _LocalSegments:
-    """``segment-<n>.arrows`` streams appended in place; ``flushed-<n>.arrows`` once flushed."""
+    """``segment-<n>.arrows`` streams appended in place."""
 
     def __init__(self, directory: Location, schema: pa.Schema):
         self.directory, self.schema = directory, schema
         self._writer: ipc.RecordBatchStreamWriter | None = None
         self._sink = None
 
-    def _entries(self, kind: str) -> list[Entry]:
-        return self.directory.files(prefix=f"{kind}-", suffix=".arrows")
+    def _entries(self) -> list[Entry]:
+        return self.directory.files(prefix="segment-", suffix=".arrows")
 
     def next_segment(self) -> int:
-        numbers = [_number(e.name) for kind in ("segment", "flushed") for e in self._entries(kind)]
-        return max(numbers, default=-1) + 1
+        return max((_number(e.name) for e in self._entries()), default=-1) + 1
 
     def append(self, segment: int, table: pa.Table) -> None:
         if self._writer is None:
@@ -113,31 +96,17 @@ class _LocalSegments:
             self._writer = self._sink = None
 
     def drop_through(self, segment: int) -> None:
-        for entry in self._entries("segment"):
+        for entry in self._entries():
             if _number(entry.name) <= segment:
                 entry.location.delete()
 
-    def mark_flushed(self, segment: int) -> None:
-        for entry in self._entries("segment"):
-            if _number(entry.name) <= segment:
-                flushed = self.directory / ("flushed-" + entry.name.split("-", 1)[1])
-                entry.location.atomic_rename(flushed)
-
-    def prune(self, keep_s: float) -> None:
-        flushed = self._entries("flushed")
-        newest = max((e.mtime for e in flushed), default=0.0)
-        for entry in flushed:
-            if entry.mtime < newest - keep_s:
-                entry.location.delete()
-
-    def batches(self, flushed: bool) -> list[pa.RecordBatch]:
-        kind = "flushed" if flushed else "segment"
-        return [b for e in self._entries(kind) for b in _complete_batches(e.location)]
+    def batches(self) -> list[pa.RecordBatch]:
+        return [b for e in self._entries() for b in _complete_batches(e.location)]
 
 
 class _ObjectSegments:
-    """``segment-<n>/<record>.arrows`` objects, one upload each; a ``flushed-through`` object
-    names the last flushed segment (kept ones are pruned by whole segment folders)."""
+    """``segment-<n>/<record>.arrows`` objects, one upload each; dropped by whole segment
+    folders."""
 
     def __init__(self, directory: Location, schema: pa.Schema):
         self.directory, self.schema = directory, schema
@@ -153,14 +122,8 @@ class _ObjectSegments:
                 found[_number(folder)].append(entry)
         return found
 
-    def _flushed_through(self) -> int:
-        try:
-            return int((self.directory / MARKER).read_text())
-        except (FileNotFoundError, ValueError):
-            return -1
-
     def next_segment(self) -> int:
-        return max([*self._segments(), self._flushed_through()], default=-1) + 1
+        return max(self._segments(), default=-1) + 1
 
     def append(self, segment: int, table: pa.Table) -> None:
         if segment != self._open_segment:
@@ -177,24 +140,11 @@ class _ObjectSegments:
             if number <= segment:
                 (self.directory / f"segment-{number:08d}").delete_tree()
 
-    def mark_flushed(self, segment: int) -> None:
-        (self.directory / MARKER).write_text(str(segment))
-
-    def prune(self, keep_s: float) -> None:
-        through = self._flushed_through()
-        flushed = {n: e for n, e in self._segments().items() if n <= through}
-        newest = max((x.mtime for e in flushed.values() for x in e), default=0.0)
-        for number, entries in flushed.items():
-            if max(x.mtime for x in entries) < newest - keep_s:
-                (self.directory / f"segment-{number:08d}").delete_tree()
-
-    def batches(self, flushed: bool) -> list[pa.RecordBatch]:
-        through = self._flushed_through()
+    def batches(self) -> list[pa.RecordBatch]:
         batches = []
-        for number, entries in sorted(self._segments().items()):
-            if (number <= through) == flushed:
-                for entry in entries:  # sorted by name: in the order appended
-                    batches.extend(_complete_batches(entry.location))
+        for _, entries in sorted(self._segments().items()):
+            for entry in entries:  # sorted by name: in the order appended
+                batches.extend(_complete_batches(entry.location))
         return batches
 
 

@@ -2,9 +2,10 @@
 moment) during a replay of two feeds whose candles are of different days, then started
 again on the same state and log: the log holds every prediction once.
 
-Before the sink kept a record of what it wrote lately (``sink.dedupe_window_s``), a
-restarted sink knew only the log's two newest dates: those of the feed replaying the later
-days, so the other feed's replayed predictions were written a second time."""
+Before the sink's dedupe was also seeded from what it wrote lately (the log's files of its
+last ``sink.dedupe_window_s`` of writing), a restarted sink knew only the log's two newest
+dates: those of the feed replaying the later days, so the other feed's replayed
+predictions were written a second time."""
 
 from __future__ import annotations
 

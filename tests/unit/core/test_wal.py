@@ -1,7 +1,5 @@
 """The sink's write-ahead log, on a local folder and on an S3 server (``storage_root``)."""
 
-import time
-
 import pyarrow as pa
 
 from orchestrator.sinks.wal import WriteAheadLog
@@ -48,36 +46,17 @@ def test_empty_directory_recovers_nothing(storage_root):
     assert WriteAheadLog(f"{storage_root}/new", SCHEMA).recover().num_rows == 0
 
 
-def test_flushed_segments_are_kept_for_a_while_as_the_record_of_recent_writes(storage_root):
-    wal = WriteAheadLog(storage_root, SCHEMA, keep_s=1.0)
-    wal.append(_table(1))
-    wal.truncate()  # flushed: not recovered, but remembered
-    time.sleep(2.2)  # what follows is written more than keep_s after it (S3 keeps seconds)
-    wal.append(_table(2))
-    wal.truncate()
-    wal.append(_table(3))
-    wal.truncate()  # prunes what is more than keep_s older than the newest
-    again = WriteAheadLog(storage_root, SCHEMA, keep_s=1.0)
-    assert again.recover().num_rows == 0
-    assert again.recent().column("k").to_pylist() == [2, 3]
-    again.append(_table(4))  # numbering continues after the kept segments: nothing replaced
-    again.truncate()
-    assert again.recent().column("k").to_pylist() == [2, 3, 4]
-    assert WriteAheadLog(f"{storage_root}/plain", SCHEMA).recent().num_rows == 0
-
-
 def test_a_wal_written_before_a_column_was_added_recovers_with_it_as_nulls(storage_root):
     """An upgrade: the previous version's sink left records without the new column."""
-    old = WriteAheadLog(storage_root, SCHEMA, keep_s=60)
+    old = WriteAheadLog(storage_root, SCHEMA)
     old.append(_table(1, 2))
-    old.truncate()  # kept a while as the record of recent writes
+    old.truncate()  # flushed: gone
     old.append(_table(3))
     newer = SCHEMA.append(pa.field("role", pa.string()))
-    wal = WriteAheadLog(storage_root, newer, keep_s=60)
+    wal = WriteAheadLog(storage_root, newer)
     recovered = wal.recover()
     assert recovered.schema == newer and recovered.column("k").to_pylist() == [3]
     assert recovered.column("role").to_pylist() == [None]
-    assert wal.recent().column("k").to_pylist() == [1, 2]
     wal.append(pa.table({"k": [4], "v": ["4"], "role": ["shadow"]}, schema=newer))
     recovered = WriteAheadLog(storage_root, newer).recover()
     assert recovered.column("role").to_pylist() == [None, "shadow"]

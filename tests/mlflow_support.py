@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from orchestrator.bench.harness import stop_process
+
 START_TIMEOUT_S = 120.0  # ~17 s on an idle machine; much more while Ray tests run beside
 
 
@@ -62,9 +64,5 @@ def mlflow_server(tmp_path_factory) -> str:
             time.sleep(0.5)
         yield uri
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server, grace_s=20)
         log.close()

@@ -269,6 +269,23 @@ def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
         proc.wait(timeout=grace_s)
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(all CPU ticks, ticks stolen by the hypervisor) so far, over every core (/proc/stat);
+    two readings give the share of a run's CPU time this virtual machine did not get."""
+    try:
+        fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
+def stolen_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share (0-1) of the CPU time between two ``machine_ticks`` readings that the
+    hypervisor gave to others; 0 when unknown."""
+    total = after[0] - before[0]
+    return (after[1] - before[1]) / total if total > 0 else 0.0
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of one process so far (Linux /proc); 0 if it is gone."""
     try:

@@ -74,6 +74,8 @@ class _LocalSegments:
         self.directory, self.schema = directory, schema
         self._writer: ipc.RecordBatchStreamWriter | None = None
         self._sink = None
+        for entry in self.directory.files(prefix="flushed-", suffix=".arrows"):
+            entry.location.delete()  # what an earlier build kept after flushing it
 
     def _entries(self) -> list[Entry]:
         return self.directory.files(prefix="segment-", suffix=".arrows")
@@ -112,6 +114,10 @@ class _ObjectSegments:
         self.directory, self.schema = directory, schema
         self._records = 0
         self._open_segment = -1
+        marker = self.directory / "flushed-through"  # an earlier build's: segments it
+        if marker.exists():  # kept after flushing them, never to be recovered
+            self.drop_through(int(marker.read_text()))
+            marker.delete()
 
     def _segments(self) -> dict[int, list[Entry]]:
         """Every segment's records (one listing), by segment number."""

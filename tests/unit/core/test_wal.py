@@ -46,6 +46,25 @@ def test_empty_directory_recovers_nothing(storage_root):
     assert WriteAheadLog(f"{storage_root}/new", SCHEMA).recover().num_rows == 0
 
 
+def test_what_an_earlier_build_kept_after_a_flush_is_dropped_not_recovered(storage_root):
+    """Builds before 2026-12-04 kept flushed segments a while: locally renamed
+    ``flushed-<n>.arrows``, on an object store named by a ``flushed-through`` marker."""
+    wal = WriteAheadLog(storage_root, SCHEMA)
+    wal.append(_table(1))
+    flushed = wal.rotate()
+    wal.append(_table(2))
+    root = locate(storage_root)
+    if root.local:
+        (root / f"segment-{flushed:08d}.arrows").atomic_rename(
+            root / f"flushed-{flushed:08d}.arrows"
+        )
+    else:
+        (root / "flushed-through").write_text(str(flushed))
+    assert WriteAheadLog(storage_root, SCHEMA).recover().column("k").to_pylist() == [2]
+    assert not [e for e in root.files(recursive=True) if e.name.startswith("flushed")]
+    assert WriteAheadLog(storage_root, SCHEMA).recover().column("k").to_pylist() == [2]
+
+
 def test_a_wal_written_before_a_column_was_added_recovers_with_it_as_nulls(storage_root):
     """An upgrade: the previous version's sink left records without the new column."""
     old = WriteAheadLog(storage_root, SCHEMA)

@@ -11,9 +11,8 @@ import pyarrow as pa
 
 from orchestrator.config import SyntheticFeedConfig
 from orchestrator.feeds.pacing import Pacer
-from orchestrator.market.schema import CANDLE_SCHEMA, candles_from_arrays
+from orchestrator.market.schema import candles_from_arrays, cycled_strings
 from orchestrator.market.synthetic import SyntheticMarket
-from orchestrator.market.validate import table_to_batch
 
 # Any market's unified symbol can be simulated; it only has to look like one (BASE/QUOTE,
 # optionally :SETTLE), since downstream names files and routes shards by it.
@@ -93,16 +92,17 @@ class SyntheticSource:
             self.symbols = tuple(s for s in self.symbols if s not in gone)
 
     def _minutes(self, minutes: int) -> pa.RecordBatch:
-        if minutes == 1:
-            return self._next_minute()
-        batches = [self._next_minute() for _ in range(minutes)]
-        return table_to_batch(pa.Table.from_batches(batches, schema=CANDLE_SCHEMA))
-
-    def _next_minute(self) -> pa.RecordBatch:
-        minute = self._market.next_minute()
-        ohlcv = {k: getattr(minute, k) for k in ("open", "high", "low", "close", "volume")}
-        times = [minute.open_time] * len(self.symbols)
-        return candles_from_arrays(self.exchange, list(self.symbols), "1m", times, ohlcv)
+        """The market's next ``minutes`` minutes, minute after minute, every symbol in each:
+        built as one batch from the walk's arrays (a batch per minute, then joined, cost
+        the feed a fifth of its CPU in a fast replay)."""
+        walk = [self._market.next_minute() for _ in range(minutes)]
+        ohlcv = {
+            k: np.concatenate([getattr(m, k) for m in walk])
+            for k in ("open", "high", "low", "close", "volume")
+        }
+        times = np.repeat(np.array([m.open_time for m in walk], dtype=np.int64), len(self.symbols))
+        symbols = cycled_strings(self.symbols, minutes)
+        return candles_from_arrays(self.exchange, symbols, "1m", times, ohlcv)
 
     async def close(self) -> None:
         return None

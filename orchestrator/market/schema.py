@@ -98,6 +98,8 @@ def _to_epoch_ms(dates: pd.Series) -> np.ndarray:
 
 
 def _string_column(values) -> pa.Array:
+    if isinstance(values, pa.Array):  # already a column (e.g. cycled_strings)
+        return values
     return pa.array(np.asarray(values, dtype=object), pa.string())
 
 

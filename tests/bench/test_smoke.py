@@ -157,6 +157,21 @@ def test_pipeline():
         2,
     )
     assert rows[0][0].startswith("Serve pipeline") and rows[0][1][0].isdigit(), rows
+    runs = assert_table(
+        out,
+        (
+            "throughput run",
+            "Serve pipeline",
+            "baseline",
+            "ratio",
+            "CPU µs / symbol-candle",
+            "cores busy",
+            "stolen",
+        ),
+        1,
+    )
+    assert runs[0][1].replace(",", "") == rows[0][1].replace(",", ""), (runs, rows)
+    assert "engine auto" in out  # as configs/production.yaml serves
     assert_table(out, ("stage (throughput run)", "CPU µs per symbol-candle"), 2)
 
 

@@ -1,10 +1,12 @@
 import asyncio
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from orchestrator.config import SyntheticFeedConfig
 from orchestrator.feeds.synthetic import SyntheticSource
+from orchestrator.market.schema import CANDLE_SCHEMA
 from orchestrator.market.synthetic import SyntheticMarket
 from orchestrator.market.timeframes import MINUTE_MS
 
@@ -74,3 +76,23 @@ def test_source_emits_schema_batches_and_stops_at_max_minutes():
     times = [b.column("open_time")[0].as_py() for b in batches]
     assert np.all(np.diff(times) == MINUTE_MS)
     assert source.status()["minutes_emitted"] == 3
+
+
+def test_a_multi_minute_batch_holds_the_same_candles_as_one_minute_batches():
+    def drain(batch_minutes: int) -> pa.Table:
+        source = SyntheticSource(
+            SyntheticFeedConfig(speed=0, max_minutes=7, n_symbols=5, batch_minutes=batch_minutes)
+        )
+
+        async def run():
+            out = []
+            while (batch := await source.next_batch()) is not None:
+                out.append(batch)
+            return out
+
+        return pa.Table.from_batches(asyncio.run(run()))
+
+    one_by_one, in_threes = drain(1), drain(3)
+    assert one_by_one.schema.equals(CANDLE_SCHEMA)
+    assert in_threes.num_rows == one_by_one.num_rows == 35
+    assert in_threes.equals(one_by_one)  # minute after minute, every symbol in each

@@ -17,8 +17,9 @@ one run to the next, so the target is judged on the median run, and every run is
 The baseline does the same work in one plain Python process (the same feature engine,
 model on the same ``--engine`` and prediction events; no Ray, no log, no outcome scoring).
 ``--engine auto`` (the default, as ``configs/production.yaml`` serves) runs the direction
-model's trees compiled to native code in both; ``--engine onnx`` on ONNX Runtime. ``--smoke``: 20
-symbols, 30 minutes and an 8-tick latency run, no target judged.
+model's trees compiled to native code in both; ``--engine onnx`` on ONNX Runtime.
+``--smoke``: 20 symbols, 30 minutes, one throughput run and an 8-tick latency run, no
+target judged.
 
     tickcast bench pipeline [--symbols 1000] [--minutes 2000] [--shards 1] [--in-flight 2]
         [--engine auto|onnx] [--repeat 3] [--smoke]

@@ -32,7 +32,7 @@ from ray import serve
 
 from orchestrator.models.compiled import Predictor, engine_of, predictor_factory
 from orchestrator.models.predictor import DEFAULT_Z_LIMIT
-from orchestrator.models.registry import RegistryError, open_registry
+from orchestrator.models.registry import NoChallenger, RegistryError, open_registry
 from serve_app.api.backend import BackendError
 from serve_app.model_group import role_of, split_key
 
@@ -56,6 +56,7 @@ class ModelServer:
         self._ids = tuple(model_ids)
         self._z_limit = DEFAULT_Z_LIMIT  # signals.ood_z_limit, from the user_config
         self._predictors = {key: self._first_load(key) for key in self._ids}
+        self._unmarked: set[str] = set()  # challengers whose registry marks none (logged)
         self._pinned: dict[tuple[str, str], Predictor] = {}  # versions asked for by name
         self._config_versions: dict[str, str | None] = dict.fromkeys(self._ids)
         self._swap = threading.Lock()  # reconfigure and the registry poll, one at a time
@@ -78,9 +79,7 @@ class ModelServer:
         none starts on the production version and switches at once."""
         try:
             return self._load(key, None)
-        except RegistryError:
-            if role_of(key) == "production":
-                raise
+        except NoChallenger:
             model_type, timeframe = split_key(key)
             production = self._registry.resolve(model_type, timeframe).version
             return self._load(key, production)
@@ -117,7 +116,14 @@ class ModelServer:
         current = self._predictors[key]
         if version is None:  # the registry's production version, or challenger for one
             model_type, timeframe = split_key(key)
-            version = self._registry.resolve(model_type, timeframe, None, role_of(key)).version
+            try:
+                version = self._registry.resolve(model_type, timeframe, None, role_of(key)).version
+            except NoChallenger:  # the mark cleared (its version promoted): keep running
+                if key not in self._unmarked:
+                    log.info("%s: no challenger marked; keeping %s", key, current.manifest.key)
+                self._unmarked.add(key)
+                return
+            self._unmarked.discard(key)
         if version != current.manifest.version:
             self._predictors[key] = self._load(key, version)
             log.info("%s: now serving %s (was %s)", key, version, current.manifest.version)

@@ -46,6 +46,10 @@ class PromotionRefused(RegistryError):
     """A promotion without the evidence it needs (and no forced reason)."""
 
 
+class NoChallenger(RegistryError):
+    """A challenger's role (shadow, canary) asked for the marked version, and none is."""
+
+
 class ModelManifest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -205,7 +209,7 @@ class ModelRegistry:
         if version is None and role != "production":
             found = self.challenger(model_id(model_type, timeframe))
             if found is None:
-                raise RegistryError(
+                raise NoChallenger(
                     f"{model_id(model_type, timeframe)} has no challenger to run as {role}: "
                     "mark one (tickcast registry challenger <model> <version>) or pin a version"
                 )
@@ -257,7 +261,9 @@ class ModelRegistry:
         (given or not forced) and the live comparison go into the history. The model file is
         verified first (checksum, features): a broken model is never promoted. The new
         production version is recorded before the old one is archived, so a crash in between
-        leaves two production versions (``resolve`` serves the newest), never none.
+        leaves two production versions (``resolve`` serves the newest), never none. A
+        promoted challenger is the champion now: its challenger mark is cleared (recorded),
+        so a shadow that follows the mark keeps what it runs until another is marked.
         """
         target = self.manifest(model_id_, version)
         if target.stage == "production":
@@ -287,6 +293,8 @@ class ModelRegistry:
                 live=_live_summary(live),
             ),
         )
+        if self._challenger_version(model_id_) == version:
+            self.set_challenger(model_id_, None, reason=f"{version} promoted to production")
         return promoted
 
     def challenger(self, model_id_: str) -> ModelManifest | None:

@@ -109,6 +109,12 @@ def test_registry_commands_work_on_mlflow_as_on_folders(mlflow_server, capsys, t
     assert registry_cli([*cli, "challenger", "direction-1m", "--clear"]) == 0
     assert "challenger" not in _aliases(mlflow_server, "direction-1m")
     assert mlflow_registry.history("direction-1m")[-1]["action"] == "clear challenger"
+    # the marked challenger promoted is the champion: its challenger alias goes
+    assert registry_cli([*cli, "challenger", "direction-1m", "v2"]) == 0
+    assert registry_cli([*cli, "promote", "direction-1m", "v2"]) == 0
+    assert _aliases(mlflow_server, "direction-1m") == {"champion": v2.mlflow_version}
+    last = mlflow_registry.history("direction-1m")[-1]
+    assert (last["action"], last["reason"]) == ("clear challenger", "v2 promoted to production")
 
     # and back to a folder: the same bytes
     back = tmp_path / "registry"

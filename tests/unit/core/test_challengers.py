@@ -3,6 +3,8 @@ the paired block bootstrap live and from the outcome log, and promotion on live 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -367,3 +369,45 @@ def test_a_challenger_marked_in_the_registry_is_what_an_unpinned_shadow_runs(tmp
         cli.main([*root, "challenger", "direction-1m", "v2", "--clear"])
     config = parse_config({"models": [{}, {"role": "shadow"}]})  # follows the mark
     assert config.models[1].version is None and config.models[1].serving_key.endswith("shadow")
+
+
+def test_promoting_the_challenger_clears_its_mark_and_a_shadow_keeps_running(tmp_path):
+    """The challenger promoted is the champion: its mark is cleared (recorded), and a
+    replica's unpinned shadow keeps the version it runs (no registry-outage warning) until
+    another version is marked, then switches to it on the next poll."""
+    from orchestrator import PROJECT_ROOT
+    from serve_app.model_server import ModelServer
+
+    shipped = Registry(PROJECT_ROOT / "models_onnx")
+    registry = Registry(tmp_path)
+    for version in ("v1", "v2"):
+        shipped.copy_to(registry, "direction-1m", version)
+    registry.promote("direction-1m", "v1")
+    registry.set_challenger("direction-1m", "v2", reason="try v2")
+    server = ModelServer.func_or_class(("direction-1m", "direction-1m-shadow"), str(tmp_path))
+    assert server.describe("direction-1m-shadow")["version"] == "v2"
+
+    registry.promote("direction-1m", "v2")
+    assert registry.challenger("direction-1m") is None
+    actions = [(e["action"], e["version"]) for e in registry.history("direction-1m")]
+    assert actions[-2:] == [("promote", "v2"), ("clear challenger", "v2")]
+    assert registry.history("direction-1m")[-1]["reason"] == "v2 promoted to production"
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # Serve's logger does not propagate to pytest's
+    logging.getLogger("ray.serve").addHandler(handler)
+    try:
+        for _ in range(2):  # two polls: one line
+            server._switch("direction-1m", None)
+            server._switch("direction-1m-shadow", None)
+    finally:
+        logging.getLogger("ray.serve").removeHandler(handler)
+    assert server.describe("direction-1m")["version"] == "v2"
+    assert server.describe("direction-1m-shadow")["version"] == "v2"
+    said = [r.getMessage() for r in records]
+    assert said.count("direction-1m-shadow: no challenger marked; keeping direction-1m@v2") == 1
+
+    registry.set_challenger("direction-1m", "v1", reason="v1 again, as the challenger")
+    server._switch("direction-1m-shadow", None)
+    assert server.describe("direction-1m-shadow")["version"] == "v1"
+    assert server.describe("direction-1m")["version"] == "v2"

@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "orchestrator.cli.train",
         "train every model from candle files and export it to ONNX",
     ),
+    "calibration-study": (
+        "orchestrator.cli.calibration_study",
+        "held-out calibration error of direction models under candidate calibration methods",
+    ),
     "backfill": (
         "orchestrator.cli.backfill",
         "predict over history with the live code; outcomes and a report",

@@ -25,6 +25,7 @@ from orchestrator.models.training.onnx_export import OUTPUTS, finalize, parity, 
 from orchestrator.models.training.walk_forward import (
     FIRST_TEST_QUANTILE,
     N_FOLDS,
+    Fold,
     walk_forward_folds,
 )
 
@@ -89,17 +90,9 @@ def train_model(plan: ModelPlan, data: ModelData, source: dict) -> TrainedModel:
 def evaluate(plan: ModelPlan, data: ModelData, n_folds: int = N_FOLDS) -> dict:
     """Out-of-sample metrics of the model and its baseline over the walk-forward folds."""
     folds = walk_forward_folds(data.open_time, data.purge_ms, n_folds)
-    truth, model_out, base_out = [], [], []
-    for fold in folds:
-        learner = make_learner(plan.model_type, plan.learner).fit(
-            data.features[fold.train],
-            data.target[fold.train],
-            data.open_time[fold.train],
-            data.purge_ms,
-        )
-        model_out.append(learner.predict(data.features[fold.test]))
-        base_out.append(baseline_output(data, fold.train, fold.test))
-        truth.append(data.target[fold.test])
+    model_out = fold_outputs(plan, data, folds)
+    base_out = [baseline_output(data, fold.train, fold.test) for fold in folds]
+    truth = [data.target[fold.test] for fold in folds]
     if TASKS[plan.model_type] == "binary":
         return _evaluate_calibrated(plan, data, folds, truth, model_out, base_out)
     y = np.concatenate(truth)
@@ -114,6 +107,20 @@ def evaluate(plan: ModelPlan, data: ModelData, n_folds: int = N_FOLDS) -> dict:
         "criterion": m.CRITERIA[_kind(plan.model_type)],
         "beats_baseline": m.beats_baseline(model, baseline),
     }
+
+
+def fold_outputs(plan: ModelPlan, data: ModelData, folds: list[Fold]) -> list[np.ndarray]:
+    """The model's out-of-sample outputs on each fold's test rows, trained on its train rows."""
+    outputs = []
+    for fold in folds:
+        learner = make_learner(plan.model_type, plan.learner).fit(
+            data.features[fold.train],
+            data.target[fold.train],
+            data.open_time[fold.train],
+            data.purge_ms,
+        )
+        outputs.append(learner.predict(data.features[fold.test]))
+    return outputs
 
 
 def _evaluate_calibrated(plan, data, folds, truth, model_out, base_out) -> dict:

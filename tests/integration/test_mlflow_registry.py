@@ -2,7 +2,8 @@
 registry commands (copy, list, promote on evidence, forced promotion, rollback, history)
 work on it as on the folder registry; a model served from it predicts exactly what the
 same model from models_onnx/ predicts; and a running application follows the ``champion``
-alias when a user moves it in MLflow, without a restart and without a failed request."""
+alias when a user moves it in MLflow, without a restart and without a failed request, and
+its shadow follows the ``challenger`` alias."""
 
 from __future__ import annotations
 
@@ -132,12 +133,16 @@ def test_the_app_serves_from_mlflow_and_follows_the_champion_alias(
     for version in ("v1", "v2"):
         FILES.copy_to(registry, "direction-5m", version)
     registry.promote("direction-5m", "v1")
+    registry.set_challenger("direction-5m", "v2")
     args = {
         "models_dir": target,
         "feeds": [],
         "features": {"timeframes": ["1m", "5m"]},
-        "serving": {"num_cpus": 0.1, "registry_poll_s": 1.0},
-        "models": [{"model_type": "direction", "timeframe": "5m"}],
+        "serving": {"num_cpus": 0.1, "registry_poll_s": 1.0, "model_groups": "none"},
+        "models": [
+            {"model_type": "direction", "timeframe": "5m"},
+            {"model_type": "direction", "timeframe": "5m", "role": "shadow"},  # the alias
+        ],
         "stream": {"state_dir": str(tmp_path / "state")},
         "sink": {"log_dir": str(tmp_path / "log")},
         "api": {"rate_limit_per_s": 1e6, "rate_limit_burst": 10**6},
@@ -167,3 +172,15 @@ def test_the_app_serves_from_mlflow_and_follows_the_champion_alias(
     assert {v for t, _, v in results if t < moved} == {"v1"}
     assert {v for t, _, v in results if t > switched} == {"v2"}
     print(f"alias moved -> first v2 answer: {switched - moved:.1f} s (poll every 1 s)")
+
+    # the shadow follows the challenger alias the same way, and outlives its removal
+    shadow = serve_app.get_deployment_handle("model-direction-5m-shadow", app_name="tickcast")
+    assert shadow.describe.remote().result()["version"] == "v2"
+    v1 = registry.manifest("direction-5m", "v1").mlflow_version
+    client.set_registered_model_alias("tickcast-direction-5m", "challenger", v1)
+    until(lambda: shadow.describe.remote().result()["version"] == "v1", "the shadow on v1", 60)
+    client.delete_registered_model_alias("tickcast-direction-5m", "challenger")
+    time.sleep(3.0)  # three polls that find no challenger
+    assert shadow.describe.remote().result()["version"] == "v1"
+    served = serve_app.get_deployment_handle("model-direction-5m", app_name="tickcast")
+    assert served.describe.remote().result()["version"] == "v2"

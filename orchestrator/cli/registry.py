@@ -31,8 +31,14 @@ import sys
 
 import pyarrow.dataset as ds
 
+from orchestrator.market.timeframes import timeframe_ms
 from orchestrator.models.comparison import compare_outcomes
-from orchestrator.models.registry import ModelManifest, RegistryError, open_registry
+from orchestrator.models.registry import (
+    ModelManifest,
+    RegistryError,
+    open_registry,
+    version_sort_key,
+)
 from orchestrator.sinks.parquet_log import read_log
 from orchestrator.storage import locate
 from orchestrator.stream.outcomes import OUTCOME_SCHEMA
@@ -46,6 +52,12 @@ def primary_metric(manifest: ModelManifest) -> str:
         if model.get(key) is not None:
             return f"{key} {model[key]:.4g}"
     return "-"
+
+
+def listing_order(m: ModelManifest) -> tuple:
+    """Model type, timeframe (shortest first), version (v2 before v10): the same order from
+    every registry backend."""
+    return (m.model_type, timeframe_ms(m.timeframe), version_sort_key(m.version))
 
 
 def format_rows(manifests: list[ModelManifest]) -> list[str]:
@@ -174,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         registry = open_registry(args.root)
         if args.command == "list":
-            print("\n".join(format_rows(registry.manifests(args.model_type, args.timeframe))))
+            found = registry.manifests(args.model_type, args.timeframe)
+            print("\n".join(format_rows(sorted(found, key=listing_order))))
         elif args.command == "promote":
             live = live_comparison(args.log, args.model_id, args.version)
             if live is not None:

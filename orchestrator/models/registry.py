@@ -104,7 +104,7 @@ def split_model_id(model_id_: str) -> tuple[str, str]:
     return model_type, timeframe
 
 
-def _version_sort_key(version: str) -> tuple[int, str]:
+def version_sort_key(version: str) -> tuple[int, str]:
     digits = version.lstrip("v")
     return (int(digits), version) if digits.isdigit() else (-1, version)
 
@@ -222,7 +222,7 @@ class ModelRegistry:
         if not candidates:
             wanted = f"{model_id(model_type, timeframe)}@{version or 'production'}"
             raise RegistryError(f"no model {wanted} in {self.location}; run `tickcast train`")
-        return max(candidates, key=lambda m: _version_sort_key(m.version))
+        return max(candidates, key=lambda m: version_sort_key(m.version))
 
     def load_bytes(self, manifest: ModelManifest) -> bytes:
         """The model file, after checking its checksum and its features against the engine's."""
@@ -235,7 +235,7 @@ class ModelRegistry:
     def versions(self, model_id_: str) -> list[ModelManifest]:
         """Every version of one model, oldest first."""
         return sorted(
-            self.manifests(*split_model_id(model_id_)), key=lambda m: _version_sort_key(m.version)
+            self.manifests(*split_model_id(model_id_)), key=lambda m: version_sort_key(m.version)
         )
 
     def production(self, model_id_: str) -> ModelManifest | None:

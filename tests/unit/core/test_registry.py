@@ -157,15 +157,24 @@ def _cli():
 def test_cli_lists_promotes_and_rolls_back(storage_root, capsys):
     _publish(storage_root, "v1", "production")
     _publish(storage_root, "v2", "staging")
+    _publish(storage_root, "v10", "staging")
     cli = _cli()
     assert cli.main(["--root", storage_root, "promote", "direction-1m", "v2"]) == 0
     assert "direction-1m@v2 is now production (replaced v1)" in capsys.readouterr().out
     assert cli.main(["--root", storage_root, "list"]) == 0
     listing = capsys.readouterr().out.splitlines()
     assert listing[0].split()[:3] == ["model", "version", "stage"]
-    assert [line.split()[1:3] for line in listing[1:]] == [["v1", "archived"], ["v2", "production"]]
+    assert [line.split()[1:3] for line in listing[1:]] == [  # in version order, v2 before v10
+        ["v1", "archived"],
+        ["v2", "production"],
+        ["v10", "staging"],
+    ]
     assert cli.main(["--root", storage_root, "rollback", "direction-1m"]) == 0
-    assert _stages(Registry(storage_root)) == {"v1": "production", "v2": "archived"}
+    assert _stages(Registry(storage_root)) == {
+        "v1": "production",
+        "v2": "archived",
+        "v10": "staging",
+    }
     assert cli.main(["--root", storage_root, "rollback", "direction-1m"]) == 2
     assert "nothing to roll back" in capsys.readouterr().err
 

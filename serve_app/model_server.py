@@ -79,7 +79,9 @@ class ModelServer:
         none starts on the production version and switches at once."""
         try:
             return self._load(key, None)
-        except NoChallenger:
+        except RegistryError:  # no mark, or a marked version that cannot load
+            if role_of(key) == "production":
+                raise
             model_type, timeframe = split_key(key)
             production = self._registry.resolve(model_type, timeframe).version
             return self._load(key, production)

@@ -8,7 +8,7 @@ the noise floor of the measure), under one or more fold counts.
 The same data, features and learners as ``tickcast train`` (each model trained anew on
 every fold); nothing is written. ``isotonic`` with the fold count of training is the
 figure ``tickcast train`` stores in the manifest. Methods and references:
-``orchestrator.models.calibration_study``; results: docs/models.md#calibration.
+``orchestrator.models.calibration_study``; results: docs/models.md#the-calibration-study.
 """
 
 from __future__ import annotations

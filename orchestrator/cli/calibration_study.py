@@ -20,7 +20,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from orchestrator import resolve_path
-from orchestrator.cli.train import HOURLY_PAIRS, TIMEFRAMES, candle_sets, timeframe_set
+from orchestrator.cli.train import (
+    HOURLY_PAIRS,
+    TIMEFRAMES,
+    candle_sets,
+    limit_threads,
+    timeframe_set,
+)
 from orchestrator.models.calibration import CALIBRATION_BINS
 from orchestrator.models.calibration_study import METHODS, REFERENCES, FoldPredictions, study
 from orchestrator.models.training.datasets import ModelData, model_data
@@ -47,12 +53,6 @@ def _study(task: tuple[str, str, int]) -> tuple[tuple[str, str, int], dict]:
         label_ms=data.purge_ms,
     )
     return task, study(predictions)
-
-
-def _limit_threads() -> None:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
 
 
 def table(results: dict[tuple[str, str, int], dict]) -> str:
@@ -92,18 +92,23 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(learners) - set(LEARNERS))
     if unknown:
         raise SystemExit(f"unknown learner {', '.join(unknown)}: choose from {', '.join(LEARNERS)}")
-    counts = [int(n) for n in args.folds.split(",") if n]
+    try:
+        counts = [int(n) for n in args.folds.split(",") if n]
+    except ValueError:
+        raise SystemExit(f"--folds takes fold counts like 3,6, not {args.folds!r}") from None
+    if not counts or min(counts) < 2:
+        raise SystemExit("--folds: each count needs at least 2 folds (the first is not scored)")
     sets = candle_sets(resolve_path(args.data), args.hourly_pairs, not args.no_futures)
     for timeframe in timeframes:
         candles, source = sets[timeframe]
         _DATA[timeframe] = model_data(timeframe_set(candles, timeframe, source), "direction")
     tasks = [(t, learner, n) for t in timeframes for learner in learners for n in counts]
     if args.jobs <= 1:
-        _limit_threads()
+        limit_threads()
         done = dict(map(_study, tasks))
     else:
         context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_limit_threads) as pool:
+        with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=limit_threads) as pool:
             done = dict(pool.map(_study, tasks))
     print(table({task: done[task] for task in tasks}))
     print(

@@ -116,7 +116,7 @@ def timeframe_set(candles: pa.Table, timeframe: str, source: dict) -> TimeframeS
     return pool_symbols(tables, timeframe, step, "+".join(source["data"]))
 
 
-def _limit_threads() -> None:
+def limit_threads() -> None:
     """One BLAS/OpenMP thread per worker: parallelism is across models, and results do
     not depend on how many threads summed them."""
     from threadpoolctl import threadpool_limits
@@ -143,10 +143,10 @@ def train_all(plans: list[ModelPlan], jobs: int) -> list[TrainedModel]:
     ordered = sorted(plans, key=_cost, reverse=True)
     with tqdm(total=len(ordered), desc="training", unit="model") as bar:
         if jobs <= 1:
-            _limit_threads()
+            limit_threads()
             return [_advance(bar, _train(p)) for p in ordered]
         context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_limit_threads) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=limit_threads) as pool:
             futures = [pool.submit(_train, p) for p in ordered]
             return [_advance(bar, f.result()) for f in as_completed(futures)]
 

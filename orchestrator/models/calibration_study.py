@@ -128,9 +128,12 @@ def study(folds: FoldPredictions, seed: int = 0) -> dict:
         "rows": int(len(y)),
         "base_rates": [float(np.mean(v)) for v in folds.y],
     }
-    for name, method in {**METHODS, **REFERENCES}.items():
-        result[name] = ece(y, np.concatenate([method(folds, k) for k in scored]))
-    served = np.concatenate([_isotonic(folds, k) for k in scored])
+    calibrated = {
+        name: np.concatenate([method(folds, k) for k in scored])
+        for name, method in {**METHODS, **REFERENCES}.items()
+    }
+    result.update({name: ece(y, p) for name, p in calibrated.items()})
+    served = calibrated["isotonic"]
     rng = np.random.default_rng(seed)
     draws = [ece(rng.random(len(served)) < served, served) for _ in range(NOISE_DRAWS)]
     result["noise floor"] = float(np.mean(draws))

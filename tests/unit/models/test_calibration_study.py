@@ -91,3 +91,9 @@ def test_the_rolling_window_reads_only_outcomes_known_before_each_row():
     after = METHODS["rolling 7 days"](changed, 1)
     assert np.array_equal(before[:half], after[:half])
     assert not np.allclose(before[half + 200 :], after[half + 200 :])
+
+
+@pytest.mark.parametrize("folds", ["3,x", "1", ""])
+def test_fold_counts_that_cannot_be_scored_are_refused(folds):
+    with pytest.raises(SystemExit, match="--folds"):
+        cli.main(["--folds", folds])
